@@ -1,0 +1,7 @@
+"""syft_flwr: Flower federated learning over file-sync networks."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

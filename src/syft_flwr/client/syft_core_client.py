@@ -1,0 +1,85 @@
+"""SyftBox identity: a wrapper over ``syft_core.Client``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from syft_core import Client
+
+from syft_flwr.client.protocol import SyftFlwrClient
+from syft_flwr.errors import ConfigError
+from syft_flwr.ids import normalize_email
+
+if TYPE_CHECKING:
+    from syft_flwr.transports.base import Transport
+
+__all__ = ["SyftCoreClient"]
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.@+-]", "_", name)
+
+
+class SyftCoreClient(SyftFlwrClient):
+    """A SyftBox user, loaded from a SyftBox client config.
+
+    Parameters
+    ----------
+    client:
+        A loaded ``syft_core.Client``.
+    """
+
+    transport_name = "syftbox"
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._email = normalize_email(str(client.email))
+
+    @classmethod
+    def load(cls, filepath: str | Path | None = None) -> SyftCoreClient:
+        """Load from ``filepath``, else ``SYFTBOX_CLIENT_CONFIG_PATH``, else ``~/.syftbox/config.json``.
+
+        Raises
+        ------
+        ConfigError
+            If no readable SyftBox config is found.
+        """
+        try:
+            return cls(Client.load(filepath))
+        except Exception as exc:  # syft_core wraps everything in ClientConfigException
+            where = filepath or "SYFTBOX_CLIENT_CONFIG_PATH or ~/.syftbox/config.json"
+            raise ConfigError(f"cannot load SyftBox config from {where}: {exc}") from exc
+
+    @property
+    def email(self) -> str:
+        return self._email
+
+    @property
+    def config_path(self) -> Path | None:
+        return Path(self._client.config_path)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self._client.config.data_dir)
+
+    @property
+    def server_url(self) -> str:
+        return str(self._client.config.server_url)
+
+    @property
+    def datasites(self) -> Path:
+        return Path(self._client.datasites)
+
+    def state_dir(self, app_name: str) -> Path:
+        # Outside datasites/, so it is never synced to anyone.
+        return self.data_dir / ".syft_flwr" / "state" / _safe(app_name)
+
+    def get_client(self) -> Client:
+        return self._client
+
+    def make_transport(self) -> Transport:
+        from syft_flwr.transports.syftbox import SyftBoxTransport
+
+        return SyftBoxTransport(self.datasites, self.email)

@@ -1,0 +1,182 @@
+"""Configuration: small frozen objects, and the one function that reads the environment.
+
+Precedence everywhere: an explicit argument wins, then the environment, then the
+defaults below. Nothing reads ``os.environ`` at import time.
+
+Environment variables (also listed in the README):
+
+=================================  ==========  ============================================
+variable                           default     meaning
+=================================  ==========  ============================================
+``SYFT_FLWR_MSG_TIMEOUT``          ``120``     seconds ``send_and_receive`` waits when the
+                                               caller passes no ``timeout``
+``SYFT_FLWR_POLL_INTERVAL``        ``2.0``     seconds between fallback rescans (events are
+                                               the primary signal); ceiling of Drive polling
+``SYFT_FLWR_ENCRYPTION_ENABLED``   ``true``    end-to-end encryption; ``false`` turns it off
+                                               on both sides
+``SYFT_FLWR_CHUNK_SIZE``           ``4194304`` largest file written (bytes); bigger bodies
+                                               are split into chunk files
+``SYFT_FLWR_LOG_LEVEL``            ``INFO``    log level of the ``syft_flwr`` logger
+=================================  ==========  ============================================
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from syft_flwr.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_INLINE_LIMIT",
+    "DEFAULT_MSG_TIMEOUT",
+    "DEFAULT_POLL_INTERVAL",
+    "ENV_CHUNK_SIZE",
+    "ENV_ENCRYPTION_ENABLED",
+    "ENV_LOG_LEVEL",
+    "ENV_MSG_TIMEOUT",
+    "ENV_POLL_INTERVAL",
+    "Settings",
+    "parse_duration",
+]
+
+ENV_MSG_TIMEOUT = "SYFT_FLWR_MSG_TIMEOUT"
+ENV_POLL_INTERVAL = "SYFT_FLWR_POLL_INTERVAL"
+ENV_ENCRYPTION_ENABLED = "SYFT_FLWR_ENCRYPTION_ENABLED"
+ENV_CHUNK_SIZE = "SYFT_FLWR_CHUNK_SIZE"
+ENV_LOG_LEVEL = "SYFT_FLWR_LOG_LEVEL"
+
+DEFAULT_MSG_TIMEOUT = 120.0  # seconds
+DEFAULT_POLL_INTERVAL = 2.0  # seconds
+#: 4 MiB keeps every file on the Go client's websocket fast path and far below
+#: SyftBox 0.4.0's silent 10 MB upload limit.
+DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024  # bytes
+#: Bodies up to this size travel inline (base64) in the request/response JSON, as
+#: syft-rpc does; anything larger goes to binary chunk files (no base64 of bulk).
+DEFAULT_INLINE_LIMIT = 64 * 1024  # bytes
+MIN_CHUNK_SIZE = 1024  # bytes; smaller only makes sense in tests
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ConfigError(f"{name}={value!r}: expected true or false")
+
+
+def _parse_float(name: str, value: str, *, minimum: float = 0.0) -> float:
+    try:
+        out = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r}: expected a number of seconds") from None
+    if not out > minimum:
+        raise ConfigError(f"{name}={value!r}: must be greater than {minimum}")
+    return out
+
+
+def _parse_int(name: str, value: str, *, minimum: int) -> int:
+    try:
+        out = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r}: expected an integer") from None
+    if out < minimum:
+        raise ConfigError(f"{name}={value!r}: must be at least {minimum}")
+    return out
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Parse ``"1d"``, ``"12h"``, ``"30m"``, ``"45s"`` or a number of seconds.
+
+    Raises
+    ------
+    ConfigError
+        If the value is not a duration.
+    """
+    if isinstance(value, int | float):
+        return float(value)
+    m = _DURATION.match(value)
+    if not m:
+        raise ConfigError(f"invalid duration {value!r}: use e.g. '1d', '12h', '30m'")
+    scale = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Runtime settings shared by the grid, the events loop and the runners.
+
+    Build with ``Settings.from_env()`` to honour ``SYFT_FLWR_*`` variables, or
+    directly for tests. Explicit keyword arguments to ``from_env`` win over the
+    environment.
+
+    Examples
+    --------
+    >>> Settings.from_env({"SYFT_FLWR_MSG_TIMEOUT": "30"}).msg_timeout
+    30.0
+    >>> Settings.from_env({}, encryption_enabled=False).encryption_enabled
+    False
+    """
+
+    msg_timeout: float = DEFAULT_MSG_TIMEOUT
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    encryption_enabled: bool = True
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    inline_limit: int = DEFAULT_INLINE_LIMIT
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < MIN_CHUNK_SIZE:
+            raise ConfigError(f"chunk_size must be at least {MIN_CHUNK_SIZE} bytes")
+        if self.inline_limit > self.chunk_size:
+            # The inline body is base64'd inside JSON; keep the JSON under the limit.
+            object.__setattr__(self, "inline_limit", self.chunk_size // 2)
+        if self.msg_timeout <= 0 or self.poll_interval <= 0:
+            raise ConfigError("msg_timeout and poll_interval must be positive")
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: object
+    ) -> Settings:
+        """Read ``SYFT_FLWR_*`` from ``environ`` (default ``os.environ``).
+
+        Parameters
+        ----------
+        environ:
+            The mapping to read; pass ``{}`` to ignore the environment.
+        **overrides:
+            Explicit values; ``None`` values are ignored. They win over the env.
+
+        Raises
+        ------
+        ConfigError
+            If a variable has an invalid value.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        if (v := env.get(ENV_MSG_TIMEOUT)) not in (None, ""):
+            values["msg_timeout"] = _parse_float(ENV_MSG_TIMEOUT, v)  # type: ignore[arg-type]
+        if (v := env.get(ENV_POLL_INTERVAL)) not in (None, ""):
+            values["poll_interval"] = _parse_float(ENV_POLL_INTERVAL, v)  # type: ignore[arg-type]
+        if (v := env.get(ENV_ENCRYPTION_ENABLED)) not in (None, ""):
+            values["encryption_enabled"] = _parse_bool(ENV_ENCRYPTION_ENABLED, v)  # type: ignore[arg-type]
+        if (v := env.get(ENV_CHUNK_SIZE)) not in (None, ""):
+            values["chunk_size"] = _parse_int(ENV_CHUNK_SIZE, v, minimum=MIN_CHUNK_SIZE)  # type: ignore[arg-type]
+        if (v := env.get(ENV_LOG_LEVEL)) not in (None, ""):
+            values["log_level"] = str(v).upper()
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def with_(self, **changes: object) -> Settings:
+        """Return a copy with some fields changed."""
+        return replace(self, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,250 @@
+"""Encryption policy: plugs the cipher into the envelope, for every transport.
+
+With encryption on (the default) every request and response body, and every
+chunk, is sealed to its recipient; a plaintext or undecryptable message is
+refused with a clear error, never processed as plaintext. Public keys travel
+as DID documents under the transport key ``<email>/public/did.json`` (on
+SyftBox that is the synced ``public/did.json`` of the datasite).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from syft_flwr.client.protocol import SyftFlwrClient
+from syft_flwr.config import Settings
+from syft_flwr.crypto.cipher import (
+    ALGORITHM,
+    TAG_SIZE,
+    MessageContext,
+    SealedKey,
+    decrypt_chunk,
+    encrypt_chunk,
+    open_key,
+    seal_key,
+)
+from syft_flwr.crypto.keys import (
+    PrivateKeys,
+    PublicBundle,
+    ensure_keys,
+    generate_keys,
+    load_private_keys,
+    make_did_document,
+    save_private_keys,
+)
+from syft_flwr.envelope import BodyCodec, Head, SealContext
+from syft_flwr.errors import (
+    DecryptionError,
+    EncryptionError,
+    KeyNotFound,
+    MessageNotFound,
+    PlaintextRefused,
+)
+from syft_flwr.rpc import CodecPolicy, PlaintextPolicy
+from syft_flwr.transports.base import Transport
+
+__all__ = [
+    "EncryptionPolicy",
+    "KeyDirectory",
+    "X3DHCodec",
+    "default_policy",
+    "did_key",
+    "load_or_create_keys",
+]
+
+logger = logging.getLogger("syft_flwr.crypto")
+
+
+def did_key(email: str) -> str:
+    """Transport key of a datasite's public DID document."""
+    return f"{email.lower()}/public/did.json"
+
+
+class KeyDirectory:
+    """Finds (and caches) peers' verified public keys through a transport."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self._cache: dict[str, PublicBundle] = {}
+        self._lock = threading.Lock()
+
+    def get(self, email: str, *, refresh: bool = False) -> PublicBundle:
+        """Return ``email``'s verified public bundle.
+
+        Raises
+        ------
+        KeyNotFound
+            No DID document is visible for ``email`` (not synced, never published).
+        BadSignatureError
+            Its signed prekey does not verify.
+        """
+        email = email.lower()
+        with self._lock:
+            if not refresh and email in self._cache:
+                return self._cache[email]
+        try:
+            raw = self.transport.get(did_key(email))
+        except MessageNotFound:
+            raise KeyNotFound(
+                f"no public keys (public/did.json) visible for {email}; has it "
+                "started syft_flwr with encryption on, and has its datasite synced?"
+            ) from None
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            raise EncryptionError(f"did.json of {email} is not JSON: {exc}") from exc
+        from syft_flwr.crypto.keys import load_public_bundle
+
+        bundle = load_public_bundle(doc, email=email)
+        with self._lock:
+            self._cache[email] = bundle
+        return bundle
+
+
+class X3DHCodec(BodyCodec):
+    """Seals each stored part with AES-256-GCM under a fresh per-message key."""
+
+    algorithm = ALGORITHM
+    overhead = TAG_SIZE
+
+    def __init__(self, own: PrivateKeys, peer: PublicBundle) -> None:
+        self.own = own
+        self.peer = peer
+
+    @staticmethod
+    def _mctx(ctx: SealContext, count: int) -> MessageContext:
+        return MessageContext(
+            message_id=ctx.message_id,
+            sender=ctx.sender,
+            recipient=ctx.recipient,
+            app=ctx.app,
+            endpoint=ctx.endpoint,
+            kind=ctx.kind,
+            expires=ctx.expires,
+            chunk_count=count,
+        )
+
+    def seal(
+        self, ctx: SealContext, parts: Sequence[memoryview]
+    ) -> tuple[dict[str, Any] | None, list[bytes]]:
+        sealed, key = seal_key(self.own, self.peer)
+        mctx = self._mctx(ctx, len(parts))
+        stored = [encrypt_chunk(key, mctx, i, p) for i, p in enumerate(parts)]
+        header = {
+            "alg": ALGORITHM,
+            "ek": base64.b64encode(sealed.ephemeral_public).decode("ascii"),
+        }
+        return header, stored
+
+    def open(
+        self,
+        ctx: SealContext,
+        header: Mapping[str, Any] | None,
+        parts: Sequence[bytes],
+    ) -> bytes:
+        if not header:
+            raise PlaintextRefused(f"{ctx.kind} {ctx.message_id} is not encrypted")
+        if header.get("alg") != ALGORITHM:
+            raise DecryptionError(
+                f"{ctx.kind} {ctx.message_id} uses unsupported algorithm "
+                f"{header.get('alg')!r}"
+            )
+        try:
+            ek = base64.b64decode(str(header["ek"]), validate=True)
+            sealed = SealedKey(ek)
+        except (KeyError, binascii.Error, ValueError, EncryptionError) as exc:
+            raise DecryptionError(f"bad encryption header: {exc}") from exc
+        key = open_key(self.own, self.peer, sealed)
+        mctx = self._mctx(ctx, len(parts))
+        return b"".join(decrypt_chunk(key, mctx, i, p) for i, p in enumerate(parts))
+
+
+class EncryptionPolicy:
+    """Encrypt everything; refuse plaintext and anything that does not decrypt."""
+
+    required = True
+
+    def __init__(self, identity: str, keys: PrivateKeys, directory: KeyDirectory) -> None:
+        self.identity = identity.lower()
+        self.keys = keys
+        self.directory = directory
+
+    def for_sending(self, ctx: SealContext) -> BodyCodec:
+        return X3DHCodec(self.keys, self.directory.get(ctx.recipient))
+
+    def for_receiving(self, ctx: SealContext, head: Head) -> BodyCodec:
+        if not head.encrypted:
+            raise PlaintextRefused(
+                f"{head.kind} {head.id} from {ctx.sender} is plaintext while encryption "
+                "is on; refusing it"
+            )
+        if ctx.recipient != self.identity:
+            raise DecryptionError(
+                f"{head.kind} {head.id} is addressed to {ctx.recipient}, not to "
+                f"{self.identity}"
+            )
+        return X3DHCodec(self.keys, self.directory.get(ctx.sender))
+
+
+_MEMORY_KEYS: dict[int, PrivateKeys] = {}
+_MEMORY_LOCK = threading.Lock()
+
+
+def load_or_create_keys(client: SyftFlwrClient, transport: Transport) -> PrivateKeys:
+    """Return this client's private keys, creating and publishing them on first use.
+
+    SyftBox clients keep keys exactly where syft-crypto 0.1.2 does (so existing
+    keys keep working, and a conflict is reported, never overwritten). Other
+    clients keep them in their private state folder (mode 0600), or in memory
+    for an in-memory client without one. The DID document is then published under
+    ``<email>/public/did.json`` if it is not there already.
+    """
+    from syft_flwr.client.syft_core_client import SyftCoreClient
+
+    if isinstance(client, SyftCoreClient):
+        return ensure_keys(
+            data_dir=client.data_dir,
+            datasites_dir=client.datasites,
+            server_url=client.server_url,
+            email=client.email,
+        )
+    state = client.state_dir("_keys")
+    if state is not None:
+        path = state / "pvt.jwks.json"
+        try:
+            keys = load_private_keys(path)
+        except KeyNotFound:
+            keys = generate_keys()
+            save_private_keys(path, keys)
+    else:
+        with _MEMORY_LOCK:
+            keys = _MEMORY_KEYS.setdefault(id(client), generate_keys())
+    doc = make_did_document(keys, client.email, "https://syftbox.local/")
+    data = json.dumps(doc, indent=2).encode()
+    try:
+        current = transport.get(did_key(client.email))
+    except MessageNotFound:
+        current = None
+    if current != data:
+        transport.put(did_key(client.email), data)
+    return keys
+
+
+def default_policy(
+    client: SyftFlwrClient, transport: Transport, settings: Settings
+) -> CodecPolicy:
+    """Encryption on (keys created on first use) unless settings turn it off."""
+    if not settings.encryption_enabled:
+        logger.warning(
+            "end-to-end encryption is OFF (SYFT_FLWR_ENCRYPTION_ENABLED=false): "
+            "model updates are readable by anyone who can read the files"
+        )
+        return PlaintextPolicy()
+    keys = load_or_create_keys(client, transport)
+    return EncryptionPolicy(client.email, keys, KeyDirectory(transport))

@@ -1,0 +1,163 @@
+"""The one exception hierarchy of syft_flwr.
+
+Every error raised by the package derives from :class:`SyftFlwrError`; where the
+meaning matches a builtin, the class also derives from it so callers may catch
+either::
+
+    SyftFlwrError
+    ├── ConfigError (ValueError)
+    │   └── NodeIdCollisionError
+    ├── SerializationError (ValueError)
+    ├── EnvelopeError (ValueError)
+    │   ├── IncompleteMessage          file partial / chunk not synced yet: retry later
+    │   └── ChunkIntegrityError        a chunk's size or sha256 does not match
+    ├── TransportError (OSError)
+    │   ├── MessageNotFound (FileNotFoundError)
+    │   ├── PermissionDenied (PermissionError)    e.g. SyftBox rejected the write
+    │   ├── TransportTimeout (TimeoutError)
+    │   ├── TransportClosed
+    │   └── RemoteServiceError         a backend (Drive) kept failing after retries
+    ├── EncryptionError
+    │   ├── KeyNotFound (LookupError)  no private keys or no peer DID document
+    │   ├── KeyConflictError           keys on disk do not match the published DID
+    │   ├── KeyFilePermissionError (PermissionError)
+    │   ├── BadSignatureError          a prekey signature does not verify
+    │   ├── DecryptionError            tampered/truncated/reordered ciphertext
+    │   └── PlaintextRefused           plaintext received while encryption is on
+    └── SecurityError
+        ├── UnknownSenderError         sender is not an allowed aggregator/data owner
+        ├── ReplayError                a request id was already executed
+        └── MessageExpired             the request's expiry has passed
+
+Backend errors (``OSError``, ``googleapiclient.errors.HttpError``) are mapped to
+these at the transport boundary, with the original chained as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadSignatureError",
+    "ChunkIntegrityError",
+    "ConfigError",
+    "DecryptionError",
+    "EncryptionError",
+    "EnvelopeError",
+    "IncompleteMessage",
+    "KeyConflictError",
+    "KeyFilePermissionError",
+    "KeyNotFound",
+    "MessageExpired",
+    "MessageNotFound",
+    "NodeIdCollisionError",
+    "PermissionDenied",
+    "PlaintextRefused",
+    "RemoteServiceError",
+    "ReplayError",
+    "SecurityError",
+    "SerializationError",
+    "SyftFlwrError",
+    "TransportClosed",
+    "TransportError",
+    "TransportTimeout",
+    "UnknownSenderError",
+]
+
+
+class SyftFlwrError(Exception):
+    """Base class of every syft_flwr error."""
+
+
+class ConfigError(SyftFlwrError, ValueError):
+    """Invalid configuration (missing aggregator, bad email, bad env value, ...)."""
+
+
+class NodeIdCollisionError(ConfigError):
+    """Two datasites of one run map to the same Flower node id."""
+
+
+class SerializationError(SyftFlwrError, ValueError):
+    """Bytes could not be turned into a Flower Message (or back)."""
+
+
+class EnvelopeError(SyftFlwrError, ValueError):
+    """An on-disk message envelope is malformed."""
+
+
+class IncompleteMessage(EnvelopeError):
+    """A message file is partial or a chunk has not arrived yet; try again later."""
+
+
+class ChunkIntegrityError(EnvelopeError):
+    """A chunk file's size or sha256 does not match the envelope manifest."""
+
+
+class TransportError(SyftFlwrError, OSError):
+    """A transport could not move a file."""
+
+
+class MessageNotFound(TransportError, FileNotFoundError):
+    """No file under that key."""
+
+
+class PermissionDenied(TransportError, PermissionError):
+    """The backend refused the operation (e.g. a SyftBox rejection marker)."""
+
+
+class TransportTimeout(TransportError, TimeoutError):
+    """A transport operation did not finish in time."""
+
+
+class TransportClosed(TransportError):
+    """The transport was closed."""
+
+
+class RemoteServiceError(TransportError):
+    """A remote backend (e.g. Google Drive) kept failing after all retries."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class EncryptionError(SyftFlwrError):
+    """Base class of end-to-end encryption errors."""
+
+
+class KeyNotFound(EncryptionError, LookupError):
+    """Private keys or a peer's public DID document are missing."""
+
+
+class KeyConflictError(EncryptionError):
+    """Keys on disk conflict with the published DID document; nothing was overwritten."""
+
+
+class KeyFilePermissionError(EncryptionError, PermissionError):
+    """A private key file is readable by other users."""
+
+
+class BadSignatureError(EncryptionError):
+    """A signed prekey's signature does not verify under the identity key."""
+
+
+class DecryptionError(EncryptionError):
+    """Ciphertext failed authentication (tampered, truncated, reordered or misaddressed)."""
+
+
+class PlaintextRefused(EncryptionError):
+    """A plaintext message arrived while encryption is required."""
+
+
+class SecurityError(SyftFlwrError):
+    """A message was refused for a security reason."""
+
+
+class UnknownSenderError(SecurityError):
+    """The sender is not an allowed party of this run."""
+
+
+class ReplayError(SecurityError):
+    """This request id was already executed."""
+
+
+class MessageExpired(SecurityError):
+    """The message's expiry time has passed."""

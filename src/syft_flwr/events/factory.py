@@ -1,0 +1,79 @@
+"""``create_events_watcher``: the events adapter for a client's transport."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from syft_flwr.client.factory import wrap_client
+from syft_flwr.config import Settings
+from syft_flwr.events.protocol import SyftFlwrEvents
+from syft_flwr.events.watcher import TransportEvents
+
+__all__ = ["MemoryEvents", "P2PFileEvents", "SyftEvents", "create_events_watcher"]
+
+logger = logging.getLogger("syft_flwr.events")
+
+
+class SyftEvents(TransportEvents):
+    """Events over a SyftBox data dir (watchdog + periodic rescan)."""
+
+
+class P2PFileEvents(TransportEvents):
+    """Events over Google Drive shared folders (changes-feed polling)."""
+
+
+class MemoryEvents(TransportEvents):
+    """Events over an in-memory hub (tests, notebooks)."""
+
+
+_BY_TRANSPORT: dict[str, type[TransportEvents]] = {
+    "syftbox": SyftEvents,
+    "gdrive": P2PFileEvents,
+    "memory": MemoryEvents,
+}
+
+
+def create_events_watcher(
+    app_name: str,
+    client: Any | None = None,
+    cleanup_expiry: str = "1d",
+    cleanup_interval: str = "1d",
+    poll_interval: float = 2.0,
+    **kwargs: Any,
+) -> SyftFlwrEvents:
+    """Create the events adapter that matches ``client``'s transport.
+
+    Parameters
+    ----------
+    app_name:
+        Name of the FL app (e.g. ``"flwr/my_app"``).
+    client:
+        A ``SyftFlwrClient`` or ``syft_core.Client`` (``create_client()`` if None).
+    cleanup_expiry, cleanup_interval:
+        Exchanges older than ``cleanup_expiry`` are deleted every ``cleanup_interval``.
+    poll_interval:
+        Seconds between fallback rescans (SyftBox, memory) or the Drive polling
+        ceiling.
+    **kwargs:
+        ``policy``, ``settings``, ``allowed_senders``, ``transport``, ``clock``.
+
+    Returns
+    -------
+    SyftFlwrEvents
+        ``SyftEvents`` (SyftBox), ``P2PFileEvents`` (Drive) or ``MemoryEvents``.
+    """
+    c = wrap_client(client)
+    cls = _BY_TRANSPORT.get(c.transport_name)
+    if cls is None:
+        raise TypeError(f"no events adapter for transport {c.transport_name!r}")
+    kwargs.setdefault("settings", Settings.from_env())
+    logger.debug("Using %s for %s", cls.__name__, c.email)
+    return cls(
+        app_name,
+        c,
+        cleanup_expiry=cleanup_expiry,
+        cleanup_interval=cleanup_interval,
+        poll_interval=poll_interval,
+        **kwargs,
+    )

@@ -1,0 +1,500 @@
+"""``SyftGrid``: a Flower ``Grid`` whose messages travel as files.
+
+The researcher's ServerApp (any strategy, Message API or legacy) talks to this
+Grid exactly as to Flower's own. Each instruction becomes a request file in the
+data owner's datasite; each reply file becomes a Flower reply. Replies are
+noticed through the transport's watch (watchdog on SyftBox), so a reply that
+lands on disk is returned within milliseconds; ``SYFT_FLWR_POLL_INTERVAL`` only
+bounds a fallback rescan.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from flwr.app import ConfigRecord, Error, Message, RecordDict
+from flwr.common.constant import ErrorCode
+from flwr.serverapp import Grid
+
+from syft_flwr._flwr_compat import (
+    AGGREGATOR_NODE_ID,
+    SYSTEM_MESSAGE_TYPE,
+    Run,
+    empty_run,
+    run_copy,
+    set_message_id,
+    set_routing,
+    set_task_identity,
+    task_identity_run_id,
+)
+from syft_flwr.client.factory import wrap_client
+from syft_flwr.client.protocol import SyftFlwrClient
+from syft_flwr.config import Settings
+from syft_flwr.errors import (
+    EncryptionError,
+    EnvelopeError,
+    IncompleteMessage,
+    PermissionDenied,
+    SecurityError,
+    SerializationError,
+    TransportError,
+)
+from syft_flwr.ids import node_id_map, normalize_email
+from syft_flwr.rpc import CodecPolicy, Incoming, SyftFlwrRpc
+from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
+from syft_flwr.transports.base import Transport, Watch
+
+__all__ = ["DEFAULT_ENDPOINT", "SyftGrid"]
+
+logger = logging.getLogger("syft_flwr.grid")
+
+DEFAULT_ENDPOINT = "messages"
+PROGRESS_EVERY = 10.0  # seconds between "still waiting" log lines
+
+# HTTP-like status of a refused/failed response -> Flower error code.
+_STATUS_TO_ERROR = {
+    400: ErrorCode.MESSAGE_UNAVAILABLE,
+    403: ErrorCode.MESSAGE_UNAVAILABLE,
+    409: ErrorCode.MESSAGE_UNAVAILABLE,
+    419: ErrorCode.REPLY_MESSAGE_UNAVAILABLE,
+    500: ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+}
+
+
+@dataclass
+class _Pending:
+    message: Message
+    email: str
+    node_id: int
+    sent_at: float
+
+
+class SyftGrid(Grid):
+    """SyftGrid is the server-side message orchestrator for federated learning.
+
+    Parameters
+    ----------
+    app_name:
+        Name of the FL application (e.g. ``"flwr/diabetes"``); the app folder
+        under each datasite's ``app_data``.
+    datasites:
+        Data owner emails; each becomes a node id (see :func:`syft_flwr.ids.node_id_for`).
+    client:
+        ``SyftFlwrClient`` or ``syft_core.Client``; ``create_client()`` if None.
+    rpc:
+        A ready :class:`~syft_flwr.rpc.SyftFlwrRpc`; built from the client's
+        transport if None.
+    transport:
+        Use this transport instead of ``client.make_transport()``.
+    policy:
+        Body codec policy (encryption). Default: encrypted when
+        ``SYFT_FLWR_ENCRYPTION_ENABLED`` is on (the default), else plaintext.
+    settings:
+        Timeouts and chunking; default ``Settings.from_env()`` read at each call.
+    endpoint:
+        RPC endpoint name (``"messages"``, as upstream syft-flwr).
+
+    Raises
+    ------
+    NodeIdCollisionError
+        If two datasites map to one node id.
+    """
+
+    def __init__(
+        self,
+        app_name: str,
+        datasites: list[str] | None = None,
+        client: Any | None = None,
+        rpc: SyftFlwrRpc | None = None,
+        *,
+        transport: Transport | None = None,
+        policy: CodecPolicy | None = None,
+        settings: Settings | None = None,
+        endpoint: str = DEFAULT_ENDPOINT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._explicit_settings = settings
+        self.settings = settings or Settings.from_env()
+        self.app_name = app_name.strip("/")
+        self.endpoint = endpoint.strip("/")
+        self.clock = clock
+        self._client: SyftFlwrClient | None
+        if rpc is not None:
+            self._client = wrap_client(client) if client is not None else None
+            self._rpc = rpc
+        else:
+            self._client = wrap_client(client)
+            tr = transport or self._client.make_transport()
+            if policy is None:
+                from syft_flwr.crypto.policy import default_policy
+
+                policy = default_policy(self._client, tr, self.settings)
+            self._rpc = SyftFlwrRpc(
+                tr, self.app_name, settings=self.settings, policy=policy, clock=clock
+            )
+        self.datasites = [normalize_email(d) for d in (datasites or [])]
+        self._node_to_email = node_id_map(self.datasites)
+        self._email_to_node = {e: n for n, e in self._node_to_email.items()}
+        self._run: Run | None = None
+        self._lock = threading.RLock()
+        self._cv = threading.Condition(self._lock)
+        self._pending: dict[str, _Pending] = {}
+        self._failed: dict[str, Message] = {}
+        self._arrived: set[str] = set()
+        self._watches: dict[str, Watch] = {}
+        self._warned_unprepared: set[str] = set()
+
+    # -- helpers --------------------------------------------------------------
+    @property
+    def transport(self) -> Transport:
+        return self._rpc.transport
+
+    @property
+    def rpc(self) -> SyftFlwrRpc:
+        return self._rpc
+
+    def get_client_email(self) -> str:
+        """Get the email address of the server's client."""
+        return self._rpc.identity
+
+    def email_of(self, node_id: int) -> str:
+        """Return the datasite email of ``node_id`` (``KeyError`` if unknown)."""
+        return self._node_to_email[node_id]
+
+    def node_id_of(self, email: str) -> int:
+        """Return the node id of datasite ``email``."""
+        return self._email_to_node[normalize_email(email)]
+
+    def _settings(self) -> Settings:
+        # Read env at call time unless settings were given: users set
+        # SYFT_FLWR_MSG_TIMEOUT after building the grid (seed example).
+        return self._explicit_settings or Settings.from_env()
+
+    def _get_timeout(self, timeout: float | None) -> float:
+        """Explicit argument > ``SYFT_FLWR_MSG_TIMEOUT`` > 120 s."""
+        return float(timeout) if timeout is not None else self._settings().msg_timeout
+
+    def _ensure_watch(self, email: str) -> None:
+        with self._lock:
+            if email in self._watches:
+                return
+            self._watches[email] = self._rpc.watch_responses(
+                email, self.endpoint, self._on_response
+            )
+
+    def _on_response(self, mid: str) -> None:
+        with self._cv:
+            if mid in self._pending:
+                self._arrived.add(mid)
+                self._cv.notify_all()
+
+    # -- Grid API -------------------------------------------------------------
+    def set_run(self, run_id: int | Run) -> None:  # type: ignore[override]
+        """Set the run (a Flower ``Run`` or a bare run id)."""
+        run = run_id if isinstance(run_id, Run) else empty_run(int(run_id))
+        self._run = run
+        # Instruction Messages read TaskIdentity (flwr >= 1.39); this grid is the
+        # researcher side of the run, so it is this process's identity.
+        set_task_identity(run.run_id)
+
+    @property
+    def run(self) -> Run:
+        """Get the current Flower Run object (a copy)."""
+        if self._run is None:
+            raise RuntimeError("no run set: call set_run(run_id) first")
+        return run_copy(self._run)
+
+    def create_message(
+        self,
+        content: RecordDict,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        """Create a new Flower message with proper metadata."""
+        if task_identity_run_id() is None:
+            if self._run is None:
+                raise RuntimeError("no run set: call set_run(run_id) first")
+            set_task_identity(self._run.run_id)
+        return Message(
+            content, dst_node_id=dst_node_id, message_type=message_type, ttl=ttl,
+            group_id=group_id,
+        )
+
+    def get_node_ids(self) -> list[int]:
+        """Node ids of all configured data owners (deterministic from emails)."""
+        return list(self._node_to_email)
+
+    def _check(self, msg: Message) -> str:
+        md = msg.metadata
+        if md.reply_to_message_id != "" or not md.ttl > 0:
+            raise ValueError(f"Invalid message: {md}")
+        email = self._node_to_email.get(md.dst_node_id)
+        if email is None:
+            raise ValueError(f"Invalid message: unknown destination node {md.dst_node_id}")
+        return email
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        """Write each message as a request file; return Flower message ids."""
+        if self._run is None:
+            raise RuntimeError("no run set: call set_run(run_id) first")
+        ids: list[str] = []
+        for msg in messages:
+            email = self._check(msg)
+            set_routing(msg, run_id=self._run.run_id, src_node_id=AGGREGATOR_NODE_ID)
+            mid = str(uuid.uuid4())
+            set_message_id(msg, mid)
+            data = flower_message_to_bytes(msg)
+            md = msg.metadata
+            expires_at = md.created_at + md.ttl
+            self._ensure_watch(email)
+            if email not in self._warned_unprepared and not self.transport.is_prepared(
+                email, self.app_name, self.endpoint
+            ):
+                self._warned_unprepared.add(email)
+                logger.info(
+                    "%s has not started serving %s yet; its request will wait for it",
+                    email,
+                    self.app_name,
+                )
+            with self._lock:
+                # Register before writing so a fast reply's event is never lost.
+                self._pending[mid] = _Pending(msg, email, md.dst_node_id, time.monotonic())
+            try:
+                self._rpc.send_request(
+                    email, self.endpoint, data, expires_at=expires_at, message_id=mid
+                )
+            except (TransportError, EncryptionError) as exc:
+                logger.error("could not send %s to %s: %s", md.message_type, email, exc)
+                with self._lock:
+                    self._failed[mid] = self._error_reply(
+                        msg, ErrorCode.NODE_UNAVAILABLE, f"could not send to {email}: {exc}"
+                    )
+            ids.append(mid)
+        return ids
+
+    def _error_reply(self, msg: Message, code: int, reason: str) -> Message:
+        reply = Message(Error(code=code, reason=reason), reply_to=msg)
+        set_message_id(reply, str(uuid.uuid4()))
+        return reply
+
+    def _to_reply(self, p: _Pending, mid: str, inc: Incoming) -> Message:
+        status = inc.head.status_code or 200
+        if status != 200:
+            reason = inc.body.decode("utf-8", errors="replace") or f"status {status}"
+            code = _STATUS_TO_ERROR.get(status, ErrorCode.UNKNOWN)
+            return self._error_reply(p.message, code, f"{p.email}: {reason}")
+        try:
+            reply = bytes_to_flower_message(inc.body)
+        except SerializationError as exc:
+            return self._error_reply(
+                p.message, ErrorCode.MESSAGE_UNAVAILABLE, f"{p.email}: unreadable reply: {exc}"
+            )
+        md = reply.metadata
+        if md.reply_to_message_id != mid or md.src_node_id != p.node_id:
+            return self._error_reply(
+                p.message,
+                ErrorCode.MESSAGE_UNAVAILABLE,
+                f"{p.email}: reply does not match the request "
+                f"(reply_to={md.reply_to_message_id!r}, src={md.src_node_id})",
+            )
+        if not md.message_id:
+            set_message_id(reply, str(uuid.uuid4()))
+        return reply
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        """Return the replies available now (never blocks)."""
+        out: list[Message] = []
+        for mid in message_ids:
+            with self._lock:
+                p = self._pending.get(mid)
+                failed = self._failed.pop(mid, None)
+            if p is None:
+                continue
+            if failed is not None:
+                out.append(failed)
+                self._complete(mid, p, delete=False)
+                continue
+            try:
+                inc = self._rpc.response_for(p.email, self.endpoint, mid)
+            except IncompleteMessage:
+                continue  # partial reply: not ready yet
+            except PermissionDenied as exc:
+                out.append(self._error_reply(p.message, ErrorCode.NODE_UNAVAILABLE, str(exc)))
+                self._complete(mid, p)
+                continue
+            except (EnvelopeError, EncryptionError, SecurityError) as exc:
+                logger.warning("refused the reply of %s to %s: %s", p.email, mid, exc)
+                out.append(
+                    self._error_reply(
+                        p.message, ErrorCode.MESSAGE_UNAVAILABLE, f"{p.email}: {exc}"
+                    )
+                )
+                self._complete(mid, p)
+                continue
+            except TransportError as exc:
+                logger.warning("could not read the reply of %s: %s", p.email, exc)
+                continue
+            if inc is None:
+                continue
+            out.append(self._to_reply(p, mid, inc))
+            self._complete(mid, p)
+        return out
+
+    def _complete(self, mid: str, p: _Pending, *, delete: bool = True) -> None:
+        with self._lock:
+            self._pending.pop(mid, None)
+            self._arrived.discard(mid)
+        if delete:
+            try:
+                self._rpc.finish(p.email, self.endpoint, mid)
+            except TransportError as exc:
+                logger.debug("could not clean up exchange %s: %s", mid, exc)
+
+    def withdraw(self, message_ids: Iterable[str]) -> list[str]:
+        """Delete unanswered requests so late data owners do not train on them.
+
+        Returns the emails whose requests were withdrawn.
+        """
+        emails = []
+        for mid in message_ids:
+            with self._lock:
+                p = self._pending.pop(mid, None)
+                self._arrived.discard(mid)
+                self._failed.pop(mid, None)
+            if p is None:
+                continue
+            emails.append(p.email)
+            try:
+                self._rpc.withdraw(p.email, self.endpoint, mid)
+            except TransportError as exc:
+                logger.warning("could not withdraw request %s to %s: %s", mid, p.email, exc)
+        return emails
+
+    def send_and_receive(
+        self,
+        messages: Iterable[Message],
+        *,
+        timeout: float | None = None,
+    ) -> list[Message]:
+        """Push messages and wait for their replies (event-driven).
+
+        Timeout precedence: the ``timeout`` argument, else ``SYFT_FLWR_MSG_TIMEOUT``,
+        else 120 s. On timeout the replies that arrived are returned, the data
+        owners that did not answer are logged, and their requests are withdrawn.
+        """
+        wait_s = self._get_timeout(timeout)
+        rescan = self._settings().poll_interval
+        ids = self.push_messages(messages)
+        remaining = set(ids)
+        replies: list[Message] = []
+        start = time.monotonic()
+        deadline = start + wait_s
+        next_progress = start + PROGRESS_EVERY
+        while remaining:
+            for reply in self.pull_messages(list(remaining)):
+                remaining.discard(reply.metadata.reply_to_message_id)
+                replies.append(reply)
+            if not remaining:
+                break
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if now >= next_progress:
+                self._log_progress(ids, remaining, now - start)
+                next_progress = now + PROGRESS_EVERY
+            with self._cv:
+                self._cv.wait_for(
+                    lambda: bool(self._arrived & remaining),
+                    timeout=min(deadline - now, rescan, next_progress - now),
+                )
+                self._arrived -= remaining
+        if remaining:
+            late = self.withdraw(remaining)
+            logger.warning(
+                "timed out after %.0f s: no reply from %s; their requests were withdrawn",
+                wait_s,
+                ", ".join(sorted(set(late))) or "?",
+            )
+        return replies
+
+    def _log_progress(self, ids: list[str], remaining: set[str], elapsed: float) -> None:
+        with self._lock:
+            waiting = sorted({self._pending[m].email for m in remaining if m in self._pending})
+        logger.info(
+            "%d/%d replies after %.0f s; waiting for %s",
+            len(ids) - len(remaining),
+            len(ids),
+            elapsed,
+            ", ".join(waiting),
+        )
+
+    def send_stop_signal(
+        self,
+        group_id: str,
+        reason: str = "Training complete",
+        ttl: float = 60.0,
+        *,
+        wait: float = 0.0,
+    ) -> list[Message]:
+        """Send a stop signal to all connected FL clients.
+
+        Parameters
+        ----------
+        group_id:
+            Identifier for this group of stop messages.
+        reason:
+            Human-readable reason for stopping.
+        ttl:
+            Time-to-live for the stop messages in seconds.
+        wait:
+            Seconds to wait for acknowledgements (0: fire and forget).
+
+        Returns
+        -------
+        list[Message]
+            The stop messages that were sent.
+        """
+        if self._run is None:
+            self.set_run(0)
+        msgs = [
+            self.create_message(
+                RecordDict({"config": ConfigRecord({"action": "stop", "reason": reason})}),
+                SYSTEM_MESSAGE_TYPE,
+                nid,
+                group_id,
+                ttl,
+            )
+            for nid in self.get_node_ids()
+        ]
+        ids = self.push_messages(msgs)
+        if wait > 0:
+            remaining = set(ids)
+            deadline = time.monotonic() + wait
+            while remaining and time.monotonic() < deadline:
+                for r in self.pull_messages(list(remaining)):
+                    remaining.discard(r.metadata.reply_to_message_id)
+                with self._cv:
+                    self._cv.wait_for(
+                        lambda: bool(self._arrived & remaining),
+                        timeout=max(0.0, min(0.5, deadline - time.monotonic())),
+                    )
+                    self._arrived -= remaining
+            if remaining:
+                late = self.withdraw(remaining)
+                logger.info("no stop acknowledgement from %s", ", ".join(sorted(late)))
+        return msgs
+
+    def close(self) -> None:
+        """Stop watching for replies (the transport stays open)."""
+        with self._lock:
+            for w in self._watches.values():
+                w.cancel()
+            self._watches.clear()

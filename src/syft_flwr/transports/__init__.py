@@ -1,0 +1,1 @@
+"""syft_flwr.transports."""

@@ -1,0 +1,252 @@
+"""The transport contract: move opaque files between datasites, and notice them.
+
+A transport knows nothing of Flower, envelopes or encryption. It stores bytes
+under string *keys* and tells a callback when a key under a watched prefix
+appears or changes. Everything else (serialization, chunking, encryption,
+retries of "not ready yet", idempotence) is written once, above it.
+
+Keys
+----
+Keys are ``/``-separated, relative, and follow the SyftBox datasite layout::
+
+    <owner>/app_data/<app>/rpc/<endpoint>/<peer>/<file>
+
+``<owner>`` is the datasite the folder belongs to (the data owner for FL
+requests), ``<peer>`` the other party of the exchange. A transport maps keys to
+its storage: SyftBox to ``<data_dir>/datasites/<key>``, the memory transport to
+a dict, Google Drive to per-(writer -> reader) shared folders. Keys never
+contain ``..``, empty segments or a leading ``/``.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from syft_flwr.errors import ConfigError, MessageNotFound
+
+__all__ = [
+    "KeyCallback",
+    "RpcPath",
+    "Transport",
+    "Watch",
+    "check_key",
+    "join_key",
+]
+
+#: Called with the key of a file that appeared or changed. Must be quick and must
+#: not block (enqueue work, set an event); it may run on a backend thread.
+KeyCallback = Callable[[str], None]
+
+#: Suffix of temporary files. Both SyftBox sync clients ignore ``*.tmp``.
+TMP_SUFFIX = ".tmp"
+
+
+def check_key(key: str) -> str:
+    """Validate a transport key and return it.
+
+    Raises
+    ------
+    ConfigError
+        If the key is absolute, empty, or has empty or ``..`` segments.
+    """
+    if not key or key.startswith("/") or "\\" in key:
+        raise ConfigError(f"invalid transport key: {key!r}")
+    for part in key.split("/"):
+        if part in ("", ".", ".."):
+            raise ConfigError(f"invalid transport key: {key!r}")
+    return key
+
+
+def join_key(*parts: str) -> str:
+    """Join key segments with ``/`` and validate the result."""
+    return check_key("/".join(p.strip("/") for p in parts if p))
+
+
+@dataclass(frozen=True)
+class RpcPath:
+    """The parts of an RPC key ``<owner>/app_data/<app>/rpc/<endpoint>/<peer>/<file>``.
+
+    ``app`` may itself contain ``/`` (e.g. ``flwr/diabetes``); the ``rpc`` marker
+    after it delimits it.
+    """
+
+    owner: str
+    app: str
+    endpoint: str
+    peer: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return join_key(
+            self.owner, "app_data", self.app, "rpc", self.endpoint, self.peer, self.name
+        )
+
+    @property
+    def folder(self) -> str:
+        return join_key(self.owner, "app_data", self.app, "rpc", self.endpoint, self.peer)
+
+    @classmethod
+    def parse(cls, key: str) -> RpcPath | None:
+        """Split an RPC key into its parts, or return ``None`` if it is not one."""
+        parts = key.split("/")
+        if len(parts) < 7 or parts[1] != "app_data":
+            return None
+        try:
+            rpc_at = len(parts) - 1 - parts[::-1].index("rpc")
+        except ValueError:
+            return None
+        # <owner>/app_data/<app...>/rpc/<endpoint>/<peer>/<name>
+        if rpc_at < 3 or len(parts) - rpc_at != 4:
+            return None
+        return cls(
+            owner=parts[0],
+            app="/".join(parts[2:rpc_at]),
+            endpoint=parts[rpc_at + 1],
+            peer=parts[rpc_at + 2],
+            name=parts[rpc_at + 3],
+        )
+
+
+class Watch:
+    """Handle of a registered watch; ``cancel()`` stops callbacks for it."""
+
+    def __init__(self, prefix: str, callback: KeyCallback) -> None:
+        self.prefix = prefix
+        self.callback = callback
+        self._cancelled = threading.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def matches(self, key: str) -> bool:
+        return not self.cancelled and (
+            key == self.prefix or key.startswith(self.prefix.rstrip("/") + "/")
+        )
+
+    def fire(self, key: str) -> None:
+        if self.matches(key):
+            self.callback(key)
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+
+class Transport(ABC):
+    """Moves opaque files under keys; the same contract for every backend.
+
+    Implementations must guarantee:
+
+    * ``put`` is atomic: a reader sees either the old content, nothing, or the
+      whole new content (temp file + rename, or a single upload call).
+    * ``get`` of a missing key raises :class:`~syft_flwr.errors.MessageNotFound`.
+    * ``delete`` is idempotent and only removes what this identity may remove.
+    * ``watch`` callbacks fire at least once for every file created or replaced
+      under the prefix after the watch is registered (duplicates allowed).
+    * backend errors surface as :class:`~syft_flwr.errors.TransportError`.
+
+    Parameters
+    ----------
+    identity:
+        Email of the party using this transport (lower-cased).
+    """
+
+    #: Human name used in logs and by the events factory.
+    name: str = "abstract"
+    #: Largest file this backend will move; the envelope layer chunks below it.
+    max_file_size: int | None = None
+    #: Seconds between fallback rescans the events layer should use by default.
+    default_rescan_interval: float = 2.0
+
+    def __init__(self, identity: str) -> None:
+        self.identity = identity.strip().lower()
+        self._closed = False
+
+    # -- primitives -----------------------------------------------------------
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> None:
+        """Write ``data`` under ``key`` atomically, creating folders as needed."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """Return the bytes under ``key``; raise ``MessageNotFound`` if absent."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Return the keys of all files under ``prefix`` (recursive), sorted.
+
+        Temporary files of in-progress writes are never listed.
+        """
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key`` if it exists and this identity may remove it."""
+
+    @abstractmethod
+    def watch(self, prefix: str, callback: KeyCallback) -> Watch:
+        """Call ``callback(key)`` whenever a file under ``prefix`` appears or changes."""
+
+    # -- derived operations (override for speed) ------------------------------
+    def exists(self, key: str) -> bool:
+        """Return whether a file exists under ``key``."""
+        try:
+            self.get(key)
+        except MessageNotFound:
+            return False
+        return True
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete several keys (backends may batch this)."""
+        for key in keys:
+            self.delete(key)
+
+    def is_rejected(self, key: str) -> bool:
+        """Return whether the backend refused to sync the file written under ``key``.
+
+        SyftBox renames refused uploads (``x.syftrejected.request`` for the Python
+        client, ``x.rejected.request`` for the Go client); other backends refuse
+        synchronously in ``put`` and return ``False`` here.
+        """
+        return False
+
+    def prepare(self, app: str, endpoint: str, peers: Sequence[str]) -> None:  # noqa: B027
+        """Prepare this identity's side of ``app``/``endpoint`` for ``peers``.
+
+        SyftBox writes permission files into its own datasite's rpc folder so that
+        each peer may read and write only its own sub-folder; Google Drive creates
+        and shares the channel folders. The default does nothing.
+        """
+
+    def is_prepared(self, owner: str, app: str, endpoint: str) -> bool:
+        """Return whether ``owner`` has prepared ``app``/``endpoint`` (best effort).
+
+        Used to tell a researcher that a data owner has not started yet.
+        """
+        return True
+
+    def close(self) -> None:
+        """Release resources; idempotent."""
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(identity={self.identity!r})"

@@ -1,0 +1,261 @@
+"""SyftBox transport: real folders under ``<data_dir>/datasites``, watched with watchdog.
+
+A key ``<owner>/app_data/...`` is the file ``<data_dir>/datasites/<owner>/app_data/...``.
+The SyftBox sync client (Python 0.4.0 or Go) moves files between machines; this
+module only reads and writes the local copy.
+
+* Writes are atomic: ``<name>.<random>.tmp`` then ``os.replace``. Both SyftBox
+  clients ignore ``*.tmp``, so a half-written file is never uploaded.
+* Downloaded files may still be partial (the Python 0.4.0 client writes them in
+  place), which is why the envelope layer treats unparsable files as "not ready".
+* ``prepare`` writes the rpc permission files in both formats: ``syft.pub.yaml``
+  (Go SyftBox, syft-core) and ``syftperm.yaml`` (Python SyftBox 0.4.0), each
+  granting a sender read/write on its own ``<endpoint>/<sender>/`` sub-folder only.
+* Refused uploads are detected from both rejection markers: ``.syftrejected.``
+  (Python client) and ``.rejected.`` (Go client, optionally timestamped).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from syft_flwr.errors import MessageNotFound, TransportClosed, TransportError
+from syft_flwr.transports.base import (
+    TMP_SUFFIX,
+    KeyCallback,
+    Transport,
+    Watch,
+    check_key,
+    join_key,
+)
+
+__all__ = ["PERM_FILE_GO", "PERM_FILE_PY", "SyftBoxTransport"]
+
+logger = logging.getLogger(__name__)
+
+PERM_FILE_GO = "syft.pub.yaml"
+PERM_FILE_PY = "syftperm.yaml"
+#: SyftBox 0.4.0's client refuses (silently) to upload files over 10 MB.
+SYFTBOX_MAX_FILE_SIZE = 10 * 1000 * 1000
+
+# Go ACL: "*/{{.UserEmail}}/*" relative to rpc/ = <endpoint>/<sender>/<file>.
+_GO_PERMS = """\
+terminal: true
+rules:
+- pattern: rpc.schema.json
+  access:
+    admin: []
+    write: []
+    read: ['*']
+- pattern: '*/{{.UserEmail}}/*'
+  access:
+    admin: []
+    write: [USER]
+    read: [USER]
+"""
+# Python 0.4.0: `**` must not precede {useremail}; `*/{useremail}/*` works.
+_PY_PERMS = """\
+- path: '*/{useremail}/*'
+  user: '*'
+  permissions: [read, create, write]
+- path: rpc.schema.json
+  user: '*'
+  permissions: [read]
+"""
+
+
+def _rejection_base(name: str) -> str | None:
+    """Return the original file name of a rejection marker, else ``None``."""
+    parts = name.split(".")
+    for marker in ("syftrejected", "rejected"):
+        if marker in parts[1:-1]:
+            i = parts.index(marker, 1)
+            rest = parts[i + 1 :]
+            # Go rotates markers: x.rejected.<YYYYMMDDHHMMSS>.ext
+            if len(rest) > 1 and rest[0].isdigit() and len(rest[0]) == 14:
+                rest = rest[1:]
+            return ".".join(parts[:i] + rest)
+    return None
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, transport: SyftBoxTransport) -> None:
+        self.t = transport
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory or event.event_type in ("deleted", "opened"):
+            return
+        raw = event.dest_path if event.event_type == "moved" else event.src_path
+        path = os.fsdecode(raw)
+        if not path or path.endswith(TMP_SUFFIX):
+            return
+        self.t._dispatch(path)
+
+
+class SyftBoxTransport(Transport):
+    """Files under ``<datasites_dir>``, atomic writes, watchdog events.
+
+    Parameters
+    ----------
+    datasites_dir:
+        The ``datasites`` folder of a SyftBox data dir (``client.datasites``).
+    identity:
+        Email of the local user.
+    """
+
+    name = "syftbox"
+    max_file_size = SYFTBOX_MAX_FILE_SIZE
+    default_rescan_interval = 2.0
+
+    def __init__(self, datasites_dir: Path | str, identity: str) -> None:
+        super().__init__(identity)
+        self.root = Path(datasites_dir).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._watches: list[Watch] = []
+        self._scheduled: set[Path] = set()
+        self._observer: Observer | None = None  # type: ignore[valid-type]
+
+    # -- helpers ----------------------------------------------------------------
+    def path_of(self, key: str) -> Path:
+        """Return the local path of ``key``."""
+        return self.root / check_key(key)
+
+    def key_of(self, path: Path | str) -> str | None:
+        """Return the key of a local path under the root, else ``None``."""
+        try:
+            rel = Path(path).relative_to(self.root)
+        except ValueError:
+            return None
+        return rel.as_posix()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise TransportClosed(f"{self!r} is closed")
+
+    # -- primitives -------------------------------------------------------------
+    def put(self, key: str, data: bytes) -> None:
+        self._check_open()
+        path = self.path_of(key)
+        tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise TransportError(f"cannot write {key}: {exc}") from exc
+
+    def get(self, key: str) -> bytes:
+        self._check_open()
+        path = self.path_of(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise MessageNotFound(key) from None
+        except OSError as exc:
+            raise TransportError(f"cannot read {key}: {exc}") from exc
+
+    def exists(self, key: str) -> bool:
+        return self.path_of(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        self._check_open()
+        base = self.path_of(prefix.rstrip("/"))
+        if not base.is_dir():
+            return []
+        out: list[str] = []
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if name.endswith(TMP_SUFFIX):
+                    continue
+                key = self.key_of(Path(dirpath) / name)
+                if key is not None:
+                    out.append(key)
+        return sorted(out)
+
+    def delete(self, key: str) -> None:
+        self._check_open()
+        try:
+            self.path_of(key).unlink(missing_ok=True)
+        except IsADirectoryError:
+            pass
+        except OSError as exc:
+            raise TransportError(f"cannot delete {key}: {exc}") from exc
+
+    def watch(self, prefix: str, callback: KeyCallback) -> Watch:
+        self._check_open()
+        w = Watch(prefix.rstrip("/"), callback)
+        folder = self.path_of(prefix.rstrip("/"))
+        folder.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            self._watches.append(w)
+            if self._observer is None:
+                self._observer = Observer()
+                self._observer.daemon = True
+                self._observer.start()
+            if not any(folder == s or folder.is_relative_to(s) for s in self._scheduled):
+                self._observer.schedule(_Handler(self), str(folder), recursive=True)
+                self._scheduled.add(folder)
+        return w
+
+    def _dispatch(self, path: str) -> None:
+        key = self.key_of(path)
+        if key is None:
+            return
+        with self._lock:
+            watches = [w for w in self._watches if w.matches(key)]
+        for w in watches:
+            try:
+                w.fire(key)
+            except Exception:  # a callback bug must not kill the observer thread
+                logger.exception("watch callback failed for %s", key)
+
+    # -- SyftBox specifics ------------------------------------------------------
+    def is_rejected(self, key: str) -> bool:
+        path = self.path_of(key)
+        stem = path.name.split(".")[0]
+        try:
+            siblings = os.listdir(path.parent)
+        except OSError:
+            return False
+        for name in siblings:
+            if name.startswith(stem + ".") and _rejection_base(name) == path.name:
+                return True
+        return False
+
+    def prepare(self, app: str, endpoint: str, peers: object = ()) -> None:
+        rpc = self.path_of(join_key(self.identity, "app_data", app, "rpc"))
+        (rpc / endpoint).mkdir(parents=True, exist_ok=True)
+        for name, text in ((PERM_FILE_GO, _GO_PERMS), (PERM_FILE_PY, _PY_PERMS)):
+            target = rpc / name
+            # Rewrite only on change: every write is a sync round for every peer.
+            if not target.is_file() or target.read_text() != text:
+                self.put(self.key_of(target) or "", text.encode())
+
+    def is_prepared(self, owner: str, app: str, endpoint: str) -> bool:
+        rpc = self.root / owner / "app_data" / app / "rpc"
+        return (rpc / PERM_FILE_PY).is_file() or (rpc / PERM_FILE_GO).is_file()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        with self._lock:
+            obs, self._observer = self._observer, None
+            for w in self._watches:
+                w.cancel()
+        if obs is not None:
+            obs.stop()
+            obs.join(timeout=2)
