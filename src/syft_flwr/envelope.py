@@ -185,7 +185,9 @@ class Head:
         return self.encryption is not None
 
 
-def _plan_parts(body: memoryview, inline_limit: int, chunk_payload: int) -> list[memoryview]:
+def _plan_parts(
+    body: memoryview, inline_limit: int, chunk_payload: int
+) -> list[memoryview]:
     if len(body) <= inline_limit:
         return [body]
     n = max(1, math.ceil(len(body) / chunk_payload))
@@ -221,7 +223,9 @@ def encode_message(
         "storage": "inline" if inline else "chunks",
         "chunks": []
         if inline
-        else [{"size": len(p), "sha256": hashlib.sha256(p).hexdigest()} for p in stored],
+        else [
+            {"size": len(p), "sha256": hashlib.sha256(p).hexdigest()} for p in stored
+        ],
         "encryption": enc_header,
     }
     hdrs = {"content-type": CONTENT_TYPE, "x-syft-flwr-envelope": str(ENVELOPE_VERSION)}
@@ -245,7 +249,9 @@ def encode_message(
     chunks = (
         []
         if inline
-        else [(chunk_name(ctx.message_id, ctx.kind, i), p) for i, p in enumerate(stored)]
+        else [
+            (chunk_name(ctx.message_id, ctx.kind, i), p) for i, p in enumerate(stored)
+        ]
     )
     return head, chunks
 
@@ -357,7 +363,10 @@ def decode_body(
                 data = read_chunk(name)
             except OSError as exc:
                 raise IncompleteMessage(f"chunk {name} not available yet") from exc
-            if len(data) != info.size or hashlib.sha256(data).hexdigest() != info.sha256:
+            if (
+                len(data) != info.size
+                or hashlib.sha256(data).hexdigest() != info.sha256
+            ):
                 # A sync client may still be writing it in place: not ready yet.
                 raise IncompleteMessage(
                     f"chunk {name} does not match its manifest yet "

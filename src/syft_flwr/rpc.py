@@ -144,12 +144,16 @@ class SyftFlwrRpc:
 
     def folder(self, owner: str, endpoint: str, peer: str) -> str:
         """Key of the folder holding ``peer``'s exchanges with ``owner``."""
-        return join_key(owner, "app_data", self.app_name, "rpc", endpoint.strip("/"), peer)
+        return join_key(
+            owner, "app_data", self.app_name, "rpc", endpoint.strip("/"), peer
+        )
 
     def endpoint_prefix(self, owner: str, endpoint: str) -> str:
         return join_key(owner, "app_data", self.app_name, "rpc", endpoint.strip("/"))
 
-    def head_key(self, owner: str, endpoint: str, peer: str, mid: str, kind: Kind) -> str:
+    def head_key(
+        self, owner: str, endpoint: str, peer: str, mid: str, kind: Kind
+    ) -> str:
         return f"{self.folder(owner, endpoint, peer)}/{head_name(mid, kind)}"
 
     # -- writing ------------------------------------------------------------------
@@ -296,7 +300,9 @@ class SyftFlwrRpc:
             )
         codec = self.policy.for_receiving(ctx, head)
         folder = path.folder
-        body = decode_body(head, ctx, codec, lambda n: self.transport.get(f"{folder}/{n}"))
+        body = decode_body(
+            head, ctx, codec, lambda n: self.transport.get(f"{folder}/{n}")
+        )
         return Incoming(path=path, head=head, body=body)
 
     def response_for(self, recipient: str, endpoint: str, mid: str) -> Incoming | None:
@@ -332,7 +338,9 @@ class SyftFlwrRpc:
 
     def withdraw(self, recipient: str, endpoint: str, mid: str) -> None:
         """Delete a request this side wrote (a late data owner then skips it)."""
-        self.delete_message(self.folder(recipient, endpoint, self.identity), mid, "request")
+        self.delete_message(
+            self.folder(recipient, endpoint, self.identity), mid, "request"
+        )
 
     def finish(self, recipient: str, endpoint: str, mid: str) -> None:
         """Delete both sides of a completed exchange that this side may delete."""
@@ -371,9 +379,9 @@ class SyftFlwrRpc:
         """Return head keys of requests to us that have no response yet."""
         keys = self.transport.list(self.endpoint_prefix(self.identity, endpoint))
         present = set(keys)
-        out = []
-        for k in keys:
-            if k.endswith(".request"):
-                if k[: -len(".request")] + ".response" not in present:
-                    out.append(k)
-        return out
+        return [
+            k
+            for k in keys
+            if k.endswith(".request")
+            and k[: -len(".request")] + ".response" not in present
+        ]

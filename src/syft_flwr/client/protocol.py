@@ -43,7 +43,9 @@ class SyftFlwrClient(ABC):
         """The local user's own datasite folder."""
         return self.datasites / self.email
 
-    def app_data(self, app_name: str | None = None, datasite: str | None = None) -> Path:
+    def app_data(
+        self, app_name: str | None = None, datasite: str | None = None
+    ) -> Path:
         """Folder ``<datasite>/app_data/<app_name>``."""
         ds = (datasite or self.email).lower()
         base = self.datasites / ds / "app_data"

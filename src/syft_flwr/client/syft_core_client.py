@@ -50,7 +50,9 @@ class SyftCoreClient(SyftFlwrClient):
             return cls(Client.load(filepath))
         except Exception as exc:  # syft_core wraps everything in ClientConfigException
             where = filepath or "SYFTBOX_CLIENT_CONFIG_PATH or ~/.syftbox/config.json"
-            raise ConfigError(f"cannot load SyftBox config from {where}: {exc}") from exc
+            raise ConfigError(
+                f"cannot load SyftBox config from {where}: {exc}"
+            ) from exc
 
     @property
     def email(self) -> str:

@@ -103,7 +103,9 @@ class MemoryClient(SyftFlwrClient):
 
     transport_name = "memory"
 
-    def __init__(self, email: str, hub: MemoryHub, *, state_dir: Path | None = None) -> None:
+    def __init__(
+        self, email: str, hub: MemoryHub, *, state_dir: Path | None = None
+    ) -> None:
         self._email = normalize_email(email)
         self.hub = hub
         self._state_dir = state_dir

@@ -170,7 +170,9 @@ class EncryptionPolicy:
 
     required = True
 
-    def __init__(self, identity: str, keys: PrivateKeys, directory: KeyDirectory) -> None:
+    def __init__(
+        self, identity: str, keys: PrivateKeys, directory: KeyDirectory
+    ) -> None:
         self.identity = identity.lower()
         self.keys = keys
         self.directory = directory

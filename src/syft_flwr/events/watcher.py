@@ -137,7 +137,11 @@ class TransportEvents(SyftFlwrEvents):
 
             policy = default_policy(client, self.transport, self.settings)
         self.rpc = SyftFlwrRpc(
-            self.transport, self.app_name, settings=self.settings, policy=policy, clock=clock
+            self.transport,
+            self.app_name,
+            settings=self.settings,
+            policy=policy,
+            clock=clock,
         )
         self.clock = clock
         self.cleanup_expiry = parse_duration(cleanup_expiry)
@@ -187,7 +191,9 @@ class TransportEvents(SyftFlwrEvents):
 
     def run_forever(self) -> None:
         if not self._endpoints:
-            raise RuntimeError("register a handler with on_request() before run_forever()")
+            raise RuntimeError(
+                "register a handler with on_request() before run_forever()"
+            )
         self._stop.clear()
         self._running.set()
         try:
@@ -213,7 +219,9 @@ class TransportEvents(SyftFlwrEvents):
 
     # -- internals ------------------------------------------------------------
     def _start_endpoint(self, ep: _Endpoint) -> None:
-        self.transport.prepare(self.app_name, ep.name, sorted(self.allowed_senders or ()))
+        self.transport.prepare(
+            self.app_name, ep.name, sorted(self.allowed_senders or ())
+        )
         self._watches.append(self.rpc.watch_requests(ep.name, self._queue.put))
         self._rescan()
 
@@ -230,7 +238,9 @@ class TransportEvents(SyftFlwrEvents):
         next_rescan = mono() + self.poll_interval
         next_cleanup = mono() + min(self.cleanup_interval, 3600.0)
         while not self._stop.is_set():
-            wait = max(0.0, min(next_rescan - mono(), 0.25 if self._incomplete else 1.0))
+            wait = max(
+                0.0, min(next_rescan - mono(), 0.25 if self._incomplete else 1.0)
+            )
             try:
                 key = self._queue.get(timeout=wait)
             except queue.Empty:
@@ -350,7 +360,9 @@ class TransportEvents(SyftFlwrEvents):
             elif result is not None:
                 body = bytes(result)
         except Exception as exc:
-            logger.exception("handler for %s raised on request %s", ep.name, incoming.id)
+            logger.exception(
+                "handler for %s raised on request %s", ep.name, incoming.id
+            )
             status, body = 500, f"{type(exc).__name__}: {exc}".encode()
         finally:
             _current.reset(token)
@@ -374,7 +386,11 @@ class TransportEvents(SyftFlwrEvents):
         logger.warning("refused request %s from %s: %s", mid, path.peer, reason)
         try:
             self.rpc.send_response(
-                path, request_id=mid, expires=expires, status_code=status, body=reason.encode()
+                path,
+                request_id=mid,
+                expires=expires,
+                status_code=status,
+                body=reason.encode(),
             )
         except Exception:
             logger.exception("could not write the refusal for %s", mid)
@@ -400,14 +416,23 @@ class TransportEvents(SyftFlwrEvents):
         """
         for name in self._endpoints:
             try:
-                keys = set(self.transport.list(self.rpc.endpoint_prefix(self.client_email, name)))
+                keys = set(
+                    self.transport.list(
+                        self.rpc.endpoint_prefix(self.client_email, name)
+                    )
+                )
             except TransportError:
                 continue
             for k in keys:
-                if k.endswith(".response") and k[: -len(".response")] + ".request" not in keys:
+                if (
+                    k.endswith(".response")
+                    and k[: -len(".response")] + ".request" not in keys
+                ):
                     p = RpcPath.parse(k)
                     if p is not None:
-                        self.rpc.delete_message(p.folder, p.name[: -len(".response")], "response")
+                        self.rpc.delete_message(
+                            p.folder, p.name[: -len(".response")], "response"
+                        )
 
     def cleanup(self) -> int:
         """Delete exchanges older than ``cleanup_expiry``; return how many."""
@@ -415,7 +440,9 @@ class TransportEvents(SyftFlwrEvents):
         removed = 0
         for name in self._endpoints:
             try:
-                keys = self.transport.list(self.rpc.endpoint_prefix(self.client_email, name))
+                keys = self.transport.list(
+                    self.rpc.endpoint_prefix(self.client_email, name)
+                )
             except TransportError:
                 continue
             for k in keys:

@@ -224,7 +224,10 @@ class SyftGrid(Grid):
                 raise RuntimeError("no run set: call set_run(run_id) first")
             set_task_identity(self._run.run_id)
         return Message(
-            content, dst_node_id=dst_node_id, message_type=message_type, ttl=ttl,
+            content,
+            dst_node_id=dst_node_id,
+            message_type=message_type,
+            ttl=ttl,
             group_id=group_id,
         )
 
@@ -238,7 +241,9 @@ class SyftGrid(Grid):
             raise ValueError(f"Invalid message: {md}")
         email = self._node_to_email.get(md.dst_node_id)
         if email is None:
-            raise ValueError(f"Invalid message: unknown destination node {md.dst_node_id}")
+            raise ValueError(
+                f"Invalid message: unknown destination node {md.dst_node_id}"
+            )
         return email
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
@@ -266,7 +271,9 @@ class SyftGrid(Grid):
                 )
             with self._lock:
                 # Register before writing so a fast reply's event is never lost.
-                self._pending[mid] = _Pending(msg, email, md.dst_node_id, time.monotonic())
+                self._pending[mid] = _Pending(
+                    msg, email, md.dst_node_id, time.monotonic()
+                )
             try:
                 self._rpc.send_request(
                     email, self.endpoint, data, expires_at=expires_at, message_id=mid
@@ -275,7 +282,9 @@ class SyftGrid(Grid):
                 logger.error("could not send %s to %s: %s", md.message_type, email, exc)
                 with self._lock:
                     self._failed[mid] = self._error_reply(
-                        msg, ErrorCode.NODE_UNAVAILABLE, f"could not send to {email}: {exc}"
+                        msg,
+                        ErrorCode.NODE_UNAVAILABLE,
+                        f"could not send to {email}: {exc}",
                     )
             ids.append(mid)
         return ids
@@ -295,7 +304,9 @@ class SyftGrid(Grid):
             reply = bytes_to_flower_message(inc.body)
         except SerializationError as exc:
             return self._error_reply(
-                p.message, ErrorCode.MESSAGE_UNAVAILABLE, f"{p.email}: unreadable reply: {exc}"
+                p.message,
+                ErrorCode.MESSAGE_UNAVAILABLE,
+                f"{p.email}: unreadable reply: {exc}",
             )
         md = reply.metadata
         if md.reply_to_message_id != mid or md.src_node_id != p.node_id:
@@ -327,7 +338,9 @@ class SyftGrid(Grid):
             except IncompleteMessage:
                 continue  # partial reply: not ready yet
             except PermissionDenied as exc:
-                out.append(self._error_reply(p.message, ErrorCode.NODE_UNAVAILABLE, str(exc)))
+                out.append(
+                    self._error_reply(p.message, ErrorCode.NODE_UNAVAILABLE, str(exc))
+                )
                 self._complete(mid, p)
                 continue
             except (EnvelopeError, EncryptionError, SecurityError) as exc:
@@ -375,7 +388,9 @@ class SyftGrid(Grid):
             try:
                 self._rpc.withdraw(p.email, self.endpoint, mid)
             except TransportError as exc:
-                logger.warning("could not withdraw request %s to %s: %s", mid, p.email, exc)
+                logger.warning(
+                    "could not withdraw request %s to %s: %s", mid, p.email, exc
+                )
         return emails
 
     def send_and_receive(
@@ -425,9 +440,13 @@ class SyftGrid(Grid):
             )
         return replies
 
-    def _log_progress(self, ids: list[str], remaining: set[str], elapsed: float) -> None:
+    def _log_progress(
+        self, ids: list[str], remaining: set[str], elapsed: float
+    ) -> None:
         with self._lock:
-            waiting = sorted({self._pending[m].email for m in remaining if m in self._pending})
+            waiting = sorted(
+                {self._pending[m].email for m in remaining if m in self._pending}
+            )
         logger.info(
             "%d/%d replies after %.0f s; waiting for %s",
             len(ids) - len(remaining),
@@ -466,7 +485,9 @@ class SyftGrid(Grid):
             self.set_run(0)
         msgs = [
             self.create_message(
-                RecordDict({"config": ConfigRecord({"action": "stop", "reason": reason})}),
+                RecordDict(
+                    {"config": ConfigRecord({"action": "stop", "reason": reason})}
+                ),
                 SYSTEM_MESSAGE_TYPE,
                 nid,
                 group_id,

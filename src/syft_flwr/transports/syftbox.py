@@ -205,7 +205,9 @@ class SyftBoxTransport(Transport):
                 self._observer = Observer()
                 self._observer.daemon = True
                 self._observer.start()
-            if not any(folder == s or folder.is_relative_to(s) for s in self._scheduled):
+            if not any(
+                folder == s or folder.is_relative_to(s) for s in self._scheduled
+            ):
                 self._observer.schedule(_Handler(self), str(folder), recursive=True)
                 self._scheduled.add(folder)
         return w

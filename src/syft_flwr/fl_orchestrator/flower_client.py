@@ -1,0 +1,241 @@
+"""Data-owner side: serve a Flower ``ClientApp`` on private data until told to stop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
+
+from syft_flwr._flwr_compat import SYSTEM_MESSAGE_TYPE, set_message_id
+from syft_flwr.config import Settings
+from syft_flwr.errors import SerializationError
+from syft_flwr.events.factory import create_events_watcher
+from syft_flwr.events.protocol import SyftFlwrEvents
+from syft_flwr.events.watcher import current_request
+from syft_flwr.fl_orchestrator.syft_grid import DEFAULT_ENDPOINT
+from syft_flwr.ids import node_id_for
+from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
+
+__all__ = ["ClientAppHandler", "run_data_owner", "syftbox_flwr_client"]
+
+logger = logging.getLogger("syft_flwr.data_owner")
+
+ENV_REVEAL_ERRORS = "SYFT_FLWR_REVEAL_ERRORS"
+
+
+class ClientAppHandler:
+    """Turns request bodies into ClientApp calls and replies (the events handler).
+
+    Parameters
+    ----------
+    client_app:
+        The Flower ``ClientApp`` (Message API or ``client_fn`` legacy).
+    email:
+        This data owner's email; its node id is the one the researcher uses.
+    node_config:
+        ``Context.node_config`` (e.g. ``partition-id`` in a local simulation).
+    run_config:
+        ``Context.run_config`` (the app's ``[tool.flwr.app.config]``).
+    on_stop:
+        Called when the researcher's stop signal arrives.
+    reveal_errors:
+        Put the exception message into error replies (default: only its type,
+        because messages can carry private values). ``SYFT_FLWR_REVEAL_ERRORS``.
+    """
+
+    def __init__(
+        self,
+        client_app: ClientApp,
+        *,
+        email: str,
+        node_config: dict[str, Any] | None = None,
+        run_config: dict[str, Any] | None = None,
+        on_stop: Callable[[str], None] | None = None,
+        reveal_errors: bool | None = None,
+    ) -> None:
+        self.client_app = client_app
+        self.email = email
+        self.node_id = node_id_for(email)
+        self.node_config = dict(node_config or {})
+        self.run_config = dict(run_config or {})
+        self.on_stop = on_stop
+        if reveal_errors is None:
+            reveal_errors = os.environ.get(ENV_REVEAL_ERRORS, "").lower() in (
+                "1",
+                "true",
+            )
+        self.reveal_errors = reveal_errors
+        self._contexts: dict[int, Context] = {}
+        self.stopped_reason: str | None = None
+        self.handled = 0
+
+    def context_for(self, run_id: int) -> Context:
+        """The persistent Context of ``run_id`` (its ``state`` survives rounds)."""
+        ctx = self._contexts.get(run_id)
+        if ctx is None:
+            ctx = Context(
+                run_id=run_id,
+                node_id=self.node_id,
+                node_config=dict(self.node_config),
+                state=RecordDict(),
+                run_config=dict(self.run_config),
+            )
+            self._contexts[run_id] = ctx
+        return ctx
+
+    def _finish(self, reply: Message) -> bytes:
+        set_message_id(reply, str(uuid.uuid4()))
+        return flower_message_to_bytes(reply)
+
+    def __call__(self, body: bytes) -> bytes | None:
+        try:
+            msg = bytes_to_flower_message(body)
+        except SerializationError as exc:
+            # Not a Flower message at all: an error status, there is nothing to reply to.
+            raise SerializationError(f"request is not a Flower message: {exc}") from exc
+        md = msg.metadata
+        if md.dst_node_id != self.node_id:
+            return self._finish(
+                Message(
+                    Error(
+                        ErrorCode.MESSAGE_UNAVAILABLE,
+                        f"{self.email}: message addressed to node {md.dst_node_id}, "
+                        f"this data owner is node {self.node_id}",
+                    ),
+                    reply_to=msg,
+                )
+            )
+        if md.message_type == SYSTEM_MESSAGE_TYPE:
+            return self._system(msg)
+        req = current_request()
+        who = req.sender if req else "the researcher"
+        logger.info(
+            "running %s (round group %r) for %s", md.message_type, md.group_id, who
+        )
+        ctx = self.context_for(md.run_id)
+        try:
+            reply = self.client_app(message=msg, context=ctx)
+        except Exception as exc:
+            # The full trace stays here; the reply names the failure only.
+            logger.exception("the ClientApp raised while handling %s", md.message_type)
+            detail = (
+                f": {exc}"
+                if self.reveal_errors
+                else " (details in the data owner's log)"
+            )
+            reply = Message(
+                Error(
+                    ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                    f"{self.email}: ClientApp raised {type(exc).__name__} while handling "
+                    f"{md.message_type!r}{detail}",
+                ),
+                reply_to=msg,
+            )
+        self.handled += 1
+        return self._finish(reply)
+
+    def _system(self, msg: Message) -> bytes:
+        action = reason = ""
+        if msg.has_content():
+            for rec in msg.content.config_records.values():
+                action = str(rec.get("action", action))
+                reason = str(rec.get("reason", reason))
+        if action == "stop":
+            self.stopped_reason = reason or "stop requested"
+            logger.info("the researcher ended the run: %s", self.stopped_reason)
+            reply = Message(
+                RecordDict({"ack": ConfigRecord({"action": "stop", "stopped": True})}),
+                reply_to=msg,
+            )
+            out = self._finish(reply)
+            if self.on_stop is not None:
+                self.on_stop(self.stopped_reason)
+            return out
+        return self._finish(
+            Message(
+                Error(
+                    ErrorCode.MESSAGE_UNAVAILABLE,
+                    f"unsupported system action {action!r}",
+                ),
+                reply_to=msg,
+            )
+        )
+
+
+def run_data_owner(
+    client_app: ClientApp,
+    app_name: str,
+    *,
+    client: Any | None = None,
+    aggregators: Iterable[str] | None = None,
+    run_config: dict[str, Any] | None = None,
+    node_config: dict[str, Any] | None = None,
+    settings: Settings | None = None,
+    events: SyftFlwrEvents | None = None,
+    endpoint: str = DEFAULT_ENDPOINT,
+) -> ClientAppHandler:
+    """Serve ``client_app`` for ``app_name`` until the researcher's stop signal.
+
+    Parameters
+    ----------
+    client_app:
+        The Flower ``ClientApp`` to run on this data owner's private data.
+    app_name:
+        The app folder name (must match the researcher's).
+    client:
+        ``SyftFlwrClient`` / ``syft_core.Client`` (``create_client()`` if None).
+    aggregators:
+        Emails allowed to send work (the researcher); others are refused.
+    run_config, node_config:
+        The Flower ``Context`` configs.
+    settings:
+        Defaults to ``Settings.from_env()``.
+    events:
+        A ready events adapter (else ``create_events_watcher``).
+
+    Returns
+    -------
+    ClientAppHandler
+        After the loop ended (``stopped_reason`` says why).
+    """
+    ev = events or create_events_watcher(
+        app_name,
+        client=client,
+        settings=settings or Settings.from_env(),
+        allowed_senders=None if aggregators is None else list(aggregators),
+    )
+    handler = ClientAppHandler(
+        client_app,
+        email=ev.client_email,
+        node_config=node_config,
+        run_config=run_config,
+        on_stop=lambda _reason: ev.stop(),
+    )
+    ev.on_request(endpoint, handler)
+    logger.info(
+        "%s is waiting for work from %s",
+        ev.client_email,
+        ", ".join(aggregators or ["anyone"]),
+    )
+    try:
+        ev.run_forever()
+    except KeyboardInterrupt:
+        logger.info("interrupted; stopping")
+        ev.stop()
+    return handler
+
+
+def syftbox_flwr_client(client_app: ClientApp, context: Context, app_name: str) -> None:
+    """Upstream-compatible entry point: serve ``client_app`` for ``app_name``."""
+    run_data_owner(
+        client_app,
+        app_name,
+        run_config=dict(context.run_config),
+        node_config=dict(context.node_config),
+    )

@@ -1,0 +1,131 @@
+"""Researcher side: run a Flower ``ServerApp`` with a ``SyftGrid``."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flwr.app import Context, RecordDict
+from flwr.server.run_serverapp import run as run_serverapp
+from flwr.serverapp import ServerApp
+
+from syft_flwr._flwr_compat import AGGREGATOR_NODE_ID
+from syft_flwr.config import Settings
+from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+from syft_flwr.ids import new_run_id
+
+__all__ = ["run_researcher", "syftbox_flwr_server"]
+
+logger = logging.getLogger("syft_flwr.researcher")
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C so the stop signal is still sent."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def run_researcher(
+    server_app: ServerApp,
+    app_name: str,
+    datasites: list[str],
+    *,
+    client: Any | None = None,
+    run_config: dict[str, Any] | None = None,
+    run_id: int | None = None,
+    settings: Settings | None = None,
+    grid: SyftGrid | None = None,
+    stop_wait: float = 10.0,
+) -> Context:
+    """Run ``server_app`` against ``datasites`` and stop them when it ends.
+
+    The stop signal goes out when the run ends, fails or is interrupted (Ctrl-C
+    or SIGTERM); errors propagate so a CLI can exit non-zero.
+
+    Parameters
+    ----------
+    server_app:
+        A Flower ``ServerApp`` (``@app.main()`` or legacy ``server_fn``).
+    app_name:
+        The app folder name (must match the data owners').
+    datasites:
+        Data owner emails.
+    client:
+        The researcher's ``SyftFlwrClient`` / ``syft_core.Client``.
+    run_config:
+        ``Context.run_config`` (the app config plus overrides).
+    run_id:
+        Random if None.
+    stop_wait:
+        Seconds to wait for stop acknowledgements.
+
+    Returns
+    -------
+    Context
+        The server Context after the run.
+    """
+    grid = grid or SyftGrid(app_name, datasites, client=client, settings=settings)
+    rid = run_id if run_id is not None else new_run_id()
+    grid.set_run(rid)  # also sets Flower's TaskIdentity for this process
+    context = Context(
+        run_id=rid,
+        node_id=AGGREGATOR_NODE_ID,
+        node_config={},
+        state=RecordDict(),
+        run_config=dict(run_config or {}),
+    )
+    logger.info(
+        "run %d of %s with %d data owners: %s",
+        rid,
+        app_name,
+        len(datasites),
+        ", ".join(datasites),
+    )
+    reason = "Training complete"
+    try:
+        with _sigterm_as_interrupt():
+            out = run_serverapp(
+                grid=grid,
+                context=context,
+                server_app_dir=".",
+                loaded_server_app=server_app,
+            )
+        return out
+    except KeyboardInterrupt:
+        reason = "Researcher interrupted the run"
+        logger.warning("interrupted: stopping the data owners")
+        raise
+    except BaseException as exc:
+        reason = f"Server failed: {type(exc).__name__}"
+        logger.error("the ServerApp failed: %s", exc)
+        raise
+    finally:
+        try:
+            grid.send_stop_signal(group_id="final", reason=reason, wait=stop_wait)
+        except Exception:  # never mask the run's own outcome
+            logger.exception("could not send the stop signal")
+        grid.close()
+
+
+def syftbox_flwr_server(
+    server_app: ServerApp, context: Context, datasites: list[str], app_name: str
+) -> Context:
+    """Upstream-compatible entry point."""
+    return run_researcher(
+        server_app, app_name, datasites, run_config=dict(context.run_config)
+    )

@@ -1,0 +1,240 @@
+"""Flower app folders: read their config, bootstrap them, load their apps."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flwr.common.config import parse_config_args
+
+from syft_flwr.errors import ConfigError
+from syft_flwr.ids import normalize_email
+
+__all__ = [
+    "ProjectConfig",
+    "bootstrap",
+    "load_component",
+    "load_project",
+    "parse_run_config",
+]
+
+TRANSPORTS = ("syftbox", "p2p")
+
+MAIN_TEMPLATE = '''\
+"""syft_flwr entry point: runs this Flower app as researcher or data owner.
+
+The role is chosen by exact email match against [tool.syft_flwr] in
+pyproject.toml, or explicitly with --role researcher|data-owner.
+"""
+
+from pathlib import Path
+
+from syft_flwr.run import main
+
+if __name__ == "__main__":
+    main(Path(__file__).resolve().parent)
+'''
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """What syft_flwr needs from a Flower app's ``pyproject.toml``."""
+
+    app_dir: Path
+    name: str
+    serverapp: str
+    clientapp: str
+    app_config: dict[str, Any] = field(default_factory=dict)
+    aggregator: str | None = None
+    datasites: tuple[str, ...] = ()
+    transport: str | None = None
+    app_name: str | None = None
+
+    @property
+    def flwr_app_name(self) -> str:
+        """The app folder used on the wire (``flwr/<app_name>``, as upstream)."""
+        base = self.app_name or self.name
+        return base if base.startswith("flwr/") else f"flwr/{base}"
+
+    @property
+    def bootstrapped(self) -> bool:
+        return self.aggregator is not None
+
+
+def _read_pyproject(app_dir: Path) -> dict[str, Any]:
+    path = app_dir / "pyproject.toml"
+    if not app_dir.is_dir():
+        raise ConfigError(f"app folder not found: {app_dir}")
+    if not path.is_file():
+        raise ConfigError(f"no pyproject.toml in {app_dir}: is it a Flower app?")
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+
+
+def load_project(app_dir: str | Path) -> ProjectConfig:
+    """Read a Flower app folder's ``pyproject.toml``.
+
+    Raises
+    ------
+    ConfigError
+        Missing folder or file, unreadable TOML, no ServerApp/ClientApp
+        components, or an invalid email in ``[tool.syft_flwr]``.
+    """
+    d = Path(app_dir).resolve()
+    data = _read_pyproject(d)
+    tool = data.get("tool", {})
+    flwr_app = tool.get("flwr", {}).get("app", {})
+    comps = flwr_app.get("components", {})
+    if "serverapp" not in comps or "clientapp" not in comps:
+        raise ConfigError(
+            f"{d / 'pyproject.toml'} has no [tool.flwr.app.components] serverapp/clientapp"
+        )
+    syft = tool.get("syft_flwr", {})
+    agg = syft.get("aggregator")
+    datasites = tuple(normalize_email(e) for e in syft.get("datasites", []))
+    transport = syft.get("transport")
+    if transport is not None and transport not in TRANSPORTS:
+        raise ConfigError(f"[tool.syft_flwr] transport must be one of {TRANSPORTS}")
+    return ProjectConfig(
+        app_dir=d,
+        name=str(data.get("project", {}).get("name", d.name)),
+        serverapp=str(comps["serverapp"]),
+        clientapp=str(comps["clientapp"]),
+        app_config=dict(flwr_app.get("config", {})),
+        aggregator=normalize_email(agg) if agg else None,
+        datasites=datasites,
+        transport=transport,
+        app_name=syft.get("app_name"),
+    )
+
+
+def parse_run_config(
+    base: dict[str, Any], overrides: str | list[str] | None
+) -> dict[str, Any]:
+    """Merge ``--run-config "k=v k2=v2"`` overrides into the app config.
+
+    Raises
+    ------
+    ConfigError
+        If an override is malformed.
+    """
+    out = dict(base)
+    if not overrides:
+        return out
+    items = [overrides] if isinstance(overrides, str) else list(overrides)
+    try:
+        parsed = parse_config_args(items)
+    except Exception as exc:
+        raise ConfigError(f"invalid --run-config {overrides!r}: {exc}") from exc
+    out.update(parsed)
+    return out
+
+
+def load_component(ref: str, app_dir: Path) -> Any:
+    """Import ``"pkg.module:attr"`` from the app folder.
+
+    Raises
+    ------
+    ConfigError
+        If the module or attribute cannot be loaded.
+    """
+    mod_name, _, attr = ref.partition(":")
+    if not mod_name or not attr:
+        raise ConfigError(
+            f"invalid component reference {ref!r}: use 'module:attribute'"
+        )
+    path = str(app_dir)
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    try:
+        module = importlib.import_module(mod_name)
+    except Exception as exc:
+        raise ConfigError(f"cannot import {mod_name} from {app_dir}: {exc}") from exc
+    try:
+        obj = module
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        raise ConfigError(f"{mod_name} has no attribute {attr!r}") from None
+    return obj
+
+
+def _render_table(values: dict[str, Any]) -> str:
+    def lit(v: Any) -> str:
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(lit(x) for x in v) + "]"
+        return str(v).lower() if isinstance(v, bool) else str(v)
+
+    lines = ["[tool.syft_flwr]"] + [f"{k} = {lit(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def bootstrap(
+    flwr_project_dir: str | Path,
+    aggregator: str,
+    datasites: list[str],
+    transport: str | None = None,
+    *,
+    app_name: str | None = None,
+    write_main: bool = True,
+) -> ProjectConfig:
+    """Turn a Flower app folder into a syft_flwr app.
+
+    Writes (or replaces) ``[tool.syft_flwr]`` in ``pyproject.toml`` (comments and
+    the rest of the file are kept) and a ``main.py`` entry point.
+
+    Parameters
+    ----------
+    flwr_project_dir:
+        The Flower app folder.
+    aggregator:
+        The researcher's email.
+    datasites:
+        The data owners' emails.
+    transport:
+        ``"syftbox"`` (default) or ``"p2p"`` (Google Drive).
+    app_name:
+        Defaults to ``<aggregator>_<project>_<timestamp>`` (unique per bootstrap).
+
+    Raises
+    ------
+    ConfigError
+        Bad emails, no data owners, unknown transport, not a Flower app.
+    """
+    d = Path(flwr_project_dir).resolve()
+    cfg = load_project(d)  # validates it is a Flower app
+    agg = normalize_email(aggregator)
+    dss = [normalize_email(e) for e in datasites]
+    if not dss:
+        raise ConfigError("give at least one data owner email (datasites)")
+    if len(set(dss)) != len(dss):
+        raise ConfigError("data owner emails must be unique")
+    t = transport or "syftbox"
+    if t not in TRANSPORTS:
+        raise ConfigError(f"transport must be one of {TRANSPORTS}, got {t!r}")
+    name = app_name or f"{agg}_{cfg.name}_{int(time.time())}"
+    table = _render_table(
+        {"app_name": name, "aggregator": agg, "datasites": dss, "transport": t}
+    )
+    path = d / "pyproject.toml"
+    text = path.read_text()
+    # Replace an existing table up to the next table header, else append.
+    pattern = re.compile(r"^\[tool\.syft_flwr\]\n(?:(?!^\[).*\n?)*", re.MULTILINE)
+    if pattern.search(text):
+        text = pattern.sub(table + "\n", text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + table
+    path.write_text(text)
+    if write_main:
+        (d / "main.py").write_text(MAIN_TEMPLATE)
+    return load_project(d)

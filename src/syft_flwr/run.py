@@ -1,0 +1,175 @@
+"""Run a bootstrapped Flower app as researcher or data owner (``main.py``'s logic)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from syft_flwr.client.factory import create_client
+from syft_flwr.client.protocol import SyftFlwrClient
+from syft_flwr.config import Settings
+from syft_flwr.errors import ConfigError
+from syft_flwr.logs import setup_logging
+from syft_flwr.project import (
+    ProjectConfig,
+    load_component,
+    load_project,
+    parse_run_config,
+)
+
+__all__ = [
+    "main",
+    "pick_role",
+    "run_project_data_owner",
+    "run_project_researcher",
+    "syftbox_run_flwr_client",
+    "syftbox_run_flwr_server",
+]
+
+logger = logging.getLogger("syft_flwr.run")
+
+RESEARCHER, DATA_OWNER = "researcher", "data-owner"
+
+
+def pick_role(cfg: ProjectConfig, email: str, role: str | None = None) -> str:
+    """Pick the role by exact email match (never substring), or check ``role``.
+
+    Raises
+    ------
+    ConfigError
+        No aggregator configured, or the email is neither aggregator nor datasite.
+    """
+    if cfg.aggregator is None:
+        raise ConfigError(
+            f"{cfg.app_dir} is not bootstrapped: no [tool.syft_flwr] aggregator "
+            "(run `syft_flwr bootstrap`)"
+        )
+    if role is not None:
+        if role not in (RESEARCHER, DATA_OWNER):
+            raise ConfigError(f"--role must be {RESEARCHER} or {DATA_OWNER}")
+        return role
+    email = email.lower()
+    if email == cfg.aggregator:
+        return RESEARCHER
+    if email in cfg.datasites:
+        return DATA_OWNER
+    raise ConfigError(
+        f"{email} is neither the aggregator ({cfg.aggregator}) nor one of the data "
+        f"owners ({', '.join(cfg.datasites)}) of this app"
+    )
+
+
+def run_project_researcher(
+    cfg: ProjectConfig,
+    client: SyftFlwrClient,
+    *,
+    run_config: str | list[str] | None = None,
+    datasites: list[str] | None = None,
+    settings: Settings | None = None,
+    run_id: int | None = None,
+) -> Any:
+    """Load the app's ServerApp and run it with a SyftGrid."""
+    from syft_flwr.fl_orchestrator.flower_server import run_researcher
+
+    server_app = load_component(cfg.serverapp, cfg.app_dir)
+    rc = parse_run_config(cfg.app_config, run_config)
+    return run_researcher(
+        server_app,
+        cfg.flwr_app_name,
+        list(datasites or cfg.datasites),
+        client=client,
+        run_config=rc,
+        settings=settings,
+        run_id=run_id,
+    )
+
+
+def run_project_data_owner(
+    cfg: ProjectConfig,
+    client: SyftFlwrClient,
+    *,
+    run_config: str | list[str] | None = None,
+    node_config: dict[str, Any] | None = None,
+    aggregators: list[str] | None = None,
+    settings: Settings | None = None,
+) -> Any:
+    """Load the app's ClientApp and serve it until the stop signal."""
+    from syft_flwr.fl_orchestrator.flower_client import run_data_owner
+
+    client_app = load_component(cfg.clientapp, cfg.app_dir)
+    rc = parse_run_config(cfg.app_config, run_config)
+    aggs = aggregators or ([cfg.aggregator] if cfg.aggregator else None)
+    return run_data_owner(
+        client_app,
+        cfg.flwr_app_name,
+        client=client,
+        aggregators=aggs,
+        run_config=rc,
+        node_config=node_config,
+        settings=settings,
+    )
+
+
+def syftbox_run_flwr_server(project_dir: str | Path) -> Any:
+    """Upstream-compatible: run the researcher side of ``project_dir``."""
+    cfg = load_project(project_dir)
+    return run_project_researcher(cfg, create_client(project_dir=cfg.app_dir))
+
+
+def syftbox_run_flwr_client(project_dir: str | Path) -> Any:
+    """Upstream-compatible: run the data-owner side of ``project_dir``."""
+    cfg = load_project(project_dir)
+    return run_project_data_owner(cfg, create_client(project_dir=cfg.app_dir))
+
+
+def _node_config(value: str | None) -> dict[str, Any]:
+    if not value:
+        return {}
+    return parse_run_config({}, value)
+
+
+def main(project_dir: str | Path, argv: list[str] | None = None) -> None:
+    """Entry point of a bootstrapped app's ``main.py`` (exits the process)."""
+    p = argparse.ArgumentParser(description="Run this Flower app with syft_flwr.")
+    p.add_argument("--role", choices=[RESEARCHER, DATA_OWNER])
+    p.add_argument(
+        "--run-config", default=None, help='overrides, e.g. "num-server-rounds=5"'
+    )
+    p.add_argument(
+        "--node-config", default=None, help='e.g. "partition-id=0 num-partitions=2"'
+    )
+    p.add_argument("--config", default=None, help="SyftBox client config path")
+    args = p.parse_args(argv)
+    setup_logging()
+    try:
+        cfg = load_project(project_dir)
+        client = create_client(project_dir=cfg.app_dir, config_path=args.config)
+        role = pick_role(cfg, client.email, args.role)
+        logger.info("%s runs %s as %s", client.email, cfg.name, role)
+        logger.info(
+            "DATA_DIR=%s OUTPUT_DIR=%s",
+            os.environ.get("DATA_DIR"),
+            os.environ.get("OUTPUT_DIR"),
+        )
+        if role == RESEARCHER:
+            run_project_researcher(cfg, client, run_config=args.run_config)
+        else:
+            run_project_data_owner(
+                cfg,
+                client,
+                run_config=args.run_config,
+                node_config=_node_config(args.node_config),
+            )
+    except ConfigError as exc:
+        print(f"syft_flwr: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception:
+        logger.exception("the run failed")
+        sys.exit(1)
+    sys.exit(0)
