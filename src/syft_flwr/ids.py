@@ -41,7 +41,9 @@ def node_id_for(email: str) -> int:
     The first 8 bytes of ``sha256("syft_flwr/node/" + email)`` as an unsigned
     64-bit integer; 0 and 1 (Flower's SuperLink/aggregator id) are never used.
     """
-    digest = hashlib.sha256(b"syft_flwr/node/" + normalize_email(email).encode()).digest()
+    digest = hashlib.sha256(
+        b"syft_flwr/node/" + normalize_email(email).encode()
+    ).digest()
     nid = int.from_bytes(digest[:8], "big")
     return nid if nid > AGGREGATOR_NODE_ID else nid + 2
 

@@ -1,1 +1,192 @@
-"""syft_flwr.cli."""
+"""The ``syft_flwr`` command line: bootstrap, run, simulate, keys, version.
+
+Commands parse arguments and call public functions; errors become one line on
+stderr and a non-zero exit code (2 for configuration errors, 1 for failed runs,
+130 for Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from syft_flwr import __version__
+from syft_flwr.errors import ConfigError, SyftFlwrError
+
+__all__ = ["main"]
+
+
+def _emails(value: str) -> list[str]:
+    return [e.strip() for e in value.split(",") if e.strip()]
+
+
+def _cmd_version(args: argparse.Namespace) -> int:
+    import flwr
+
+    print(f"syft_flwr {__version__} (flwr {getattr(flwr, '__version__', '?')})")
+    return 0
+
+
+def _cmd_bootstrap(args: argparse.Namespace) -> int:
+    from syft_flwr.project import bootstrap
+
+    datasites = [e for v in args.datasites for e in _emails(v)]
+    cfg = bootstrap(args.project_dir, args.aggregator, datasites, args.transport)
+    print(f"bootstrapped {cfg.app_dir} (app {cfg.app_name}, transport {cfg.transport})")
+    print(f"  aggregator: {cfg.aggregator}")
+    print(f"  data owners: {', '.join(cfg.datasites)}")
+    return 0
+
+
+def _simulate(args: argparse.Namespace, paths: list[str] | None) -> int:
+    from syft_flwr.simulation import simulate
+
+    res = simulate(
+        args.app_dir,
+        args.num_data_owners,
+        mock_dataset_paths=paths,
+        run_config=args.run_config,
+        workdir=args.workdir,
+        timeout=args.timeout,
+    )
+    return 0 if res.ok else 1
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    return _simulate(args, None)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    paths = [p for v in (args.mock_dataset_paths or []) for p in v.split(",") if p]
+    if not paths:
+        raise ConfigError("give --mock-dataset-paths (one folder per data owner)")
+    args.num_data_owners = None
+    return _simulate(args, paths)
+
+
+def _cmd_party(args: argparse.Namespace) -> int:
+    """One party of a run (used by `simulate`; also usable by hand)."""
+    from syft_flwr.client.syft_core_client import SyftCoreClient
+    from syft_flwr.logs import setup_logging
+    from syft_flwr.project import load_project, parse_run_config
+    from syft_flwr.run import run_project_data_owner, run_project_researcher
+
+    setup_logging()
+    cfg = load_project(args.app_dir)
+    changes: dict[str, object] = {}
+    if args.app_name:
+        changes["app_name"] = args.app_name
+    if args.datasites:
+        changes["datasites"] = tuple(_emails(args.datasites))
+    if args.aggregator:
+        changes["aggregator"] = args.aggregator.lower()
+    cfg = dataclasses.replace(cfg, **changes)  # type: ignore[arg-type]
+    client = SyftCoreClient.load(args.config)
+    if args.role == "researcher":
+        run_project_researcher(cfg, client, run_config=args.run_config)
+    else:
+        run_project_data_owner(
+            cfg,
+            client,
+            run_config=args.run_config,
+            node_config=parse_run_config({}, args.node_config)
+            if args.node_config
+            else None,
+        )
+    return 0
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from syft_flwr.client.factory import create_client
+    from syft_flwr.crypto.keys import fingerprint, public_bundle_of
+    from syft_flwr.crypto.policy import load_or_create_keys
+
+    client = create_client(config_path=args.config)
+    keys = load_or_create_keys(client, client.make_transport())
+    bundle = public_bundle_of(keys, client.email)
+    print(f"{client.email}")
+    print(f"  fingerprint: {fingerprint(bundle)}")
+    print("  compare it with your peers over a channel you trust (call, in person)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="syft_flwr",
+        description="Run Flower apps across data owners over file sync (SyftBox, Google Drive).",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("version", help="print versions")
+    s.set_defaults(func=_cmd_version)
+
+    s = sub.add_parser(
+        "bootstrap", help="turn a Flower app folder into a syft_flwr app"
+    )
+    s.add_argument("project_dir", type=Path)
+    s.add_argument("-a", "--aggregator", "-s", "--server", required=True)
+    s.add_argument(
+        "-d",
+        "--datasites",
+        action="append",
+        required=True,
+        help="emails, comma-separated or repeated",
+    )
+    s.add_argument("-t", "--transport", choices=["syftbox", "p2p"], default=None)
+    s.set_defaults(func=_cmd_bootstrap)
+
+    for name, helptext in (
+        ("simulate", "run researcher + N data owners as local processes"),
+        ("run", "simulate with one data owner per mock dataset path (upstream form)"),
+    ):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("app_dir", type=Path)
+        if name == "simulate":
+            s.add_argument("-n", "--num-data-owners", type=int, default=None)
+            s.set_defaults(func=_cmd_simulate)
+        else:
+            s.add_argument("-m", "--mock-dataset-paths", action="append")
+            s.set_defaults(func=_cmd_run)
+        s.add_argument("--run-config", default=None, help='e.g. "num-server-rounds=5"')
+        s.add_argument("--workdir", type=Path, default=None)
+        s.add_argument("--timeout", type=float, default=1800.0)
+
+    s = sub.add_parser(
+        "keys", help="create (if needed) and show your encryption key fingerprint"
+    )
+    s.add_argument("--config", default=None, help="SyftBox client config path")
+    s.set_defaults(func=_cmd_keys)
+
+    s = sub.add_parser("party", help=argparse.SUPPRESS)
+    s.add_argument("app_dir", type=Path)
+    s.add_argument("--role", choices=["researcher", "data-owner"], required=True)
+    s.add_argument("--config", required=True)
+    s.add_argument("--app-name", default=None)
+    s.add_argument("--aggregator", default=None)
+    s.add_argument("--datasites", default=None)
+    s.add_argument("--run-config", default=None)
+    s.add_argument("--node-config", default=None)
+    s.set_defaults(func=_cmd_party)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``syft_flwr`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except ConfigError as exc:
+        print(f"syft_flwr: error: {exc}", file=sys.stderr)
+        code = 2
+    except SyftFlwrError as exc:
+        print(f"syft_flwr: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

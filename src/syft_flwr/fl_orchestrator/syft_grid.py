@@ -40,6 +40,7 @@ from syft_flwr.errors import (
     EncryptionError,
     EnvelopeError,
     IncompleteMessage,
+    KeyNotFound,
     PermissionDenied,
     SecurityError,
     SerializationError,
@@ -149,6 +150,9 @@ class SyftGrid(Grid):
         self._arrived: set[str] = set()
         self._watches: dict[str, Watch] = {}
         self._warned_unprepared: set[str] = set()
+        self._unsent: dict[str, tuple[str, bytes, float]] = {}
+        self._ready: set[str] = set()
+        self._ready_checked: dict[str, float] = {}
 
     # -- helpers --------------------------------------------------------------
     @property
@@ -260,34 +264,80 @@ class SyftGrid(Grid):
             md = msg.metadata
             expires_at = md.created_at + md.ttl
             self._ensure_watch(email)
-            if email not in self._warned_unprepared and not self.transport.is_prepared(
-                email, self.app_name, self.endpoint
-            ):
-                self._warned_unprepared.add(email)
-                logger.info(
-                    "%s has not started serving %s yet; its request will wait for it",
-                    email,
-                    self.app_name,
-                )
             with self._lock:
                 # Register before writing so a fast reply's event is never lost.
                 self._pending[mid] = _Pending(
                     msg, email, md.dst_node_id, time.monotonic()
                 )
-            try:
-                self._rpc.send_request(
-                    email, self.endpoint, data, expires_at=expires_at, message_id=mid
+            if self._is_ready(email, force=True):
+                self._send(mid, email, data, expires_at)
+            else:
+                self._defer(
+                    mid, email, data, expires_at, "has not started serving the app"
                 )
-            except (TransportError, EncryptionError) as exc:
-                logger.error("could not send %s to %s: %s", md.message_type, email, exc)
-                with self._lock:
-                    self._failed[mid] = self._error_reply(
-                        msg,
-                        ErrorCode.NODE_UNAVAILABLE,
-                        f"could not send to {email}: {exc}",
-                    )
             ids.append(mid)
         return ids
+
+    def _is_ready(self, email: str, *, force: bool = False) -> bool:
+        """Whether ``email`` serves the app (checked at most every 0.25 s)."""
+        now = time.monotonic()
+        with self._lock:
+            if email in self._ready:
+                return True
+            if not force and now - self._ready_checked.get(email, 0.0) < 0.25:
+                return False
+            self._ready_checked[email] = now
+        ok = self.transport.is_prepared(email, self.app_name, self.endpoint)
+        if ok:
+            with self._lock:
+                self._ready.add(email)
+        return ok
+
+    def _defer(
+        self, mid: str, email: str, data: bytes, expires_at: float, why: str
+    ) -> None:
+        # Writing before the owner's permissions exist gets the file rejected for
+        # good on SyftBox; so the request waits here, unwritten, until it is ready.
+        with self._lock:
+            self._unsent[mid] = (email, data, expires_at)
+            first = email not in self._warned_unprepared
+            self._warned_unprepared.add(email)
+        if first:
+            logger.info("%s %s; its request waits until it does", email, why)
+
+    def _send(self, mid: str, email: str, data: bytes, expires_at: float) -> None:
+        with self._lock:
+            p = self._pending.get(mid)
+        if p is None:
+            return
+        try:
+            self._rpc.send_request(
+                email, self.endpoint, data, expires_at=expires_at, message_id=mid
+            )
+        except KeyNotFound:
+            with self._lock:
+                self._ready.discard(email)
+            self._defer(
+                mid, email, data, expires_at, "has not published its public keys"
+            )
+        except (TransportError, EncryptionError) as exc:
+            logger.error("could not send to %s: %s", email, exc)
+            with self._lock:
+                self._failed[mid] = self._error_reply(
+                    p.message,
+                    ErrorCode.NODE_UNAVAILABLE,
+                    f"could not send to {email}: {exc}",
+                )
+
+    def _flush_unsent(self, ids: Iterable[str]) -> None:
+        with self._lock:
+            todo = [(m, self._unsent[m]) for m in ids if m in self._unsent]
+        for mid, (email, data, expires_at) in todo:
+            if self._is_ready(email):
+                with self._lock:
+                    if self._unsent.pop(mid, None) is None:
+                        continue
+                self._send(mid, email, data, expires_at)
 
     def _error_reply(self, msg: Message, code: int, reason: str) -> Message:
         reply = Message(Error(code=code, reason=reason), reply_to=msg)
@@ -322,9 +372,13 @@ class SyftGrid(Grid):
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         """Return the replies available now (never blocks)."""
+        ids = list(message_ids)
+        self._flush_unsent(ids)
         out: list[Message] = []
-        for mid in message_ids:
+        for mid in ids:
             with self._lock:
+                if mid in self._unsent:
+                    continue
                 p = self._pending.get(mid)
                 failed = self._failed.pop(mid, None)
             if p is None:
@@ -382,9 +436,12 @@ class SyftGrid(Grid):
                 p = self._pending.pop(mid, None)
                 self._arrived.discard(mid)
                 self._failed.pop(mid, None)
+                never_written = self._unsent.pop(mid, None) is not None
             if p is None:
                 continue
             emails.append(p.email)
+            if never_written:
+                continue
             try:
                 self._rpc.withdraw(p.email, self.endpoint, mid)
             except TransportError as exc:
@@ -426,9 +483,11 @@ class SyftGrid(Grid):
                 self._log_progress(ids, remaining, now - start)
                 next_progress = now + PROGRESS_EVERY
             with self._cv:
+                # Deferred requests are retried often; otherwise events wake us.
+                step = 0.25 if self._unsent else rescan
                 self._cv.wait_for(
                     lambda: bool(self._arrived & remaining),
-                    timeout=min(deadline - now, rescan, next_progress - now),
+                    timeout=min(deadline - now, step, next_progress - now),
                 )
                 self._arrived -= remaining
         if remaining:

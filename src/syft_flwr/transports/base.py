@@ -35,6 +35,7 @@ __all__ = [
     "Watch",
     "check_key",
     "join_key",
+    "schema_key",
 ]
 
 #: Called with the key of a file that appeared or changed. Must be quick and must
@@ -59,6 +60,11 @@ def check_key(key: str) -> str:
         if part in ("", ".", ".."):
             raise ConfigError(f"invalid transport key: {key!r}")
     return key
+
+
+def schema_key(owner: str, app: str) -> str:
+    """Key of an app's ``rpc.schema.json`` in ``owner``'s datasite."""
+    return join_key(owner, "app_data", app, "rpc", "rpc.schema.json")
 
 
 def join_key(*parts: str) -> str:
@@ -88,7 +94,9 @@ class RpcPath:
 
     @property
     def folder(self) -> str:
-        return join_key(self.owner, "app_data", self.app, "rpc", self.endpoint, self.peer)
+        return join_key(
+            self.owner, "app_data", self.app, "rpc", self.endpoint, self.peer
+        )
 
     @classmethod
     def parse(cls, key: str) -> RpcPath | None:
@@ -214,20 +222,39 @@ class Transport(ABC):
         """
         return False
 
-    def prepare(self, app: str, endpoint: str, peers: Sequence[str]) -> None:  # noqa: B027
+    def prepare(self, app: str, endpoint: str, peers: Sequence[str]) -> None:
         """Prepare this identity's side of ``app``/``endpoint`` for ``peers``.
 
-        SyftBox writes permission files into its own datasite's rpc folder so that
-        each peer may read and write only its own sub-folder; Google Drive creates
-        and shares the channel folders. The default does nothing.
+        Writes ``<me>/app_data/<app>/rpc/rpc.schema.json`` (world-readable), which
+        peers take as "this party serves the app". Backends add their own steps
+        first: SyftBox writes permission files so each peer may read and write
+        only its own sub-folder; Google Drive creates and shares channel folders.
         """
+        import json
+
+        key = schema_key(self.identity, app)
+        try:
+            doc = json.loads(self.get(key))
+        except (MessageNotFound, ValueError):
+            doc = {}
+        if endpoint not in doc:
+            doc[endpoint] = {"description": "Flower messages (syft_flwr envelope v1)"}
+            self.put(key, json.dumps(doc, sort_keys=True).encode())
 
     def is_prepared(self, owner: str, app: str, endpoint: str) -> bool:
-        """Return whether ``owner`` has prepared ``app``/``endpoint`` (best effort).
+        """Return whether ``owner`` serves ``app``/``endpoint`` as far as we can see.
 
-        Used to tell a researcher that a data owner has not started yet.
+        The researcher defers requests to a data owner until this is true, so no
+        request is written before the owner's permissions exist (SyftBox rejects
+        such a write for good).
         """
-        return True
+        import json
+
+        try:
+            doc = json.loads(self.get(schema_key(owner, app)))
+        except (MessageNotFound, ValueError):
+            return False
+        return isinstance(doc, dict) and endpoint in doc
 
     def close(self) -> None:
         """Release resources; idempotent."""

@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -237,7 +238,7 @@ class SyftBoxTransport(Transport):
                 return True
         return False
 
-    def prepare(self, app: str, endpoint: str, peers: object = ()) -> None:
+    def prepare(self, app: str, endpoint: str, peers: Sequence[str] = ()) -> None:
         rpc = self.path_of(join_key(self.identity, "app_data", app, "rpc"))
         (rpc / endpoint).mkdir(parents=True, exist_ok=True)
         for name, text in ((PERM_FILE_GO, _GO_PERMS), (PERM_FILE_PY, _PY_PERMS)):
@@ -245,10 +246,9 @@ class SyftBoxTransport(Transport):
             # Rewrite only on change: every write is a sync round for every peer.
             if not target.is_file() or target.read_text() != text:
                 self.put(self.key_of(target) or "", text.encode())
-
-    def is_prepared(self, owner: str, app: str, endpoint: str) -> bool:
-        rpc = self.root / owner / "app_data" / app / "rpc"
-        return (rpc / PERM_FILE_PY).is_file() or (rpc / PERM_FILE_GO).is_file()
+        # The schema is written last and is world-readable: a peer that can see it
+        # knows the server already has the permissions above.
+        super().prepare(app, endpoint, peers)
 
     def close(self) -> None:
         if self.closed:

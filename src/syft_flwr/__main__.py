@@ -1,0 +1,5 @@
+"""``python -m syft_flwr``."""
+
+from syft_flwr.cli import main
+
+main()

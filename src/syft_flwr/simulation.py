@@ -1,0 +1,339 @@
+"""Local simulation: researcher and N data owners as OS processes over local folders.
+
+Every party gets its own SyftBox client config on one shared data dir (the
+file system is the network, so sync is instant); messages take the same path
+as on a real SyftBox network: envelope, encryption, watchdog events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from syft_flwr.config import Settings
+from syft_flwr.errors import ConfigError
+from syft_flwr.project import ProjectConfig, load_project
+
+__all__ = ["Party", "SimulationResult", "prepare_network", "simulate"]
+
+RESEARCHER_EMAIL = "researcher@example.org"
+
+
+@dataclass
+class Party:
+    email: str
+    role: str
+    config_path: Path
+    log_path: Path
+    node_config: str = ""
+    data_dir: Path | None = None
+    returncode: int | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class SimulationResult:
+    """Outcome of :func:`simulate`."""
+
+    ok: bool
+    workdir: Path
+    parties: list[Party] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def researcher(self) -> Party:
+        return next(p for p in self.parties if p.role == "researcher")
+
+    def log(self, email: str) -> str:
+        p = next(p for p in self.parties if p.email == email)
+        return p.log_path.read_text(errors="replace")
+
+
+def _write_config(path: Path, data_dir: Path, email: str) -> None:
+    from syft_core import SyftClientConfig
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    SyftClientConfig(
+        path=path, data_dir=data_dir, email=email, server_url="http://127.0.0.1:9"
+    ).save()
+
+
+def prepare_network(
+    workdir: Path, emails: Sequence[str], *, encryption: bool = True
+) -> dict[str, Path]:
+    """Create a shared SyftBox-layout data dir and one client config per email.
+
+    With encryption on, every party's keys and DID are created up front (as each
+    would on first start), so nobody waits for a peer's keys to appear.
+    """
+    data_dir = workdir / "SyftBox"
+    (data_dir / "datasites").mkdir(parents=True, exist_ok=True)
+    configs = {}
+    for email in emails:
+        path = workdir / "configs" / f"{email}.json"
+        _write_config(path, data_dir, email)
+        configs[email] = path
+        if encryption:
+            from syft_flwr.client.syft_core_client import SyftCoreClient
+            from syft_flwr.crypto.policy import load_or_create_keys
+
+            c = SyftCoreClient.load(path)
+            load_or_create_keys(c, c.make_transport())
+    return configs
+
+
+def _party_cmd(
+    cfg: ProjectConfig,
+    party: Party,
+    app_name: str,
+    datasites: list[str],
+    run_config: str | None,
+) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "syft_flwr.cli",
+        "party",
+        str(cfg.app_dir),
+        "--role",
+        party.role,
+        "--config",
+        str(party.config_path),
+        "--app-name",
+        app_name,
+        "--aggregator",
+        RESEARCHER_EMAIL if cfg.aggregator is None else cfg.aggregator,
+        "--datasites",
+        ",".join(datasites),
+    ]
+    if run_config:
+        cmd += ["--run-config", run_config]
+    if party.node_config:
+        cmd += ["--node-config", party.node_config]
+    return cmd
+
+
+class _Tail:
+    def __init__(self, path: Path, prefix: str, only_problems: bool) -> None:
+        self.path, self.prefix, self.only_problems = path, prefix, only_problems
+        self.pos = 0
+        self.buf = ""
+
+    def pump(self, out: IO[str]) -> None:
+        try:
+            with open(self.path, errors="replace") as f:
+                f.seek(self.pos)
+                data = f.read()
+                self.pos = f.tell()
+        except FileNotFoundError:
+            return
+        self.buf += data
+        *lines, self.buf = self.buf.split("\n")
+        for line in lines:
+            if self.only_problems and not any(
+                w in line
+                for w in ("WARNING", "ERROR", "Traceback", "the researcher ended")
+            ):
+                continue
+            out.write(f"{self.prefix} {line}\n")
+        out.flush()
+
+
+def simulate(
+    app_dir: str | Path,
+    num_data_owners: int | None = None,
+    *,
+    mock_dataset_paths: Sequence[str | Path] | None = None,
+    run_config: str | None = None,
+    workdir: str | Path | None = None,
+    encryption: bool | None = None,
+    timeout: float = 1800.0,
+    out: IO[str] | None = None,
+    quiet: bool = False,
+) -> SimulationResult:
+    """Run a Flower app with a researcher and N data owners as separate processes.
+
+    Parameters
+    ----------
+    app_dir:
+        A Flower app folder (bootstrapped or not).
+    num_data_owners:
+        How many data owners; defaults to the number of mock dataset paths, else
+        the app's ``[tool.syft_flwr] datasites``, else 2.
+    mock_dataset_paths:
+        One folder per data owner, given to it as ``DATA_DIR``.
+    run_config:
+        Overrides, e.g. ``"num-server-rounds=5 lr=0.1"``.
+    workdir:
+        Where the network, logs and outputs go (a new temp dir if None).
+    encryption:
+        Defaults to ``SYFT_FLWR_ENCRYPTION_ENABLED`` (on).
+    timeout:
+        Seconds before the whole simulation is stopped.
+    out:
+        Where live progress goes (default stdout).
+
+    Returns
+    -------
+    SimulationResult
+        ``ok`` is True only if every process exited with 0.
+    """
+    out = out or sys.stdout
+    cfg = load_project(app_dir)
+    paths = [Path(p).resolve() for p in (mock_dataset_paths or [])]
+    for p in paths:
+        if not p.exists():
+            raise ConfigError(f"mock dataset path does not exist: {p}")
+    n = len(paths) or num_data_owners or len(cfg.datasites) or 2
+    if n < 1:
+        raise ConfigError("need at least one data owner")
+    if paths and num_data_owners and num_data_owners != len(paths):
+        raise ConfigError("--num-data-owners differs from the number of dataset paths")
+    datasites = (
+        list(cfg.datasites)
+        if len(cfg.datasites) == n
+        else [f"do{i + 1}@example.org" for i in range(n)]
+    )
+    agg = cfg.aggregator or RESEARCHER_EMAIL
+    if cfg.aggregator is None:
+        cfg = dataclasses.replace(cfg, aggregator=agg)
+    enc = Settings.from_env().encryption_enabled if encryption is None else encryption
+    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="syft_flwr_sim_"))
+    root.mkdir(parents=True, exist_ok=True)
+    configs = prepare_network(root, [agg, *datasites], encryption=enc)
+    app_name = f"{cfg.name}_{int(time.time())}_{secrets.token_hex(3)}"
+    (root / "logs").mkdir(exist_ok=True)
+    parties = [
+        Party(
+            email=e,
+            role="data-owner",
+            config_path=configs[e],
+            log_path=root / "logs" / f"{e}.log",
+            node_config=f"partition-id={i} num-partitions={n}",
+            data_dir=paths[i] if paths else None,
+        )
+        for i, e in enumerate(datasites)
+    ]
+    researcher = Party(agg, "researcher", configs[agg], root / "logs" / f"{agg}.log")
+    parties.append(researcher)
+
+    base_env = dict(os.environ)
+    base_env["PYTHONUNBUFFERED"] = "1"
+    base_env["SYFT_FLWR_ENCRYPTION_ENABLED"] = "true" if enc else "false"
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    tails = [
+        _Tail(researcher.log_path, "[researcher]", only_problems=False),
+        *[_Tail(p.log_path, f"[{p.email}]", only_problems=True) for p in parties[:-1]],
+    ]
+    if not quiet:
+        out.write(
+            f"syft_flwr simulate: {cfg.name} with {n} data owners "
+            f"(encryption {'on' if enc else 'off'}), work dir {root}\n"
+        )
+    start = time.monotonic()
+    try:
+        # Data owners first: they publish their permissions and wait for work.
+        for p in parties:
+            env = dict(base_env)
+            env["SYFTBOX_CLIENT_CONFIG_PATH"] = str(p.config_path)
+            env["OUTPUT_DIR"] = str(root / "outputs" / p.email)
+            Path(env["OUTPUT_DIR"]).mkdir(parents=True, exist_ok=True)
+            if p.data_dir is not None:
+                env["DATA_DIR"] = str(p.data_dir)
+            else:
+                env.pop("DATA_DIR", None)
+            with open(p.log_path, "wb") as log:
+                procs[p.email] = subprocess.Popen(
+                    _party_cmd(cfg, p, app_name, datasites, run_config),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=str(cfg.app_dir),
+                    start_new_session=True,
+                )
+        rproc = procs[agg]
+        deadline = start + timeout
+        try:
+            while rproc.poll() is None:
+                if not quiet:
+                    for t in tails:
+                        t.pump(out)
+                if time.monotonic() > deadline:
+                    out.write("simulation timed out; stopping the researcher\n")
+                    rproc.send_signal(signal.SIGINT)
+                    rproc.wait(timeout=30)
+                    break
+                # A data owner that dies early is reported while the run goes on.
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            out.write("interrupted: asking the researcher to stop the data owners\n")
+            rproc.send_signal(signal.SIGINT)
+            try:
+                rproc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                rproc.kill()
+        # Data owners exit on the stop signal; give them a moment, then end them.
+        grace = time.monotonic() + 30
+        for p in parties:
+            proc = procs[p.email]
+            try:
+                proc.wait(timeout=max(0.1, grace - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                proc.wait()
+    if not quiet:
+        for t in tails:
+            t.pump(out)
+    for p in parties:
+        p.returncode = procs[p.email].returncode
+    result = SimulationResult(
+        ok=all(p.returncode == 0 for p in parties),
+        workdir=root,
+        parties=parties,
+        seconds=time.monotonic() - start,
+    )
+    if not quiet:
+        out.write("\nsummary:\n")
+        for p in parties:
+            state = "ok" if p.returncode == 0 else f"FAILED (exit {p.returncode})"
+            out.write(f"  {p.role:<10} {p.email:<28} {state:<18} log: {p.log_path}\n")
+        verdict = "succeeded" if result.ok else "FAILED"
+        out.write(f"simulation {verdict} in {result.seconds:.1f} s\n")
+        out.flush()
+    (root / "summary.json").write_text(
+        json.dumps(
+            {
+                "ok": result.ok,
+                "seconds": result.seconds,
+                "parties": [
+                    {"email": p.email, "role": p.role, "returncode": p.returncode}
+                    for p in parties
+                ],
+            },
+            indent=2,
+        )
+    )
+    return result
