@@ -17,6 +17,8 @@ variable                           default     meaning
 ``SYFT_FLWR_CHUNK_SIZE``           ``4194304`` largest file written (bytes); bigger bodies
                                                are split into chunk files
 ``SYFT_FLWR_LOG_LEVEL``            ``INFO``    log level of the ``syft_flwr`` logger
+``SYFT_FLWR_REVEAL_ERRORS``        ``false``   put ClientApp exception messages in error
+                                               replies (they may contain private values)
 =================================  ==========  ============================================
 """
 
@@ -39,6 +41,7 @@ __all__ = [
     "ENV_LOG_LEVEL",
     "ENV_MSG_TIMEOUT",
     "ENV_POLL_INTERVAL",
+    "ENV_REVEAL_ERRORS",
     "Settings",
     "parse_duration",
 ]
@@ -48,6 +51,7 @@ ENV_POLL_INTERVAL = "SYFT_FLWR_POLL_INTERVAL"
 ENV_ENCRYPTION_ENABLED = "SYFT_FLWR_ENCRYPTION_ENABLED"
 ENV_CHUNK_SIZE = "SYFT_FLWR_CHUNK_SIZE"
 ENV_LOG_LEVEL = "SYFT_FLWR_LOG_LEVEL"
+ENV_REVEAL_ERRORS = "SYFT_FLWR_REVEAL_ERRORS"
 
 DEFAULT_MSG_TIMEOUT = 120.0  # seconds
 DEFAULT_POLL_INTERVAL = 2.0  # seconds
@@ -134,6 +138,7 @@ class Settings:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     inline_limit: int = DEFAULT_INLINE_LIMIT
     log_level: str = "INFO"
+    reveal_errors: bool = False
 
     def __post_init__(self) -> None:
         if self.chunk_size < MIN_CHUNK_SIZE:
@@ -172,6 +177,8 @@ class Settings:
             values["encryption_enabled"] = _parse_bool(ENV_ENCRYPTION_ENABLED, v)  # type: ignore[arg-type]
         if (v := env.get(ENV_CHUNK_SIZE)) not in (None, ""):
             values["chunk_size"] = _parse_int(ENV_CHUNK_SIZE, v, minimum=MIN_CHUNK_SIZE)  # type: ignore[arg-type]
+        if (v := env.get(ENV_REVEAL_ERRORS)) not in (None, ""):
+            values["reveal_errors"] = _parse_bool(ENV_REVEAL_ERRORS, v)  # type: ignore[arg-type]
         if (v := env.get(ENV_LOG_LEVEL)) not in (None, ""):
             values["log_level"] = str(v).upper()
         values.update({k: v for k, v in overrides.items() if v is not None})

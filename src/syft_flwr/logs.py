@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
+
+from syft_flwr.config import Settings
 
 __all__ = ["setup_logging"]
 
@@ -13,7 +14,7 @@ FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 def setup_logging(level: str | None = None) -> None:
     """Configure the ``syft_flwr`` logger (``SYFT_FLWR_LOG_LEVEL``, default INFO)."""
-    lvl = (level or os.environ.get("SYFT_FLWR_LOG_LEVEL") or "INFO").upper()
+    lvl = (level or Settings.from_env().log_level).upper()
     logger = logging.getLogger("syft_flwr")
     logger.setLevel(lvl)
     if not any(getattr(h, "_syft_flwr", False) for h in logger.handlers):

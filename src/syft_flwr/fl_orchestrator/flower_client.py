@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -25,8 +24,6 @@ from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
 __all__ = ["ClientAppHandler", "run_data_owner", "syftbox_flwr_client"]
 
 logger = logging.getLogger("syft_flwr.data_owner")
-
-ENV_REVEAL_ERRORS = "SYFT_FLWR_REVEAL_ERRORS"
 
 
 class ClientAppHandler:
@@ -66,10 +63,7 @@ class ClientAppHandler:
         self.run_config = dict(run_config or {})
         self.on_stop = on_stop
         if reveal_errors is None:
-            reveal_errors = os.environ.get(ENV_REVEAL_ERRORS, "").lower() in (
-                "1",
-                "true",
-            )
+            reveal_errors = Settings.from_env().reveal_errors
         self.reveal_errors = reveal_errors
         self._contexts: dict[int, Context] = {}
         self.stopped_reason: str | None = None
@@ -213,6 +207,7 @@ def run_data_owner(
     handler = ClientAppHandler(
         client_app,
         email=ev.client_email,
+        reveal_errors=(settings or Settings.from_env()).reveal_errors,
         node_config=node_config,
         run_config=run_config,
         on_stop=lambda _reason: ev.stop(),
