@@ -1,0 +1,1 @@
+"""Toy Flower app for syft_flwr tests."""

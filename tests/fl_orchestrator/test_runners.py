@@ -1,0 +1,192 @@
+"""Data-owner and researcher runners, in process over the in-memory transport."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
+
+from syft_flwr._flwr_compat import set_message_id, set_task_identity
+from syft_flwr.client import MemoryClient
+from syft_flwr.config import Settings
+from syft_flwr.fl_orchestrator.flower_client import ClientAppHandler, run_data_owner
+from syft_flwr.fl_orchestrator.flower_server import run_researcher
+from syft_flwr.ids import node_id_for
+from syft_flwr.project import load_component, load_project
+from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
+from syft_flwr.transports.memory import MemoryHub
+
+TOY = Path(__file__).resolve().parents[1] / "assets" / "toy_app"
+DS = "researcher@example.org"
+
+
+@pytest.fixture(scope="module")
+def toy():
+    cfg = load_project(TOY)
+    return (
+        cfg,
+        load_component(cfg.serverapp, cfg.app_dir),
+        load_component(cfg.clientapp, cfg.app_dir),
+    )
+
+
+def _instruction(
+    dst: int, message_type: str = "train", content: RecordDict | None = None
+):
+    set_task_identity(5)
+    msg = Message(content or RecordDict(), dst_node_id=dst, message_type=message_type)
+    set_message_id(msg, "m-1")
+    return msg
+
+
+def test_clientapp_exception_becomes_error_reply_without_private_values(toy):
+    _, _, client_app = toy
+    email = "do1@example.org"
+    h = ClientAppHandler(
+        client_app,
+        email=email,
+        node_config={"partition-id": 0},
+        run_config={"fail-partition": 0},
+    )
+    msg = _instruction(node_id_for(email))
+    reply = bytes_to_flower_message(h(flower_message_to_bytes(msg)))
+    assert reply.has_error()
+    assert reply.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+    assert "ValueError" in reply.error.reason and "train" in reply.error.reason
+    assert "123.456" not in reply.error.reason and "Traceback" not in reply.error.reason
+    assert reply.metadata.reply_to_message_id == "m-1"
+    revealing = ClientAppHandler(
+        client_app,
+        email=email,
+        node_config={"partition-id": 0},
+        run_config={"fail-partition": 0},
+        reveal_errors=True,
+    )
+    reply = bytes_to_flower_message(revealing(flower_message_to_bytes(msg)))
+    assert "123.456" in reply.error.reason
+
+
+def test_stop_signal_is_handled_by_the_runner_not_the_clientapp():
+    seen: list[str] = []
+    app = ClientApp()
+
+    @app.query()
+    def q(msg: Message, context):  # pragma: no cover - must not run
+        seen.append(msg.metadata.message_type)
+        return Message(RecordDict(), reply_to=msg)
+
+    stopped: list[str] = []
+    email = "do1@example.org"
+    h = ClientAppHandler(app, email=email, on_stop=stopped.append)
+    stop = _instruction(
+        node_id_for(email),
+        "system",
+        RecordDict({"config": ConfigRecord({"action": "stop", "reason": "done"})}),
+    )
+    reply = bytes_to_flower_message(h(flower_message_to_bytes(stop)))
+    assert stopped == ["done"] and seen == []
+    assert not reply.has_error() and reply.content["ack"]["stopped"] is True
+    unknown = _instruction(
+        node_id_for(email),
+        "system",
+        RecordDict({"config": ConfigRecord({"action": "x"})}),
+    )
+    assert bytes_to_flower_message(h(flower_message_to_bytes(unknown))).has_error()
+    assert seen == []
+
+
+def test_message_for_another_node_is_refused(toy):
+    _, _, client_app = toy
+    h = ClientAppHandler(client_app, email="do1@example.org")
+    reply = bytes_to_flower_message(h(flower_message_to_bytes(_instruction(12345))))
+    assert reply.has_error() and "addressed to node 12345" in reply.error.reason
+
+
+def _start_owners(hub, client_app, emails, run_config, settings, n_total):
+    results: dict[str, ClientAppHandler] = {}
+    threads = []
+    for i, email in enumerate(emails):
+
+        def serve(email=email, i=i):
+            results[email] = run_data_owner(
+                client_app,
+                "flwr/toy",
+                client=MemoryClient(email, hub),
+                aggregators=[DS],
+                run_config=run_config,
+                node_config={"partition-id": i, "num-partitions": n_total},
+                settings=settings,
+            )
+
+        th = threading.Thread(target=serve, daemon=True)
+        th.start()
+        threads.append(th)
+    return results, threads
+
+
+def test_full_run_persistent_context_and_stop(toy, capsys):
+    cfg, server_app, client_app = toy
+    hub = MemoryHub(max_file_size=4 * 1024 * 1024)
+    settings = Settings(poll_interval=0.5)
+    emails = ["do1@example.org", "do2@example.org"]
+    rc = dict(cfg.app_config, **{"num-server-rounds": 3})
+    results, threads = _start_owners(hub, client_app, emails, rc, settings, 2)
+    ctx = run_researcher(
+        server_app,
+        "flwr/toy",
+        emails,
+        client=MemoryClient(DS, hub),
+        run_config=rc,
+        settings=settings,
+        stop_wait=5,
+    )
+    for th in threads:
+        th.join(timeout=10)
+        assert not th.is_alive(), "data owner did not exit after the stop signal"
+    assert '"final_mean": 3.0' in capsys.readouterr().out
+    for email in emails:
+        h = results[email]
+        assert h.stopped_reason == "Training complete"
+        c = h.context_for(ctx.run_id)
+        assert c.node_id == node_id_for(email)  # the id the researcher uses
+        assert c.state["calls"]["n"] == 3  # state kept across rounds
+        assert c.run_config["num-server-rounds"] == 3
+    # nothing left behind but public keys and the app schemas
+    leftovers = [
+        k for k in hub.snapshot() if k.endswith((".request", ".response", ".chunk"))
+    ]
+    assert leftovers == []
+
+
+def test_data_owner_that_never_starts(toy, capsys):
+    cfg, server_app, client_app = toy
+    hub = MemoryHub()
+    settings = Settings(poll_interval=0.5)
+    serving = ["do1@example.org", "do2@example.org"]
+    everyone = [*serving, "do3@example.org"]
+    rc = dict(cfg.app_config, **{"round-timeout": 1.5, "num-server-rounds": 2})
+    _, threads = _start_owners(hub, client_app, serving, rc, settings, 3)
+    t0 = time.monotonic()
+    run_researcher(
+        server_app,
+        "flwr/toy",
+        everyone,
+        client=MemoryClient(DS, hub),
+        run_config=rc,
+        settings=settings,
+        stop_wait=1,
+    )
+    elapsed = time.monotonic() - t0
+    for th in threads:
+        th.join(timeout=10)
+        assert not th.is_alive()
+    # Two rounds x (train + evaluate) each wait out the timeout for do3, then go on.
+    assert '"final_mean": 2.0' in capsys.readouterr().out
+    assert elapsed < 30
+    # do3 never served the app: nothing was ever written into its datasite.
+    assert not [k for k in hub.snapshot() if k.startswith("do3@example.org/")]
