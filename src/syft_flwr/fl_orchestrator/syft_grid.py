@@ -287,7 +287,11 @@ class SyftGrid(Grid):
             if not force and now - self._ready_checked.get(email, 0.0) < 0.25:
                 return False
             self._ready_checked[email] = now
-        ok = self.transport.is_prepared(email, self.app_name, self.endpoint)
+        try:
+            ok = self.transport.is_prepared(email, self.app_name, self.endpoint)
+        except TransportError as exc:  # e.g. Drive unreachable: try again later
+            logger.debug("could not check whether %s is ready: %s", email, exc)
+            return False
         if ok:
             with self._lock:
                 self._ready.add(email)
