@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+LINT_DIRS := $(wildcard src tests examples benchmarks)
 
 .PHONY: setup demo test lint format bench syftbox-venv clean
 
@@ -23,12 +24,12 @@ syftbox-venv:
 	bash scripts/setup_syftbox_venv.sh || echo "syftbox venv unavailable: SyftBox network tests will be skipped with the reason"
 
 lint: setup
-	$(PY) -m ruff check src tests examples benchmarks
-	$(PY) -m ruff format --check src tests examples benchmarks
+	$(PY) -m ruff check $(LINT_DIRS)
+	$(PY) -m ruff format --check $(LINT_DIRS)
 
 format: setup
-	$(PY) -m ruff format src tests examples benchmarks
-	$(PY) -m ruff check --fix src tests examples benchmarks
+	$(PY) -m ruff format $(LINT_DIRS)
+	$(PY) -m ruff check --fix $(LINT_DIRS)
 
 test: setup syftbox-venv lint
 	$(PY) -m pytest
