@@ -494,6 +494,18 @@ class SyftGrid(Grid):
                     timeout=min(deadline - now, step, next_progress - now),
                 )
                 self._arrived -= remaining
+        answered = sorted(
+            {self._node_to_email.get(r.metadata.src_node_id, "?") for r in replies}
+        )
+        failed = sum(1 for r in replies if r.has_error())
+        logger.info(
+            "%d/%d replies in %.1f s from %s%s",
+            len(replies),
+            len(ids),
+            time.monotonic() - start,
+            ", ".join(answered) or "nobody",
+            f" ({failed} errors)" if failed else "",
+        )
         if remaining:
             late = self.withdraw(remaining)
             logger.warning(
