@@ -20,7 +20,13 @@ class SyftEvents(TransportEvents):
 
 
 class P2PFileEvents(TransportEvents):
-    """Events over Google Drive shared folders (changes-feed polling)."""
+    """Events over Google Drive shared folders (changes-feed polling).
+
+    At exit it waits up to 5 s for the researcher to read its last replies, then
+    deletes them: on Drive only a file's owner can delete it.
+    """
+
+    DRAIN_TIMEOUT = 5.0
 
 
 class MemoryEvents(TransportEvents):

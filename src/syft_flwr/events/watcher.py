@@ -114,6 +114,8 @@ class TransportEvents(SyftFlwrEvents):
         POSIX time source (injectable for expiry tests).
     """
 
+    DRAIN_TIMEOUT = 0.5  # seconds
+
     def __init__(
         self,
         app_name: str,
@@ -161,6 +163,9 @@ class TransportEvents(SyftFlwrEvents):
         self._incomplete: dict[str, float] = {}  # head key -> first seen (monotonic)
         self._warned: set[str] = set()
         self.served = 0
+        #: Seconds to wait at exit for the requester to read our last replies
+        #: (kept short so stop() returns within a second; Drive overrides it).
+        self.drain_timeout = type(self).DRAIN_TIMEOUT
 
     # -- protocol -------------------------------------------------------------
     @property
@@ -207,6 +212,7 @@ class TransportEvents(SyftFlwrEvents):
                 ", ".join(self._endpoints),
             )
             self._loop()
+            self._drain()
         finally:
             for w in self._watches:
                 w.cancel()
@@ -408,12 +414,30 @@ class TransportEvents(SyftFlwrEvents):
                 why,
             )
 
-    def _sweep_answered(self) -> None:
+    def _drain(self) -> None:
+        """Before exiting, wait briefly for the requester to consume our last replies.
+
+        Then delete them: where only a file's owner may delete it (Google Drive),
+        nobody else would.
+        """
+        deadline = time.monotonic() + self.drain_timeout
+        while True:
+            left = self._sweep_answered()
+            if not left or time.monotonic() >= deadline:
+                if left:
+                    logger.info(
+                        "%d replies not yet read by the researcher remain", left
+                    )
+                return
+            time.sleep(0.2)
+
+    def _sweep_answered(self) -> int:
         """Delete our responses whose request the requester already removed.
 
         On backends where only the owner may delete (Google Drive) this is how a
         data owner cleans up its own files once the researcher has read them.
         """
+        remaining = 0
         for name in self._endpoints:
             try:
                 keys = set(
@@ -424,15 +448,20 @@ class TransportEvents(SyftFlwrEvents):
             except TransportError:
                 continue
             for k in keys:
-                if (
-                    k.endswith(".response")
-                    and k[: -len(".response")] + ".request" not in keys
-                ):
-                    p = RpcPath.parse(k)
-                    if p is not None:
+                if not k.endswith(".response"):
+                    continue
+                if k[: -len(".response")] + ".request" in keys:
+                    remaining += 1
+                    continue
+                p = RpcPath.parse(k)
+                if p is not None:
+                    try:
                         self.rpc.delete_message(
                             p.folder, p.name[: -len(".response")], "response"
                         )
+                    except TransportError as exc:
+                        logger.debug("could not delete %s: %s", k, exc)
+        return remaining
 
     def cleanup(self) -> int:
         """Delete exchanges older than ``cleanup_expiry``; return how many."""
