@@ -133,6 +133,7 @@ class TransportEvents(SyftFlwrEvents):
         self._client = client
         self.app_name = app_name.strip("/")
         self.settings = settings or Settings.from_env()
+        self._owns_transport = transport is None
         self.transport = transport or client.make_transport()
         if policy is None:
             from syft_flwr.crypto.policy import default_policy
@@ -222,6 +223,12 @@ class TransportEvents(SyftFlwrEvents):
     def stop(self) -> None:
         self._stop.set()
         self._queue.put(_STOP)
+
+    def close(self) -> None:
+        """Stop, and close the transport if this object created it."""
+        self.stop()
+        if self._owns_transport:
+            self.transport.close()
 
     # -- internals ------------------------------------------------------------
     def _start_endpoint(self, ep: _Endpoint) -> None:

@@ -16,7 +16,7 @@ from syft_flwr.config import Settings
 from syft_flwr.errors import SerializationError
 from syft_flwr.events.factory import create_events_watcher
 from syft_flwr.events.protocol import SyftFlwrEvents
-from syft_flwr.events.watcher import current_request
+from syft_flwr.events.watcher import TransportEvents, current_request
 from syft_flwr.fl_orchestrator.syft_grid import DEFAULT_ENDPOINT
 from syft_flwr.ids import node_id_for
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
@@ -223,6 +223,9 @@ def run_data_owner(
     except KeyboardInterrupt:
         logger.info("interrupted; stopping")
         ev.stop()
+    finally:
+        if events is None and isinstance(ev, TransportEvents):
+            ev.close()
     return handler
 
 

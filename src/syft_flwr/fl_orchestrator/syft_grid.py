@@ -121,6 +121,7 @@ class SyftGrid(Grid):
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._explicit_settings = settings
+        self._owns_transport = False
         self.settings = settings or Settings.from_env()
         self.app_name = app_name.strip("/")
         self.endpoint = endpoint.strip("/")
@@ -131,6 +132,7 @@ class SyftGrid(Grid):
             self._rpc = rpc
         else:
             self._client = wrap_client(client)
+            self._owns_transport = transport is None
             tr = transport or self._client.make_transport()
             if policy is None:
                 from syft_flwr.crypto.policy import default_policy
@@ -589,8 +591,10 @@ class SyftGrid(Grid):
         return msgs
 
     def close(self) -> None:
-        """Stop watching for replies (the transport stays open)."""
+        """Stop watching for replies; close the transport if this grid created it."""
         with self._lock:
             for w in self._watches.values():
                 w.cancel()
             self._watches.clear()
+        if self._owns_transport:
+            self.transport.close()

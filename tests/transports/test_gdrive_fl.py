@@ -1,0 +1,151 @@
+"""A whole FL job over Google Drive: researcher + 3 data owners, encrypted, with faults.
+
+Everything goes through the real google-api-python-client to the loopback
+Drive-compatible server: uploads, change feed, sharing, owner-only deletes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from syft_flwr.client import SyftP2PClient
+from syft_flwr.client.factory import create_client
+from syft_flwr.config import Settings
+from syft_flwr.events import P2PFileEvents, create_events_watcher
+from syft_flwr.fl_orchestrator.flower_client import run_data_owner
+from syft_flwr.fl_orchestrator.flower_server import run_researcher
+from syft_flwr.project import load_component, load_project
+from syft_flwr.testing.drive_server import FakeDriveServer
+from syft_flwr.transports.gdrive import GDriveTransport, transport_from_env
+
+pytestmark = pytest.mark.gdrive
+
+TOY = Path(__file__).resolve().parents[1] / "assets" / "toy_app"
+DS = "re_searcher+lab@example.org"  # underscore and plus: both must work
+DOS = ["do_1@example.org", "Do.Two@example.org", "do3@example.org"]
+
+
+@pytest.fixture
+def server():
+    with FakeDriveServer() as s:
+        yield s
+
+
+def _client(server: FakeDriveServer, email: str, tmp: Path) -> SyftP2PClient:
+    def factory() -> GDriveTransport:
+        return GDriveTransport(email, lambda: server.service(email), poll_interval=0.5)
+
+    return SyftP2PClient(
+        email, transport_factory=factory, state_root=tmp / email.lower()
+    )
+
+
+def test_events_factory_picks_drive_adapter(server, tmp_path):
+    c = _client(server, "a@example.org", tmp_path)
+    ev = create_events_watcher("flwr/x", client=c)
+    assert type(ev).__name__ == "P2PFileEvents" and isinstance(ev, P2PFileEvents)
+    ev.transport.close()
+
+
+def test_create_client_p2p_from_env_builds_drive_transport(server, monkeypatch):
+    monkeypatch.setenv("SYFTBOX_EMAIL", "a@example.org")
+    c = create_client(transport="p2p")
+    assert isinstance(c, SyftP2PClient) and c.email == "a@example.org"
+    env = {"SYFT_FLWR_GDRIVE_API_ROOT": server.url}
+    from syft_flwr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="GDRIVE_TOKEN_PATH"):
+        transport_from_env("a@example.org", env)
+
+
+@pytest.mark.slow
+def test_fl_job_over_drive_encrypted_with_faults(server, tmp_path, capsys):
+    cfg = load_project(TOY)
+    server_app = load_component(cfg.serverapp, cfg.app_dir)
+    client_app = load_component(cfg.clientapp, cfg.app_dir)
+    settings = Settings(poll_interval=0.5, chunk_size=256 * 1024)  # many chunks
+    rc = dict(
+        cfg.app_config,
+        **{"num-server-rounds": 2, "min-nodes": 3, "model-size": 200_000},
+    )
+    done: dict[str, object] = {}
+    threads = []
+    for i, email in enumerate(DOS):
+
+        def serve(email=email, i=i):
+            done[email] = run_data_owner(
+                client_app,
+                "flwr/toy",
+                client=_client(server, email, tmp_path),
+                aggregators=[DS],
+                run_config=rc,
+                node_config={"partition-id": i, "num-partitions": 3},
+                settings=settings,
+            )
+
+        th = threading.Thread(target=serve, daemon=True)
+        th.start()
+        threads.append(th)
+
+    stop_faults = threading.Event()
+
+    def faults() -> None:
+        # Bursts of rate limits, server errors and dropped connections all run long.
+        kinds = [
+            (429, None),
+            (500, None),
+            (503, None),
+            (403, "rateLimitExceeded"),
+            (0, "drop"),
+        ]
+        n = 0
+        while not stop_faults.wait(1.0):
+            server.inject_faults([kinds[n % len(kinds)]])
+            n += 1
+
+    ft = threading.Thread(target=faults, daemon=True)
+    ft.start()
+    t0 = time.monotonic()
+    try:
+        run_researcher(
+            server_app,
+            "flwr/toy",
+            [d.lower() for d in DOS],
+            client=_client(server, DS, tmp_path),
+            run_config=rc,
+            settings=settings,
+            stop_wait=15,
+        )
+    finally:
+        stop_faults.set()
+        ft.join()
+        server.clear_faults()
+    elapsed = time.monotonic() - t0
+    for th in threads:
+        th.join(timeout=30)
+        assert not th.is_alive(), "a data owner did not stop"
+    out = capsys.readouterr().out
+    result = json.loads(out.split("TOY_RESULT ", 1)[1].splitlines()[0])
+    assert result["final_mean"] == pytest.approx(2.0)
+    assert server.counters.get("changes.list", 0) > 0
+    # Faults really happened and were survived by retries.
+    statuses = [status for _, _, status in server.request_log]
+    assert sum(1 for st in statuses if st in (429, 500, 503, 403)) >= 3
+
+    # No message file that its owner could delete is left behind, and nothing
+    # anyone wrote is readable as plaintext model weights.
+    leftovers = {
+        email: [
+            f["name"]
+            for f in server.files_of(email)
+            if f["name"].endswith((".request", ".response", ".chunk"))
+        ]
+        for email in [DS, *[d.lower() for d in DOS]]
+    }
+    assert leftovers == {e: [] for e in leftovers}, leftovers
+    assert elapsed < 120
