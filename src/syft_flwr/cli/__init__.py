@@ -112,6 +112,27 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gdrive_login(args: argparse.Namespace) -> int:
+    """Run Google's desktop OAuth flow and save the token file with mode 0600."""
+    try:
+        from google_auth_oauthlib.flow import InstalledAppFlow
+    except ImportError:
+        raise ConfigError(
+            'install the OAuth helper: pip install "syft-flwr[oauth]"'
+        ) from None
+    from syft_flwr.transports.gdrive import DRIVE_SCOPES, _write_private
+
+    flow = InstalledAppFlow.from_client_secrets_file(
+        str(args.client_secrets), list(DRIVE_SCOPES)
+    )
+    creds = flow.run_local_server(port=0, open_browser=not args.no_browser)
+    _write_private(Path(args.out), creds.to_json())
+    print(
+        f"saved the token to {args.out} (mode 0600); set GDRIVE_TOKEN_PATH={args.out}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="syft_flwr",
@@ -158,6 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--config", default=None, help="SyftBox client config path")
     s.set_defaults(func=_cmd_keys)
+
+    s = sub.add_parser(
+        "gdrive-login", help="create a Google Drive OAuth token file (desktop flow)"
+    )
+    s.add_argument(
+        "--client-secrets", type=Path, required=True, help="OAuth desktop client JSON"
+    )
+    s.add_argument("--out", type=Path, default=Path("token.json"))
+    s.add_argument(
+        "--no-browser", action="store_true", help="print the URL instead of opening it"
+    )
+    s.set_defaults(func=_cmd_gdrive_login)
 
     s = sub.add_parser("party", help=argparse.SUPPRESS)
     s.add_argument("app_dir", type=Path)
