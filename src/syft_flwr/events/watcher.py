@@ -163,6 +163,7 @@ class TransportEvents(SyftFlwrEvents):
         self._watches: list[Watch] = []
         self._incomplete: dict[str, float] = {}  # head key -> first seen (monotonic)
         self._warned: set[str] = set()
+        self._answered: set[str] = set()  # ids this process replied to
         self.served = 0
         #: Seconds to wait at exit for the requester to read our last replies
         #: (kept short so stop() returns within a second; Drive overrides it).
@@ -325,6 +326,10 @@ class TransportEvents(SyftFlwrEvents):
         if head.encrypted and not ep.auto_decrypt:
             self._refuse(path, mid, 400, "endpoint does not decrypt requests", key)
             return
+        if mid in self._answered:
+            # We answered it and the requester deleted our reply first while
+            # cleaning up (its request deletion has not arrived yet): not a replay.
+            return
         if mid in self.ledger:
             self._refuse(
                 path,
@@ -381,6 +386,7 @@ class TransportEvents(SyftFlwrEvents):
             _current.reset(token)
         try:
             self.rpc.send_response(incoming, status_code=status, body=body)
+            self._answered.add(incoming.id)
             self.served += 1
         except Exception:
             logger.exception("could not write the reply to %s", incoming.id)

@@ -86,12 +86,17 @@ def _rejection_base(name: str) -> str | None:
     return None
 
 
+_WRITE_EVENTS = frozenset({"created", "modified", "moved", "closed"})
+
+
 class _Handler(FileSystemEventHandler):
     def __init__(self, transport: SyftBoxTransport) -> None:
         self.t = transport
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory or event.event_type in ("deleted", "opened"):
+        # Only writes matter. A read (e.g. a sync client reading a file before it
+        # deletes it) raises "closed_no_write"/"opened", which must not trigger work.
+        if event.is_directory or event.event_type not in _WRITE_EVENTS:
             return
         raw = event.dest_path if event.event_type == "moved" else event.src_path
         path = os.fsdecode(raw)
