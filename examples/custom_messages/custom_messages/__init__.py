@@ -1,0 +1,1 @@
+"""custom_messages: arbitrary objects in Messages, and a custom message type."""

@@ -1,0 +1,1 @@
+"""fed_analytics: federated statistics with Flower ``query`` messages."""

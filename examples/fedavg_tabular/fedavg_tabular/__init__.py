@@ -1,0 +1,1 @@
+"""fedavg_tabular: FedAvg of a numpy logistic regression (Flower Message API)."""
