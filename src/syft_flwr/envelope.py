@@ -57,6 +57,8 @@ __all__ = [
 ]
 
 ENVELOPE_VERSION = 1
+#: Bytes kept free in a head for everything but the inline body.
+HEAD_RESERVE = 2048
 CONTENT_TYPE = "application/vnd.flower.message+protobuf"
 Kind = Literal["request", "response"]
 
@@ -213,6 +215,10 @@ def encode_message(
     travel inline in the head.
     """
     view = memoryview(body).cast("B")
+    # The head carries the inline body base64'd (4/3) plus some JSON; keep it
+    # under chunk_size too, so no file ever exceeds the limit.
+    room = (chunk_size - HEAD_RESERVE) * 3 // 4 - codec.overhead
+    inline_limit = min(inline_limit, max(0, room))
     parts = _plan_parts(view, inline_limit, chunk_size - codec.overhead)
     enc_header, stored = codec.seal(ctx, parts)
     inline = len(view) <= inline_limit
@@ -246,6 +252,14 @@ def encode_message(
         doc["status_code"] = 200 if status_code is None else int(status_code)
     doc["syft_flwr"] = meta
     head = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    if len(head) > chunk_size:
+        # Only with absurdly small chunks for the body size (the manifest grows
+        # ~90 bytes per chunk): refuse rather than write a file over the limit.
+        raise EnvelopeError(
+            f"a {len(view)}-byte body needs {len(stored)} chunks of {chunk_size} "
+            f"bytes, and their list ({len(head)} bytes) exceeds the chunk size; "
+            "raise SYFT_FLWR_CHUNK_SIZE"
+        )
     chunks = (
         []
         if inline

@@ -231,7 +231,7 @@ def bootstrap(
     # Replace an existing table up to the next table header, else append.
     pattern = re.compile(r"^\[tool\.syft_flwr\]\n(?:(?!^\[).*\n?)*", re.MULTILINE)
     if pattern.search(text):
-        text = pattern.sub(table + "\n", text, count=1)
+        text = pattern.sub(table + "\n", text, count=1).rstrip("\n") + "\n"
     else:
         text = text.rstrip("\n") + "\n\n" + table
     path.write_text(text)

@@ -166,8 +166,9 @@ class SyftFlwrRpc:
         body: bytes | memoryview,
         status_code: int | None = None,
         headers: Mapping[str, str] | None = None,
+        plaintext: bool = False,
     ) -> None:
-        codec = self.policy.for_sending(ctx)
+        codec = PlainCodec() if plaintext else self.policy.for_sending(ctx)
         head, chunks = encode_message(
             ctx=ctx,
             url=url,
@@ -224,8 +225,15 @@ class SyftFlwrRpc:
         status_code: int = 200,
         body: bytes | memoryview = b"",
         headers: Mapping[str, str] | None = None,
+        plaintext: bool = False,
     ) -> None:
-        """Answer a request (decoded, or only located when it could not be read)."""
+        """Answer a request (decoded, or only located when it could not be read).
+
+        ``plaintext`` is only for refusals that cannot be sealed: their body is
+        the refusal reason, never data.
+        """
+        if plaintext and status_code == 200:
+            raise ValueError("only refusals may be sent unencrypted")
         if isinstance(request, Incoming):
             path, mid, exp = request.path, request.id, request.head.expires
         else:
@@ -248,6 +256,7 @@ class SyftFlwrRpc:
             body=body,
             status_code=status_code,
             headers=headers,
+            plaintext=plaintext,
         )
 
     # -- reading ------------------------------------------------------------------
@@ -293,12 +302,19 @@ class SyftFlwrRpc:
             kind=kind,
             expires=head.expires,
         )
-        if self.policy.required and not head.encrypted:
+        # A refusal (non-200 response) may come in clear when it could not be
+        # sealed; it carries a reason, never data, and is reported as an error.
+        refusal = kind == "response" and (head.status_code or 200) != 200
+        if self.policy.required and not head.encrypted and not refusal:
             raise PlaintextRefused(
                 f"{kind} {head.id} from {head.sender} is not encrypted, but encryption "
                 "is required here (SYFT_FLWR_ENCRYPTION_ENABLED)"
             )
-        codec = self.policy.for_receiving(ctx, head)
+        codec = (
+            PlainCodec()
+            if refusal and not head.encrypted
+            else self.policy.for_receiving(ctx, head)
+        )
         folder = path.folder
         body = decode_body(
             head, ctx, codec, lambda n: self.transport.get(f"{folder}/{n}")

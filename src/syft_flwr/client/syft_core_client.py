@@ -75,8 +75,11 @@ class SyftCoreClient(SyftFlwrClient):
         return Path(self._client.datasites)
 
     def state_dir(self, app_name: str) -> Path:
-        # Outside datasites/, so it is never synced to anyone.
-        return self.data_dir / ".syft_flwr" / "state" / _safe(app_name)
+        # Outside datasites/, so it is never synced to anyone; per email because
+        # several identities may share one data dir (local simulation).
+        return (
+            self.data_dir / ".syft_flwr" / "state" / _safe(self.email) / _safe(app_name)
+        )
 
     def get_client(self) -> Client:
         return self._client

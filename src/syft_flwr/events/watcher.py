@@ -164,6 +164,7 @@ class TransportEvents(SyftFlwrEvents):
         self._incomplete: dict[str, float] = {}  # head key -> first seen (monotonic)
         self._warned: set[str] = set()
         self._answered: set[str] = set()  # ids this process replied to
+        self._refused: set[str] = set()  # head keys refused (logged once)
         self.served = 0
         #: Seconds to wait at exit for the requester to read our last replies
         #: (kept short so stop() returns within a second; Drive overrides it).
@@ -313,7 +314,12 @@ class TransportEvents(SyftFlwrEvents):
         except EnvelopeError as exc:
             self._refuse(path, mid, 400, f"malformed request: {exc}", key)
             return
-        if head.expires_at <= self.clock():
+        try:
+            expires_at = head.expires_at
+        except EnvelopeError as exc:
+            self._refuse(path, mid, 400, f"malformed request: {exc}", key)
+            return
+        if expires_at <= self.clock():
             self._refuse(
                 path,
                 mid,
@@ -402,17 +408,29 @@ class TransportEvents(SyftFlwrEvents):
         expires: str | None = None,
     ) -> None:
         self._incomplete.pop(key, None)
+        if key in self._refused:
+            return  # already answered and logged
+        self._refused.add(key)
         logger.warning("refused request %s from %s: %s", mid, path.peer, reason)
-        try:
-            self.rpc.send_response(
-                path,
-                request_id=mid,
-                expires=expires,
-                status_code=status,
-                body=reason.encode(),
-            )
-        except Exception:
-            logger.exception("could not write the refusal for %s", mid)
+        for plaintext in (False, True):
+            try:
+                self.rpc.send_response(
+                    path,
+                    request_id=mid,
+                    expires=expires,
+                    status_code=status,
+                    body=reason.encode(),
+                    plaintext=plaintext,
+                )
+                return
+            except (EncryptionError, SecurityError) as exc:
+                # The refusal cannot be sealed (e.g. the requester never published
+                # keys). It carries only our own reason text, so it goes in clear
+                # rather than leave the requester waiting in silence.
+                logger.info("sending the refusal of %s unencrypted: %s", mid, exc)
+            except Exception:
+                logger.exception("could not write the refusal for %s", mid)
+                return
 
     def _not_ready(self, key: str, sender: str, mid: str, why: str) -> None:
         first = self._incomplete.setdefault(key, time.monotonic())

@@ -151,6 +151,7 @@ class SyftGrid(Grid):
         self._failed: dict[str, Message] = {}
         self._arrived: set[str] = set()
         self._watches: dict[str, Watch] = {}
+        self._watching: set[str] = set()  # watches being registered
         self._warned_unprepared: set[str] = set()
         self._unsent: dict[str, tuple[str, bytes, float]] = {}
         self._ready: set[str] = set()
@@ -187,12 +188,21 @@ class SyftGrid(Grid):
         return float(timeout) if timeout is not None else self._settings().msg_timeout
 
     def _ensure_watch(self, email: str) -> None:
+        # Never hold the grid lock across a transport call: the transport's event
+        # thread may be inside _on_response, waiting for this lock (deadlock).
         with self._lock:
-            if email in self._watches:
+            if email in self._watches or email in self._watching:
                 return
-            self._watches[email] = self._rpc.watch_responses(
-                email, self.endpoint, self._on_response
-            )
+            self._watching.add(email)
+        try:
+            w = self._rpc.watch_responses(email, self.endpoint, self._on_response)
+        except BaseException:
+            with self._lock:
+                self._watching.discard(email)
+            raise
+        with self._lock:
+            self._watches[email] = w
+            self._watching.discard(email)
 
     def _on_response(self, mid: str) -> None:
         with self._cv:
@@ -225,10 +235,12 @@ class SyftGrid(Grid):
         ttl: float | None = None,
     ) -> Message:
         """Create a new Flower message with proper metadata."""
-        if task_identity_run_id() is None:
-            if self._run is None:
-                raise RuntimeError("no run set: call set_run(run_id) first")
-            set_task_identity(self._run.run_id)
+        if self._run is not None:
+            # TaskIdentity is process-wide; another grid may have set it last.
+            if task_identity_run_id() != self._run.run_id:
+                set_task_identity(self._run.run_id)
+        elif task_identity_run_id() is None:
+            raise RuntimeError("no run set: call set_run(run_id) first")
         return Message(
             content,
             dst_node_id=dst_node_id,

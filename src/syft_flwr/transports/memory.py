@@ -17,6 +17,7 @@ b'hi'
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
@@ -24,6 +25,8 @@ from syft_flwr.errors import MessageNotFound, TransportClosed, TransportError
 from syft_flwr.transports.base import KeyCallback, Transport, Watch, check_key
 
 __all__ = ["MemoryHub", "MemoryTransport"]
+
+logger = logging.getLogger(__name__)
 
 
 class MemoryHub:
@@ -64,8 +67,12 @@ class MemoryHub:
         with self._lock:
             watches = [w for w in self._watches if w.matches(key)]
         # Callbacks run outside the lock, in the writer's thread; they must be quick.
+        # A failing callback must break neither the writer nor the other watches.
         for w in watches:
-            w.fire(key)
+            try:
+                w.fire(key)
+            except Exception:
+                logger.exception("watch callback failed for %s", key)
 
 
 class MemoryTransport(Transport):
@@ -78,6 +85,7 @@ class MemoryTransport(Transport):
         super().__init__(identity)
         self.hub = hub
         self.max_file_size = hub.max_file_size
+        self._own_watches: list[Watch] = []
 
     def _check_open(self) -> None:
         if self.closed:
@@ -129,6 +137,7 @@ class MemoryTransport(Transport):
         w = Watch(prefix, callback)
         with self.hub._lock:
             self.hub._watches.append(w)
+        self._own_watches.append(w)
         return w
 
     def is_rejected(self, key: str) -> bool:
@@ -137,3 +146,7 @@ class MemoryTransport(Transport):
 
     def close(self) -> None:
         super().close()
+        with self.hub._lock:
+            for w in self._own_watches:
+                w.cancel()
+            self.hub._watches = [w for w in self.hub._watches if not w.cancelled]
