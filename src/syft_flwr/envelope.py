@@ -142,7 +142,8 @@ class PlainCodec(BodyCodec):
     def seal(
         self, ctx: SealContext, parts: Sequence[memoryview]
     ) -> tuple[dict[str, Any] | None, list[bytes]]:
-        return None, [bytes(p) for p in parts]
+        # Slices of the caller's buffer, not copies: a 100 MB body stays 100 MB.
+        return None, list(parts)  # type: ignore[arg-type]
 
     def open(
         self,

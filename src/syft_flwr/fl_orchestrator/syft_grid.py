@@ -338,7 +338,7 @@ class SyftGrid(Grid):
             self._defer(
                 mid, email, data, expires_at, "has not published its public keys"
             )
-        except (TransportError, EncryptionError) as exc:
+        except (TransportError, EncryptionError, EnvelopeError) as exc:
             logger.error("could not send to %s: %s", email, exc)
             with self._lock:
                 self._failed[mid] = self._error_reply(

@@ -125,6 +125,7 @@ class SyftBoxTransport(Transport):
         self.root = Path(datasites_dir).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._schedule_lock = threading.Lock()
         self._watches: list[Watch] = []
         self._scheduled: set[Path] = set()
         self._observer: Observer | None = None  # type: ignore[valid-type]
@@ -205,17 +206,24 @@ class SyftBoxTransport(Transport):
         w = Watch(prefix.rstrip("/"), callback)
         folder = self.path_of(prefix.rstrip("/"))
         folder.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            self._watches.append(w)
-            if self._observer is None:
-                self._observer = Observer()
-                self._observer.daemon = True
-                self._observer.start()
-            if not any(
-                folder == s or folder.is_relative_to(s) for s in self._scheduled
-            ):
-                self._observer.schedule(_Handler(self), str(folder), recursive=True)
-                self._scheduled.add(folder)
+        # observer.schedule() takes watchdog's lock, which its dispatcher holds while
+        # calling _dispatch (which takes self._lock): so never call it under
+        # self._lock. _schedule_lock (never taken by _dispatch) orders scheduling.
+        with self._schedule_lock:
+            with self._lock:
+                self._watches.append(w)
+                if self._observer is None:
+                    self._observer = Observer()
+                    self._observer.daemon = True
+                    self._observer.start()
+                obs = self._observer
+                need = not any(
+                    folder == s or folder.is_relative_to(s) for s in self._scheduled
+                )
+                if need:
+                    self._scheduled.add(folder)
+            if need:
+                obs.schedule(_Handler(self), str(folder), recursive=True)
         return w
 
     def _dispatch(self, path: str) -> None:
@@ -259,7 +267,7 @@ class SyftBoxTransport(Transport):
         if self.closed:
             return
         super().close()
-        with self._lock:
+        with self._schedule_lock, self._lock:
             obs, self._observer = self._observer, None
             for w in self._watches:
                 w.cancel()

@@ -1,0 +1,84 @@
+"""The transport benchmark runs (``--quick``) and prints the expected tables.
+
+No timing assertions: this only proves the benchmark still works.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_transport.py"
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def _number(cell: str) -> float:
+    assert re.fullmatch(r"\d+(\.\d+)?", cell), cell
+    return float(cell)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_quick_benchmark_prints_the_expected_tables() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYFT_FLWR_")}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+
+    latency = {
+        (c[0], c[1]): c
+        for c in (_cells(x) for x in lines if x.startswith(("| memory", "| syftbox")))
+    }
+    assert set(latency) == {
+        ("memory", "off"),
+        ("memory", "on"),
+        ("syftbox (folders + watchdog)", "off"),
+        ("syftbox (folders + watchdog)", "on"),
+    }
+    for cells in latency.values():
+        assert len(cells) == 5
+        median, p95, bare = (_number(c) for c in cells[2:])
+        assert 0 < median <= p95
+        assert bare > 0
+
+    throughput = [_cells(x) for x in lines if re.match(r"\| \d+ \|", x)]
+    assert [c[0] for c in throughput] == ["1", "10"]
+    for cells in throughput:
+        assert len(cells) == 9
+        assert all(_number(c) > 0 for c in cells)
+
+    header = next(x for x in lines if x.startswith("| size (MB)"))
+    for column in (
+        "plaintext (s)",
+        "encrypted (MB/s)",
+        "bare serde (s)",
+        "peak RSS enc (MB)",
+    ):
+        assert column in header
+    assert any("Round-trip latency" in x for x in lines)
+    assert any("Throughput over SyftBox" in x for x in lines)
+
+
+def test_benchmark_help() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0
+    assert "--quick" in proc.stdout
