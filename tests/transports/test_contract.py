@@ -22,7 +22,12 @@ from pathlib import Path
 import pytest
 from _support import wait_until
 
-from syft_flwr.errors import ConfigError, MessageNotFound, TransportClosed
+from syft_flwr.errors import (
+    ConfigError,
+    MessageNotFound,
+    PermissionDenied,
+    TransportClosed,
+)
 from syft_flwr.transports.base import Transport
 from syft_flwr.transports.memory import MemoryHub, MemoryTransport
 from syft_flwr.transports.syftbox import SyftBoxTransport
@@ -42,6 +47,10 @@ class Backend:
     write_partial: Callable[[str, bytes], None] | None = None
     #: Seconds within which a watch callback must fire.
     watch_timeout: float = 10.0
+    #: False for backends that store only keys the writer is a party of, in the
+    #: RPC layout (Google Drive: every file lives in its writer's channel folder,
+    #: and writing a third party's key is refused with PermissionDenied).
+    free_keys: bool = True
     extra_close: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -69,10 +78,29 @@ def _syftbox(tmp_path: Path) -> Backend:
     return Backend("syftbox", writer, reader, write_partial=write_partial)
 
 
-#: name -> factory(tmp_path). The Drive transport plugs in here.
+def _gdrive(tmp_path: Path) -> Backend:
+    """Google Drive: the real googleapiclient against the loopback Drive server."""
+    from syft_flwr.testing.drive_server import FakeDriveServer
+    from syft_flwr.transports.gdrive import GDriveTransport
+
+    server = FakeDriveServer().start()
+    writer = GDriveTransport(WRITER, lambda: server.service(WRITER), poll_interval=0.5)
+    reader = GDriveTransport(READER, lambda: server.service(READER), poll_interval=0.5)
+    return Backend(
+        "gdrive",
+        writer,
+        reader,
+        watch_timeout=15.0,
+        free_keys=False,
+        extra_close=[server.stop],
+    )
+
+
+#: name -> factory(tmp_path).
 BACKENDS: dict[str, Callable[[Path], Backend]] = {
     "memory": _memory,
     "syftbox": _syftbox,
+    "gdrive": _gdrive,
 }
 
 
@@ -168,7 +196,11 @@ def test_exists(backend: Backend) -> None:
     key = f"{FOLDER}/x.response"
     assert backend.reader.exists(key) is False
     backend.writer.put(key, b"1")
-    assert backend.reader.exists(key) is True
+    # Local backends see it at once; a polling backend within its notice time.
+    if backend.free_keys:
+        assert backend.reader.exists(key) is True
+    else:
+        wait_until(lambda: backend.reader.exists(key) is True, backend.watch_timeout)
     backend.writer.delete(key)
     assert backend.reader.exists(key) is False
 
@@ -209,6 +241,11 @@ def test_list_is_recursive_sorted_and_respects_the_prefix(backend: Backend) -> N
         f"{FOLDER}/sub/deeper/c.chunk",
         f"{FOLDER}/sub/a",
     ]
+    if not backend.free_keys:
+        # By design this backend refuses keys the writer is not a party of.
+        with pytest.raises(PermissionDenied):
+            backend.writer.put(f"{FOLDER}-other/z", b"x")
+        return
     for k in keys:
         backend.writer.put(k, b"x")
     # Same string prefix, different folder: never listed under FOLDER.
@@ -324,6 +361,11 @@ def test_watch_fires_in_subfolders_created_after_the_watch(backend: Backend) -> 
     rec = Recorder()
     backend.reader.watch(parent, rec)
     keys = [f"{parent}/peer{i}@example.org/m{i}.request" for i in range(20)]
+    if not backend.free_keys:
+        # By design this backend refuses keys the writer is not a party of.
+        with pytest.raises(PermissionDenied):
+            backend.writer.put(keys[0], b"x")
+        return
     for k in keys:
         backend.writer.put(k, b"x")
     rec.wait_for(lambda seen: set(keys) <= set(seen), backend.watch_timeout)
@@ -339,6 +381,11 @@ def test_watch_does_not_fire_outside_its_prefix(backend: Backend) -> None:
         f"{READER}/app_data/contract/rpc/messages/top.request",  # parent folder
         f"{WRITER}/app_data/contract/rpc/messages/{READER}/y.request",
     ]
+    if not backend.free_keys:
+        # By design this backend refuses keys the writer is not a party of.
+        with pytest.raises(PermissionDenied):
+            backend.writer.put(outside[0], b"x")
+        return
     for k in outside:
         backend.writer.put(k, b"x")
     sibling.wait_key(outside[0], backend.watch_timeout)

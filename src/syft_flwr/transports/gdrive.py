@@ -1078,7 +1078,12 @@ class GDriveTransport(Transport):
     def _read_channels(self, other: str, *, discover: bool) -> list[_Channel]:
         """My ``me -> other`` channel first, then the peer's ``other -> me`` ones."""
         self._ensure_root()
-        if discover and other != self.identity and not self._incoming(other):
+        if (
+            discover
+            and other != self.identity
+            and not [c for c in self._incoming(other) if c.reader == self.identity]
+        ):
+            # No message channel from this peer yet (its public one does not count).
             self._discover(peer=other)
         with self._lock:
             mine = [
@@ -1701,6 +1706,8 @@ class GDriveTransport(Transport):
             poller.join(timeout=1.0)
         with self._lock:
             services, self._services = self._services, []
+            for w in self._watches:
+                w.cancel()
             self._watches.clear()
         for svc in services:
             try:
