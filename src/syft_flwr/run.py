@@ -63,6 +63,19 @@ def pick_role(cfg: ProjectConfig, email: str, role: str | None = None) -> str:
     )
 
 
+def _restrict_peers(
+    client: SyftFlwrClient, cfg: ProjectConfig, extra: list[str]
+) -> None:
+    """On Google Drive, ignore folders shared by anyone outside this app."""
+    from syft_flwr.client.syft_p2p_client import SyftP2PClient
+
+    if isinstance(client, SyftP2PClient) and client.allowed_peers is None:
+        peers = {*cfg.datasites, *extra}
+        if cfg.aggregator:
+            peers.add(cfg.aggregator)
+        client.allowed_peers = peers
+
+
 def run_project_researcher(
     cfg: ProjectConfig,
     client: SyftFlwrClient,
@@ -77,6 +90,7 @@ def run_project_researcher(
 
     server_app = load_component(cfg.serverapp, cfg.app_dir)
     rc = parse_run_config(cfg.app_config, run_config)
+    _restrict_peers(client, cfg, list(datasites or []))
     return run_researcher(
         server_app,
         cfg.flwr_app_name,
@@ -103,6 +117,7 @@ def run_project_data_owner(
     client_app = load_component(cfg.clientapp, cfg.app_dir)
     rc = parse_run_config(cfg.app_config, run_config)
     aggs = aggregators or ([cfg.aggregator] if cfg.aggregator else None)
+    _restrict_peers(client, cfg, list(aggs or []))
     return run_data_owner(
         client_app,
         cfg.flwr_app_name,

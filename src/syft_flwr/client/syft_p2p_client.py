@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,8 +46,16 @@ class SyftP2PClient(SyftFlwrClient):
         *,
         transport_factory: Callable[[], Transport] | None = None,
         state_root: Path | None = None,
+        allowed_peers: Iterable[str] | None = None,
     ) -> None:
         self._email = normalize_email(email)
+        #: Only folders shared by these emails are used (None: anyone); the
+        #: runners set it to the app's aggregator and data owners.
+        self.allowed_peers = (
+            None
+            if allowed_peers is None
+            else {normalize_email(e) for e in allowed_peers}
+        )
         self._factory = transport_factory
         self._state_root = state_root or Path.home() / ".syft_flwr" / _safe(self._email)
 
@@ -85,7 +93,7 @@ class SyftP2PClient(SyftFlwrClient):
             return self._factory()
         from syft_flwr.transports.gdrive import transport_from_env
 
-        return transport_from_env(self._email)
+        return transport_from_env(self._email, allowed_peers=self.allowed_peers)
 
 
 class MemoryClient(SyftFlwrClient):
