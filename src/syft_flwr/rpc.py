@@ -321,10 +321,13 @@ class SyftFlwrRpc:
         )
         return Incoming(path=path, head=head, body=body)
 
-    def response_for(self, recipient: str, endpoint: str, mid: str) -> Incoming | None:
+    def response_for(
+        self, recipient: str, endpoint: str, mid: str, *, check_rejected: bool = True
+    ) -> Incoming | None:
         """Return the decoded response to request ``mid`` sent to ``recipient``.
 
-        Returns ``None`` while there is no response file yet.
+        Returns ``None`` while there is no response file yet. With
+        ``check_rejected=False`` the (costlier) rejection-marker check is skipped.
 
         Raises
         ------
@@ -338,7 +341,7 @@ class SyftFlwrRpc:
             return self.read(key)
         except MessageNotFound:
             req = self.head_key(recipient, endpoint, self.identity, mid, "request")
-            if self.transport.is_rejected(req):
+            if check_rejected and self.transport.is_rejected(req):
                 raise PermissionDenied(
                     f"{recipient}'s datasite refused request {mid} (rejected by sync)"
                 ) from None

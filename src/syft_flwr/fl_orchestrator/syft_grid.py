@@ -390,8 +390,20 @@ class SyftGrid(Grid):
 
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         """Return the replies available now (never blocks)."""
-        ids = list(message_ids)
+        return self._pull(list(message_ids), full=True)
+
+    def _pull(self, ids: list[str], *, full: bool) -> list[Message]:
+        """Read replies; with ``full=False`` only those a file event announced.
+
+        A full pass reads every pending reply and checks for rejection markers;
+        between full passes (every poll interval) file events say what to read, so
+        a wake-up costs no I/O (and no Drive API call) for replies not there yet.
+        """
         self._flush_unsent(ids)
+        with self._lock:
+            if not full:
+                ids = [m for m in ids if m in self._arrived or m in self._failed]
+            self._arrived.difference_update(ids)
         out: list[Message] = []
         for mid in ids:
             with self._lock:
@@ -406,7 +418,9 @@ class SyftGrid(Grid):
                 self._complete(mid, p, delete=False)
                 continue
             try:
-                inc = self._rpc.response_for(p.email, self.endpoint, mid)
+                inc = self._rpc.response_for(
+                    p.email, self.endpoint, mid, check_rejected=full
+                )
             except IncompleteMessage:
                 continue  # partial reply: not ready yet
             except PermissionDenied as exc:
@@ -488,8 +502,13 @@ class SyftGrid(Grid):
         start = time.monotonic()
         deadline = start + wait_s
         next_progress = start + PROGRESS_EVERY
+        next_full = start  # the first pass reads everything
         while remaining:
-            for reply in self.pull_messages(list(remaining)):
+            now = time.monotonic()
+            full = now >= next_full
+            if full:
+                next_full = now + rescan
+            for reply in self._pull(list(remaining), full=full):
                 remaining.discard(reply.metadata.reply_to_message_id)
                 replies.append(reply)
             if not remaining:
@@ -501,13 +520,16 @@ class SyftGrid(Grid):
                 self._log_progress(ids, remaining, now - start)
                 next_progress = now + PROGRESS_EVERY
             with self._cv:
-                # Deferred requests are retried often; otherwise events wake us.
+                # File events wake us; deferred requests are retried often; a
+                # full pass every poll interval catches anything events missed.
                 step = 0.25 if self._unsent else rescan
                 self._cv.wait_for(
                     lambda: bool(self._arrived & remaining),
-                    timeout=min(deadline - now, step, next_progress - now),
+                    timeout=max(
+                        0.0,
+                        min(deadline - now, step, next_progress - now, next_full - now),
+                    ),
                 )
-                self._arrived -= remaining
         answered = sorted(
             {self._node_to_email.get(r.metadata.src_node_id, "?") for r in replies}
         )
