@@ -272,5 +272,8 @@ class SyftBoxTransport(Transport):
             for w in self._watches:
                 w.cancel()
         if obs is not None:
+            # Unschedule first: stopping emitters that are still queueing makes
+            # watchdog print "queue_events() called when the thread is inactive".
+            obs.unschedule_all()
             obs.stop()
             obs.join(timeout=2)
