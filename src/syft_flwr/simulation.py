@@ -191,10 +191,10 @@ def simulate(
     """
     out = out or sys.stdout
     cfg = load_project(app_dir)
-    paths = [Path(p).resolve() for p in (mock_dataset_paths or [])]
-    for p in paths:
-        if not p.exists():
-            raise ConfigError(f"mock dataset path does not exist: {p}")
+    paths = [Path(x).resolve() for x in (mock_dataset_paths or [])]
+    for data_path in paths:
+        if not data_path.exists():
+            raise ConfigError(f"mock dataset path does not exist: {data_path}")
     n = len(paths) or num_data_owners or len(cfg.datasites) or 2
     if n < 1:
         raise ConfigError("need at least one data owner")
