@@ -190,3 +190,36 @@ def test_data_owner_that_never_starts(toy, capsys):
     assert elapsed < 30
     # do3 never served the app: nothing was ever written into its datasite.
     assert not [k for k in hub.snapshot() if k.startswith("do3@example.org/")]
+
+
+def test_new_run_withdraws_requests_left_by_a_crashed_researcher():
+    from flwr.app import ConfigRecord, MessageType
+
+    from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+
+    hub = MemoryHub()
+    do = "do1@example.org"
+    # The data owner has prepared the app (so requests are written) but is down.
+    MemoryClient(do, hub).make_transport().prepare("flwr/toy", "messages", [DS])
+    off = Settings(encryption_enabled=False)
+
+    def one_request(grid: SyftGrid) -> str:
+        grid.set_run(1)
+        msg = grid.create_message(
+            RecordDict({"c": ConfigRecord({"x": 1})}),
+            MessageType.QUERY,
+            grid.get_node_ids()[0],
+            "",
+        )
+        (mid,) = grid.push_messages([msg])
+        return mid
+
+    crashed = SyftGrid("flwr/toy", [do], client=MemoryClient(DS, hub), settings=off)
+    old = one_request(crashed)  # then the process dies: nothing withdrawn
+    folder = f"{do}/app_data/flwr/toy/rpc/messages/{DS}"
+    assert f"{folder}/{old}.request" in hub.snapshot()
+
+    fresh = SyftGrid("flwr/toy", [do], client=MemoryClient(DS, hub), settings=off)
+    new = one_request(fresh)
+    files = [k for k in hub.snapshot() if k.startswith(folder)]
+    assert files == [f"{folder}/{new}.request"]

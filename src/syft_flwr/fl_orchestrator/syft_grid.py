@@ -195,6 +195,7 @@ class SyftGrid(Grid):
                 return
             self._watching.add(email)
         try:
+            self._sweep_stale(email)
             w = self._rpc.watch_responses(email, self.endpoint, self._on_response)
         except BaseException:
             with self._lock:
@@ -203,6 +204,38 @@ class SyftGrid(Grid):
         with self._lock:
             self._watches[email] = w
             self._watching.discard(email)
+
+    def _sweep_stale(self, email: str) -> None:
+        """Withdraw this researcher's leftovers from earlier runs of the app.
+
+        A researcher that crashed (or was killed) never withdrew its requests; a
+        data owner starting late would still train on them. Exchanges this grid
+        did not send are deleted on first contact with each data owner.
+        """
+        folder = self._rpc.folder(email, self.endpoint, self._rpc.identity)
+        try:
+            keys = self.transport.list(folder)
+        except TransportError as exc:
+            logger.debug("could not list %s: %s", folder, exc)
+            return
+        with self._lock:
+            mine = set(self._pending)
+        stale = {
+            k.rsplit("/", 1)[-1].split(".")[0]
+            for k in keys
+            if k.endswith((".request", ".response"))
+        } - mine
+        for mid in stale:
+            try:
+                self._rpc.finish(email, self.endpoint, mid)
+            except TransportError as exc:
+                logger.debug("could not remove stale exchange %s: %s", mid, exc)
+        if stale:
+            logger.info(
+                "withdrew %d request(s) to %s left over from an earlier run",
+                len(stale),
+                email,
+            )
 
     def _on_response(self, mid: str) -> None:
         with self._cv:
