@@ -260,8 +260,11 @@ class SyftFlwrRpc:
         )
 
     # -- reading ------------------------------------------------------------------
-    def read(self, key: str) -> Incoming:
+    def read(self, key: str, *, raw_head: bytes | None = None) -> Incoming:
         """Read and decode the head file at ``key`` and its chunks.
+
+        ``raw_head`` is the head's bytes when the caller already read them (saves
+        a second read, which on Drive is a second download).
 
         Raises
         ------
@@ -280,7 +283,8 @@ class SyftFlwrRpc:
         if path is None or path.app != self.app_name:
             raise MessageNotFound(f"{key} is not a message of app {self.app_name}")
         kind: Kind = "response" if path.name.endswith(".response") else "request"
-        head = parse_head(self.transport.get(key), expected_kind=kind)
+        data = raw_head if raw_head is not None else self.transport.get(key)
+        head = parse_head(data, expected_kind=kind)
         # Who may have written this file: the requester writes into its own
         # sub-folder, the folder owner answers next to it.
         expected_sender = path.peer if kind == "request" else path.owner

@@ -24,6 +24,7 @@ from syft_flwr.project import (
 __all__ = [
     "main",
     "pick_role",
+    "run_role",
     "run_project_data_owner",
     "run_project_researcher",
     "syftbox_run_flwr_client",
@@ -141,10 +142,23 @@ def syftbox_run_flwr_client(project_dir: str | Path) -> Any:
     return run_project_data_owner(cfg, create_client(project_dir=cfg.app_dir))
 
 
-def _node_config(value: str | None) -> dict[str, Any]:
-    if not value:
-        return {}
-    return parse_run_config({}, value)
+def run_role(
+    cfg: ProjectConfig,
+    client: SyftFlwrClient,
+    role: str,
+    *,
+    run_config: str | None = None,
+    node_config: str | None = None,
+) -> Any:
+    """Run ``role`` (researcher or data owner) of ``cfg``; used by main.py and the CLI."""
+    if role == RESEARCHER:
+        return run_project_researcher(cfg, client, run_config=run_config)
+    return run_project_data_owner(
+        cfg,
+        client,
+        run_config=run_config,
+        node_config=parse_run_config({}, node_config) if node_config else None,
+    )
 
 
 def main(project_dir: str | Path, argv: list[str] | None = None) -> None:
@@ -170,15 +184,9 @@ def main(project_dir: str | Path, argv: list[str] | None = None) -> None:
             os.environ.get("DATA_DIR"),
             os.environ.get("OUTPUT_DIR"),
         )
-        if role == RESEARCHER:
-            run_project_researcher(cfg, client, run_config=args.run_config)
-        else:
-            run_project_data_owner(
-                cfg,
-                client,
-                run_config=args.run_config,
-                node_config=_node_config(args.node_config),
-            )
+        run_role(
+            cfg, client, role, run_config=args.run_config, node_config=args.node_config
+        )
     except ConfigError as exc:
         print(f"syft_flwr: error: {exc}", file=sys.stderr)
         sys.exit(2)

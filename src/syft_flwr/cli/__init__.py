@@ -70,8 +70,8 @@ def _cmd_party(args: argparse.Namespace) -> int:
     """One party of a run (used by `simulate`; also usable by hand)."""
     from syft_flwr.client.syft_core_client import SyftCoreClient
     from syft_flwr.logs import setup_logging
-    from syft_flwr.project import load_project, parse_run_config
-    from syft_flwr.run import run_project_data_owner, run_project_researcher
+    from syft_flwr.project import load_project
+    from syft_flwr.run import run_role
 
     setup_logging()
     cfg = load_project(args.app_dir)
@@ -84,17 +84,9 @@ def _cmd_party(args: argparse.Namespace) -> int:
         changes["aggregator"] = args.aggregator.lower()
     cfg = dataclasses.replace(cfg, **changes)  # type: ignore[arg-type]
     client = SyftCoreClient.load(args.config)
-    if args.role == "researcher":
-        run_project_researcher(cfg, client, run_config=args.run_config)
-    else:
-        run_project_data_owner(
-            cfg,
-            client,
-            run_config=args.run_config,
-            node_config=parse_run_config({}, args.node_config)
-            if args.node_config
-            else None,
-        )
+    run_role(
+        cfg, client, args.role, run_config=args.run_config, node_config=args.node_config
+    )
     return 0
 
 

@@ -304,7 +304,8 @@ class TransportEvents(SyftFlwrEvents):
             )
             return
         try:
-            head = parse_head(self.transport.get(key), expected_kind="request")
+            raw_head = self.transport.get(key)
+            head = parse_head(raw_head, expected_kind="request")
         except MessageNotFound:
             self._incomplete.pop(key, None)  # withdrawn
             return
@@ -347,7 +348,7 @@ class TransportEvents(SyftFlwrEvents):
             )
             return
         try:
-            incoming = self.rpc.read(key)
+            incoming = self.rpc.read(key, raw_head=raw_head)
         except MessageNotFound:
             self._incomplete.pop(key, None)
             return
