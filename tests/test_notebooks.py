@@ -51,12 +51,18 @@ def _no_inherited_output_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_researcher_notebook() -> None:
     out = execute("researcher")
-    results = out[-2]  # the results cell (the last one cleans up)
+    # cells: ..., run, results, upstream bootstrap, upstream run, clean-up
+    results = out[-4]
     assert "Final accuracy: 0.9250" in results
     assert '"weights_sha256": "7a35fc4bc02f2fdd"' in results
     assert "final model: {'weights': (12,), 'bias': (1,)}" in results
-    assert "data owners still serving: none" in out[-3]
-    assert "SYFT_FLWR_RESULT" in out[-3]
+    assert "data owners still serving: none" in out[-5]
+    assert "SYFT_FLWR_RESULT" in out[-5]
+    # the upstream-style cells: bootstrap wrote main.py, run (awaited) succeeded
+    # with the same model as the in-kernel run (same partitions, as DATA_DIR)
+    assert "'main.py'" in out[-3] and "'pyproject.toml'" in out[-3]
+    assert "syft_flwr.run succeeded: True" in out[-2]
+    assert '"accuracy": 0.925' in out[-2]
     assert "removed" in out[-1]
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "empty_run",
     "run_copy",
     "set_message_id",
+    "set_flower_log_colors",
     "set_routing",
     "set_task_identity",
 ]
@@ -80,3 +81,12 @@ def set_routing(message: Message, *, run_id: int, src_node_id: int) -> None:
     md: Any = message.metadata
     md.__dict__["_run_id"] = run_id
     md.__dict__["_src_node_id"] = src_node_id
+
+
+def set_flower_log_colors(colored: bool) -> None:
+    """Turn the colour codes of Flower's console log lines on or off."""
+    try:
+        from flwr.common.logger import update_console_handler
+    except ImportError:  # pragma: no cover - older Flower
+        return
+    update_console_handler(colored=colored)

@@ -24,10 +24,14 @@ variable                           default     meaning
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 from syft_flwr.errors import ConfigError
 
@@ -43,7 +47,10 @@ __all__ = [
     "ENV_POLL_INTERVAL",
     "ENV_REVEAL_ERRORS",
     "Settings",
+    "load_flwr_pyproject",
+    "load_toml",
     "parse_duration",
+    "write_toml",
 ]
 
 ENV_MSG_TIMEOUT = "SYFT_FLWR_MSG_TIMEOUT"
@@ -139,6 +146,8 @@ class Settings:
     inline_limit: int = DEFAULT_INLINE_LIMIT
     log_level: str = "INFO"
     reveal_errors: bool = False
+    #: ``NO_COLOR`` (https://no-color.org) set to anything non-empty.
+    no_color: bool = False
 
     def __post_init__(self) -> None:
         if self.chunk_size < MIN_CHUNK_SIZE:
@@ -181,9 +190,78 @@ class Settings:
             values["reveal_errors"] = _parse_bool(ENV_REVEAL_ERRORS, v)  # type: ignore[arg-type]
         if (v := env.get(ENV_LOG_LEVEL)) not in (None, ""):
             values["log_level"] = str(v).upper()
+        if env.get("NO_COLOR"):
+            values["no_color"] = True
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
     def with_(self, **changes: object) -> Settings:
         """Return a copy with some fields changed."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+# --- pyproject.toml helpers, under the names upstream syft-flwr code imports ---
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file.
+
+    Raises
+    ------
+    PathNotFoundError
+        The file is missing.
+    ConfigError
+        It is not valid TOML.
+    """
+    from syft_flwr.errors import PathNotFoundError
+
+    p = Path(path)
+    try:
+        with open(p, "rb") as fp:
+            return tomllib.load(fp)
+    except FileNotFoundError:
+        raise PathNotFoundError(f"{p} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"cannot read {p}: {exc}") from exc
+
+
+def write_toml(path: str | Path, val: Mapping[str, Any]) -> None:
+    """Write ``val`` as TOML, atomically (temp file + rename).
+
+    Comments of an existing file are not kept; :func:`syft_flwr.bootstrap`
+    edits ``pyproject.toml`` in place instead, keeping them.
+    """
+    import tomli_w
+
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp")
+    with open(tmp, "wb") as fp:
+        tomli_w.dump(dict(val), fp)
+    os.replace(tmp, p)
+
+
+def load_flwr_pyproject(path: str | Path, check_module: bool = True) -> dict[str, Any]:
+    """Load a Flower app's ``pyproject.toml`` (a file or its folder) and validate it.
+
+    Validation is Flower's own (``flwr.common.config.validate_config``); with
+    ``check_module`` the ServerApp/ClientApp references must import.
+
+    Raises
+    ------
+    ConfigError
+        Flower finds the file invalid (the message lists Flower's errors).
+    PathNotFoundError
+        There is no such file.
+    """
+    from flwr.common.config import validate_config
+
+    p = Path(path)
+    if p.name != "pyproject.toml":
+        p = p / "pyproject.toml"
+    conf = load_toml(p)
+    ok, errors, warnings = validate_config(conf, check_module, p.parent)
+    if not ok:
+        raise ConfigError(f"invalid {p}: {'; '.join(errors)}")
+    if warnings:
+        logging.getLogger("syft_flwr.config").warning("%s: %s", p, "; ".join(warnings))
+    return conf

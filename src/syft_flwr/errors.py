@@ -6,7 +6,10 @@ either::
 
     SyftFlwrError
     ├── ConfigError (ValueError)
-    │   └── NodeIdCollisionError
+    │   ├── NodeIdCollisionError
+    │   ├── PathNotFoundError (FileNotFoundError)  app folder, main.py, DATA_DIR
+    │   └── AlreadyExistsError (FileExistsError)   bootstrap over an existing main.py
+    ├── RunFailed                      the ServerApp raised, or every ClientApp call failed
     ├── SerializationError (ValueError)
     ├── EnvelopeError (ValueError)
     │   ├── IncompleteMessage          file partial / chunk not synced yet: retry later
@@ -36,6 +39,7 @@ these at the transport boundary, with the original chained as ``__cause__``.
 from __future__ import annotations
 
 __all__ = [
+    "AlreadyExistsError",
     "BadSignatureError",
     "ChunkIntegrityError",
     "ConfigError",
@@ -49,10 +53,12 @@ __all__ = [
     "MessageExpired",
     "MessageNotFound",
     "NodeIdCollisionError",
+    "PathNotFoundError",
     "PermissionDenied",
     "PlaintextRefused",
     "RemoteServiceError",
     "ReplayError",
+    "RunFailed",
     "SecurityError",
     "SerializationError",
     "SyftFlwrError",
@@ -73,6 +79,19 @@ class ConfigError(SyftFlwrError, ValueError):
 
 class NodeIdCollisionError(ConfigError):
     """Two datasites of one run map to the same Flower node id."""
+
+
+class PathNotFoundError(ConfigError, FileNotFoundError):
+    """A required folder or file is missing (upstream raised FileNotFoundError)."""
+
+
+class AlreadyExistsError(ConfigError, FileExistsError):
+    """Refusing to overwrite a file (upstream raised FileExistsError)."""
+
+
+class RunFailed(SyftFlwrError):
+    """A federated run did not succeed: the ServerApp raised, or no ClientApp
+    call succeeded. Parties exit non-zero on it."""
 
 
 class SerializationError(SyftFlwrError, ValueError):

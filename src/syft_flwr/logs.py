@@ -7,14 +7,34 @@ import sys
 
 from syft_flwr.config import Settings
 
-__all__ = ["setup_logging"]
+__all__ = ["setup_logging", "use_color"]
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
+def use_color(stream: object = None, settings: Settings | None = None) -> bool:
+    """Colour only on a terminal, and never when ``NO_COLOR`` is set (no-color.org)."""
+    s = stream if stream is not None else sys.stderr
+    if (settings or Settings.from_env()).no_color:
+        return False
+    isatty = getattr(s, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
+
+
 def setup_logging(level: str | None = None) -> None:
-    """Configure the ``syft_flwr`` logger (``SYFT_FLWR_LOG_LEVEL``, default INFO)."""
-    lvl = (level or Settings.from_env().log_level).upper()
+    """Configure the ``syft_flwr`` logger (``SYFT_FLWR_LOG_LEVEL``, default INFO).
+
+    Flower's own log lines lose their colour codes when stderr is not a
+    terminal (a log file, a pipe) or ``NO_COLOR`` is set.
+    """
+    from syft_flwr._flwr_compat import set_flower_log_colors
+
+    settings = Settings.from_env()
+    set_flower_log_colors(use_color(sys.stderr, settings))
+    lvl = (level or settings.log_level).upper()
     logger = logging.getLogger("syft_flwr")
     logger.setLevel(lvl)
     if not any(getattr(h, "_syft_flwr", False) for h in logger.handlers):

@@ -13,7 +13,7 @@ from typing import Any
 
 from flwr.common.config import parse_config_args
 
-from syft_flwr.errors import ConfigError
+from syft_flwr.errors import AlreadyExistsError, ConfigError, PathNotFoundError
 from syft_flwr.ids import normalize_email
 
 __all__ = [
@@ -70,9 +70,9 @@ class ProjectConfig:
 def _read_pyproject(app_dir: Path) -> dict[str, Any]:
     path = app_dir / "pyproject.toml"
     if not app_dir.is_dir():
-        raise ConfigError(f"app folder not found: {app_dir}")
+        raise PathNotFoundError(f"app folder not found: {app_dir}")
     if not path.is_file():
-        raise ConfigError(f"no pyproject.toml in {app_dir}: is it a Flower app?")
+        raise PathNotFoundError(f"no pyproject.toml in {app_dir}: is it a Flower app?")
     try:
         return tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -187,6 +187,7 @@ def bootstrap(
     *,
     app_name: str | None = None,
     write_main: bool = True,
+    force: bool = False,
 ) -> ProjectConfig:
     """Turn a Flower app folder into a syft_flwr app.
 
@@ -205,14 +206,30 @@ def bootstrap(
         ``"syftbox"`` (default) or ``"p2p"`` (Google Drive).
     app_name:
         Defaults to ``<aggregator>_<project>_<timestamp>`` (unique per bootstrap).
+    write_main:
+        Write ``main.py`` (default).
+    force:
+        Replace an existing ``main.py`` (by default it is never overwritten).
 
     Raises
     ------
     ConfigError
-        Bad emails, no data owners, unknown transport, not a Flower app.
+        Bad emails, no data owners, unknown transport, not a Flower app (also a
+        ``ValueError``, as upstream raised).
+    PathNotFoundError
+        The folder or its ``pyproject.toml`` is missing (a ``FileNotFoundError``).
+    AlreadyExistsError
+        ``main.py`` exists and ``force`` is false (a ``FileExistsError``, as
+        upstream); nothing is changed then.
     """
     d = Path(flwr_project_dir).resolve()
     cfg = load_project(d)  # validates it is a Flower app
+    main_py = d / "main.py"
+    if write_main and main_py.exists() and not force:
+        raise AlreadyExistsError(
+            f"{main_py} already exists; remove it or bootstrap with --force "
+            "(force=True) to replace it"
+        )
     agg = normalize_email(aggregator)
     dss = [normalize_email(e) for e in datasites]
     if not dss:
@@ -234,7 +251,13 @@ def bootstrap(
         text = pattern.sub(table + "\n", text, count=1).rstrip("\n") + "\n"
     else:
         text = text.rstrip("\n") + "\n\n" + table
-    path.write_text(text)
+    _write_atomic(path, text)
     if write_main:
-        (d / "main.py").write_text(MAIN_TEMPLATE)
+        _write_atomic(main_py, MAIN_TEMPLATE)
     return load_project(d)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

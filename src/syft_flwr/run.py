@@ -12,7 +12,7 @@ from typing import Any
 from syft_flwr.client.factory import create_client
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings
-from syft_flwr.errors import ConfigError
+from syft_flwr.errors import ConfigError, RunFailed
 from syft_flwr.logs import setup_logging
 from syft_flwr.project import (
     ProjectConfig,
@@ -22,7 +22,10 @@ from syft_flwr.project import (
 )
 
 __all__ = [
+    "DEFAULT_NODE_CONFIG",
     "main",
+    "node_config_for",
+    "run",
     "pick_role",
     "run_role",
     "run_project_data_owner",
@@ -34,6 +37,25 @@ __all__ = [
 logger = logging.getLogger("syft_flwr.run")
 
 RESEARCHER, DATA_OWNER = "researcher", "data-owner"
+
+#: What a data owner's ``Context.node_config`` holds when nobody says otherwise:
+#: one partition of one, as upstream syft-flwr gives (apps read these keys).
+DEFAULT_NODE_CONFIG: dict[str, Any] = {"partition-id": 0, "num-partitions": 1}
+
+
+def node_config_for(
+    cfg: ProjectConfig, overrides: str | list[str] | dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A data owner's node config: defaults, then the app config, then overrides.
+
+    Upstream syft-flwr used the app config as the node config (with
+    ``partition-id = 0`` and ``num-partitions = 1`` added by its bootstrap);
+    explicit ``--node-config`` values (``"k=v k2=v2"``, repeatable) win.
+    """
+    base = {**DEFAULT_NODE_CONFIG, **cfg.app_config}
+    if isinstance(overrides, dict):
+        return {**base, **overrides}
+    return parse_run_config(base, overrides)
 
 
 def pick_role(cfg: ProjectConfig, email: str, role: str | None = None) -> str:
@@ -108,37 +130,61 @@ def run_project_data_owner(
     client: SyftFlwrClient,
     *,
     run_config: str | list[str] | None = None,
-    node_config: dict[str, Any] | None = None,
+    node_config: str | list[str] | dict[str, Any] | None = None,
     aggregators: list[str] | None = None,
     settings: Settings | None = None,
 ) -> Any:
-    """Load the app's ClientApp and serve it until the stop signal."""
+    """Load the app's ClientApp and serve it until the stop signal.
+
+    ``node_config`` is merged over :func:`node_config_for`'s defaults.
+
+    Raises
+    ------
+    RunFailed
+        Every ClientApp call failed, or the researcher reported a failed run.
+    """
     from syft_flwr.fl_orchestrator.flower_client import run_data_owner
 
     client_app = load_component(cfg.clientapp, cfg.app_dir)
     rc = parse_run_config(cfg.app_config, run_config)
     aggs = aggregators or ([cfg.aggregator] if cfg.aggregator else None)
     _restrict_peers(client, cfg, list(aggs or []))
-    return run_data_owner(
+    handler = run_data_owner(
         client_app,
         cfg.flwr_app_name,
         client=client,
         aggregators=aggs,
         run_config=rc,
-        node_config=node_config,
+        node_config=node_config_for(cfg, node_config),
         settings=settings,
     )
+    handler.check_outcome()
+    return handler
 
 
-def syftbox_run_flwr_server(project_dir: str | Path) -> Any:
-    """Upstream-compatible: run the researcher side of ``project_dir``."""
-    cfg = load_project(project_dir)
+def syftbox_run_flwr_server(flower_project_dir: str | Path) -> Any:
+    """Upstream-compatible: run the researcher side of a bootstrapped app.
+
+    Raises
+    ------
+    RunFailed
+        The ServerApp raised, or no ClientApp call succeeded.
+    """
+    setup_logging()
+    cfg = load_project(flower_project_dir)
     return run_project_researcher(cfg, create_client(project_dir=cfg.app_dir))
 
 
-def syftbox_run_flwr_client(project_dir: str | Path) -> Any:
-    """Upstream-compatible: run the data-owner side of ``project_dir``."""
-    cfg = load_project(project_dir)
+def syftbox_run_flwr_client(flower_project_dir: str | Path) -> Any:
+    """Upstream-compatible: serve the data-owner side of a bootstrapped app.
+
+    Raises
+    ------
+    RunFailed
+        Every ClientApp call failed, or the researcher reported a failed run.
+    """
+    setup_logging()
+    cfg = load_project(flower_project_dir)
     return run_project_data_owner(cfg, create_client(project_dir=cfg.app_dir))
 
 
@@ -147,32 +193,71 @@ def run_role(
     client: SyftFlwrClient,
     role: str,
     *,
-    run_config: str | None = None,
-    node_config: str | None = None,
+    run_config: str | list[str] | None = None,
+    node_config: str | list[str] | None = None,
 ) -> Any:
-    """Run ``role`` (researcher or data owner) of ``cfg``; used by main.py and the CLI."""
+    """Run ``role`` (researcher or data owner) of ``cfg``; used by main.py and the CLI.
+
+    Raises
+    ------
+    RunFailed
+        This party's run failed (see :class:`~syft_flwr.errors.RunFailed`).
+    """
     if role == RESEARCHER:
         return run_project_researcher(cfg, client, run_config=run_config)
     return run_project_data_owner(
-        cfg,
-        client,
-        run_config=run_config,
-        node_config=parse_run_config({}, node_config) if node_config else None,
+        cfg, client, run_config=run_config, node_config=node_config
     )
+
+
+def build_main_parser() -> argparse.ArgumentParser:
+    """The options of a bootstrapped app's ``main.py``."""
+    p = argparse.ArgumentParser(
+        description="Run this Flower app with syft_flwr as researcher or data "
+        "owner (picked by your email, or --role).",
+    )
+    p.add_argument(
+        "--role",
+        choices=[RESEARCHER, DATA_OWNER],
+        help="run this role instead of picking it by exact email match",
+    )
+    p.add_argument(
+        "--run-config",
+        action="append",
+        default=None,
+        help='app config overrides, e.g. "num-server-rounds=5"; repeatable, '
+        "later values win",
+    )
+    p.add_argument(
+        "--node-config",
+        action="append",
+        default=None,
+        help='data owner node config, e.g. "partition-id=0 num-partitions=2"; '
+        "repeatable, later values win (default: partition-id=0 num-partitions=1)",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="SyftBox client config path (default: SYFTBOX_CLIENT_CONFIG_PATH, "
+        "then ~/.syftbox/config.json)",
+    )
+    p.add_argument(
+        "-s",
+        "--simulation",
+        action="store_true",
+        help="accepted for upstream syft-flwr compatibility (its simulator "
+        "passes it); changes nothing",
+    )
+    return p
 
 
 def main(project_dir: str | Path, argv: list[str] | None = None) -> None:
-    """Entry point of a bootstrapped app's ``main.py`` (exits the process)."""
-    p = argparse.ArgumentParser(description="Run this Flower app with syft_flwr.")
-    p.add_argument("--role", choices=[RESEARCHER, DATA_OWNER])
-    p.add_argument(
-        "--run-config", default=None, help='overrides, e.g. "num-server-rounds=5"'
-    )
-    p.add_argument(
-        "--node-config", default=None, help='e.g. "partition-id=0 num-partitions=2"'
-    )
-    p.add_argument("--config", default=None, help="SyftBox client config path")
-    args = p.parse_args(argv)
+    """Entry point of a bootstrapped app's ``main.py`` (exits the process).
+
+    Exit codes: 0 the run succeeded, 1 it failed, 2 configuration error,
+    130 interrupted.
+    """
+    args = build_main_parser().parse_args(argv)
     setup_logging()
     try:
         cfg = load_project(project_dir)
@@ -190,9 +275,21 @@ def main(project_dir: str | Path, argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"syft_flwr: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except RunFailed as exc:
+        logger.error("the run failed: %s", exc)
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception:
         logger.exception("the run failed")
         sys.exit(1)
     sys.exit(0)
+
+
+def run(
+    project_dir: str | Path, mock_dataset_paths: list[str | Path]
+) -> Any:  # bool | asyncio.Task[bool]
+    """Upstream-compatible alias of :func:`syft_flwr.run_simulation.run`."""
+    from syft_flwr.run_simulation import run as _run
+
+    return _run(project_dir, mock_dataset_paths)

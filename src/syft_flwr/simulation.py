@@ -99,7 +99,17 @@ def _party_cmd(
     app_name: str,
     datasites: list[str],
     run_config: str | None,
+    entry: str = "party",
 ) -> list[str]:
+    if entry == "main.py":
+        # Exactly as upstream's simulator starts a party; our main.py also reads
+        # the node config (upstream's template ignores its arguments).
+        cmd = [sys.executable, str(cfg.app_dir / "main.py"), "-s"]
+        if run_config:
+            cmd += ["--run-config", run_config]
+        if party.node_config:
+            cmd += ["--node-config", party.node_config]
+        return cmd
     cmd = [
         sys.executable,
         "-m",
@@ -161,6 +171,8 @@ def simulate(
     timeout: float = 1800.0,
     out: IO[str] | None = None,
     quiet: bool = False,
+    entry: str = "party",
+    log_dir: str | Path | None = None,
 ) -> SimulationResult:
     """Run a Flower app with a researcher and N data owners as separate processes.
 
@@ -183,6 +195,13 @@ def simulate(
         Seconds before the whole simulation is stopped.
     out:
         Where live progress goes (default stdout).
+    entry:
+        ``"party"`` (default) starts each party with ``python -m syft_flwr.cli
+        party``; ``"main.py"`` runs the bootstrapped app's own ``main.py -s`` per
+        party, as upstream syft-flwr's simulator does (the parties are then the
+        app's ``[tool.syft_flwr]`` aggregator and data owners).
+    log_dir:
+        Where each party's ``<email>.log`` goes (default ``<workdir>/logs``).
 
     Returns
     -------
@@ -200,6 +219,19 @@ def simulate(
         raise ConfigError("need at least one data owner")
     if paths and num_data_owners and num_data_owners != len(paths):
         raise ConfigError("--num-data-owners differs from the number of dataset paths")
+    if entry not in ("party", "main.py"):
+        raise ConfigError(f"entry must be 'party' or 'main.py', got {entry!r}")
+    if entry == "main.py":
+        if not cfg.bootstrapped or not (cfg.app_dir / "main.py").is_file():
+            raise ConfigError(
+                f"{cfg.app_dir} has no main.py and [tool.syft_flwr] table: "
+                "run `syft_flwr bootstrap` first"
+            )
+        if len(cfg.datasites) != n:
+            raise ConfigError(
+                f"{n} mock dataset paths for {len(cfg.datasites)} data owners in "
+                f"{cfg.app_dir / 'pyproject.toml'}: give one path per data owner"
+            )
     datasites = (
         list(cfg.datasites)
         if len(cfg.datasites) == n
@@ -209,23 +241,29 @@ def simulate(
     if cfg.aggregator is None:
         cfg = dataclasses.replace(cfg, aggregator=agg)
     enc = Settings.from_env().encryption_enabled if encryption is None else encryption
-    root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="syft_flwr_sim_"))
+    # Absolute: every party runs in the app folder, not the caller's cwd.
+    root = (
+        Path(workdir).expanduser().resolve()
+        if workdir
+        else Path(tempfile.mkdtemp(prefix="syft_flwr_sim_"))
+    )
     root.mkdir(parents=True, exist_ok=True)
+    logs = Path(log_dir).expanduser().resolve() if log_dir else root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
     configs = prepare_network(root, [agg, *datasites], encryption=enc)
     app_name = f"{cfg.name}_{int(time.time())}_{secrets.token_hex(3)}"
-    (root / "logs").mkdir(exist_ok=True)
     parties = [
         Party(
             email=e,
             role="data-owner",
             config_path=configs[e],
-            log_path=root / "logs" / f"{e}.log",
+            log_path=logs / f"{e}.log",
             node_config=f"partition-id={i} num-partitions={n}",
             data_dir=paths[i] if paths else None,
         )
         for i, e in enumerate(datasites)
     ]
-    researcher = Party(agg, "researcher", configs[agg], root / "logs" / f"{agg}.log")
+    researcher = Party(agg, "researcher", configs[agg], logs / f"{agg}.log")
     parties.append(researcher)
 
     base_env = dict(os.environ)
@@ -255,7 +293,7 @@ def simulate(
                 env.pop("DATA_DIR", None)
             with open(p.log_path, "wb") as log:
                 procs[p.email] = subprocess.Popen(
-                    _party_cmd(cfg, p, app_name, datasites, run_config),
+                    _party_cmd(cfg, p, app_name, datasites, run_config, entry),
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=env,

@@ -66,16 +66,12 @@ def test_bootstrap_writes_table_and_entry_point_and_keeps_comments(app: Path):
     assert 'datasites = ["do1@example.org", "do2@example.org"]' in text
     assert 'transport = "syftbox"' in text
     assert (app / "main.py").read_text().count("syft_flwr.run import main") == 1
-    r = cli(
-        "bootstrap",
-        str(app),
-        "-a",
-        "r2@example.org",
-        "-d",
-        "do9@example.org",
-        "-t",
-        "p2p",
-    )
+    again = ["bootstrap", str(app), "-a", "r2@example.org", "-d", "do9@example.org"]
+    # main.py exists: refused like upstream (FileExistsError), nothing changed.
+    r = cli(*again, "-t", "p2p")
+    assert r.returncode == 2 and "main.py already exists" in r.stderr
+    assert (app / "pyproject.toml").read_text() == text
+    r = cli(*again, "-t", "p2p", "--force")
     assert r.returncode == 0, r.stderr
     text = (app / "pyproject.toml").read_text()
     assert text.count("[tool.syft_flwr]") == 1 and 'transport = "p2p"' in text
@@ -207,8 +203,9 @@ def test_upstream_run_form_and_failing_clientapp(app: Path, tmp_path: Path):
         "--workdir",
         str(work),
     )
-    log_r = (work / "logs" / "researcher@example.org.log").read_text()
-    log_do1 = (work / "logs" / "do1@example.org.log").read_text()
+    # `run` keeps logs where upstream put them: APP_DIR/simulation_logs
+    log_r = (app / "simulation_logs" / "researcher@example.org.log").read_text()
+    log_do1 = (app / "simulation_logs" / "do1@example.org.log").read_text()
     # the failure reaches the researcher as an error reply that names it...
     assert "ValueError" in log_r
     # ...but the private value only stays in the data owner's own log

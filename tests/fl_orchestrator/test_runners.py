@@ -223,3 +223,71 @@ def test_new_run_withdraws_requests_left_by_a_crashed_researcher():
     new = one_request(fresh)
     files = [k for k in hub.snapshot() if k.startswith(folder)]
     assert files == [f"{folder}/{new}.request"]
+
+
+def test_run_where_every_clientapp_call_fails_is_a_failed_run():
+    """The ServerApp ends normally, but not one ClientApp call succeeded."""
+    from flwr.app import Context, MessageType
+    from flwr.serverapp import Grid, ServerApp
+
+    from syft_flwr.errors import RunFailed
+    from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+
+    client_app = ClientApp()
+
+    @client_app.query()
+    def query(msg: Message, context: Context) -> Message:
+        raise RuntimeError("no data here")
+
+    server_app = ServerApp()
+    seen: list[Message] = []
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        msgs = [
+            Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY)
+            for n in grid.get_node_ids()
+        ]
+        seen.extend(grid.send_and_receive(msgs, timeout=20))
+
+    hub = MemoryHub()
+    settings = Settings(poll_interval=0.5)
+    emails = ["do1@example.org", "do2@example.org"]
+    results, threads = _start_owners(hub, client_app, emails, {}, settings, 2)
+    grid = SyftGrid("flwr/toy", emails, client=MemoryClient(DS, hub), settings=settings)
+    with pytest.raises(RunFailed, match="none of the 2 ClientApp calls succeeded"):
+        run_researcher(server_app, "flwr/toy", emails, grid=grid, stop_wait=5)
+    assert len(seen) == 2 and all(m.has_error() for m in seen)
+    assert (grid.tally.sent, grid.tally.succeeded, grid.tally.failed) == (2, 0, 2)
+    for th in threads:
+        th.join(timeout=10)
+        assert not th.is_alive()
+    for email in emails:
+        h = results[email]
+        assert (h.handled, h.succeeded, h.failed) == (1, 0, 1)
+        assert h.stopped_outcome == "failed" and "Run failed" in str(h.stopped_reason)
+        with pytest.raises(RunFailed, match="all 1 ClientApp calls"):
+            h.check_outcome()
+
+
+def test_one_success_is_enough_for_a_completed_run(toy):
+    cfg, server_app, client_app = toy
+    hub = MemoryHub()
+    settings = Settings(poll_interval=0.5)
+    emails = ["do1@example.org", "do2@example.org"]
+    # partition 0 fails every train call, partition 1 works
+    rc = dict(cfg.app_config, **{"num-server-rounds": 1, "fail-partition": 0})
+    results, threads = _start_owners(hub, client_app, emails, rc, settings, 2)
+    run_researcher(
+        server_app,
+        "flwr/toy",
+        emails,
+        client=MemoryClient(DS, hub),
+        run_config=rc,
+        settings=settings,
+        stop_wait=5,
+    )
+    for th in threads:
+        th.join(timeout=10)
+    assert results["do2@example.org"].stopped_outcome == "completed"
+    results["do2@example.org"].check_outcome()

@@ -45,9 +45,13 @@ def test_fedavg_with_model_saving_writes_each_round(tmp_path: Path):
 
 def test_data_dir_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # upstream's default is ./.data/
     assert run_syft_flwr() is False
-    with pytest.raises(ConfigError, match="DATA_DIR"):
+    with pytest.raises(FileNotFoundError, match="DATA_DIR") as info:
         get_syftbox_dataset_path()
+    assert isinstance(info.value, ConfigError)  # also ours
+    (tmp_path / ".data").mkdir()
+    assert get_syftbox_dataset_path() == Path(".data/")
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     assert run_syft_flwr() is True
     assert get_syftbox_dataset_path() == tmp_path

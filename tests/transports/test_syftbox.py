@@ -352,3 +352,15 @@ def test_adding_a_watch_while_an_event_is_dispatched_does_not_deadlock(
     if not deadlocked:  # on deadlock the observer stays blocked (a daemon thread)
         t.close()
     assert not deadlocked, "watch() deadlocked against the watchdog observer"
+
+
+def test_watchdog_shutdown_chatter_is_silenced(caplog: pytest.LogCaptureFixture):
+    import logging
+
+    import syft_flwr.transports.syftbox  # noqa: F401 - installs the filter
+
+    log = logging.getLogger("watchdog.observers.inotify")
+    with caplog.at_level(logging.DEBUG, logger="watchdog.observers.inotify"):
+        log.debug("InotifyEmitter.queue_events() called when the thread is inactive")
+        log.debug("a real inotify problem")
+    assert [r.getMessage() for r in caplog.records] == ["a real inotify problem"]

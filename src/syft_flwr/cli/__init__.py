@@ -22,6 +22,30 @@ def _emails(value: str) -> list[str]:
     return [e.strip() for e in value.split(",") if e.strip()]
 
 
+def _prompt(question: str, option: str) -> str:
+    """Ask on stdin for a value the user left out (as upstream's CLI did).
+
+    The question is shown only on a terminal; piped input is read silently.
+
+    Raises
+    ------
+    ConfigError
+        If nothing can be read (no input, e.g. in CI).
+    """
+    interactive = sys.stdin is not None and sys.stdin.isatty()
+    if interactive:
+        print(f"{question}: ", end="", file=sys.stderr, flush=True)
+    try:
+        answer = sys.stdin.readline() if sys.stdin is not None else ""
+    except (OSError, ValueError):
+        answer = ""
+    if not answer.strip():
+        if interactive:
+            print(file=sys.stderr)
+        raise ConfigError(f"give {option} (nothing was entered when asked)")
+    return answer.strip()
+
+
 def _cmd_version(args: argparse.Namespace) -> int:
     import flwr
 
@@ -32,24 +56,43 @@ def _cmd_version(args: argparse.Namespace) -> int:
 def _cmd_bootstrap(args: argparse.Namespace) -> int:
     from syft_flwr.project import bootstrap
 
-    datasites = [e for v in args.datasites for e in _emails(v)]
-    cfg = bootstrap(args.project_dir, args.aggregator, datasites, args.transport)
+    aggregator = args.aggregator or _prompt(
+        "Enter the datasite email of the Aggregator (Flower Server)", "-a/--aggregator"
+    )
+    values = args.datasites or [
+        _prompt(
+            "Enter a comma-separated email of datasites of the Flower Clients",
+            "-d/--datasites",
+        )
+    ]
+    datasites = [e for v in values for e in _emails(v)]
+    cfg = bootstrap(
+        args.project_dir, aggregator, datasites, args.transport, force=args.force
+    )
     print(f"bootstrapped {cfg.app_dir} (app {cfg.app_name}, transport {cfg.transport})")
     print(f"  aggregator: {cfg.aggregator}")
     print(f"  data owners: {', '.join(cfg.datasites)}")
     return 0
 
 
-def _simulate(args: argparse.Namespace, paths: list[str] | None) -> int:
+def _simulate(
+    args: argparse.Namespace,
+    paths: list[str] | None,
+    *,
+    entry: str = "party",
+    log_dir: Path | None = None,
+) -> int:
     from syft_flwr.simulation import simulate
 
     res = simulate(
         args.app_dir,
         args.num_data_owners,
         mock_dataset_paths=paths,
-        run_config=args.run_config,
+        run_config=" ".join(args.run_config) if args.run_config else None,
         workdir=args.workdir,
         timeout=args.timeout,
+        entry=entry,
+        log_dir=log_dir,
     )
     return 0 if res.ok else 1
 
@@ -59,11 +102,25 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    paths = [p for v in (args.mock_dataset_paths or []) for p in v.split(",") if p]
+    from syft_flwr.project import load_project
+    from syft_flwr.run_simulation import LOG_DIR_NAME
+
+    cfg = load_project(args.app_dir)  # a clear error before any prompt
+    values = args.mock_dataset_paths or [
+        _prompt("Enter comma-separated paths to mock datasets", "--mock-dataset-paths")
+    ]
+    paths = [p.strip() for v in values for p in v.split(",") if p.strip()]
     if not paths:
         raise ConfigError("give --mock-dataset-paths (one folder per data owner)")
     args.num_data_owners = None
-    return _simulate(args, paths)
+    # A bootstrapped app runs through its own main.py, as upstream's `run` did.
+    use_main = cfg.bootstrapped and (cfg.app_dir / "main.py").is_file()
+    return _simulate(
+        args,
+        paths,
+        entry="main.py" if use_main else "party",
+        log_dir=cfg.app_dir / LOG_DIR_NAME,
+    )
 
 
 def _cmd_party(args: argparse.Namespace) -> int:
@@ -138,16 +195,34 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "bootstrap", help="turn a Flower app folder into a syft_flwr app"
     )
-    s.add_argument("project_dir", type=Path)
-    s.add_argument("-a", "--aggregator", "-s", "--server", required=True)
+    s.add_argument("project_dir", type=Path, help="the Flower app folder")
+    s.add_argument(
+        "-a",
+        "--aggregator",
+        "-s",
+        "--server",
+        default=None,
+        help="the researcher's email (asked for if left out)",
+    )
     s.add_argument(
         "-d",
         "--datasites",
         action="append",
-        required=True,
-        help="emails, comma-separated or repeated",
+        default=None,
+        help="data owner emails, comma-separated or repeated (asked for if left out)",
     )
-    s.add_argument("-t", "--transport", choices=["syftbox", "p2p"], default=None)
+    s.add_argument(
+        "-t",
+        "--transport",
+        choices=["syftbox", "p2p"],
+        default=None,
+        help="syftbox (default) or p2p (Google Drive)",
+    )
+    s.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing main.py (by default bootstrap refuses)",
+    )
     s.set_defaults(func=_cmd_bootstrap)
 
     for name, helptext in (
@@ -155,16 +230,45 @@ def build_parser() -> argparse.ArgumentParser:
         ("run", "simulate with one data owner per mock dataset path (upstream form)"),
     ):
         s = sub.add_parser(name, help=helptext)
-        s.add_argument("app_dir", type=Path)
+        s.add_argument("app_dir", type=Path, help="the Flower app folder")
         if name == "simulate":
-            s.add_argument("-n", "--num-data-owners", type=int, default=None)
+            s.add_argument(
+                "-n",
+                "--num-data-owners",
+                type=int,
+                default=None,
+                help="how many data owners (default: the app's datasites, else 2)",
+            )
             s.set_defaults(func=_cmd_simulate)
         else:
-            s.add_argument("-m", "--mock-dataset-paths", action="append")
+            s.add_argument(
+                "-m",
+                "--mock-dataset-paths",
+                action="append",
+                help="one data folder per data owner (its DATA_DIR), comma-separated "
+                "or repeated (asked for if left out); logs go to "
+                "APP_DIR/simulation_logs",
+            )
             s.set_defaults(func=_cmd_run)
-        s.add_argument("--run-config", default=None, help='e.g. "num-server-rounds=5"')
-        s.add_argument("--workdir", type=Path, default=None)
-        s.add_argument("--timeout", type=float, default=1800.0)
+        s.add_argument(
+            "--run-config",
+            action="append",
+            default=None,
+            help='app config overrides, e.g. "num-server-rounds=5"; repeatable',
+        )
+        s.add_argument(
+            "--workdir",
+            type=Path,
+            default=None,
+            help="folder for the simulated network and outputs (default: a new "
+            "temporary folder)",
+        )
+        s.add_argument(
+            "--timeout",
+            type=float,
+            default=1800.0,
+            help="seconds before the whole run is stopped (default 1800)",
+        )
 
     s = sub.add_parser(
         "keys", help="create (if needed) and show your encryption key fingerprint"
@@ -191,8 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--app-name", default=None)
     s.add_argument("--aggregator", default=None)
     s.add_argument("--datasites", default=None)
-    s.add_argument("--run-config", default=None)
-    s.add_argument("--node-config", default=None)
+    s.add_argument("--run-config", action="append", default=None)
+    s.add_argument("--node-config", action="append", default=None)
     s.set_defaults(func=_cmd_party)
     return p
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
@@ -13,7 +14,7 @@ from flwr.common.constant import ErrorCode
 
 from syft_flwr._flwr_compat import SYSTEM_MESSAGE_TYPE, set_message_id
 from syft_flwr.config import Settings
-from syft_flwr.errors import SerializationError
+from syft_flwr.errors import RunFailed, SerializationError
 from syft_flwr.events.factory import create_events_watcher
 from syft_flwr.events.protocol import SyftFlwrEvents
 from syft_flwr.events.watcher import TransportEvents, current_request
@@ -67,7 +68,11 @@ class ClientAppHandler:
         self.reveal_errors = reveal_errors
         self._contexts: dict[int, Context] = {}
         self.stopped_reason: str | None = None
+        #: How the researcher said the run ended ("completed", "failed", ...).
+        self.stopped_outcome: str | None = None
         self.handled = 0
+        self.succeeded = 0
+        self.failed = 0
 
     def context_for(self, run_id: int) -> Context:
         """The persistent Context of ``run_id`` (its ``state`` survives rounds)."""
@@ -132,16 +137,36 @@ class ClientAppHandler:
                 reply_to=msg,
             )
         self.handled += 1
+        if reply.has_error():
+            self.failed += 1
+        else:
+            self.succeeded += 1
         return self._finish(reply)
 
+    def check_outcome(self) -> None:
+        """Raise :class:`RunFailed` if this data owner's part of the run failed.
+
+        Failed means: the researcher said the run failed, or ClientApp calls
+        were made and not one succeeded.
+        """
+        if self.handled and not self.succeeded:
+            raise RunFailed(
+                f"all {self.handled} ClientApp calls on {self.email} failed "
+                "(the tracebacks are above in this log)"
+            )
+        if self.stopped_outcome == "failed":
+            raise RunFailed(f"the researcher ended the run: {self.stopped_reason}")
+
     def _system(self, msg: Message) -> bytes:
-        action = reason = ""
+        action = reason = outcome = ""
         if msg.has_content():
             for rec in msg.content.config_records.values():
                 action = str(rec.get("action", action))
                 reason = str(rec.get("reason", reason))
+                outcome = str(rec.get("outcome", outcome))
         if action == "stop":
             self.stopped_reason = reason or "stop requested"
+            self.stopped_outcome = outcome or "completed"
             logger.info("the researcher ended the run: %s", self.stopped_reason)
             reply = Message(
                 RecordDict({"ack": ConfigRecord({"action": "stop", "stopped": True})}),
@@ -229,11 +254,26 @@ def run_data_owner(
     return handler
 
 
-def syftbox_flwr_client(client_app: ClientApp, context: Context, app_name: str) -> None:
-    """Upstream-compatible entry point: serve ``client_app`` for ``app_name``."""
-    run_data_owner(
+def syftbox_flwr_client(
+    client_app: ClientApp,
+    context: Context,
+    app_name: str,
+    project_dir: str | Path | None = None,
+) -> None:
+    """Upstream-compatible entry point: serve ``client_app`` for ``app_name``.
+
+    Raises
+    ------
+    RunFailed
+        Every ClientApp call failed, or the researcher reported a failed run.
+    """
+    from syft_flwr.client.factory import create_client
+
+    handler = run_data_owner(
         client_app,
         app_name,
+        client=create_client(project_dir=project_dir) if project_dir else None,
         run_config=dict(context.run_config),
         node_config=dict(context.node_config),
     )
+    handler.check_outcome()

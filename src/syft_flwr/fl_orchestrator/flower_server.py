@@ -7,6 +7,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context, RecordDict
@@ -15,6 +16,7 @@ from flwr.serverapp import ServerApp
 
 from syft_flwr._flwr_compat import AGGREGATOR_NODE_ID
 from syft_flwr.config import Settings
+from syft_flwr.errors import RunFailed
 from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
 from syft_flwr.ids import new_run_id
 
@@ -78,6 +80,12 @@ def run_researcher(
     -------
     Context
         The server Context after the run.
+
+    Raises
+    ------
+    RunFailed
+        Work was sent and not one ClientApp call succeeded (each one raised,
+        was refused or never answered): the run produced nothing.
     """
     grid = grid or SyftGrid(app_name, datasites, client=client, settings=settings)
     rid = run_id if run_id is not None else new_run_id()
@@ -96,7 +104,7 @@ def run_researcher(
         len(datasites),
         ", ".join(datasites),
     )
-    reason = "Training complete"
+    reason, outcome = "Training complete", "completed"
     try:
         with _sigterm_as_interrupt():
             out = run_serverapp(
@@ -105,27 +113,61 @@ def run_researcher(
                 server_app_dir=".",
                 loaded_server_app=server_app,
             )
+        _check_work(grid)
         return out
     except KeyboardInterrupt:
-        reason = "Researcher interrupted the run"
+        reason, outcome = "Researcher interrupted the run", "interrupted"
         logger.warning("interrupted: stopping the data owners")
         raise
+    except RunFailed as exc:
+        reason, outcome = f"Run failed: {exc}", "failed"
+        logger.error("the run failed: %s", exc)
+        raise
     except BaseException as exc:
-        reason = f"Server failed: {type(exc).__name__}"
+        reason, outcome = f"Server failed: {type(exc).__name__}", "failed"
         logger.error("the ServerApp failed: %s", exc)
         raise
     finally:
         try:
-            grid.send_stop_signal(group_id="final", reason=reason, wait=stop_wait)
+            grid.send_stop_signal(
+                group_id="final", reason=reason, wait=stop_wait, outcome=outcome
+            )
         except Exception:  # never mask the run's own outcome
             logger.exception("could not send the stop signal")
         grid.close()
 
 
+def _check_work(grid: SyftGrid) -> None:
+    """Raise :class:`RunFailed` when no ClientApp call of the run succeeded."""
+    t = grid.tally
+    if t.all_failed:
+        raise RunFailed(
+            f"none of the {t.sent} ClientApp calls succeeded "
+            f"({t.failed} failed, {t.sent - t.failed} unanswered)"
+        )
+    logger.info(
+        "ClientApp calls: %d sent, %d succeeded, %d failed",
+        t.sent,
+        t.succeeded,
+        t.failed,
+    )
+
+
 def syftbox_flwr_server(
-    server_app: ServerApp, context: Context, datasites: list[str], app_name: str
+    server_app: ServerApp,
+    context: Context,
+    datasites: list[str],
+    app_name: str,
+    project_dir: str | Path | None = None,
 ) -> Context:
-    """Upstream-compatible entry point."""
+    """Upstream-compatible entry point (``project_dir`` picks the transport)."""
+    from syft_flwr.client.factory import create_client
+
+    client = create_client(project_dir=project_dir) if project_dir else None
     return run_researcher(
-        server_app, app_name, datasites, run_config=dict(context.run_config)
+        server_app,
+        app_name,
+        datasites,
+        client=client,
+        run_config=dict(context.run_config),
     )

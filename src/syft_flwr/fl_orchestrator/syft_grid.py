@@ -51,7 +51,7 @@ from syft_flwr.rpc import CodecPolicy, Incoming, SyftFlwrRpc
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
 from syft_flwr.transports.base import Transport, Watch
 
-__all__ = ["DEFAULT_ENDPOINT", "SyftGrid"]
+__all__ = ["DEFAULT_ENDPOINT", "SyftGrid", "WorkTally"]
 
 logger = logging.getLogger("syft_flwr.grid")
 
@@ -74,6 +74,25 @@ class _Pending:
     email: str
     node_id: int
     sent_at: float
+
+
+@dataclass
+class WorkTally:
+    """What became of the ClientApp work this grid sent (system messages excluded).
+
+    ``sent`` requests went out; ``succeeded`` got a reply without error;
+    ``failed`` got an error reply (a raised ClientApp, a refusal, an unreadable
+    reply). Requests never answered count in neither.
+    """
+
+    sent: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+    @property
+    def all_failed(self) -> bool:
+        """True when work was sent and not one ClientApp call succeeded."""
+        return self.sent > 0 and self.succeeded == 0
 
 
 class SyftGrid(Grid):
@@ -156,6 +175,7 @@ class SyftGrid(Grid):
         self._unsent: dict[str, tuple[str, bytes, float]] = {}
         self._ready: set[str] = set()
         self._ready_checked: dict[str, float] = {}
+        self.tally = WorkTally()
 
     # -- helpers --------------------------------------------------------------
     @property
@@ -316,6 +336,8 @@ class SyftGrid(Grid):
                 self._pending[mid] = _Pending(
                     msg, email, md.dst_node_id, time.monotonic()
                 )
+                if md.message_type != SYSTEM_MESSAGE_TYPE:
+                    self.tally.sent += 1
             if self._is_ready(email, force=True):
                 self._send(mid, email, data, expires_at)
             else:
@@ -478,7 +500,18 @@ class SyftGrid(Grid):
                 continue
             out.append(self._to_reply(p, mid, inc))
             self._complete(mid, p)
+        self._count(out)
         return out
+
+    def _count(self, replies: list[Message]) -> None:
+        with self._lock:
+            for r in replies:
+                if r.metadata.message_type == SYSTEM_MESSAGE_TYPE:
+                    continue
+                if r.has_error():
+                    self.tally.failed += 1
+                else:
+                    self.tally.succeeded += 1
 
     def _complete(self, mid: str, p: _Pending, *, delete: bool = True) -> None:
         with self._lock:
@@ -606,6 +639,7 @@ class SyftGrid(Grid):
         ttl: float = 60.0,
         *,
         wait: float = 0.0,
+        outcome: str = "completed",
     ) -> list[Message]:
         """Send a stop signal to all connected FL clients.
 
@@ -619,6 +653,9 @@ class SyftGrid(Grid):
             Time-to-live for the stop messages in seconds.
         wait:
             Seconds to wait for acknowledgements (0: fire and forget).
+        outcome:
+            ``"completed"``, ``"failed"`` or ``"interrupted"``: how the run
+            ended; a data owner told ``"failed"`` exits non-zero.
 
         Returns
         -------
@@ -630,7 +667,11 @@ class SyftGrid(Grid):
         msgs = [
             self.create_message(
                 RecordDict(
-                    {"config": ConfigRecord({"action": "stop", "reason": reason})}
+                    {
+                        "config": ConfigRecord(
+                            {"action": "stop", "reason": reason, "outcome": outcome}
+                        )
+                    }
                 ),
                 SYSTEM_MESSAGE_TYPE,
                 nid,

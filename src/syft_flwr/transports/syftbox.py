@@ -41,6 +41,23 @@ __all__ = ["PERM_FILE_GO", "PERM_FILE_PY", "SyftBoxTransport"]
 
 logger = logging.getLogger(__name__)
 
+
+class _QuietInactiveEmitter(logging.Filter):
+    """Drop watchdog's "queue_events() called when the thread is inactive" line.
+
+    It is logged (at debug level, so it shows wherever the root logger is
+    verbose) by every inotify emitter that races its own shutdown: noise at
+    exit that says nothing about the run.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "when the thread is inactive" not in str(record.msg)
+
+
+_INOTIFY_LOGGER = logging.getLogger("watchdog.observers.inotify")
+if not any(isinstance(f, _QuietInactiveEmitter) for f in _INOTIFY_LOGGER.filters):
+    _INOTIFY_LOGGER.addFilter(_QuietInactiveEmitter())
+
 PERM_FILE_GO = "syft.pub.yaml"
 PERM_FILE_PY = "syftperm.yaml"
 #: SyftBox 0.4.0's client refuses (silently) to upload files over 10 MB.
