@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import time
@@ -316,7 +317,12 @@ def test_announced_size_mismatch_is_chunk_integrity_error() -> None:
     raw, _ = _encode(b"hello")
     doc = json.loads(raw)
     doc["syft_flwr"]["size"] = 6
-    head = parse_head(json.dumps(doc).encode())
+    # sizes that disagree are refused by the strict reader, before any body read
+    with pytest.raises(ChunkIntegrityError, match="5 bytes for a 6-byte"):
+        parse_head(json.dumps(doc).encode())
+    # and by decode_body too, for a head built by hand
+    head = parse_head(raw)
+    head = dataclasses.replace(head, size=6)
     with pytest.raises(ChunkIntegrityError):
         decode_body(head, _ctx(), PlainCodec(), lambda n: b"")
     assert not issubclass(ChunkIntegrityError, IncompleteMessage)

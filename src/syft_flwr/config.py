@@ -19,6 +19,8 @@ variable                           default     meaning
 ``SYFT_FLWR_LOG_LEVEL``            ``INFO``    log level of the ``syft_flwr`` logger
 ``SYFT_FLWR_REVEAL_ERRORS``        ``false``   put ClientApp exception messages in error
                                                replies (they may contain private values)
+``SYFT_FLWR_MAX_MESSAGE_BYTES``    2 GiB       largest message body accepted; a head
+                                               announcing more is refused unread
 =================================  ==========  ============================================
 """
 
@@ -38,11 +40,13 @@ from syft_flwr.errors import ConfigError
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_INLINE_LIMIT",
+    "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_MSG_TIMEOUT",
     "DEFAULT_POLL_INTERVAL",
     "ENV_CHUNK_SIZE",
     "ENV_ENCRYPTION_ENABLED",
     "ENV_LOG_LEVEL",
+    "ENV_MAX_MESSAGE_BYTES",
     "ENV_MSG_TIMEOUT",
     "ENV_POLL_INTERVAL",
     "ENV_REVEAL_ERRORS",
@@ -59,6 +63,7 @@ ENV_ENCRYPTION_ENABLED = "SYFT_FLWR_ENCRYPTION_ENABLED"
 ENV_CHUNK_SIZE = "SYFT_FLWR_CHUNK_SIZE"
 ENV_LOG_LEVEL = "SYFT_FLWR_LOG_LEVEL"
 ENV_REVEAL_ERRORS = "SYFT_FLWR_REVEAL_ERRORS"
+ENV_MAX_MESSAGE_BYTES = "SYFT_FLWR_MAX_MESSAGE_BYTES"
 
 DEFAULT_MSG_TIMEOUT = 120.0  # seconds
 DEFAULT_POLL_INTERVAL = 2.0  # seconds
@@ -69,6 +74,8 @@ DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024  # bytes
 #: syft-rpc does; anything larger goes to binary chunk files (no base64 of bulk).
 DEFAULT_INLINE_LIMIT = 64 * 1024  # bytes
 MIN_CHUNK_SIZE = 1024  # bytes; smaller only makes sense in tests
+#: Largest message body a reader accepts (heads announcing more are refused).
+DEFAULT_MAX_MESSAGE_BYTES = 2 * 1024**3  # bytes
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -148,6 +155,7 @@ class Settings:
     reveal_errors: bool = False
     #: ``NO_COLOR`` (https://no-color.org) set to anything non-empty.
     no_color: bool = False
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
     def __post_init__(self) -> None:
         if self.chunk_size < MIN_CHUNK_SIZE:
@@ -190,6 +198,12 @@ class Settings:
             values["reveal_errors"] = _parse_bool(ENV_REVEAL_ERRORS, v)  # type: ignore[arg-type]
         if (v := env.get(ENV_LOG_LEVEL)) not in (None, ""):
             values["log_level"] = str(v).upper()
+        if (v := env.get(ENV_MAX_MESSAGE_BYTES)) not in (None, ""):
+            values["max_message_bytes"] = _parse_int(  # type: ignore[assignment]
+                ENV_MAX_MESSAGE_BYTES,
+                v,  # type: ignore[arg-type]
+                minimum=1,
+            )
         if env.get("NO_COLOR"):
             values["no_color"] = True
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -32,12 +32,14 @@ import binascii
 import hashlib
 import json
 import math
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from syft_flwr import strict_json
 from syft_flwr.errors import ChunkIntegrityError, EnvelopeError, IncompleteMessage
 
 __all__ = [
@@ -45,8 +47,11 @@ __all__ = [
     "BodyCodec",
     "ChunkInfo",
     "Head",
+    "ID_PATTERN",
+    "MAX_HEAD_BYTES",
     "PlainCodec",
     "SealContext",
+    "check_id",
     "chunk_name",
     "decode_body",
     "encode_message",
@@ -72,11 +77,11 @@ def parse_time(value: str) -> float:
     """Parse an ISO-8601 timestamp (``Z`` accepted) into a POSIX timestamp."""
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except (ValueError, AttributeError) as exc:
-        raise EnvelopeError(f"invalid timestamp {value!r}") from exc
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        return dt.timestamp()
+    except (ValueError, AttributeError, OverflowError) as exc:
+        raise EnvelopeError(f"invalid timestamp {str(value)[:80]!r}") from exc
 
 
 def head_name(message_id: str, kind: Kind) -> str:
@@ -271,83 +276,206 @@ def encode_message(
     return head, chunks
 
 
-def parse_head(data: bytes, *, expected_kind: Kind | None = None) -> Head:
-    """Parse a head file.
+#: A message id (and so a file name stem): what syft-rpc and Flower produce (UUIDs),
+#: never a path, never ``.``/``..``, never a newline.
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: A head is small: JSON, an inline body of at most ``inline_limit`` (64 KiB by
+#: default) and one manifest line per chunk. Writers keep it under the chunk size.
+MAX_HEAD_BYTES = 8 * 1024 * 1024
+#: Bytes a stored part may exceed its plaintext by (an AEAD tag is 16).
+MAX_PART_OVERHEAD = 64
+_TOP_FIELDS = frozenset(
+    {
+        "id",
+        "sender",
+        "url",
+        "method",
+        "headers",
+        "body",
+        "created",
+        "expires",
+        "status_code",
+        "syft_flwr",
+    }
+)
+_META_FIELDS = frozenset({"v", "kind", "size", "storage", "chunks", "encryption"})
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_EMAIL = re.compile(r"^[^@\s/\\]{1,128}@[^@\s/\\]{1,253}$")
+MAX_HEADERS = 64
+MAX_TEXT = 2048  # characters in a url, a header value, a timestamp
+
+
+def check_id(value: object, what: str = "message id") -> str:
+    """Return ``value`` if it is a valid message id, else raise EnvelopeError."""
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        raise EnvelopeError(f"invalid {what} {str(value)[:80]!r}")
+    return value
+
+
+def _text(doc: Mapping[str, Any], name: str, *, limit: int = MAX_TEXT) -> str:
+    value = doc.get(name)
+    if not isinstance(value, str):
+        raise EnvelopeError(f"head field {name!r} must be a string")
+    if len(value) > limit:
+        raise EnvelopeError(f"head field {name!r} is longer than {limit} characters")
+    return value
+
+
+def _int_field(
+    obj: Mapping[str, Any], name: str, lo: int, hi: int, default: int | None = None
+) -> int:
+    value = obj.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EnvelopeError(f"field {name!r} must be an integer")
+    if not lo <= value <= hi:
+        raise EnvelopeError(f"field {name!r} = {value} is outside [{lo}, {hi}]")
+    return value
+
+
+def _check_chunks(
+    raw: object, size: int, encrypted: bool, max_message_bytes: int
+) -> tuple[ChunkInfo, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise EnvelopeError("chunked body lists no chunks")
+    chunks = []
+    for c in raw:
+        if not isinstance(c, dict) or set(c) != {"size", "sha256"}:
+            raise EnvelopeError("a chunk entry must have exactly 'size' and 'sha256'")
+        csize = _int_field(c, "size", 1, max_message_bytes + MAX_PART_OVERHEAD)
+        digest = c["sha256"]
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            raise EnvelopeError("a chunk's sha256 is not 64 lower-case hex digits")
+        chunks.append(ChunkInfo(csize, digest))
+    # Sizes must agree: every chunk but the last the same size, and the stored
+    # total equal to the body plus at most the codec's per-part overhead.
+    first = chunks[0].size
+    if any(c.size != first for c in chunks[:-1]) or chunks[-1].size > first:
+        raise EnvelopeError("chunk sizes are not a split of one body")
+    stored = sum(c.size for c in chunks)
+    slack = len(chunks) * (MAX_PART_OVERHEAD if encrypted else 0)
+    if not size <= stored <= size + slack:
+        raise ChunkIntegrityError(
+            f"{len(chunks)} chunks hold {stored} bytes for a {size}-byte body"
+        )
+    return tuple(chunks)
+
+
+def parse_head(
+    data: bytes,
+    *,
+    expected_kind: Kind | None = None,
+    max_message_bytes: int = 2 * 1024**3,
+) -> Head:
+    """Parse a head file: the one strict reader of every head (v0 and v1).
+
+    Limits are checked before and while parsing: the head's size, its nesting
+    depth, finite numbers only, known fields only, ids matching
+    :data:`ID_PATTERN`, a body no larger than ``max_message_bytes`` and chunk
+    sizes that add up to it.
 
     Raises
     ------
     IncompleteMessage
         The bytes are not (yet) complete JSON: a partial write or sync.
     EnvelopeError
-        The JSON is complete but not a valid envelope.
+        The JSON is complete but not a valid envelope (the reason says why).
     """
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise IncompleteMessage(f"head is not complete JSON yet: {exc}") from exc
+    doc = strict_json.loads(data, max_bytes=MAX_HEAD_BYTES)
     if not isinstance(doc, dict):
         raise EnvelopeError("head is not a JSON object")
+    unknown = set(doc) - _TOP_FIELDS
+    if unknown:
+        raise EnvelopeError(f"head has unknown fields {sorted(unknown)[:5]}")
+    for name in ("id", "sender", "url", "created", "expires"):
+        if name not in doc:
+            raise EnvelopeError(f"head misses field {name!r}")
+    meta = doc.get("syft_flwr")
+    kind: str = "response" if "status_code" in doc else "request"
+    if meta is None:
+        # A plain syft-rpc message (no envelope): body inline, plaintext.
+        meta = {"v": 0, "kind": kind, "storage": "inline", "encryption": None}
+    if not isinstance(meta, dict):
+        raise EnvelopeError("'syft_flwr' is not an object")
+    unknown = set(meta) - _META_FIELDS
+    if unknown:
+        raise EnvelopeError(f"'syft_flwr' has unknown fields {sorted(unknown)[:5]}")
+    version = _int_field(meta, "v", 0, 2**31, default=0)
+    if version > ENVELOPE_VERSION:
+        raise EnvelopeError(
+            f"envelope version {version} is newer than this syft_flwr "
+            f"understands ({ENVELOPE_VERSION}); upgrade syft_flwr"
+        )
+    kind = meta.get("kind", kind)
+    if kind not in ("request", "response"):
+        raise EnvelopeError(f"unknown kind {str(kind)[:40]!r}")
+    if expected_kind is not None and kind != expected_kind:
+        raise EnvelopeError(f"expected a {expected_kind}, got a {kind}")
+    mid = check_id(doc["id"])
+    sender = _text(doc, "sender", limit=400).lower()
+    if not _EMAIL.match(sender):
+        raise EnvelopeError(f"sender {sender[:80]!r} is not an email")
+    url = _text(doc, "url")
+    created, expires = _text(doc, "created"), _text(doc, "expires")
+    parse_time(created), parse_time(expires)
+    storage = meta.get("storage", "inline")
+    if storage not in ("inline", "chunks"):
+        raise EnvelopeError(f"unknown storage {str(storage)[:40]!r}")
+    enc = meta.get("encryption")
+    if enc is not None and not isinstance(enc, dict):
+        raise EnvelopeError("'encryption' is not an object")
+    body_b64 = doc.get("body") or ""
+    if not isinstance(body_b64, str):
+        raise EnvelopeError("head field 'body' must be a string")
+    if storage == "chunks" and body_b64:
+        raise EnvelopeError("a chunked body has an inline body too")
     try:
-        meta = doc.get("syft_flwr")
-        kind = "response" if "status_code" in doc else "request"
-        if meta is None:
-            # A plain syft-rpc message (no envelope): body inline, plaintext.
-            meta = {"v": 0, "kind": kind, "storage": "inline", "encryption": None}
-        if not isinstance(meta, dict):
-            raise EnvelopeError("'syft_flwr' is not an object")
-        version = int(meta.get("v", 0))
-        if version > ENVELOPE_VERSION:
-            raise EnvelopeError(
-                f"envelope version {version} is newer than this syft_flwr "
-                f"understands ({ENVELOPE_VERSION}); upgrade syft_flwr"
-            )
-        kind = meta.get("kind", kind)
-        if kind not in ("request", "response"):
-            raise EnvelopeError(f"unknown kind {kind!r}")
-        if expected_kind is not None and kind != expected_kind:
-            raise EnvelopeError(f"expected a {expected_kind}, got a {kind}")
-        storage = meta.get("storage", "inline")
-        body_b64 = doc.get("body") or ""
         inline_body = base64.b64decode(body_b64, validate=True) if body_b64 else b""
-        chunks = tuple(
-            ChunkInfo(size=int(c["size"]), sha256=str(c["sha256"]))
-            for c in meta.get("chunks", [])
+    except (binascii.Error, ValueError) as exc:
+        raise EnvelopeError(f"inline body is not base64: {exc}") from exc
+    size = _int_field(meta, "size", 0, max_message_bytes, default=len(inline_body))
+    chunks: tuple[ChunkInfo, ...] = ()
+    if storage == "chunks":
+        chunks = _check_chunks(
+            meta.get("chunks"), size, enc is not None, max_message_bytes
         )
-        if storage not in ("inline", "chunks"):
-            raise EnvelopeError(f"unknown storage {storage!r}")
-        if storage == "chunks" and not chunks:
-            raise EnvelopeError("chunked body lists no chunks")
-        enc = meta.get("encryption")
-        if enc is not None and not isinstance(enc, dict):
-            raise EnvelopeError("'encryption' is not an object")
-        size = int(meta.get("size", len(inline_body)))
-        headers = doc.get("headers") or {}
-        if not isinstance(headers, dict):
-            raise EnvelopeError("'headers' is not an object")
-        return Head(
-            id=str(doc["id"]),
-            kind=kind,
-            sender=str(doc["sender"]).lower(),
-            url=str(doc["url"]),
-            created=str(doc["created"]),
-            expires=str(doc["expires"]),
-            headers={str(k): str(v) for k, v in headers.items()},
-            size=size,
-            storage=storage,
-            inline_body=inline_body,
-            chunks=chunks,
-            encryption=enc,
-            status_code=int(doc["status_code"]) if "status_code" in doc else None,
-            method=doc.get("method"),
-            version=version,
-            raw=doc,
+    elif meta.get("chunks"):
+        raise EnvelopeError("an inline body lists chunks")
+    elif version >= 1 and not (
+        size <= len(inline_body) <= size + (MAX_PART_OVERHEAD if enc else 0)
+    ):
+        raise ChunkIntegrityError(
+            f"inline body of {len(inline_body)} bytes for a {size}-byte message"
         )
-    except KeyError as exc:
-        raise EnvelopeError(f"head misses field {exc}") from exc
-    except (TypeError, ValueError, binascii.Error) as exc:
-        if isinstance(exc, EnvelopeError):
-            raise
-        raise EnvelopeError(f"invalid head: {exc}") from exc
+    headers = doc.get("headers") or {}
+    if not isinstance(headers, dict) or len(headers) > MAX_HEADERS:
+        raise EnvelopeError(f"'headers' must be an object of at most {MAX_HEADERS}")
+    for k, v in headers.items():
+        if not isinstance(v, str) or len(k) > 256 or len(v) > MAX_TEXT:
+            raise EnvelopeError(f"header {k[:40]!r} is not a short string")
+    status = None
+    if "status_code" in doc:
+        status = _int_field(doc, "status_code", 100, 599)
+    method = doc.get("method")
+    if method is not None and (not isinstance(method, str) or len(method) > 16):
+        raise EnvelopeError("'method' is not a short string")
+    return Head(
+        id=mid,
+        kind=kind,  # type: ignore[arg-type]
+        sender=sender,
+        url=url,
+        created=created,
+        expires=expires,
+        headers=dict(headers),
+        size=size,
+        storage=storage,
+        inline_body=inline_body,
+        chunks=chunks,
+        encryption=enc,
+        status_code=status,
+        method=method,
+        version=version,
+        raw=doc,
+    )
 
 
 def decode_body(

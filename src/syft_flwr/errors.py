@@ -13,7 +13,8 @@ either::
     ├── SerializationError (ValueError)
     ├── EnvelopeError (ValueError)
     │   ├── IncompleteMessage          file partial / chunk not synced yet: retry later
-    │   └── ChunkIntegrityError        a chunk's size or sha256 does not match
+    │   ├── ChunkIntegrityError        a chunk's size or sha256 does not match
+    │   └── UnsafeFileError            not a regular file, a link, or over a size limit
     ├── TransportError (OSError)
     │   ├── MessageNotFound (FileNotFoundError)
     │   ├── PermissionDenied (PermissionError)    e.g. SyftBox rejected the write
@@ -66,6 +67,7 @@ __all__ = [
     "TransportError",
     "TransportTimeout",
     "UnknownSenderError",
+    "UnsafeFileError",
 ]
 
 
@@ -108,6 +110,11 @@ class IncompleteMessage(EnvelopeError):
 
 class ChunkIntegrityError(EnvelopeError):
     """A chunk file's size or sha256 does not match the envelope manifest."""
+
+
+class UnsafeFileError(EnvelopeError):
+    """A file in a shared folder is refused unread: a symlink, FIFO or device, a
+    path leading outside the datasites, or more bytes than the limit allows."""
 
 
 class TransportError(SyftFlwrError, OSError):

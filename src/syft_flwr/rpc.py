@@ -21,11 +21,13 @@ from typing import Protocol
 
 from syft_flwr.config import Settings
 from syft_flwr.envelope import (
+    MAX_HEAD_BYTES,
     BodyCodec,
     Head,
     Kind,
     PlainCodec,
     SealContext,
+    chunk_name,
     decode_body,
     encode_message,
     format_time,
@@ -283,8 +285,12 @@ class SyftFlwrRpc:
         if path is None or path.app != self.app_name:
             raise MessageNotFound(f"{key} is not a message of app {self.app_name}")
         kind: Kind = "response" if path.name.endswith(".response") else "request"
-        data = raw_head if raw_head is not None else self.transport.get(key)
-        head = parse_head(data, expected_kind=kind)
+        data = raw_head if raw_head is not None else self.read_head_bytes(key)
+        head = parse_head(
+            data,
+            expected_kind=kind,
+            max_message_bytes=self.settings.max_message_bytes,
+        )
         # Who may have written this file: the requester writes into its own
         # sub-folder, the folder owner answers next to it.
         expected_sender = path.peer if kind == "request" else path.owner
@@ -320,10 +326,29 @@ class SyftFlwrRpc:
             else self.policy.for_receiving(ctx, head)
         )
         folder = path.folder
+        # Each chunk is read up to the size its (validated) manifest gives it.
+        limits = {
+            chunk_name(head.id, head.kind, i): c.size for i, c in enumerate(head.chunks)
+        }
         body = decode_body(
-            head, ctx, codec, lambda n: self.transport.get(f"{folder}/{n}")
+            head,
+            ctx,
+            codec,
+            lambda n: self.transport.read_limited(f"{folder}/{n}", limits[n]),
         )
         return Incoming(path=path, head=head, body=body)
+
+    def read_head_bytes(self, key: str) -> bytes:
+        """The bytes of a head file, read under the head size limit.
+
+        Raises
+        ------
+        MessageNotFound
+            No such file.
+        UnsafeFileError
+            Not a regular file, or larger than any head may be.
+        """
+        return self.transport.read_limited(key, MAX_HEAD_BYTES)
 
     def response_for(
         self, recipient: str, endpoint: str, mid: str, *, check_rejected: bool = True

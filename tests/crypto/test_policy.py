@@ -29,7 +29,9 @@ from syft_flwr.crypto.policy import (
 from syft_flwr.envelope import chunk_name, parse_head
 from syft_flwr.errors import (
     BadSignatureError,
+    ChunkIntegrityError,
     DecryptionError,
+    EnvelopeError,
     KeyFilePermissionError,
     KeyNotFound,
     PlaintextRefused,
@@ -118,7 +120,10 @@ def test_tampered_chunk_is_refused(mem, where):
         return b[:-17]
 
     _tamper_chunk(hub, writer, key, mid, 1, bad)
-    with pytest.raises(DecryptionError):
+    # A truncated middle chunk no longer adds up: the strict head reader refuses
+    # it before any decryption; bit flips are caught by the cipher.
+    expected = EnvelopeError if where == "truncate" else DecryptionError
+    with pytest.raises(expected):
         _rpc(parties, DO).read(key)
 
 
@@ -160,6 +165,13 @@ def test_swapped_duplicated_and_missing_chunks_are_refused(mem):
     h["syft_flwr"]["chunks"] = head["syft_flwr"]["chunks"][:-1]
     h["syft_flwr"]["size"] = 140_000
     writer.put(f"{folder}/{chunk_name(mid, 'request', 1)}", c1)
+    writer.put(key, json.dumps(h).encode())
+    with pytest.raises(ChunkIntegrityError):  # sizes no longer add up
+        _rpc(parties, DO).read(key)
+    # ...and with a size that does add up, the cipher refuses (chunk count in AAD)
+    h["syft_flwr"]["size"] = sum(
+        c["size"] for c in h["syft_flwr"]["chunks"]
+    ) - 16 * len(h["syft_flwr"]["chunks"])
     writer.put(key, json.dumps(h).encode())
     with pytest.raises(DecryptionError):
         _rpc(parties, DO).read(key)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings, parse_duration
-from syft_flwr.envelope import parse_head
+from syft_flwr.envelope import ID_PATTERN, parse_head
 from syft_flwr.errors import (
     EncryptionError,
     EnvelopeError,
@@ -295,6 +295,17 @@ class TransportEvents(SyftFlwrEvents):
             return
         mid = path.name[: -len(".request")]
         sender = path.peer
+        if not ID_PATTERN.match(mid):
+            # Not a name any requester writes (a path trick, a newline, ...):
+            # never read, never run, never answered (a reply would reuse it).
+            if key not in self._refused:
+                self._refused.add(key)
+                logger.warning(
+                    "ignored a request file with an invalid name in %s's folder: %r",
+                    sender,
+                    path.name[:80],
+                )
+            return
 
         # Sender check before reading the body: nothing of an unknown sender is
         # decrypted or parsed beyond the head.
@@ -304,8 +315,12 @@ class TransportEvents(SyftFlwrEvents):
             )
             return
         try:
-            raw_head = self.transport.get(key)
-            head = parse_head(raw_head, expected_kind="request")
+            raw_head = self.rpc.read_head_bytes(key)
+            head = parse_head(
+                raw_head,
+                expected_kind="request",
+                max_message_bytes=self.settings.max_message_bytes,
+            )
         except MessageNotFound:
             self._incomplete.pop(key, None)  # withdrawn
             return
@@ -510,7 +525,7 @@ class TransportEvents(SyftFlwrEvents):
                 if not k.endswith(".request"):
                     continue
                 try:
-                    head = parse_head(self.transport.get(k))
+                    head = parse_head(self.rpc.read_head_bytes(k))
                     old = head.created_at < cutoff
                 except (EnvelopeError, TransportError):
                     continue

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from syft_flwr.errors import ConfigError, MessageNotFound
+from syft_flwr.errors import ConfigError, MessageNotFound, UnsafeFileError
 
 __all__ = [
     "KeyCallback",
@@ -183,6 +183,28 @@ class Transport(ABC):
     @abstractmethod
     def get(self, key: str) -> bytes:
         """Return the bytes under ``key``; raise ``MessageNotFound`` if absent."""
+
+    def read_limited(self, key: str, max_bytes: int) -> bytes:
+        """Read a file someone else may have written: at most ``max_bytes``.
+
+        Everything read from a shared folder goes through here. Backends that
+        can tell (local folders) refuse links, FIFOs and devices without
+        opening them for reading, and stop reading past the limit; this
+        default reads the file and then checks its length.
+
+        Raises
+        ------
+        MessageNotFound
+            No file under ``key``.
+        UnsafeFileError
+            More than ``max_bytes``, or not a regular file.
+        """
+        data = self.get(key)
+        if len(data) > max_bytes:
+            raise UnsafeFileError(
+                f"{key} holds {len(data)} bytes, more than the {max_bytes} allowed"
+            )
+        return data
 
     @abstractmethod
     def list(self, prefix: str) -> list[str]:

@@ -17,9 +17,11 @@ module only reads and writes the local copy.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
+import stat
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +29,12 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from syft_flwr.errors import MessageNotFound, TransportClosed, TransportError
+from syft_flwr.errors import (
+    MessageNotFound,
+    TransportClosed,
+    TransportError,
+    UnsafeFileError,
+)
 from syft_flwr.transports.base import (
     TMP_SUFFIX,
     KeyCallback,
@@ -190,6 +197,54 @@ class SyftBoxTransport(Transport):
             raise MessageNotFound(key) from None
         except OSError as exc:
             raise TransportError(f"cannot read {key}: {exc}") from exc
+
+    def read_limited(self, key: str, max_bytes: int) -> bytes:
+        """Read an untrusted file: regular files only, at most ``max_bytes``.
+
+        Opened without following a final symlink and without blocking (a FIFO
+        never stalls the reader), checked with ``fstat`` after opening, and
+        refused if any folder on the way is a link out of the datasites. Never
+        reads more than ``max_bytes + 1`` bytes.
+        """
+        self._check_open()
+        path = self.path_of(key)
+        flags = (
+            os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        )
+        try:
+            fd = os.open(path, flags)
+        except (FileNotFoundError, NotADirectoryError):
+            raise MessageNotFound(key) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeFileError(f"{key} is a symbolic link; not read") from None
+            raise TransportError(f"cannot read {key}: {exc}") from exc
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise UnsafeFileError(f"{key} is not a regular file; not read")
+            real_parent = os.path.realpath(path.parent)
+            if real_parent != str(self.root) and not real_parent.startswith(
+                str(self.root) + os.sep
+            ):
+                raise UnsafeFileError(f"{key} lies behind a link out of the datasites")
+            if st.st_size > max_bytes:
+                raise UnsafeFileError(
+                    f"{key} holds {st.st_size} bytes, more than the {max_bytes} allowed"
+                )
+            buf = bytearray()
+            while len(buf) <= max_bytes:
+                part = os.read(fd, min(1 << 20, max_bytes + 1 - len(buf)))
+                if not part:
+                    break
+                buf += part
+            if len(buf) > max_bytes:  # grew while we read it
+                raise UnsafeFileError(f"{key} holds more than {max_bytes} bytes")
+            return bytes(buf)
+        except OSError as exc:
+            raise TransportError(f"cannot read {key}: {exc}") from exc
+        finally:
+            os.close(fd)
 
     def exists(self, key: str) -> bool:
         return self.path_of(key).is_file()
