@@ -398,7 +398,9 @@ def test_plain_codec_is_default_policy() -> None:
     assert isinstance(rpc.policy.for_sending(ctx), PlainCodec)
 
 
-def test_only_refusals_may_travel_in_clear_when_encryption_is_required() -> None:
+def test_clear_refusals_are_written_but_never_trusted_when_encryption_is_required() -> (
+    None
+):
     hub = MemoryHub()
     strict_ds = SyftFlwrRpc(
         MemoryTransport(hub, DS), APP, settings=SMALL, policy=_RequiredPlain()
@@ -412,10 +414,12 @@ def test_only_refusals_may_travel_in_clear_when_encryption_is_required() -> None
         do.send_response(
             path, request_id="r1", status_code=200, body=b"data", plaintext=True
         )
-    # A refusal in clear is readable (it carries a reason, never data) ...
+    # A refusal in clear may be written (it carries a reason, never data), but
+    # with encryption on nothing proves who wrote it: it is refused, and the
+    # reason it claims is quoted for the logs.
     do.send_response(path, request_id="r1", status_code=403, body=b"no", plaintext=True)
-    got = strict_ds.response_for(DO, EP, "r1")
-    assert got is not None and got.head.status_code == 403 and got.body == b"no"
+    with pytest.raises(PlaintextRefused, match="unauthenticated refusal.*'no'"):
+        strict_ds.response_for(DO, EP, "r1")
     # ... but a plaintext success is refused.
     path2 = RpcPath.parse(f"{FOLDER}/r2.request")
     assert path2 is not None

@@ -312,10 +312,18 @@ class SyftFlwrRpc:
             kind=kind,
             expires=head.expires,
         )
-        # A refusal (non-200 response) may come in clear when it could not be
-        # sealed; it carries a reason, never data, and is reported as an error.
+        # A refusal (non-200 response) may come in clear when the data owner
+        # could not seal it. With encryption on, nothing proves who wrote such a
+        # file, so it never counts as the data owner's answer: it is refused
+        # with the reason it claims (useful in logs, never trusted).
         refusal = kind == "response" and (head.status_code or 200) != 200
-        if self.policy.required and not head.encrypted and not refusal:
+        if self.policy.required and not head.encrypted:
+            if refusal and head.storage == "inline":
+                claimed = head.inline_body[:200].decode("utf-8", errors="replace")
+                raise PlaintextRefused(
+                    f"an unauthenticated refusal (status {head.status_code}, not "
+                    f"sealed by {head.sender}) says: {claimed!r}"
+                )
             raise PlaintextRefused(
                 f"{kind} {head.id} from {head.sender} is not encrypted, but encryption "
                 "is required here (SYFT_FLWR_ENCRYPTION_ENABLED)"
@@ -422,6 +430,16 @@ class SyftFlwrRpc:
             callback(f"{path.folder}/{head_name(mid, 'request')}")
 
         return self.transport.watch(prefix, on_key)
+
+    def request_keys(self, endpoint: str) -> list[tuple[str, bool]]:
+        """Return ``(head key, has a response file)`` for every request to us."""
+        keys = self.transport.list(self.endpoint_prefix(self.identity, endpoint))
+        present = set(keys)
+        return [
+            (k, k[: -len(".request")] + ".response" in present)
+            for k in keys
+            if k.endswith(".request")
+        ]
 
     def pending_request_keys(self, endpoint: str) -> list[str]:
         """Return head keys of requests to us that have no response yet."""

@@ -37,6 +37,7 @@ from syft_flwr.errors import (
     EncryptionError,
     EnvelopeError,
     IncompleteMessage,
+    KeyNotFound,
     MessageNotFound,
     SecurityError,
     TransportError,
@@ -165,6 +166,7 @@ class TransportEvents(SyftFlwrEvents):
         self._warned: set[str] = set()
         self._answered: set[str] = set()  # ids this process replied to
         self._refused: set[str] = set()  # head keys refused (logged once)
+        self._foreign_replies: set[str] = set()  # replies found that we never wrote
         self.served = 0
         #: Seconds to wait at exit for the requester to read our last replies
         #: (kept short so stop() returns within a second; Drive overrides it).
@@ -243,8 +245,11 @@ class TransportEvents(SyftFlwrEvents):
     def _rescan(self) -> None:
         for name in self._endpoints:
             try:
-                for key in self.rpc.pending_request_keys(name):
-                    self._queue.put(key)
+                for key, answered in self.rpc.request_keys(name):
+                    # A request with a reply we did not write (planted) is
+                    # still ours to answer.
+                    if not answered or not self._replied_or_refused(key):
+                        self._queue.put(key)
             except TransportError as exc:
                 logger.warning("could not list requests for %s: %s", name, exc)
 
@@ -290,11 +295,23 @@ class TransportEvents(SyftFlwrEvents):
         if ep is None:
             return
         response_key = key[: -len(".request")] + ".response"
-        if self.transport.exists(response_key):
-            self._incomplete.pop(key, None)
-            return
         mid = path.name[: -len(".request")]
         sender = path.peer
+        if self.transport.exists(response_key):
+            if self._replied_or_refused(key) or self._own_reply(response_key):
+                self._incomplete.pop(key, None)
+                return
+            # A reply this data owner never wrote (planted, or left by a broken
+            # sync): it must not stop the real answer, which replaces it.
+            if key not in self._foreign_replies:
+                self._foreign_replies.add(key)
+                logger.warning(
+                    "a reply to request %s from %s is already there but was not "
+                    "written by %s; it will be replaced by the real answer",
+                    mid,
+                    sender,
+                    self.client_email,
+                )
         if not ID_PATTERN.match(mid):
             # Not a name any requester writes (a path trick, a newline, ...):
             # never read, never run, never answered (a reply would reuse it).
@@ -370,6 +387,11 @@ class TransportEvents(SyftFlwrEvents):
         except IncompleteMessage as exc:
             self._not_ready(key, sender, mid, str(exc))
             return
+        except KeyNotFound as exc:
+            # The sender's public keys are not visible (yet): a half-synced
+            # did.json. Wait for them until the request expires (then 419).
+            self._not_ready(key, sender, mid, f"waiting for its public keys: {exc}")
+            return
         except (SecurityError, EncryptionError) as exc:
             self._refuse(path, mid, 403, f"refused: {exc}", key, expires=head.expires)
             return
@@ -378,6 +400,33 @@ class TransportEvents(SyftFlwrEvents):
             return
         self._incomplete.pop(key, None)
         self._execute(ep, incoming)
+
+    def _own_reply(self, response_key: str) -> bool:
+        """Whether the reply file at ``response_key`` can be ours (then keep it).
+
+        A reply from an earlier run of this data owner (its ledger lost, or
+        another device) must not make the work run twice; a file that is not
+        even a well-formed reply from this data owner (sealed, when encryption
+        is on) cannot be, and is replaced by the real answer.
+        """
+        try:
+            head = parse_head(
+                self.rpc.read_head_bytes(response_key),
+                expected_kind="response",
+                max_message_bytes=self.settings.max_message_bytes,
+            )
+        except MessageNotFound:
+            return True  # gone meanwhile: the next pass decides
+        except (EnvelopeError, TransportError):
+            return False
+        if head.sender != self.client_email:
+            return False
+        return head.encrypted or not self.rpc.policy.required
+
+    def _replied_or_refused(self, key: str) -> bool:
+        """Whether this data owner answered (or refused) the request at ``key``."""
+        mid = key.rsplit("/", 1)[-1][: -len(".request")]
+        return mid in self._answered or mid in self.ledger or key in self._refused
 
     def _execute(self, ep: _Endpoint, incoming: Incoming) -> None:
         # Record before running: a crash mid-handler must not lead to a second run.

@@ -176,6 +176,9 @@ class SyftGrid(Grid):
         self._ready: set[str] = set()
         self._ready_checked: dict[str, float] = {}
         self.tally = WorkTally()
+        self._aside: dict[
+            str, str
+        ] = {}  # message id -> why its reply file was set aside
 
     # -- helpers --------------------------------------------------------------
     @property
@@ -484,14 +487,13 @@ class SyftGrid(Grid):
                 )
                 self._complete(mid, p)
                 continue
+            except KeyNotFound as exc:
+                # The data owner's keys are not (fully) synced yet: wait.
+                self._set_aside(p, mid, exc, waiting_for="its public keys")
+                continue
             except (EnvelopeError, EncryptionError, SecurityError) as exc:
-                logger.warning("refused the reply of %s to %s: %s", p.email, mid, exc)
-                out.append(
-                    self._error_reply(
-                        p.message, ErrorCode.MESSAGE_UNAVAILABLE, f"{p.email}: {exc}"
-                    )
-                )
-                self._complete(mid, p)
+                # Not provably the data owner's answer: never ends the wait.
+                self._set_aside(p, mid, exc)
                 continue
             except TransportError as exc:
                 logger.warning("could not read the reply of %s: %s", p.email, exc)
@@ -502,6 +504,35 @@ class SyftGrid(Grid):
             self._complete(mid, p)
         self._count(out)
         return out
+
+    def _set_aside(
+        self,
+        p: _Pending,
+        mid: str,
+        exc: Exception,
+        *,
+        waiting_for: str = "its own reply",
+    ) -> None:
+        """Log (once per reason) a reply file that does not count, and keep waiting.
+
+        With encryption on, only a reply sealed by the addressed data owner
+        counts; a planted, tampered or unreadable file must not end the exchange
+        and throw away the real result that may still come.
+        """
+        reason = str(exc)
+        with self._lock:
+            if self._aside.get(mid) == reason:
+                return
+            self._aside[mid] = reason
+        logger.warning(
+            "set aside a reply file for the request to %s (%s): %s; it does not "
+            "count as %s's answer, still waiting for %s",
+            p.email,
+            mid,
+            reason,
+            p.email,
+            waiting_for,
+        )
 
     def _count(self, replies: list[Message]) -> None:
         with self._lock:
@@ -517,6 +548,7 @@ class SyftGrid(Grid):
         with self._lock:
             self._pending.pop(mid, None)
             self._arrived.discard(mid)
+            self._aside.pop(mid, None)
         if delete:
             try:
                 self._rpc.finish(p.email, self.endpoint, mid)
@@ -534,6 +566,7 @@ class SyftGrid(Grid):
                 p = self._pending.pop(mid, None)
                 self._arrived.discard(mid)
                 self._failed.pop(mid, None)
+                self._aside.pop(mid, None)
                 never_written = self._unsent.pop(mid, None) is not None
             if p is None:
                 continue
