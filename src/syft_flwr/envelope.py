@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from syft_flwr._email import fold_domain
 from syft_flwr.errors import ChunkIntegrityError, EnvelopeError, IncompleteMessage
 
 __all__ = [
@@ -327,7 +328,7 @@ def parse_head(data: bytes, *, expected_kind: Kind | None = None) -> Head:
         return Head(
             id=str(doc["id"]),
             kind=kind,
-            sender=str(doc["sender"]).lower(),
+            sender=fold_domain(str(doc["sender"])),
             url=str(doc["url"]),
             created=str(doc["created"]),
             expires=str(doc["expires"]),

@@ -69,6 +69,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_party(args: argparse.Namespace) -> int:
     """One party of a run (used by `simulate`; also usable by hand)."""
     from syft_flwr.client.syft_core_client import SyftCoreClient
+    from syft_flwr.ids import normalize_email
     from syft_flwr.logs import setup_logging
     from syft_flwr.project import load_project
     from syft_flwr.run import run_role
@@ -81,7 +82,7 @@ def _cmd_party(args: argparse.Namespace) -> int:
     if args.datasites:
         changes["datasites"] = tuple(_emails(args.datasites))
     if args.aggregator:
-        changes["aggregator"] = args.aggregator.lower()
+        changes["aggregator"] = normalize_email(args.aggregator)
     cfg = dataclasses.replace(cfg, **changes)  # type: ignore[arg-type]
     client = SyftCoreClient.load(args.config)
     run_role(

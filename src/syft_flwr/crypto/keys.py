@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
 )
 from pydantic import AnyHttpUrl, TypeAdapter, ValidationError
 
+from syft_flwr._email import fold_domain
 from syft_flwr.errors import (
     BadSignatureError,
     ConfigError,
@@ -295,7 +296,8 @@ class PublicBundle:
             The DID document (see :func:`make_did_document`).
         email : str, optional
             The datasite the document was read from. If given, it must match the
-            email in the document's ``id`` (case-insensitively), so that one user
+            email in the document's ``id`` (local part exactly, domain
+            case-insensitively), so that one user
             cannot pass off a copy of somebody else's document as their own.
 
         Returns
@@ -312,7 +314,7 @@ class PublicBundle:
         if not isinstance(doc, dict):
             raise EncryptionError("DID document must be a JSON object")
         doc_email = _email_from_did_id(doc.get("id"))
-        if email is not None and doc_email.casefold() != email.casefold():
+        if email is not None and fold_domain(doc_email) != fold_domain(email):
             raise EncryptionError(
                 f"DID document belongs to {doc_email!r}, not to {email!r}"
             )

@@ -17,6 +17,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from syft_flwr._email import fold_domain
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings
 from syft_flwr.crypto.cipher import (
@@ -33,8 +34,10 @@ from syft_flwr.crypto.keys import (
     PrivateKeys,
     PublicBundle,
     ensure_keys,
+    fingerprint,
     generate_keys,
     load_private_keys,
+    load_public_bundle,
     make_did_document,
     save_private_keys,
 )
@@ -42,6 +45,7 @@ from syft_flwr.envelope import BodyCodec, Head, SealContext
 from syft_flwr.errors import (
     DecryptionError,
     EncryptionError,
+    KeyConflictError,
     KeyNotFound,
     MessageNotFound,
     PlaintextRefused,
@@ -56,6 +60,7 @@ __all__ = [
     "default_policy",
     "did_key",
     "load_or_create_keys",
+    "publish_did",
 ]
 
 logger = logging.getLogger("syft_flwr.crypto")
@@ -63,7 +68,7 @@ logger = logging.getLogger("syft_flwr.crypto")
 
 def did_key(email: str) -> str:
     """Transport key of a datasite's public DID document."""
-    return f"{email.lower()}/public/did.json"
+    return f"{fold_domain(email)}/public/did.json"
 
 
 class KeyDirectory:
@@ -84,7 +89,7 @@ class KeyDirectory:
         BadSignatureError
             Its signed prekey does not verify.
         """
-        email = email.lower()
+        email = fold_domain(email)
         with self._lock:
             if not refresh and email in self._cache:
                 return self._cache[email]
@@ -99,8 +104,6 @@ class KeyDirectory:
             doc = json.loads(raw)
         except ValueError as exc:
             raise EncryptionError(f"did.json of {email} is not JSON: {exc}") from exc
-        from syft_flwr.crypto.keys import load_public_bundle
-
         bundle = load_public_bundle(doc, email=email)
         with self._lock:
             self._cache[email] = bundle
@@ -173,7 +176,7 @@ class EncryptionPolicy:
     def __init__(
         self, identity: str, keys: PrivateKeys, directory: KeyDirectory
     ) -> None:
-        self.identity = identity.lower()
+        self.identity = fold_domain(identity)
         self.keys = keys
         self.directory = directory
 
@@ -194,8 +197,71 @@ class EncryptionPolicy:
         return X3DHCodec(self.keys, self.directory.get(ctx.sender))
 
 
-_MEMORY_KEYS: dict[int, PrivateKeys] = {}
+def publish_did(
+    transport: Transport, email: str, keys: PrivateKeys, server_url: str
+) -> None:
+    """Publish the DID document of ``keys`` under ``<email>/public/did.json``.
+
+    Publishing over an existing document of the same identity key (a rotated
+    prekey) is allowed; over a document with another identity key, or one that
+    cannot be verified, it is refused: that is another device's (or somebody
+    else's) identity, and replacing it would lock its owner out.
+
+    Parameters
+    ----------
+    transport : Transport
+        Where to publish.
+    email : str
+        Owner of the keys.
+    keys : PrivateKeys
+        The keys to publish.
+    server_url : str
+        Server whose host appears in the DID id.
+
+    Raises
+    ------
+    KeyConflictError
+        A different identity is already published for ``email``.
+    """
+    key = did_key(email)
+    data = json.dumps(make_did_document(keys, email, server_url), indent=2).encode()
+    try:
+        current: bytes | None = transport.get(key)
+    except MessageNotFound:
+        current = None
+    if current == data:
+        return
+    if current is not None:
+        _check_same_identity(current, email, keys, key)
+    transport.put(key, data)
+
+
+def _check_same_identity(
+    current: bytes, email: str, keys: PrivateKeys, where: str
+) -> None:
+    try:
+        existing = load_public_bundle(json.loads(current), email=email)
+    except (ValueError, EncryptionError) as exc:
+        raise KeyConflictError(
+            f"{where} exists but cannot be verified ({exc}); nothing was "
+            "overwritten. Remove it by hand if it is garbage, then retry."
+        ) from exc
+    if (
+        existing.identity_key.public_bytes_raw()
+        != keys.identity.public_key().public_bytes_raw()
+    ):
+        raise KeyConflictError(
+            f"{email} already published other keys at {where} (fingerprint "
+            f"{fingerprint(existing)}); these keys have fingerprint "
+            f"{fingerprint(keys)}. Copy the private keys from the device that "
+            "created the published ones instead of creating new keys; nothing was "
+            "overwritten."
+        )
+
+
 _MEMORY_LOCK = threading.Lock()
+#: DID id host for identities that are not on a SyftBox server.
+_NON_SYFTBOX_SERVER = "https://syftbox.local/"
 
 
 def load_or_create_keys(client: SyftFlwrClient, transport: Transport) -> PrivateKeys:
@@ -222,20 +288,42 @@ def load_or_create_keys(client: SyftFlwrClient, transport: Transport) -> Private
         try:
             keys = load_private_keys(path)
         except KeyNotFound:
-            keys = generate_keys()
+            keys = _new_keys_unless_published(client.email, transport)
             save_private_keys(path, keys)
     else:
+        # Keyed by identity on the hub (never by id() of the client object, which
+        # Python reuses: a new client would have inherited a freed one's keys).
+        from syft_flwr.transports.memory import MemoryHub
+
+        hub = getattr(client, "hub", None)
+        if not isinstance(hub, MemoryHub):
+            raise EncryptionError(
+                f"{client!r} has no private state folder to keep its keys in"
+            )
+        vault = hub.private_state(client.email)
         with _MEMORY_LOCK:
-            keys = _MEMORY_KEYS.setdefault(id(client), generate_keys())
-    doc = make_did_document(keys, client.email, "https://syftbox.local/")
-    data = json.dumps(doc, indent=2).encode()
-    try:
-        current = transport.get(did_key(client.email))
-    except MessageNotFound:
-        current = None
-    if current != data:
-        transport.put(did_key(client.email), data)
+            existing = vault.get("keys")
+            if isinstance(existing, PrivateKeys):
+                keys = existing
+            else:
+                keys = _new_keys_unless_published(client.email, transport)
+                vault["keys"] = keys
+    publish_did(transport, client.email, keys, _NON_SYFTBOX_SERVER)
     return keys
+
+
+def _new_keys_unless_published(email: str, transport: Transport) -> PrivateKeys:
+    """Generate keys, unless ``email`` already published a DID (another device)."""
+    try:
+        transport.get(did_key(email))
+    except MessageNotFound:
+        return generate_keys()
+    raise KeyConflictError(
+        f"{email} already published public keys ({did_key(email)}) but this device "
+        "has no private keys. Copy the private keys from the device that created "
+        "them (or, if they are lost for good, remove the published did.json: peers "
+        "must then re-check your fingerprint). Nothing was overwritten."
+    )
 
 
 def default_policy(
