@@ -14,7 +14,8 @@ import binascii
 import json
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from syft_flwr._email import fold_domain
@@ -41,6 +42,8 @@ from syft_flwr.crypto.keys import (
     make_did_document,
     save_private_keys,
 )
+from syft_flwr.crypto.store import MemoryKeyStore, key_store_for
+from syft_flwr.crypto.trust import TrustStore
 from syft_flwr.envelope import BodyCodec, Head, SealContext
 from syft_flwr.errors import (
     DecryptionError,
@@ -71,16 +74,58 @@ def did_key(email: str) -> str:
     return f"{fold_domain(email)}/public/did.json"
 
 
-class KeyDirectory:
-    """Finds (and caches) peers' verified public keys through a transport."""
+#: Seconds a peer's DID stays cached before it is read again (picks up rotations).
+DEFAULT_DID_MAX_AGE = 300.0
 
-    def __init__(self, transport: Transport) -> None:
+
+class KeyDirectory:
+    """Finds (and caches) peers' verified public keys through a transport.
+
+    Every document read is checked against the pinned identity keys (trust on
+    first use, :class:`~syft_flwr.crypto.trust.TrustStore`).
+
+    Parameters
+    ----------
+    transport : Transport
+        Where DIDs are read.
+    trust : TrustStore, optional
+        The party's pins; default an in-memory store (pins last as long as this
+        object, so a change mid-run is still refused).
+    max_age : float, optional
+        Seconds a DID is cached before it is read again, so a peer's rotated
+        prekey is picked up; default :data:`DEFAULT_DID_MAX_AGE`.
+    clock : callable, optional
+        Monotonic clock for the cache; default ``time.monotonic``.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        trust: TrustStore | None = None,
+        *,
+        max_age: float = DEFAULT_DID_MAX_AGE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.transport = transport
-        self._cache: dict[str, PublicBundle] = {}
+        self.trust = trust if trust is not None else TrustStore(MemoryKeyStore())
+        self.max_age = max_age
+        self.clock = clock
+        self._cache: dict[str, tuple[float, PublicBundle]] = {}
         self._lock = threading.Lock()
 
     def get(self, email: str, *, refresh: bool = False) -> PublicBundle:
-        """Return ``email``'s verified public bundle.
+        """Return ``email``'s verified, pinned public bundle.
+
+        Parameters
+        ----------
+        email : str
+            The peer.
+        refresh : bool
+            Read the DID again even if a cached copy is fresh.
+
+        Returns
+        -------
+        PublicBundle
 
         Raises
         ------
@@ -88,11 +133,31 @@ class KeyDirectory:
             No DID document is visible for ``email`` (not synced, never published).
         BadSignatureError
             Its signed prekey does not verify.
+        PeerKeyChangedError
+            Its identity key is not the one pinned on first use.
         """
         email = fold_domain(email)
         with self._lock:
-            if not refresh and email in self._cache:
-                return self._cache[email]
+            cached = self._cache.get(email)
+            if (
+                not refresh
+                and cached is not None
+                and self.clock() - cached[0] < self.max_age
+            ):
+                return cached[1]
+        bundle = self.fetch(email)
+        self.trust.check(bundle)
+        with self._lock:
+            self._cache[email] = (self.clock(), bundle)
+        return bundle
+
+    def fetch(self, email: str) -> PublicBundle:
+        """Read and verify ``email``'s DID now, without the pin check or the cache.
+
+        Parameters and errors are those of :meth:`get`, minus
+        ``PeerKeyChangedError``.
+        """
+        email = fold_domain(email)
         try:
             raw = self.transport.get(did_key(email))
         except MessageNotFound:
@@ -104,10 +169,7 @@ class KeyDirectory:
             doc = json.loads(raw)
         except ValueError as exc:
             raise EncryptionError(f"did.json of {email} is not JSON: {exc}") from exc
-        bundle = load_public_bundle(doc, email=email)
-        with self._lock:
-            self._cache[email] = bundle
-        return bundle
+        return load_public_bundle(doc, email=email)
 
 
 class X3DHCodec(BodyCodec):
@@ -337,4 +399,5 @@ def default_policy(
         )
         return PlaintextPolicy()
     keys = load_or_create_keys(client, transport)
-    return EncryptionPolicy(client.email, keys, KeyDirectory(transport))
+    trust = TrustStore(key_store_for(client))
+    return EncryptionPolicy(client.email, keys, KeyDirectory(transport, trust))
