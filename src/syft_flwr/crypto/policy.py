@@ -18,18 +18,25 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from syft_flwr._email import fold_domain
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings
 from syft_flwr.crypto.cipher import (
     ALGORITHM,
+    LEGACY_ALGORITHM,
     TAG_SIZE,
     MessageContext,
     SealedKey,
     decrypt_chunk,
     encrypt_chunk,
     open_key,
+    prekey_id,
     seal_key,
+    sign_transcript,
+    transcript,
+    verify_transcript,
 )
 from syft_flwr.crypto.keys import (
     PrivateKeys,
@@ -172,18 +179,51 @@ class KeyDirectory:
         return load_public_bundle(doc, email=email)
 
 
+#: Finds one of our own signed prekeys (private half) by its :func:`prekey_id`.
+PrekeyLookup = Callable[[str], X25519PrivateKey]
+
+
 class X3DHCodec(BodyCodec):
-    """Seals each stored part with AES-256-GCM under a fresh per-message key."""
+    """Seals each stored part with AES-256-GCM under a fresh X3DH message key.
+
+    The encryption header is ``{"alg", "ek", "spk", "sig"}``: the scheme, the
+    ephemeral key, the id of the recipient's signed prekey that was used, and the
+    sender's identity-key signature over the transcript (header, context and
+    ciphertext digest; see :func:`~syft_flwr.crypto.cipher.transcript`).
+
+    Parameters
+    ----------
+    own : PrivateKeys
+        Our identity key and current signed prekey.
+    peer : PublicBundle
+        The other party's verified, pinned keys.
+    prekeys : callable, optional
+        Finds our signed prekey named by a header (current or still in its grace
+        period); default: only ``own.signed_prekey``.
+    """
 
     algorithm = ALGORITHM
     overhead = TAG_SIZE
 
-    def __init__(self, own: PrivateKeys, peer: PublicBundle) -> None:
+    def __init__(
+        self,
+        own: PrivateKeys,
+        peer: PublicBundle,
+        prekeys: PrekeyLookup | None = None,
+    ) -> None:
         self.own = own
         self.peer = peer
+        self.prekeys = prekeys or self._current_prekey_only
+
+    def _current_prekey_only(self, pid: str) -> X25519PrivateKey:
+        if pid == prekey_id(self.own.signed_prekey.public_key()):
+            return self.own.signed_prekey
+        raise DecryptionError(f"signed prekey {pid!r} is not ours (or was destroyed)")
 
     @staticmethod
-    def _mctx(ctx: SealContext, count: int) -> MessageContext:
+    def _mctx(
+        ctx: SealContext, count: int, sender_ik: bytes, recipient_ik: bytes
+    ) -> MessageContext:
         return MessageContext(
             message_id=ctx.message_id,
             sender=ctx.sender,
@@ -193,17 +233,25 @@ class X3DHCodec(BodyCodec):
             kind=ctx.kind,
             expires=ctx.expires,
             chunk_count=count,
+            sender_identity=sender_ik,
+            recipient_identity=recipient_ik,
         )
 
     def seal(
         self, ctx: SealContext, parts: Sequence[memoryview]
     ) -> tuple[dict[str, Any] | None, list[bytes]]:
         sealed, key = seal_key(self.own, self.peer)
-        mctx = self._mctx(ctx, len(parts))
+        own_ik = self.own.identity.public_key().public_bytes_raw()
+        mctx = self._mctx(
+            ctx, len(parts), own_ik, self.peer.identity_key.public_bytes_raw()
+        )
         stored = [encrypt_chunk(key, mctx, i, p) for i, p in enumerate(parts)]
+        signature = sign_transcript(self.own.identity, transcript(mctx, sealed, stored))
         header = {
             "alg": ALGORITHM,
             "ek": base64.b64encode(sealed.ephemeral_public).decode("ascii"),
+            "spk": sealed.prekey,
+            "sig": base64.b64encode(signature).decode("ascii"),
         }
         return header, stored
 
@@ -213,20 +261,39 @@ class X3DHCodec(BodyCodec):
         header: Mapping[str, Any] | None,
         parts: Sequence[bytes],
     ) -> bytes:
+        what = f"{ctx.kind} {ctx.message_id} from {ctx.sender}"
         if not header:
-            raise PlaintextRefused(f"{ctx.kind} {ctx.message_id} is not encrypted")
-        if header.get("alg") != ALGORITHM:
+            raise PlaintextRefused(f"{what} is not encrypted")
+        alg = header.get("alg")
+        if alg == LEGACY_ALGORITHM:
+            # Reading it would let anyone holding our keys forge messages "from"
+            # any peer (the old scheme does not involve the sender's identity key).
             raise DecryptionError(
-                f"{ctx.kind} {ctx.message_id} uses unsupported algorithm "
-                f"{header.get('alg')!r}"
+                f"{what} is sealed with the retired 2-DH scheme {alg!r}, which does "
+                "not authenticate the sender's identity key; refused. Upgrade "
+                "syft_flwr on the sender's side."
+            )
+        if alg != ALGORITHM:
+            raise DecryptionError(
+                f"{what} uses unknown encryption scheme {alg!r} (this syft_flwr "
+                f"reads {ALGORITHM!r}); upgrade syft_flwr"
             )
         try:
-            ek = base64.b64decode(str(header["ek"]), validate=True)
-            sealed = SealedKey(ek)
+            sealed = SealedKey(
+                base64.b64decode(str(header["ek"]), validate=True), str(header["spk"])
+            )
+            signature = base64.b64decode(str(header["sig"]), validate=True)
         except (KeyError, binascii.Error, ValueError, EncryptionError) as exc:
-            raise DecryptionError(f"bad encryption header: {exc}") from exc
-        key = open_key(self.own, self.peer, sealed)
-        mctx = self._mctx(ctx, len(parts))
+            raise DecryptionError(f"bad encryption header of {what}: {exc}") from exc
+        own_ik = self.own.identity.public_key().public_bytes_raw()
+        mctx = self._mctx(
+            ctx, len(parts), self.peer.identity_key.public_bytes_raw(), own_ik
+        )
+        # Signature first: a forgery is refused before any key is touched, and
+        # even by someone who holds all of our private keys.
+        verify_transcript(self.peer, transcript(mctx, sealed, parts), signature)
+        spk = self.prekeys(sealed.prekey)
+        key = open_key(PrivateKeys(self.own.identity, spk), self.peer, sealed)
         return b"".join(decrypt_chunk(key, mctx, i, p) for i, p in enumerate(parts))
 
 
