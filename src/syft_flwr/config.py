@@ -19,6 +19,9 @@ variable                           default     meaning
 ``SYFT_FLWR_LOG_LEVEL``            ``INFO``    log level of the ``syft_flwr`` logger
 ``SYFT_FLWR_REVEAL_ERRORS``        ``false``   put ClientApp exception messages in error
                                                replies (they may contain private values)
+``SYFT_FLWR_PREKEY_GRACE``         ``7d``      how long ``syft_flwr keys rotate`` keeps the
+                                               old signed prekey before destroying it
+                                               (``7d``, ``12h``, ``30m`` or seconds)
 =================================  ==========  ============================================
 """
 
@@ -40,7 +43,9 @@ __all__ = [
     "ENV_ENCRYPTION_ENABLED",
     "ENV_LOG_LEVEL",
     "ENV_MSG_TIMEOUT",
+    "DEFAULT_PREKEY_GRACE",
     "ENV_POLL_INTERVAL",
+    "ENV_PREKEY_GRACE",
     "ENV_REVEAL_ERRORS",
     "Settings",
     "parse_duration",
@@ -52,6 +57,7 @@ ENV_ENCRYPTION_ENABLED = "SYFT_FLWR_ENCRYPTION_ENABLED"
 ENV_CHUNK_SIZE = "SYFT_FLWR_CHUNK_SIZE"
 ENV_LOG_LEVEL = "SYFT_FLWR_LOG_LEVEL"
 ENV_REVEAL_ERRORS = "SYFT_FLWR_REVEAL_ERRORS"
+ENV_PREKEY_GRACE = "SYFT_FLWR_PREKEY_GRACE"
 
 DEFAULT_MSG_TIMEOUT = 120.0  # seconds
 DEFAULT_POLL_INTERVAL = 2.0  # seconds
@@ -62,6 +68,9 @@ DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024  # bytes
 #: syft-rpc does; anything larger goes to binary chunk files (no base64 of bulk).
 DEFAULT_INLINE_LIMIT = 64 * 1024  # bytes
 MIN_CHUNK_SIZE = 1024  # bytes; smaller only makes sense in tests
+#: A rotated-away signed prekey still opens messages sealed to it for this long
+#: (requests in flight, peers with a cached DID), then it is destroyed.
+DEFAULT_PREKEY_GRACE = 7 * 86400.0  # seconds
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -139,8 +148,11 @@ class Settings:
     inline_limit: int = DEFAULT_INLINE_LIMIT
     log_level: str = "INFO"
     reveal_errors: bool = False
+    prekey_grace: float = DEFAULT_PREKEY_GRACE
 
     def __post_init__(self) -> None:
+        if self.prekey_grace < 0:
+            raise ConfigError("prekey_grace must not be negative")
         if self.chunk_size < MIN_CHUNK_SIZE:
             raise ConfigError(f"chunk_size must be at least {MIN_CHUNK_SIZE} bytes")
         if self.inline_limit > self.chunk_size:
@@ -179,6 +191,8 @@ class Settings:
             values["chunk_size"] = _parse_int(ENV_CHUNK_SIZE, v, minimum=MIN_CHUNK_SIZE)  # type: ignore[arg-type]
         if (v := env.get(ENV_REVEAL_ERRORS)) not in (None, ""):
             values["reveal_errors"] = _parse_bool(ENV_REVEAL_ERRORS, v)  # type: ignore[arg-type]
+        if (v := env.get(ENV_PREKEY_GRACE)) not in (None, ""):
+            values["prekey_grace"] = parse_duration(str(v).strip())
         if (v := env.get(ENV_LOG_LEVEL)) not in (None, ""):
             values["log_level"] = str(v).upper()
         values.update({k: v for k, v in overrides.items() if v is not None})

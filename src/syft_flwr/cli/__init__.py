@@ -134,6 +134,22 @@ def _cmd_keys_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_keys_rotate(args: argparse.Namespace) -> int:
+    import time
+
+    from syft_flwr.config import Settings, parse_duration
+    from syft_flwr.crypto.identity import rotate_prekey
+
+    grace = None if args.grace is None else parse_duration(args.grace)
+    r = rotate_prekey(_keys_client(args), grace=grace, settings=Settings.from_env())
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(r.retired.destroy_after))
+    print(f"published a new signed prekey {r.new_prekey}")
+    print(f"  the old one ({r.retired.id}) still opens messages until {until},")
+    print("  then it is destroyed: messages sealed to it can no longer be opened")
+    print(f"  your fingerprint is unchanged: {r.fingerprint}")
+    return 0
+
+
 def _cmd_keys_trust(args: argparse.Namespace) -> int:
     from syft_flwr.crypto.identity import trust_peer
 
@@ -217,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--config", default=None, help=config_help)
     s.set_defaults(func=_cmd_keys)
-    keys_sub = s.add_subparsers(dest="keys_command", metavar="{show,trust}")
+    keys_sub = s.add_subparsers(dest="keys_command", metavar="{show,trust,rotate}")
     k = keys_sub.add_parser(
         "show", help="print your and your peers' fingerprints, to read aloud"
     )
@@ -240,6 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     k.set_defaults(func=_cmd_keys_trust)
+    k = keys_sub.add_parser(
+        "rotate",
+        help="publish a new signed prekey; destroy the old one after a grace period",
+    )
+    k.add_argument(
+        "--grace",
+        default=None,
+        help="how long the old prekey still opens messages, e.g. 7d, 12h, 30m or "
+        "seconds (default: SYFT_FLWR_PREKEY_GRACE, else 7d)",
+    )
+    k.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    k.set_defaults(func=_cmd_keys_rotate)
 
     s = sub.add_parser(
         "gdrive-login", help="create a Google Drive OAuth token file (desktop flow)"

@@ -8,24 +8,38 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from syft_flwr._email import fold_domain
 from syft_flwr.client.protocol import SyftFlwrClient
+from syft_flwr.config import Settings
+from syft_flwr.crypto.cipher import prekey_id
 from syft_flwr.crypto.keys import (
+    PrivateKeys,
     PublicBundle,
     fingerprint,
     fingerprint_digits,
     fingerprint_matches,
     public_bundle_of,
 )
-from syft_flwr.crypto.policy import KeyDirectory, load_or_create_keys
+from syft_flwr.crypto.policy import (
+    KeyDirectory,
+    _server_url_of,
+    load_or_create_keys,
+    publish_did,
+    save_keys,
+)
+from syft_flwr.crypto.prekeys import PrekeyRing, RetiredPrekey
 from syft_flwr.crypto.store import key_store_for
 from syft_flwr.crypto.trust import PinnedPeer, TrustStore
 from syft_flwr.errors import ConfigError, KeyNotFound
 from syft_flwr.transports.base import Transport
 
-__all__ = ["KeyInfo", "show_keys", "trust_peer"]
+__all__ = ["KeyInfo", "Rotation", "rotate_prekey", "show_keys", "trust_peer"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,7 @@ def show_keys(
     email: str | None = None,
     *,
     transport: Transport | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> list[KeyInfo]:
     """Own fingerprint (creating keys on first use) and the peers' pinned ones.
 
@@ -83,6 +98,8 @@ def show_keys(
         changed key shows as ``"changed"`` with both fingerprints).
     transport : Transport, optional
         Default ``client.make_transport()``.
+    clock : callable, optional
+        Current POSIX time; retired prekeys past their grace period are destroyed.
 
     Returns
     -------
@@ -102,6 +119,8 @@ def show_keys(
             "own",
         )
     ]
+    # showing keys also enforces the expiry of retired prekeys
+    PrekeyRing(key_store_for(client), clock=clock).purge()
     trust = TrustStore(key_store_for(client))
     if email is None:
         out += [_pin_info(p, None) for _, p in sorted(trust.peers().items())]
@@ -174,3 +193,74 @@ def trust_peer(
             "changed. Do not trust it until you know why."
         )
     return trust.trust(bundle)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What :func:`rotate_prekey` did.
+
+    Attributes
+    ----------
+    new_prekey : str
+        Id of the signed prekey now published.
+    retired : RetiredPrekey
+        The old one: its id and when it will be destroyed.
+    fingerprint : str
+        The identity fingerprint, unchanged (peers see no TOFU prompt).
+    """
+
+    new_prekey: str
+    retired: RetiredPrekey
+    fingerprint: str
+
+
+def rotate_prekey(
+    client: SyftFlwrClient,
+    *,
+    grace: float | None = None,
+    transport: Transport | None = None,
+    settings: Settings | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Rotation:
+    """Create and publish a new signed prekey; retire the old one for ``grace``.
+
+    Messages sealed to the old prekey keep opening until the grace period ends;
+    then it is destroyed, and messages captured before the rotation can no longer
+    be opened by anyone, even with all of this party's keys. The identity key (and
+    so the fingerprint) stays: peers accept the new prekey without a prompt,
+    because the pinned identity key signed it.
+
+    Order of writes: the old prekey goes to the retired store first, then the key
+    file gets the new one, then the DID is published. An interruption never loses
+    a private prekey; an unpublished DID is republished at the next start.
+
+    Parameters
+    ----------
+    client : SyftFlwrClient
+        Whose prekey.
+    grace : float, optional
+        Seconds the old prekey is kept. Precedence: this argument, then
+        ``settings.prekey_grace``, then ``SYFT_FLWR_PREKEY_GRACE``, then 7 days.
+    transport : Transport, optional
+        Where the DID is published; default ``client.make_transport()``.
+    settings : Settings, optional
+        Default ``Settings.from_env()``.
+    clock : callable, optional
+        Current POSIX time (tests inject one).
+
+    Returns
+    -------
+    Rotation
+    """
+    if grace is None:
+        grace = (settings or Settings.from_env()).prekey_grace
+    transport = transport or client.make_transport()
+    keys = load_or_create_keys(client, transport)
+    ring = PrekeyRing(key_store_for(client), clock=clock)
+    retired = ring.retire(keys.signed_prekey, grace)
+    new = PrivateKeys(keys.identity, X25519PrivateKey.generate())
+    save_keys(client, new)
+    publish_did(transport, client.email, new, _server_url_of(client))
+    return Rotation(
+        prekey_id(new.signed_prekey.public_key()), retired, fingerprint(new)
+    )

@@ -801,7 +801,9 @@ def ensure_keys(
     neither keys nor DID      generate, save keys (0600), publish DID
     keys, no DID              publish the DID of the existing keys
     DID, no keys              :class:`KeyConflictError`
-    keys and DID              check they match, else :class:`KeyConflictError`
+    keys and DID              check they match, else :class:`KeyConflictError`;
+                              same identity key but another prekey (an interrupted
+                              rotation): republish the DID of the key file
     ========================  =====================================================
 
     Nothing is ever overwritten. Concurrent first calls are safe: files are
@@ -886,6 +888,14 @@ def ensure_keys(
             f"persists, replace it with the DID of {key_file} (move the file away and "
             "retry). Nothing was overwritten."
         ) from exc
+    if not _same_keys(bundle, keys) and (
+        bundle.identity_key.public_bytes_raw()
+        == keys.identity.public_key().public_bytes_raw()
+    ):
+        # Same identity, another prekey: a rotation was interrupted between saving
+        # the keys (written first) and publishing the DID. The key file wins.
+        save_did_document(did_file, make_did_document(keys, email, server_url))
+        return keys
     if not _same_keys(bundle, keys):
         raise KeyConflictError(
             f"the published {did_file} (fingerprint {fingerprint(bundle)}) does not "

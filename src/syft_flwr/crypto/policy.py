@@ -47,8 +47,10 @@ from syft_flwr.crypto.keys import (
     load_private_keys,
     load_public_bundle,
     make_did_document,
+    private_key_path,
     save_private_keys,
 )
+from syft_flwr.crypto.prekeys import PrekeyRing
 from syft_flwr.crypto.store import MemoryKeyStore, key_store_for
 from syft_flwr.crypto.trust import TrustStore
 from syft_flwr.envelope import BodyCodec, Head, SealContext
@@ -69,8 +71,11 @@ __all__ = [
     "X3DHCodec",
     "default_policy",
     "did_key",
+    "load_keys",
     "load_or_create_keys",
+    "own_prekeys",
     "publish_did",
+    "save_keys",
 ]
 
 logger = logging.getLogger("syft_flwr.crypto")
@@ -303,14 +308,21 @@ class EncryptionPolicy:
     required = True
 
     def __init__(
-        self, identity: str, keys: PrivateKeys, directory: KeyDirectory
+        self,
+        identity: str,
+        keys: PrivateKeys,
+        directory: KeyDirectory,
+        prekeys: PrekeyLookup | None = None,
     ) -> None:
         self.identity = fold_domain(identity)
         self.keys = keys
         self.directory = directory
+        #: Finds our signed prekey a message names (current or in its grace
+        #: period); default: only ``keys.signed_prekey``.
+        self.prekeys = prekeys
 
     def for_sending(self, ctx: SealContext) -> BodyCodec:
-        return X3DHCodec(self.keys, self.directory.get(ctx.recipient))
+        return X3DHCodec(self.keys, self.directory.get(ctx.recipient), self.prekeys)
 
     def for_receiving(self, ctx: SealContext, head: Head) -> BodyCodec:
         if not head.encrypted:
@@ -323,7 +335,7 @@ class EncryptionPolicy:
                 f"{head.kind} {head.id} is addressed to {ctx.recipient}, not to "
                 f"{self.identity}"
             )
-        return X3DHCodec(self.keys, self.directory.get(ctx.sender))
+        return X3DHCodec(self.keys, self.directory.get(ctx.sender), self.prekeys)
 
 
 def publish_did(
@@ -388,9 +400,91 @@ def _check_same_identity(
         )
 
 
-_MEMORY_LOCK = threading.Lock()
+_MEMORY_LOCK = threading.RLock()  # load_or_create_keys nests load/save
 #: DID id host for identities that are not on a SyftBox server.
 _NON_SYFTBOX_SERVER = "https://syftbox.local/"
+
+
+def _server_url_of(client: SyftFlwrClient) -> str:
+    from syft_flwr.client.syft_core_client import SyftCoreClient
+
+    if isinstance(client, SyftCoreClient):
+        return client.server_url
+    return _NON_SYFTBOX_SERVER
+
+
+def _memory_vault(client: SyftFlwrClient) -> dict[str, object]:
+    # Keyed by identity on the hub (never by id() of the client object, which
+    # Python reuses: a new client would have inherited a freed one's keys).
+    from syft_flwr.transports.memory import MemoryHub
+
+    hub = getattr(client, "hub", None)
+    if not isinstance(hub, MemoryHub):
+        raise EncryptionError(
+            f"{client!r} has no private state folder to keep its keys in"
+        )
+    return hub.private_state(client.email)
+
+
+def load_keys(client: SyftFlwrClient) -> PrivateKeys:
+    """Load this client's current private keys; never create them.
+
+    SyftBox clients: syft-crypto's ``pvt.jwks.json`` (see
+    :func:`~syft_flwr.crypto.keys.private_key_path`); other clients:
+    ``pvt.jwks.json`` in their private state folder, or their hub's private
+    state for in-memory clients without one.
+
+    Parameters
+    ----------
+    client : SyftFlwrClient
+
+    Returns
+    -------
+    PrivateKeys
+
+    Raises
+    ------
+    KeyNotFound
+        No keys yet (see :func:`load_or_create_keys`).
+    KeyFilePermissionError
+        The key file is accessible by other users.
+    """
+    from syft_flwr.client.syft_core_client import SyftCoreClient
+
+    if isinstance(client, SyftCoreClient):
+        return load_private_keys(
+            private_key_path(client.data_dir, client.server_url, client.email)
+        )
+    state = client.state_dir("_keys")
+    if state is not None:
+        return load_private_keys(state / "pvt.jwks.json")
+    with _MEMORY_LOCK:
+        keys = _memory_vault(client).get("keys")
+    if not isinstance(keys, PrivateKeys):
+        raise KeyNotFound(f"no private keys for {client.email} yet")
+    return keys
+
+
+def save_keys(client: SyftFlwrClient, keys: PrivateKeys) -> None:
+    """Replace this client's current private keys (atomically, mode 0600).
+
+    Parameters
+    ----------
+    client : SyftFlwrClient
+    keys : PrivateKeys
+    """
+    from syft_flwr.client.syft_core_client import SyftCoreClient
+
+    if isinstance(client, SyftCoreClient):
+        path = private_key_path(client.data_dir, client.server_url, client.email)
+        save_private_keys(path, keys)
+        return
+    state = client.state_dir("_keys")
+    if state is not None:
+        save_private_keys(state / "pvt.jwks.json", keys)
+        return
+    with _MEMORY_LOCK:
+        _memory_vault(client)["keys"] = keys
 
 
 def load_or_create_keys(client: SyftFlwrClient, transport: Transport) -> PrivateKeys:
@@ -398,9 +492,26 @@ def load_or_create_keys(client: SyftFlwrClient, transport: Transport) -> Private
 
     SyftBox clients keep keys exactly where syft-crypto 0.1.2 does (so existing
     keys keep working, and a conflict is reported, never overwritten). Other
-    clients keep them in their private state folder (mode 0600), or in memory
-    for an in-memory client without one. The DID document is then published under
-    ``<email>/public/did.json`` if it is not there already.
+    clients keep them in their private state folder (mode 0600), or on their
+    in-memory hub, per identity. The DID document is then published under
+    ``<email>/public/did.json``; a device without keys never creates new ones
+    over an identity that already published a DID.
+
+    Parameters
+    ----------
+    client : SyftFlwrClient
+    transport : Transport
+        Where the DID is published.
+
+    Returns
+    -------
+    PrivateKeys
+
+    Raises
+    ------
+    KeyConflictError
+        Another identity key is published for this email, or a DID is published
+        but this device has no private keys.
     """
     from syft_flwr.client.syft_core_client import SyftCoreClient
 
@@ -411,33 +522,13 @@ def load_or_create_keys(client: SyftFlwrClient, transport: Transport) -> Private
             server_url=client.server_url,
             email=client.email,
         )
-    state = client.state_dir("_keys")
-    if state is not None:
-        path = state / "pvt.jwks.json"
+    with _MEMORY_LOCK:
         try:
-            keys = load_private_keys(path)
+            keys = load_keys(client)
         except KeyNotFound:
             keys = _new_keys_unless_published(client.email, transport)
-            save_private_keys(path, keys)
-    else:
-        # Keyed by identity on the hub (never by id() of the client object, which
-        # Python reuses: a new client would have inherited a freed one's keys).
-        from syft_flwr.transports.memory import MemoryHub
-
-        hub = getattr(client, "hub", None)
-        if not isinstance(hub, MemoryHub):
-            raise EncryptionError(
-                f"{client!r} has no private state folder to keep its keys in"
-            )
-        vault = hub.private_state(client.email)
-        with _MEMORY_LOCK:
-            existing = vault.get("keys")
-            if isinstance(existing, PrivateKeys):
-                keys = existing
-            else:
-                keys = _new_keys_unless_published(client.email, transport)
-                vault["keys"] = keys
-    publish_did(transport, client.email, keys, _NON_SYFTBOX_SERVER)
+            save_keys(client, keys)
+    publish_did(transport, client.email, keys, _server_url_of(client))
     return keys
 
 
@@ -455,10 +546,71 @@ def _new_keys_unless_published(email: str, transport: Transport) -> PrivateKeys:
     )
 
 
+def own_prekeys(
+    client: SyftFlwrClient, *, clock: Callable[[], float] = time.time
+) -> PrekeyLookup:
+    """A lookup of this client's signed prekeys by id, read fresh at every call.
+
+    The current prekey comes from the key file (so a rotation by another process,
+    e.g. ``syft_flwr keys rotate``, is seen at once); a retired one only while its
+    grace period lasts (:class:`~syft_flwr.crypto.prekeys.PrekeyRing`).
+
+    Parameters
+    ----------
+    client : SyftFlwrClient
+    clock : callable, optional
+        Current POSIX time; default ``time.time``.
+
+    Returns
+    -------
+    callable
+        ``lookup(prekey_id) -> X25519PrivateKey``; raises
+        :class:`~syft_flwr.errors.DecryptionError` for an unknown or destroyed
+        prekey.
+    """
+    ring = PrekeyRing(key_store_for(client), clock=clock)
+
+    def lookup(pid: str) -> X25519PrivateKey:
+        current = load_keys(client).signed_prekey
+        if pid == prekey_id(current.public_key()):
+            return current
+        retired = ring.find(pid)
+        if retired is None:
+            raise DecryptionError(
+                f"the message is sealed to signed prekey {pid!r}, which "
+                f"{client.email} does not have: unknown, or rotated away and "
+                "destroyed after its grace period (messages older than that can "
+                "no longer be opened, by design)"
+            )
+        return retired
+
+    return lookup
+
+
 def default_policy(
-    client: SyftFlwrClient, transport: Transport, settings: Settings
+    client: SyftFlwrClient,
+    transport: Transport,
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
 ) -> CodecPolicy:
-    """Encryption on (keys created on first use) unless settings turn it off."""
+    """Encryption on (keys created on first use) unless settings turn it off.
+
+    Parameters
+    ----------
+    client : SyftFlwrClient
+        Whose keys and pins.
+    transport : Transport
+        Where DIDs are published and read.
+    settings : Settings
+        ``encryption_enabled`` decides.
+    clock : callable, optional
+        Current POSIX time, for the grace period of rotated prekeys.
+
+    Returns
+    -------
+    CodecPolicy
+    """
     if not settings.encryption_enabled:
         logger.warning(
             "end-to-end encryption is OFF (SYFT_FLWR_ENCRYPTION_ENABLED=false): "
@@ -466,5 +618,11 @@ def default_policy(
         )
         return PlaintextPolicy()
     keys = load_or_create_keys(client, transport)
-    trust = TrustStore(key_store_for(client))
-    return EncryptionPolicy(client.email, keys, KeyDirectory(transport, trust))
+    store = key_store_for(client)
+    PrekeyRing(store, clock=clock).purge()  # destroy what expired while we were off
+    return EncryptionPolicy(
+        client.email,
+        keys,
+        KeyDirectory(transport, TrustStore(store)),
+        own_prekeys(client, clock=clock),
+    )
