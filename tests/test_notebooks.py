@@ -51,18 +51,23 @@ def _no_inherited_output_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_researcher_notebook() -> None:
     out = execute("researcher")
-    results = out[-2]  # the results cell (the last one cleans up)
+    results = out[-3]  # the results cell (then fingerprints, then clean-up)
     assert "Final accuracy: 0.9250" in results
     assert '"weights_sha256": "7a35fc4bc02f2fdd"' in results
     assert "final model: {'weights': (12,), 'bias': (1,)}" in results
-    assert "data owners still serving: none" in out[-3]
-    assert "SYFT_FLWR_RESULT" in out[-3]
+    assert "data owners still serving: none" in out[-4]
+    assert "SYFT_FLWR_RESULT" in out[-4]
+    # the data owners' identity keys were pinned on first use during the run
+    assert "researcher@example.org     [own]" in out[-2]
+    for email in ("do1@example.org", "do2@example.org"):
+        assert f"{email}" in out[-2] and "[pinned]" in out[-2]
     assert "removed" in out[-1]
 
 
 def test_data_owner_notebook() -> None:
     out = execute("data_owner")
-    results = out[-2]
+    assert "researcher@example.org     [pinned]" in out[-2]  # pinned on first use
+    results = out[-3]
     for email in ("do1@example.org", "do2@example.org"):
         assert f"{email} handled 10 messages; stopped: Training complete" in results
     assert "request files left in the datasites: none" in results
