@@ -271,11 +271,13 @@ def test_parse_head_fields() -> None:
     assert head.expires_at == parse_time(EXPIRES)
 
 
-def test_sender_is_lower_cased_on_parse() -> None:
+def test_sender_domain_is_folded_local_part_kept_on_parse() -> None:
     raw, _ = _encode(b"x")
     doc = json.loads(raw)
-    doc["sender"] = "DS@Example.ORG"
+    doc["sender"] = "ds@Example.ORG"
     assert parse_head(json.dumps(doc).encode()).sender == SENDER
+    doc["sender"] = "DS@Example.ORG"
+    assert parse_head(json.dumps(doc).encode()).sender == "DS@example.org"
 
 
 # -- integrity -------------------------------------------------------------------------

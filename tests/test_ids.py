@@ -26,13 +26,22 @@ def test_aggregator_node_id_is_flowers_superlink_id() -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("Alice@Example.ORG", "alice@example.org"),
+        # the local part is kept exactly, the domain is folded (as syft-core does)
+        ("Alice@Example.ORG", "Alice@example.org"),
+        ("alice@example.org", "alice@example.org"),
         ("  bob@example.org ", "bob@example.org"),
         ("a.b+tag@sub.example.org", "a.b+tag@sub.example.org"),
     ],
 )
 def test_normalize_email(raw: str, expected: str) -> None:
     assert normalize_email(raw) == expected
+
+
+def test_upper_case_local_part_is_another_identity_with_its_own_node_id() -> None:
+    assert normalize_email("Alice@example.org") != normalize_email("alice@example.org")
+    assert node_id_for("Alice@example.org") != node_id_for("alice@example.org")
+    # the domain is case-insensitive: same node
+    assert node_id_for("alice@EXAMPLE.org") == node_id_for("alice@example.org")
 
 
 @pytest.mark.parametrize(
@@ -65,11 +74,11 @@ def test_node_id_is_documented_hash() -> None:
     assert node_id_for(email) == expected
 
 
-def test_node_id_is_deterministic_case_insensitive_and_fits_uint64() -> None:
+def test_node_id_is_deterministic_domain_case_insensitive_and_fits_uint64() -> None:
     emails = [f"user{i}@example.org" for i in range(200)]
     first = [node_id_for(e) for e in emails]
     assert first == [node_id_for(e) for e in emails]
-    assert node_id_for("DO1@Example.org") == node_id_for("do1@example.org")
+    assert node_id_for("do1@Example.ORG") == node_id_for("do1@example.org")
     assert len(set(first)) == len(first)
     assert all(1 < n < 2**64 for n in first)
 
@@ -87,7 +96,7 @@ def test_node_id_never_zero_or_one(
 
 
 def test_node_id_map() -> None:
-    emails = ["do1@example.org", "DO2@example.org", "do3@example.org"]
+    emails = ["do1@example.org", "do2@EXAMPLE.org", "do3@example.org"]
     mapping = node_id_map(emails)
     assert mapping == {
         node_id_for("do1@example.org"): "do1@example.org",
@@ -103,7 +112,7 @@ def test_node_id_map() -> None:
 
 
 def test_node_id_map_duplicate_email_is_not_a_collision() -> None:
-    mapping = node_id_map(["do1@example.org", "DO1@example.org"])
+    mapping = node_id_map(["do1@example.org", "do1@Example.org"])
     assert list(mapping.values()) == ["do1@example.org"]
 
 

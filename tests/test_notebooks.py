@@ -51,13 +51,18 @@ def _no_inherited_output_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_researcher_notebook() -> None:
     out = execute("researcher")
-    # cells: ..., run, results, upstream bootstrap, upstream run, clean-up
-    results = out[-4]
+    # cells: ..., run, results, fingerprints, upstream bootstrap, upstream run,
+    # clean-up
+    results = out[-5]
     assert "Final accuracy: 0.9250" in results
     assert '"weights_sha256": "7a35fc4bc02f2fdd"' in results
     assert "final model: {'weights': (12,), 'bias': (1,)}" in results
-    assert "data owners still serving: none" in out[-5]
-    assert "SYFT_FLWR_RESULT" in out[-5]
+    assert "data owners still serving: none" in out[-6]
+    assert "SYFT_FLWR_RESULT" in out[-6]
+    # the data owners' identity keys were pinned on first use during the run
+    assert "researcher@example.org     [own]" in out[-4]
+    for email in ("do1@example.org", "do2@example.org"):
+        assert f"{email}" in out[-4] and "[pinned]" in out[-4]
     # the upstream-style cells: bootstrap wrote main.py, run (awaited) succeeded
     # with the same model as the in-kernel run (same partitions, as DATA_DIR)
     assert "'main.py'" in out[-3] and "'pyproject.toml'" in out[-3]
@@ -68,7 +73,8 @@ def test_researcher_notebook() -> None:
 
 def test_data_owner_notebook() -> None:
     out = execute("data_owner")
-    results = out[-2]
+    assert "researcher@example.org     [pinned]" in out[-2]  # pinned on first use
+    results = out[-3]
     for email in ("do1@example.org", "do2@example.org"):
         assert f"{email} handled 10 messages; stopped: Training complete" in results
     assert "request files left in the datasites: none" in results

@@ -21,6 +21,9 @@ variable                           default     meaning
                                                replies (they may contain private values)
 ``SYFT_FLWR_MAX_MESSAGE_BYTES``    2 GiB       largest message body accepted; a head
                                                announcing more is refused unread
+``SYFT_FLWR_PREKEY_GRACE``         ``7d``      how long ``syft_flwr keys rotate`` keeps the
+                                               old signed prekey before destroying it
+                                               (``7d``, ``12h``, ``30m`` or seconds)
 =================================  ==========  ============================================
 """
 
@@ -48,7 +51,9 @@ __all__ = [
     "ENV_LOG_LEVEL",
     "ENV_MAX_MESSAGE_BYTES",
     "ENV_MSG_TIMEOUT",
+    "DEFAULT_PREKEY_GRACE",
     "ENV_POLL_INTERVAL",
+    "ENV_PREKEY_GRACE",
     "ENV_REVEAL_ERRORS",
     "Settings",
     "load_flwr_pyproject",
@@ -64,6 +69,7 @@ ENV_CHUNK_SIZE = "SYFT_FLWR_CHUNK_SIZE"
 ENV_LOG_LEVEL = "SYFT_FLWR_LOG_LEVEL"
 ENV_REVEAL_ERRORS = "SYFT_FLWR_REVEAL_ERRORS"
 ENV_MAX_MESSAGE_BYTES = "SYFT_FLWR_MAX_MESSAGE_BYTES"
+ENV_PREKEY_GRACE = "SYFT_FLWR_PREKEY_GRACE"
 
 DEFAULT_MSG_TIMEOUT = 120.0  # seconds
 DEFAULT_POLL_INTERVAL = 2.0  # seconds
@@ -76,6 +82,9 @@ DEFAULT_INLINE_LIMIT = 64 * 1024  # bytes
 MIN_CHUNK_SIZE = 1024  # bytes; smaller only makes sense in tests
 #: Largest message body a reader accepts (heads announcing more are refused).
 DEFAULT_MAX_MESSAGE_BYTES = 2 * 1024**3  # bytes
+#: A rotated-away signed prekey still opens messages sealed to it for this long
+#: (requests in flight, peers with a cached DID), then it is destroyed.
+DEFAULT_PREKEY_GRACE = 7 * 86400.0  # seconds
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -156,8 +165,11 @@ class Settings:
     #: ``NO_COLOR`` (https://no-color.org) set to anything non-empty.
     no_color: bool = False
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    prekey_grace: float = DEFAULT_PREKEY_GRACE
 
     def __post_init__(self) -> None:
+        if self.prekey_grace < 0:
+            raise ConfigError("prekey_grace must not be negative")
         if self.chunk_size < MIN_CHUNK_SIZE:
             raise ConfigError(f"chunk_size must be at least {MIN_CHUNK_SIZE} bytes")
         if self.inline_limit > self.chunk_size:
@@ -196,6 +208,8 @@ class Settings:
             values["chunk_size"] = _parse_int(ENV_CHUNK_SIZE, v, minimum=MIN_CHUNK_SIZE)  # type: ignore[arg-type]
         if (v := env.get(ENV_REVEAL_ERRORS)) not in (None, ""):
             values["reveal_errors"] = _parse_bool(ENV_REVEAL_ERRORS, v)  # type: ignore[arg-type]
+        if (v := env.get(ENV_PREKEY_GRACE)) not in (None, ""):
+            values["prekey_grace"] = parse_duration(str(v).strip())
         if (v := env.get(ENV_LOG_LEVEL)) not in (None, ""):
             values["log_level"] = str(v).upper()
         if (v := env.get(ENV_MAX_MESSAGE_BYTES)) not in (None, ""):

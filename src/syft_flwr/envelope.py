@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from syft_flwr import strict_json
+from syft_flwr._email import fold_domain
 from syft_flwr.errors import ChunkIntegrityError, EnvelopeError, IncompleteMessage
 
 __all__ = [
@@ -411,7 +412,7 @@ def parse_head(
     if expected_kind is not None and kind != expected_kind:
         raise EnvelopeError(f"expected a {expected_kind}, got a {kind}")
     mid = check_id(doc["id"])
-    sender = _text(doc, "sender", limit=400).lower()
+    sender = fold_domain(_text(doc, "sender", limit=400))
     if not _EMAIL.match(sender):
         raise EnvelopeError(f"sender {sender[:80]!r} is not an email")
     url = _text(doc, "url")

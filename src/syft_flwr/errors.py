@@ -24,6 +24,7 @@ either::
     ├── EncryptionError
     │   ├── KeyNotFound (LookupError)  no private keys or no peer DID document
     │   ├── KeyConflictError           keys on disk do not match the published DID
+    │   ├── PeerKeyChangedError        a peer's identity key differs from the pinned one
     │   ├── KeyFilePermissionError (PermissionError)
     │   ├── BadSignatureError          a prekey signature does not verify
     │   ├── DecryptionError            tampered/truncated/reordered ciphertext
@@ -55,6 +56,7 @@ __all__ = [
     "MessageNotFound",
     "NodeIdCollisionError",
     "PathNotFoundError",
+    "PeerKeyChangedError",
     "PermissionDenied",
     "PlaintextRefused",
     "RemoteServiceError",
@@ -155,6 +157,31 @@ class KeyNotFound(EncryptionError, LookupError):
 
 class KeyConflictError(EncryptionError):
     """Keys on disk conflict with the published DID document; nothing was overwritten."""
+
+
+class PeerKeyChangedError(EncryptionError):
+    """A peer's published identity key is not the one pinned on first use.
+
+    Nothing is sent to (or accepted from) that peer until the user checks the new
+    fingerprint out of band and accepts it (``syft_flwr keys trust EMAIL``).
+
+    Parameters
+    ----------
+    message : str
+        The explanation shown to the user.
+    email : str
+        The peer.
+    pinned : str
+        Fingerprint of the pinned (first seen) identity key.
+    published : str
+        Fingerprint of the identity key published now.
+    """
+
+    def __init__(self, message: str, *, email: str, pinned: str, published: str):
+        super().__init__(message)
+        self.email = email
+        self.pinned = pinned
+        self.published = published
 
 
 class KeyFilePermissionError(EncryptionError, PermissionError):

@@ -7,6 +7,7 @@ import re
 import secrets
 from collections.abc import Iterable
 
+from syft_flwr._email import fold_domain
 from syft_flwr._flwr_compat import AGGREGATOR_NODE_ID
 from syft_flwr.errors import ConfigError, NodeIdCollisionError
 
@@ -22,17 +23,32 @@ _EMAIL = re.compile(r"^[^@\s/\\]+@[^@\s/\\]+\.[^@\s/\\]+$")
 
 
 def normalize_email(email: str) -> str:
-    """Lower-case and validate an email (the Go SyftBox lower-cases the whole address).
+    """Validate an email and lower-case its domain; the local part is kept exactly.
+
+    ``Alice@Example.ORG`` becomes ``Alice@example.org``, as syft-core's pydantic
+    ``EmailStr`` does: domains are case-insensitive, local parts are not (RFC
+    5321), and folding the local part would create a second identity whose key
+    paths differ from syft-crypto's. Lower-case emails are unchanged, so node ids
+    and key paths of existing lower-case identities stay the same.
+
+    Parameters
+    ----------
+    email : str
+        The address (surrounding whitespace is stripped).
+
+    Returns
+    -------
+    str
 
     Raises
     ------
     ConfigError
         If it is not an email (also rejects ``/`` and ``\\``: emails are folder names).
     """
-    e = str(email).strip().lower()
+    e = str(email).strip()
     if not _EMAIL.match(e) or e.startswith(".") or ".." in e:
         raise ConfigError(f"not a valid email address: {email!r}")
-    return e
+    return fold_domain(e)
 
 
 def node_id_for(email: str) -> int:

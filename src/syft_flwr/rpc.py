@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from syft_flwr._email import fold_domain
 from syft_flwr.config import Settings
 from syft_flwr.envelope import (
     MAX_HEAD_BYTES,
@@ -199,7 +200,7 @@ class SyftFlwrRpc:
     ) -> str:
         """Write a request for ``recipient``; return its id."""
         mid = message_id or str(uuid.uuid4())
-        recipient = recipient.lower()
+        recipient = fold_domain(recipient)
         ctx = SealContext(
             message_id=mid,
             sender=self.identity,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from syft_flwr._email import fold_domain
 from syft_flwr.client.factory import create_client
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings
@@ -75,7 +76,7 @@ def pick_role(cfg: ProjectConfig, email: str, role: str | None = None) -> str:
         if role not in (RESEARCHER, DATA_OWNER):
             raise ConfigError(f"--role must be {RESEARCHER} or {DATA_OWNER}")
         return role
-    email = email.lower()
+    email = fold_domain(email)
     if email == cfg.aggregator:
         return RESEARCHER
     if email in cfg.datasites:

@@ -55,7 +55,7 @@ def test_bootstrap_writes_table_and_entry_point_and_keeps_comments(app: Path):
         "bootstrap",
         str(app),
         "-a",
-        "Researcher@Example.org",
+        "researcher@Example.ORG",
         "-d",
         "do1@example.org,do2@example.org",
     )
@@ -151,7 +151,10 @@ def test_main_py_refuses_unknown_email_and_unbootstrapped_app(
     # exact match, never substring: "do1@example.org" must not match "xdo1@example.org"
     with pytest.raises(ConfigError):
         pick_role(cfg, "xdo1@example.org")
-    assert pick_role(cfg, "DO1@example.org") == "data-owner"
+    assert pick_role(cfg, "do1@EXAMPLE.org") == "data-owner"
+    # the local part is exact: DO1@ is somebody else
+    with pytest.raises(ConfigError):
+        pick_role(cfg, "DO1@example.org")
     assert pick_role(cfg, "r@example.org") == "researcher"
 
 

@@ -27,8 +27,16 @@ from syft_flwr.crypto import (
     load_public_bundle,
     make_did_document,
     open_key,
+    prekey_id,
     public_bundle_of,
     seal_key,
+)
+from syft_flwr.crypto.cipher import (
+    ed25519_private_to_x25519,
+    ed25519_public_to_x25519,
+    sign_transcript,
+    transcript,
+    verify_transcript,
 )
 from syft_flwr.errors import BadSignatureError, DecryptionError, EncryptionError
 
@@ -58,6 +66,10 @@ def carol() -> PrivateKeys:
     return generate_keys()
 
 
+#: Stand-ins for the two identity keys in contexts built without real keys.
+IK_A, IK_B = b"\x0a" * 32, b"\x0b" * 32
+
+
 def ctx_for(chunk_count: int = 1, **changes: object) -> MessageContext:
     ctx = MessageContext(
         message_id="84a7e8f9-0000-4000-8000-000000000001",
@@ -68,6 +80,8 @@ def ctx_for(chunk_count: int = 1, **changes: object) -> MessageContext:
         kind="request",
         expires="2030-01-01T00:00:00+00:00",
         chunk_count=chunk_count,
+        sender_identity=IK_A,
+        recipient_identity=IK_B,
     )
     return dataclasses.replace(ctx, **changes) if changes else ctx
 
@@ -131,19 +145,26 @@ def test_memoryview_in_and_out(alice: PrivateKeys, bob: PrivateKeys) -> None:
 
 
 def test_wire_format_is_as_specified(alice: PrivateKeys, bob: PrivateKeys) -> None:
-    """Key = HKDF(DH1||DH2), nonce = 12-byte BE index, aad = ctx.aad(index)."""
+    """X3DH: key = HKDF(0xFF*32 || DH1 || DH2 || DH3), nonce = index, aad = ctx."""
     sealed, key = seal_key(alice, public_bundle_of(bob, BOB))
     ek = X25519PublicKey.from_public_bytes(sealed.ephemeral_public)
-    dh1 = bob.signed_prekey.exchange(alice.signed_prekey.public_key())
-    dh2 = bob.signed_prekey.exchange(ek)
+    ik_a = ed25519_public_to_x25519(alice.identity.public_key())
+    dh1 = bob.signed_prekey.exchange(ik_a)  # DH(IK_A, SPK_B)
+    dh2 = ed25519_private_to_x25519(bob.identity).exchange(ek)  # DH(EK, IK_B)
+    dh3 = bob.signed_prekey.exchange(ek)  # DH(EK, SPK_B)
     expected = HKDF(
         algorithm=hashes.SHA256(),
         length=32,
-        salt=None,
-        info=b"syft_flwr/x25519-hkdf-sha256-aes256gcm-v1",
-    ).derive(dh1 + dh2)
-    assert ALGORITHM == "x25519-hkdf-sha256-aes256gcm-v1"
+        salt=bytes(32),
+        info=b"syft_flwr/x3dh-ed25519-x25519-hkdf-sha256-aes256gcm-v2",
+    ).derive(b"\xff" * 32 + dh1 + dh2 + dh3)
+    assert ALGORITHM == "x3dh-ed25519-x25519-hkdf-sha256-aes256gcm-v2"
     assert key == expected
+    assert sealed.prekey == prekey_id(bob.signed_prekey.public_key())
+    # the Ed25519 -> X25519 map agrees on both halves of a key
+    assert ik_a.public_bytes_raw() == (
+        ed25519_private_to_x25519(alice.identity).public_key().public_bytes_raw()
+    )
     ctx = ctx_for(3)
     ct = encrypt_chunk(key, ctx, 2, b"payload")
     nonce = (2).to_bytes(12, "big")
@@ -257,7 +278,7 @@ def test_wrong_recipient_keys_fail(
 def test_wrong_claimed_sender_fails(
     alice: PrivateKeys, bob: PrivateKeys, carol: PrivateKeys
 ) -> None:
-    # carol cannot make bob believe alice sent it: DH1 uses the claimed sender's SPK
+    # carol cannot make bob believe alice sent it: DH1 uses the claimed sender's IK
     sealed, ctx, cts = seal_message(carol, BOB, bob, [b"I am alice"])
     key_as_if_alice = open_key(bob, public_bundle_of(alice, ALICE), sealed)
     with pytest.raises(DecryptionError):
@@ -266,7 +287,9 @@ def test_wrong_claimed_sender_fails(
 
 def test_tampered_ephemeral_key_fails(alice: PrivateKeys, bob: PrivateKeys) -> None:
     sealed, ctx, cts = seal_message(alice, BOB, bob, [b"data"])
-    other = SealedKey(generate_keys().signed_prekey.public_key().public_bytes_raw())
+    other = SealedKey(
+        generate_keys().signed_prekey.public_key().public_bytes_raw(), sealed.prekey
+    )
     with pytest.raises(DecryptionError):
         decrypt_chunk(recv_key(bob, alice, other), ctx, 0, cts[0])
 
@@ -300,6 +323,46 @@ def test_low_order_prekey_is_refused_when_sealing(alice: PrivateKeys) -> None:
     )
     with pytest.raises(EncryptionError, match="invalid signed prekey"):
         seal_key(alice, bundle)
+
+
+def test_sender_identity_key_takes_part(alice: PrivateKeys, bob: PrivateKeys) -> None:
+    # Same signed prekey, other identity key: another message key (DH1, and the
+    # AAD binds both identity keys too).
+    sealed, key = seal_key(alice, public_bundle_of(bob, BOB))
+    impostor = PrivateKeys(generate_keys().identity, alice.signed_prekey)
+    assert open_key(bob, public_bundle_of(impostor, ALICE), sealed) != key
+    assert open_key(bob, public_bundle_of(alice, ALICE), sealed) == key
+
+
+def test_identity_keys_are_bound_in_the_aad(three_chunks: ThreeChunks) -> None:
+    key, ctx, cts, _ = three_chunks
+    for field in ("sender_identity", "recipient_identity"):
+        other = dataclasses.replace(ctx, **{field: b"\x0c" * 32})
+        with pytest.raises(DecryptionError):
+            decrypt_chunk(key, other, 0, cts[0])
+    with pytest.raises(EncryptionError):
+        dataclasses.replace(ctx, sender_identity=b"short")
+
+
+def test_transcript_signature_covers_header_and_ciphertext(
+    alice: PrivateKeys, bob: PrivateKeys
+) -> None:
+    sealed, ctx, cts = seal_message(alice, BOB, bob, [b"a", b"b"])
+    sig = sign_transcript(alice.identity, transcript(ctx, sealed, cts))
+    alice_pub = public_bundle_of(alice, ALICE)
+    verify_transcript(alice_pub, transcript(ctx, sealed, cts), sig)
+    for bad in (
+        transcript(ctx, sealed, [cts[0], flip(cts[1], 0)]),
+        transcript(ctx, dataclasses.replace(sealed, prekey="other"), cts),
+        transcript(dataclasses.replace(ctx, expires="2099"), sealed, cts),
+        transcript(ctx, sealed, cts[:1]),
+    ):
+        with pytest.raises(DecryptionError, match="not signed"):
+            verify_transcript(alice_pub, bad, sig)
+    with pytest.raises(DecryptionError, match="not signed"):
+        verify_transcript(public_bundle_of(bob, BOB), transcript(ctx, sealed, cts), sig)
+    with pytest.raises(DecryptionError, match="malformed"):
+        verify_transcript(alice_pub, transcript(ctx, sealed, cts), sig[:10])
 
 
 def test_sender_bundle_with_bad_signature_rejected_at_load(alice: PrivateKeys) -> None:
@@ -351,9 +414,12 @@ def test_aad_ambiguity_would_not_decrypt(alice: PrivateKeys, bob: PrivateKeys) -
 
 
 def test_aad_golden_encoding() -> None:
-    ctx = MessageContext("id", "a@x.org", "b@x.org", "app", "ep", "request", "t", 2)
+    ctx = MessageContext(
+        "id", "a@x.org", "b@x.org", "app", "ep", "request", "t", 2, IK_A, IK_B
+    )
     fields = [ALGORITHM, "id", "a@x.org", "b@x.org", "app", "ep", "request", "t"]
-    expected = b"".join(len(f).to_bytes(4, "big") + f.encode() for f in fields)
+    expected = IK_A + IK_B
+    expected += b"".join(len(f).to_bytes(4, "big") + f.encode() for f in fields)
     expected += (2).to_bytes(8, "big") + (1).to_bytes(8, "big")
     assert ctx.aad(1) == expected
 

@@ -322,7 +322,10 @@ def test_did_file_round_trip_is_atomic_write(tmp_path: Path) -> None:
     bundle = load_public_bundle(path)
     assert bundle == public_bundle_of(keys, ALICE)
     assert bundle.email == ALICE
-    assert load_public_bundle(path, ALICE.upper()).email == ALICE.upper()
+    assert load_public_bundle(path, "alice@EXAMPLE.org").email == "alice@EXAMPLE.org"
+    # the local part is exact: Alice@ is another identity, not alice@
+    with pytest.raises(EncryptionError, match="belongs to"):
+        load_public_bundle(path, "Alice@example.org")
 
 
 def test_load_public_bundle_errors(tmp_path: Path) -> None:

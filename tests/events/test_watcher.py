@@ -290,7 +290,7 @@ def test_allowed_sender_is_served(
 ) -> None:
     calls = Calls()
     events_runner.start(
-        make_events(do_client, calls=calls, allowed_senders=["DS@example.org"])
+        make_events(do_client, calls=calls, allowed_senders=["ds@EXAMPLE.org"])
     )
     mid = researcher.send_request(DO, EP, b"x", expires_at=later())
     assert wait_response(researcher, mid).head.status_code == 200

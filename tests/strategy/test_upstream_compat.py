@@ -55,7 +55,7 @@ def test_data_dir_helpers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     assert run_syft_flwr() is True
     assert get_syftbox_dataset_path() == tmp_path
-    assert str_to_int("A@Example.org") == node_id_for("a@example.org")
+    assert str_to_int("a@Example.ORG") == node_id_for("a@example.org")
 
 
 def test_drive_clients_only_accept_this_apps_parties(tmp_path: Path):

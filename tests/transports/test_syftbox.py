@@ -89,7 +89,7 @@ def test_keys_map_to_files_under_datasites(root: Path, ds: SyftBoxTransport) -> 
 
 
 def test_identity_and_limits(root: Path) -> None:
-    t = SyftBoxTransport(root, "  DS@Example.ORG ")
+    t = SyftBoxTransport(root, "  ds@Example.ORG ")
     try:
         assert t.identity == DS
         assert t.name == "syftbox"

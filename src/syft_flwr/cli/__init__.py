@@ -126,6 +126,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_party(args: argparse.Namespace) -> int:
     """One party of a run (used by `simulate`; also usable by hand)."""
     from syft_flwr.client.syft_core_client import SyftCoreClient
+    from syft_flwr.ids import normalize_email
     from syft_flwr.logs import setup_logging
     from syft_flwr.project import load_project
     from syft_flwr.run import run_role
@@ -138,7 +139,7 @@ def _cmd_party(args: argparse.Namespace) -> int:
     if args.datasites:
         changes["datasites"] = tuple(_emails(args.datasites))
     if args.aggregator:
-        changes["aggregator"] = args.aggregator.lower()
+        changes["aggregator"] = normalize_email(args.aggregator)
     cfg = dataclasses.replace(cfg, **changes)  # type: ignore[arg-type]
     client = SyftCoreClient.load(args.config)
     run_role(
@@ -147,17 +148,74 @@ def _cmd_party(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_keys(args: argparse.Namespace) -> int:
+def _keys_client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from syft_flwr.client.factory import create_client
-    from syft_flwr.crypto.keys import fingerprint, public_bundle_of
-    from syft_flwr.crypto.policy import load_or_create_keys
 
-    client = create_client(config_path=args.config)
-    keys = load_or_create_keys(client, client.make_transport())
-    bundle = public_bundle_of(keys, client.email)
-    print(f"{client.email}")
-    print(f"  fingerprint: {fingerprint(bundle)}")
+    return create_client(config_path=args.config)
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    """``syft_flwr keys`` without a subcommand: create if needed, show own fingerprint."""
+    from syft_flwr.crypto.identity import show_keys
+
+    own = show_keys(_keys_client(args))[0]
+    print(f"{own.email}")
+    print(f"  fingerprint: {own.fingerprint}")
+    print(f"  read aloud:  {own.digits}")
     print("  compare it with your peers over a channel you trust (call, in person)")
+    return 0
+
+
+def _cmd_keys_show(args: argparse.Namespace) -> int:
+    from syft_flwr.crypto.identity import show_keys
+
+    infos = show_keys(_keys_client(args), args.email)
+    for info in infos:
+        label = "you" if info.role == "own" else info.status
+        print(f"{info.email}  [{label}]")
+        if info.fingerprint:
+            print(f"  fingerprint: {info.fingerprint}")
+        if info.digits:
+            print(f"  read aloud:  {info.digits}")
+        if info.role == "peer" and info.published and info.status != "pinned":
+            print(f"  published now: {info.published}")
+        if info.status == "changed":
+            print(
+                f"  REFUSED until you check it: syft_flwr keys trust {info.email} "
+                f"--fingerprint '{info.published}'"
+            )
+        elif info.status == "not pinned":
+            print(f"  to pin it after checking: syft_flwr keys trust {info.email}")
+    if len(infos) == 1 and args.email is None:
+        print("(no peers pinned yet: peers are pinned the first time you exchange)")
+    return 0
+
+
+def _cmd_keys_rotate(args: argparse.Namespace) -> int:
+    import time
+
+    from syft_flwr.config import Settings, parse_duration
+    from syft_flwr.crypto.identity import rotate_prekey
+
+    grace = None if args.grace is None else parse_duration(args.grace)
+    r = rotate_prekey(_keys_client(args), grace=grace, settings=Settings.from_env())
+    until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(r.retired.destroy_after))
+    print(f"published a new signed prekey {r.new_prekey}")
+    print(f"  the old one ({r.retired.id}) still opens messages until {until},")
+    print("  then it is destroyed: messages sealed to it can no longer be opened")
+    print(f"  your fingerprint is unchanged: {r.fingerprint}")
+    return 0
+
+
+def _cmd_keys_trust(args: argparse.Namespace) -> int:
+    from syft_flwr.crypto.identity import trust_peer
+
+    pin = trust_peer(_keys_client(args), args.email, args.fingerprint)
+    print(f"trusted {pin.email}")
+    print(f"  fingerprint: {pin.fingerprint}")
+    print(f"  read aloud:  {pin.fingerprint_digits}")
+    if args.fingerprint is None:
+        print("  (no --fingerprint given: make sure you compared it with them)")
     return 0
 
 
@@ -270,11 +328,50 @@ def build_parser() -> argparse.ArgumentParser:
             help="seconds before the whole run is stopped (default 1800)",
         )
 
+    config_help = "SyftBox client config path (default: SYFTBOX_CLIENT_CONFIG_PATH)"
     s = sub.add_parser(
-        "keys", help="create (if needed) and show your encryption key fingerprint"
+        "keys",
+        help="your encryption keys and your peers' pinned fingerprints",
+        description="Without a subcommand: create your keys if needed and show "
+        "your fingerprint.",
     )
-    s.add_argument("--config", default=None, help="SyftBox client config path")
+    s.add_argument("--config", default=None, help=config_help)
     s.set_defaults(func=_cmd_keys)
+    keys_sub = s.add_subparsers(dest="keys_command", metavar="{show,trust,rotate}")
+    k = keys_sub.add_parser(
+        "show", help="print your and your peers' fingerprints, to read aloud"
+    )
+    k.add_argument(
+        "email",
+        nargs="?",
+        default=None,
+        help="only this peer, also comparing its pin with what it publishes now",
+    )
+    k.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    k.set_defaults(func=_cmd_keys_show)
+    k = keys_sub.add_parser(
+        "trust", help="accept a peer's (new) identity key after checking it"
+    )
+    k.add_argument("email", help="the peer whose published key to pin")
+    k.add_argument(
+        "--fingerprint",
+        default=None,
+        help="the fingerprint the peer read to you; refused if it does not match",
+    )
+    k.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    k.set_defaults(func=_cmd_keys_trust)
+    k = keys_sub.add_parser(
+        "rotate",
+        help="publish a new signed prekey; destroy the old one after a grace period",
+    )
+    k.add_argument(
+        "--grace",
+        default=None,
+        help="how long the old prekey still opens messages, e.g. 7d, 12h, 30m or "
+        "seconds (default: SYFT_FLWR_PREKEY_GRACE, else 7d)",
+    )
+    k.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    k.set_defaults(func=_cmd_keys_rotate)
 
     s = sub.add_parser(
         "gdrive-login", help="create a Google Drive OAuth token file (desktop flow)"

@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from syft_flwr._email import fold_domain
+
 if TYPE_CHECKING:
     from syft_flwr.transports.base import Transport
 
@@ -26,7 +28,7 @@ class SyftFlwrClient(ABC):
     @property
     @abstractmethod
     def email(self) -> str:
-        """Lower-cased email of the local user."""
+        """Email of the local user (domain lower-cased, local part exact)."""
 
     @property
     def config_path(self) -> Path | None:
@@ -47,7 +49,7 @@ class SyftFlwrClient(ABC):
         self, app_name: str | None = None, datasite: str | None = None
     ) -> Path:
         """Folder ``<datasite>/app_data/<app_name>``."""
-        ds = (datasite or self.email).lower()
+        ds = fold_domain(datasite or self.email)
         base = self.datasites / ds / "app_data"
         return base / app_name if app_name else base
 

@@ -48,13 +48,15 @@ class SyftP2PClient(SyftFlwrClient):
         state_root: Path | None = None,
         allowed_peers: Iterable[str] | None = None,
     ) -> None:
-        self._email = normalize_email(email)
+        # Google account addresses are case-insensitive and Drive reports them
+        # lower-cased, so on Drive the whole address is folded (unlike SyftBox).
+        self._email = normalize_email(email).lower()
         #: Only folders shared by these emails are used (None: anyone); the
         #: runners set it to the app's aggregator and data owners.
         self.allowed_peers = (
             None
             if allowed_peers is None
-            else {normalize_email(e) for e in allowed_peers}
+            else {normalize_email(e).lower() for e in allowed_peers}
         )
         self._factory = transport_factory
         self._state_root = state_root or Path.home() / ".syft_flwr" / _safe(self._email)

@@ -1,8 +1,10 @@
 """syft_flwr.crypto: end-to-end encryption primitives and key management.
 
 :mod:`.keys` keeps identity keys and DID documents in syft-crypto 0.1.2's
-locations and formats; :mod:`.cipher` derives a fresh key per message (2-DH) and
-seals chunks with AES-256-GCM bound to the message context. See
+locations and formats; :mod:`.cipher` derives a fresh key per message (X3DH,
+DH1-DH3, signed by the sender's identity key) and seals chunks with AES-256-GCM
+bound to the message context and both identity keys; :mod:`.trust` pins peers'
+identity keys on first use; :mod:`.prekeys` rotates signed prekeys. See
 ``docs/security.md`` for the design and threat model.
 """
 
@@ -10,12 +12,14 @@ from __future__ import annotations
 
 from syft_flwr.crypto.cipher import (
     ALGORITHM,
+    LEGACY_ALGORITHM,
     TAG_SIZE,
     MessageContext,
     SealedKey,
     decrypt_chunk,
     encrypt_chunk,
     open_key,
+    prekey_id,
     seal_key,
 )
 from syft_flwr.crypto.keys import (
@@ -24,6 +28,8 @@ from syft_flwr.crypto.keys import (
     did_path,
     ensure_keys,
     fingerprint,
+    fingerprint_digits,
+    fingerprint_matches,
     generate_keys,
     load_private_keys,
     load_public_bundle,
@@ -36,6 +42,7 @@ from syft_flwr.crypto.keys import (
 
 __all__ = [
     "ALGORITHM",
+    "LEGACY_ALGORITHM",
     "MessageContext",
     "PrivateKeys",
     "PublicBundle",
@@ -46,11 +53,14 @@ __all__ = [
     "encrypt_chunk",
     "ensure_keys",
     "fingerprint",
+    "fingerprint_digits",
+    "fingerprint_matches",
     "generate_keys",
     "load_private_keys",
     "load_public_bundle",
     "make_did_document",
     "open_key",
+    "prekey_id",
     "private_key_path",
     "public_bundle_of",
     "save_did_document",

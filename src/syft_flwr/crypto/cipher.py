@@ -1,16 +1,33 @@
-"""Per-message end-to-end encryption: 2-DH key agreement + chunked AES-256-GCM.
+"""Per-message end-to-end encryption: X3DH key agreement + chunked AES-256-GCM.
 
-Key agreement is syft-crypto's static/ephemeral 2-DH scheme (sender A, recipient B)::
+Key agreement is X3DH as Signal specifies it (sender A, recipient B), with the
+identity keys of syft-crypto's DID documents. Those are Ed25519 signing keys; for
+Diffie-Hellman they are mapped to X25519 with the standard birational map (the
+one libsodium's ``crypto_sign_ed25519_*_to_curve25519`` implements)::
 
-    EK   = fresh X25519 key pair, one per message
-    DH1  = X25519(SPK_A, SPK_B)     static-static: authenticates A to B
-    DH2  = X25519(EK,    SPK_B)     ephemeral-static: a fresh key per message
-    key  = HKDF-SHA256(DH1 || DH2, salt=None, info=b"syft_flwr/" + ALGORITHM, L=32)
+    IK_A, IK_B  identity keys (Ed25519; X25519 form for DH)
+    SPK_B       B's signed prekey; the sender first verifies IK_B's signature on it
+    EK          fresh X25519 key pair, one per message
+    DH1  = X25519(IK_A, SPK_B)      authenticates A (only A and B can compute it)
+    DH2  = X25519(EK,   IK_B)       authenticates B
+    DH3  = X25519(EK,   SPK_B)      forward secrecy once SPK_B is rotated away
+    key  = HKDF-SHA256(IKM = 0xFF*32 || DH1 || DH2 || DH3, salt = 0x00*32,
+                       info = b"syft_flwr/" + ALGORITHM, L = 32)
 
-Unlike syft-crypto the body is split into chunks, each sealed with AES-256-GCM under
-``nonce = index`` (12-byte big-endian) and ``aad = MessageContext.aad(index)``, which
-binds every chunk to the message id, both parties, app, endpoint, kind, expiry,
-chunk count and its own position. A chunk is ``ciphertext || 16-byte tag``.
+There is no DH4: file-sync transports cannot hand out one-time prekeys exactly
+once (see ``docs/security.md``). The header names which signed prekey was used
+(:func:`prekey_id`), so a recipient can keep a rotated prekey for a grace period
+and then destroy it.
+
+The body is split into chunks, each sealed with AES-256-GCM under ``nonce =
+index`` (12-byte big-endian) and ``aad = MessageContext.aad(index)``, which binds
+every chunk to both identity keys, the message id, both emails, app, endpoint,
+kind, expiry, chunk count and its own position. A chunk is ``ciphertext || tag``.
+
+X3DH alone lets anyone who holds B's private keys compute the same key as A
+(Signal calls this deniability). So the sender also signs, with IK_A, a
+:func:`transcript` of the header and the ciphertext: a message "from" A opens only
+if A's identity key signed it, even for someone holding all of B's keys.
 
 Counter nonces are safe only because every key encrypts exactly one message: the
 key depends on a fresh ephemeral key. **Never reuse the key returned by**
@@ -19,12 +36,18 @@ key depends on a fresh ephemeral key. **Never reuse the key returned by**
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 from cryptography.hazmat.primitives.asymmetric.x25519 import (
     X25519PrivateKey,
     X25519PublicKey,
@@ -37,22 +60,103 @@ from syft_flwr.errors import DecryptionError, EncryptionError
 
 __all__ = [
     "ALGORITHM",
+    "LEGACY_ALGORITHM",
     "TAG_SIZE",
     "MessageContext",
     "SealedKey",
     "decrypt_chunk",
+    "ed25519_private_to_x25519",
+    "ed25519_public_to_x25519",
     "encrypt_chunk",
     "open_key",
+    "prekey_id",
     "seal_key",
+    "sign_transcript",
+    "transcript",
+    "verify_transcript",
 ]
 
-ALGORITHM = "x25519-hkdf-sha256-aes256gcm-v1"
+#: Name of the scheme; it is the crypto scheme version carried in every header.
+ALGORITHM = "x3dh-ed25519-x25519-hkdf-sha256-aes256gcm-v2"
+#: The 2-DH scheme of syft_flwr <= 0.x (before issue 12); refused when reading.
+LEGACY_ALGORITHM = "x25519-hkdf-sha256-aes256gcm-v1"
 TAG_SIZE = 16
 KEY_SIZE = 32
 _HKDF_INFO = b"syft_flwr/" + ALGORITHM.encode("ascii")
+_SIG_DOMAIN = b"syft_flwr/x3dh-transcript/" + ALGORITHM.encode("ascii")
 _KINDS = ("request", "response")
 _MAX_CHUNKS = 2**63  # chunk_count and index are encoded as u64 in the AAD
 _P25519 = 2**255 - 19
+_D25519 = (-121665 * pow(121666, _P25519 - 2, _P25519)) % _P25519
+
+
+# --------------------------------------------------------------------------- Ed -> X
+
+
+def ed25519_public_to_x25519(public: Ed25519PublicKey) -> X25519PublicKey:
+    """Map an Ed25519 public key to the X25519 public key of the same secret.
+
+    ``u = (1 + y) / (1 - y) mod p`` where ``y`` is the Edwards y-coordinate. The
+    point must decode (have an x); keys inside a :class:`PublicBundle` always do,
+    because their prekey signature verified.
+
+    Parameters
+    ----------
+    public : Ed25519PublicKey
+
+    Returns
+    -------
+    X25519PublicKey
+
+    Raises
+    ------
+    EncryptionError
+        The key is not a valid Edwards point or maps to a degenerate u.
+    """
+    raw = public.public_bytes_raw()
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    if y >= _P25519 or y == 1:
+        raise EncryptionError("identity key is not a usable Ed25519 point")
+    # x^2 = (y^2 - 1) / (d y^2 + 1) must be a square for the point to exist.
+    y2 = y * y % _P25519
+    x2 = (y2 - 1) * pow(_D25519 * y2 + 1, _P25519 - 2, _P25519) % _P25519
+    if x2 and pow(x2, (_P25519 - 1) // 2, _P25519) != 1:
+        raise EncryptionError("identity key is not on the Ed25519 curve")
+    u = (1 + y) * pow(1 - y, _P25519 - 2, _P25519) % _P25519
+    return X25519PublicKey.from_public_bytes(u.to_bytes(32, "little"))
+
+
+def ed25519_private_to_x25519(private: Ed25519PrivateKey) -> X25519PrivateKey:
+    """Return the X25519 private key of an Ed25519 key (same secret scalar).
+
+    Ed25519 derives its scalar from ``SHA-512(seed)[:32]`` (clamped); X25519
+    clamps the same bytes itself, so both keys share one scalar and
+    :func:`ed25519_public_to_x25519` of the public half is its public key.
+
+    Parameters
+    ----------
+    private : Ed25519PrivateKey
+
+    Returns
+    -------
+    X25519PrivateKey
+    """
+    digest = hashlib.sha512(private.private_bytes_raw()).digest()
+    return X25519PrivateKey.from_private_bytes(digest[:32])
+
+
+def prekey_id(public: X25519PublicKey) -> str:
+    """Short id of a signed prekey: 16 hex digits of SHA-256 over its raw bytes.
+
+    Parameters
+    ----------
+    public : X25519PublicKey
+
+    Returns
+    -------
+    str
+    """
+    return hashlib.sha256(public.public_bytes_raw()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- context
@@ -63,10 +167,10 @@ class MessageContext:
     """Everything a message's ciphertext is bound to.
 
     Both sides must build it from the same values; any difference (a replayed
-    chunk under another id, another sender or recipient, a different app or
-    endpoint, a request passed off as a response, an extended expiry, a dropped
-    last chunk) makes decryption fail. Strings are compared byte-exactly, so
-    normalize emails (lower-case) before building the context.
+    chunk under another id, another sender or recipient or identity key, a
+    different app or endpoint, a request passed off as a response, an extended
+    expiry, a dropped last chunk) makes decryption fail. Strings are compared
+    byte-exactly, so normalize emails (domain lower-cased) before building it.
 
     Attributes
     ----------
@@ -83,6 +187,10 @@ class MessageContext:
     chunk_count : int
         Number of chunks of the message, at least 1 (an empty body is one empty
         chunk).
+    sender_identity : bytes
+        Raw 32-byte Ed25519 identity key of the sender.
+    recipient_identity : bytes
+        Raw 32-byte Ed25519 identity key of the recipient.
     """
 
     message_id: str
@@ -93,6 +201,8 @@ class MessageContext:
     kind: str
     expires: str
     chunk_count: int
+    sender_identity: bytes
+    recipient_identity: bytes
 
     def __post_init__(self) -> None:
         for name in ("message_id", "sender", "recipient", "app", "endpoint", "expires"):
@@ -105,6 +215,10 @@ class MessageContext:
                 raise EncryptionError(
                     f"MessageContext.{name} is not valid text"
                 ) from exc
+        for name in ("sender_identity", "recipient_identity"):
+            value = getattr(self, name)
+            if not isinstance(value, bytes) or len(value) != 32:
+                raise EncryptionError(f"MessageContext.{name} must be 32 bytes")
         if self.kind not in _KINDS:
             raise EncryptionError(f"MessageContext.kind must be one of {_KINDS}")
         if (
@@ -114,28 +228,8 @@ class MessageContext:
         ):
             raise EncryptionError("MessageContext.chunk_count must be an int >= 1")
 
-    def aad(self, index: int) -> bytes:
-        """Canonical associated data of chunk ``index``.
-
-        The encoding is unambiguous: the fields ``ALGORITHM, message_id, sender,
-        recipient, app, endpoint, kind, expires`` in this fixed order, each as a
-        4-byte big-endian length followed by its UTF-8 bytes, then ``chunk_count``
-        and ``index`` as 8-byte big-endian unsigned integers. Because every
-        variable-length field carries its length, no two different contexts
-        (e.g. ``app="ab", endpoint="c"`` vs ``app="a", endpoint="bc"``) encode to
-        the same bytes.
-
-        Parameters
-        ----------
-        index : int
-            Chunk position, ``0 <= index < chunk_count``.
-
-        Returns
-        -------
-        bytes
-        """
-        _check_index(self, index, EncryptionError)
-        parts = []
+    def _prefix(self) -> bytes:
+        parts = [self.sender_identity, self.recipient_identity]
         for text in (
             ALGORITHM,
             self.message_id,
@@ -149,8 +243,31 @@ class MessageContext:
             raw = text.encode("utf-8")
             parts.append(struct.pack(">I", len(raw)))
             parts.append(raw)
-        parts.append(struct.pack(">QQ", self.chunk_count, index))
+        parts.append(struct.pack(">Q", self.chunk_count))
         return b"".join(parts)
+
+    def aad(self, index: int) -> bytes:
+        """Canonical associated data of chunk ``index``.
+
+        The encoding is unambiguous: the sender's and the recipient's raw 32-byte
+        identity keys (Signal's ``AD = IK_A || IK_B``), then the fields
+        ``ALGORITHM, message_id, sender, recipient, app, endpoint, kind, expires``
+        in this order, each as a 4-byte big-endian length followed by its UTF-8
+        bytes, then ``chunk_count`` and ``index`` as 8-byte big-endian unsigned
+        integers. Because every variable-length field carries its length, no two
+        different contexts encode to the same bytes.
+
+        Parameters
+        ----------
+        index : int
+            Chunk position, ``0 <= index < chunk_count``.
+
+        Returns
+        -------
+        bytes
+        """
+        _check_index(self, index, EncryptionError)
+        return self._prefix() + struct.pack(">Q", index)
 
 
 def _check_index(ctx: MessageContext, index: int, error: type[EncryptionError]) -> None:
@@ -174,9 +291,12 @@ class SealedKey:
     ----------
     ephemeral_public : bytes
         Raw 32-byte X25519 public key of the message's ephemeral key.
+    prekey : str
+        :func:`prekey_id` of the recipient's signed prekey that was used.
     """
 
     ephemeral_public: bytes
+    prekey: str = ""
 
     def __post_init__(self) -> None:
         # Built from an untrusted header on the receiving side, hence DecryptionError.
@@ -185,12 +305,19 @@ class SealedKey:
             or len(self.ephemeral_public) != 32
         ):
             raise DecryptionError("ephemeral public key must be 32 bytes")
+        if not isinstance(self.prekey, str) or len(self.prekey) > 64:
+            raise DecryptionError("prekey id must be a short string")
 
 
-def _derive(dh1: bytes, dh2: bytes) -> bytes:
+def _derive(*dhs: bytes) -> bytes:
+    # Signal X3DH: F = 32 0xFF bytes first (domain separation from XEdDSA), a
+    # zero salt of hash length.
     return HKDF(
-        algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=_HKDF_INFO
-    ).derive(dh1 + dh2)
+        algorithm=hashes.SHA256(),
+        length=KEY_SIZE,
+        salt=bytes(KEY_SIZE),
+        info=_HKDF_INFO,
+    ).derive(b"\xff" * 32 + b"".join(dhs))
 
 
 def _exchange(private: X25519PrivateKey, public: X25519PublicKey) -> bytes:
@@ -205,14 +332,14 @@ def _exchange(private: X25519PrivateKey, public: X25519PublicKey) -> bytes:
 def seal_key(
     sender_keys: PrivateKeys, recipient: PublicBundle
 ) -> tuple[SealedKey, bytes]:
-    """Create a fresh message key for ``recipient``.
+    """Create a fresh message key for ``recipient`` (X3DH, DH1-DH3).
 
     Parameters
     ----------
     sender_keys : PrivateKeys
-        The sender's own keys (their prekey authenticates the message).
+        The sender's own keys (its identity key takes part in DH1).
     recipient : PublicBundle
-        The recipient's verified public keys.
+        The recipient's verified public keys (prekey signature already checked).
 
     Returns
     -------
@@ -224,20 +351,27 @@ def seal_key(
     Raises
     ------
     EncryptionError
-        The recipient's prekey is a low-order point (a malicious DID).
+        The recipient's keys are low-order or otherwise unusable (a malicious DID).
     """
     if not isinstance(recipient, PublicBundle):
         raise EncryptionError("recipient must be a verified PublicBundle")
     ephemeral = X25519PrivateKey.generate()
     try:
-        dh1 = _exchange(sender_keys.signed_prekey, recipient.signed_prekey)
-        dh2 = _exchange(ephemeral, recipient.signed_prekey)
-    except ValueError as exc:
+        ik_b = ed25519_public_to_x25519(recipient.identity_key)
+        dh1 = _exchange(
+            ed25519_private_to_x25519(sender_keys.identity), recipient.signed_prekey
+        )
+        dh2 = _exchange(ephemeral, ik_b)
+        dh3 = _exchange(ephemeral, recipient.signed_prekey)
+    except (ValueError, EncryptionError) as exc:
         raise EncryptionError(
-            f"cannot agree on a key with {recipient.email}: invalid signed prekey"
+            f"cannot agree on a key with {recipient.email}: invalid signed prekey "
+            "or identity key"
         ) from exc
-    sealed = SealedKey(ephemeral.public_key().public_bytes_raw())
-    return sealed, _derive(dh1, dh2)
+    sealed = SealedKey(
+        ephemeral.public_key().public_bytes_raw(), prekey_id(recipient.signed_prekey)
+    )
+    return sealed, _derive(dh1, dh2, dh3)
 
 
 def open_key(
@@ -251,7 +385,8 @@ def open_key(
     Parameters
     ----------
     recipient_keys : PrivateKeys
-        The recipient's own keys.
+        The recipient's identity key and the signed prekey named by ``sealed``
+        (the current one, or a rotated one still inside its grace period).
     sender : PublicBundle
         The claimed sender's verified public keys.
     sealed : SealedKey
@@ -266,7 +401,7 @@ def open_key(
     ------
     DecryptionError
         The ephemeral key is non-canonical or a low-order point, or the sender's
-        prekey is a low-order point.
+        identity key is unusable.
     """
     if not isinstance(sender, PublicBundle):
         raise DecryptionError("sender must be a verified PublicBundle")
@@ -276,15 +411,93 @@ def open_key(
     if ek[31] & 0x80 or int.from_bytes(ek, "little") >= _P25519:
         raise DecryptionError("non-canonical ephemeral public key")
     try:
-        dh1 = _exchange(recipient_keys.signed_prekey, sender.signed_prekey)
-        dh2 = _exchange(
-            recipient_keys.signed_prekey, X25519PublicKey.from_public_bytes(ek)
+        ek_pub = X25519PublicKey.from_public_bytes(ek)
+        dh1 = _exchange(
+            recipient_keys.signed_prekey, ed25519_public_to_x25519(sender.identity_key)
         )
-    except ValueError as exc:
+        dh2 = _exchange(ed25519_private_to_x25519(recipient_keys.identity), ek_pub)
+        dh3 = _exchange(recipient_keys.signed_prekey, ek_pub)
+    except (ValueError, EncryptionError) as exc:
         raise DecryptionError(
-            f"invalid key agreement with {sender.email}: low-order public key"
+            f"invalid key agreement with {sender.email}: low-order or unusable key"
         ) from exc
-    return _derive(dh1, dh2)
+    return _derive(dh1, dh2, dh3)
+
+
+# --------------------------------------------------------------------------- transcript
+
+
+def transcript(ctx: MessageContext, sealed: SealedKey, parts: Iterable[bytes]) -> bytes:
+    """What the sender's identity key signs: header, context and ciphertext digest.
+
+    ``domain || ctx (as in the AAD, without index) || len(prekey) || prekey ||
+    ephemeral key || SHA-256 over (SHA-256 of each stored part)``.
+
+    Parameters
+    ----------
+    ctx : MessageContext
+    sealed : SealedKey
+    parts : iterable of bytes
+        The stored (encrypted) parts, in order.
+
+    Returns
+    -------
+    bytes
+    """
+    outer = hashlib.sha256()
+    for part in parts:
+        outer.update(hashlib.sha256(part).digest())
+    pk = sealed.prekey.encode("utf-8")
+    return b"".join(
+        (
+            _SIG_DOMAIN,
+            ctx._prefix(),
+            struct.pack(">I", len(pk)),
+            pk,
+            sealed.ephemeral_public,
+            outer.digest(),
+        )
+    )
+
+
+def sign_transcript(identity: Ed25519PrivateKey, data: bytes) -> bytes:
+    """Sign a :func:`transcript` with the sender's identity key (64 bytes).
+
+    Parameters
+    ----------
+    identity : Ed25519PrivateKey
+    data : bytes
+
+    Returns
+    -------
+    bytes
+    """
+    return identity.sign(data)
+
+
+def verify_transcript(sender: PublicBundle, data: bytes, signature: bytes) -> None:
+    """Check that ``sender``'s identity key signed ``data``.
+
+    Parameters
+    ----------
+    sender : PublicBundle
+    data : bytes
+    signature : bytes
+
+    Raises
+    ------
+    DecryptionError
+        The signature is missing, malformed or does not verify.
+    """
+    if not isinstance(signature, bytes) or len(signature) != 64:
+        raise DecryptionError(f"message signature of {sender.email} is malformed")
+    try:
+        sender.identity_key.verify(signature, data)
+    except InvalidSignature:
+        raise DecryptionError(
+            f"message is not signed by the identity key of {sender.email}: forged "
+            "or altered"
+        ) from None
 
 
 # --------------------------------------------------------------------------- chunks

@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
 )
 from pydantic import AnyHttpUrl, TypeAdapter, ValidationError
 
+from syft_flwr._email import fold_domain
 from syft_flwr.errors import (
     BadSignatureError,
     ConfigError,
@@ -55,6 +56,8 @@ __all__ = [
     "did_path",
     "ensure_keys",
     "fingerprint",
+    "fingerprint_digits",
+    "fingerprint_matches",
     "generate_keys",
     "load_private_keys",
     "load_public_bundle",
@@ -295,7 +298,8 @@ class PublicBundle:
             The DID document (see :func:`make_did_document`).
         email : str, optional
             The datasite the document was read from. If given, it must match the
-            email in the document's ``id`` (case-insensitively), so that one user
+            email in the document's ``id`` (local part exactly, domain
+            case-insensitively), so that one user
             cannot pass off a copy of somebody else's document as their own.
 
         Returns
@@ -312,7 +316,7 @@ class PublicBundle:
         if not isinstance(doc, dict):
             raise EncryptionError("DID document must be a JSON object")
         doc_email = _email_from_did_id(doc.get("id"))
-        if email is not None and doc_email.casefold() != email.casefold():
+        if email is not None and fold_domain(doc_email) != fold_domain(email):
             raise EncryptionError(
                 f"DID document belongs to {doc_email!r}, not to {email!r}"
             )
@@ -715,16 +719,63 @@ def fingerprint(bundle_or_keys: PublicBundle | PrivateKeys | Ed25519PublicKey) -
     -------
     str
     """
-    if isinstance(bundle_or_keys, PublicBundle):
-        pub = bundle_or_keys.identity_key
-    elif isinstance(bundle_or_keys, PrivateKeys):
-        pub = bundle_or_keys.identity.public_key()
-    elif isinstance(bundle_or_keys, Ed25519PublicKey):
-        pub = bundle_or_keys
-    else:
-        raise TypeError(f"cannot fingerprint {type(bundle_or_keys).__name__}")
+    pub = _identity_public(bundle_or_keys)
     digest = hashlib.sha256(pub.public_bytes_raw()).hexdigest()[:32]
     return " ".join(digest[i : i + 4] for i in range(0, 32, 4))
+
+
+def fingerprint_digits(
+    bundle_or_keys: PublicBundle | PrivateKeys | Ed25519PublicKey,
+) -> str:
+    """The identity key's fingerprint as 30 digits in 6 groups, for reading aloud.
+
+    Each group of 5 digits is a 40-bit slice of SHA-256 over the raw identity
+    key, reduced modulo 100000 (the way Signal's safety numbers are built), e.g.
+    ``"03821 55017 93342 10688 72409 31556"``: about 100 bits, easy to compare on
+    a phone call. It covers the same key as :func:`fingerprint` and takes the
+    same argument; returns a ``str``.
+    """
+    digest = hashlib.sha256(_identity_public(bundle_or_keys).public_bytes_raw())
+    raw = digest.digest()
+    groups = [int.from_bytes(raw[i : i + 5], "big") % 100000 for i in range(0, 30, 5)]
+    return " ".join(f"{g:05d}" for g in groups)
+
+
+def _identity_public(
+    bundle_or_keys: PublicBundle | PrivateKeys | Ed25519PublicKey,
+) -> Ed25519PublicKey:
+    if isinstance(bundle_or_keys, PublicBundle):
+        return bundle_or_keys.identity_key
+    if isinstance(bundle_or_keys, PrivateKeys):
+        return bundle_or_keys.identity.public_key()
+    if isinstance(bundle_or_keys, Ed25519PublicKey):
+        return bundle_or_keys
+    raise TypeError(f"cannot fingerprint {type(bundle_or_keys).__name__}")
+
+
+def fingerprint_matches(
+    text: str, bundle_or_keys: PublicBundle | PrivateKeys | Ed25519PublicKey
+) -> bool:
+    """Whether ``text`` is the fingerprint of the key, in either printed form.
+
+    Spaces, dashes and letter case are ignored, so ``"3F2A-9C01..."`` matches.
+
+    Parameters
+    ----------
+    text : str
+        A :func:`fingerprint` or :func:`fingerprint_digits`, as a user typed it.
+    bundle_or_keys : PublicBundle or PrivateKeys or Ed25519PublicKey
+        Whose identity key.
+
+    Returns
+    -------
+    bool
+    """
+    given = "".join(ch for ch in str(text).lower() if ch.isalnum())
+    forms = (fingerprint(bundle_or_keys), fingerprint_digits(bundle_or_keys))
+    return bool(given) and any(
+        hmac.compare_digest(given, f.replace(" ", "")) for f in forms
+    )
 
 
 # --------------------------------------------------------------------------- policy
@@ -750,7 +801,9 @@ def ensure_keys(
     neither keys nor DID      generate, save keys (0600), publish DID
     keys, no DID              publish the DID of the existing keys
     DID, no keys              :class:`KeyConflictError`
-    keys and DID              check they match, else :class:`KeyConflictError`
+    keys and DID              check they match, else :class:`KeyConflictError`;
+                              same identity key but another prekey (an interrupted
+                              rotation): republish the DID of the key file
     ========================  =====================================================
 
     Nothing is ever overwritten. Concurrent first calls are safe: files are
@@ -835,6 +888,14 @@ def ensure_keys(
             f"persists, replace it with the DID of {key_file} (move the file away and "
             "retry). Nothing was overwritten."
         ) from exc
+    if not _same_keys(bundle, keys) and (
+        bundle.identity_key.public_bytes_raw()
+        == keys.identity.public_key().public_bytes_raw()
+    ):
+        # Same identity, another prekey: a rotation was interrupted between saving
+        # the keys (written first) and publishing the DID. The key file wins.
+        save_did_document(did_file, make_did_document(keys, email, server_url))
+        return keys
     if not _same_keys(bundle, keys):
         raise KeyConflictError(
             f"the published {did_file} (fingerprint {fingerprint(bundle)}) does not "

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from syft_flwr._email import fold_domain
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings, parse_duration
 from syft_flwr.envelope import ID_PATTERN, parse_head
@@ -154,7 +155,9 @@ class TransportEvents(SyftFlwrEvents):
             poll_interval if poll_interval is not None else self.settings.poll_interval
         )
         self.allowed_senders = (
-            None if allowed_senders is None else {s.lower() for s in allowed_senders}
+            None
+            if allowed_senders is None
+            else {fold_domain(s) for s in allowed_senders}
         )
         self.ledger = Ledger(client.state_dir(self.app_name))
         self._endpoints: dict[str, _Endpoint] = {}

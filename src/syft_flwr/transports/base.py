@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
+from syft_flwr._email import fold_domain
 from syft_flwr.errors import ConfigError, MessageNotFound, UnsafeFileError
 
 __all__ = [
@@ -172,7 +173,8 @@ class Transport(ABC):
     default_rescan_interval: float = 2.0
 
     def __init__(self, identity: str) -> None:
-        self.identity = identity.strip().lower()
+        # Domain folded, local part exact: the same rule as syft_flwr.ids.normalize_email.
+        self.identity = fold_domain(identity)
         self._closed = False
 
     # -- primitives -----------------------------------------------------------

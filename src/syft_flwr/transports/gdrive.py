@@ -402,7 +402,10 @@ class GDriveTransport(Transport):
         page_size: int = 1000,
         reconcile_interval: float | None = None,
     ) -> None:
-        super().__init__(identity)
+        # Google account addresses are case-insensitive and Drive reports them
+        # lower-cased: on Drive the whole address is folded (SyftBox keeps the
+        # local part exactly).
+        super().__init__(identity.lower())
         if "@" not in self.identity:
             raise ConfigError(f"identity must be an email, got {identity!r}")
         if chunk_size <= 0 or chunk_size % _CHUNK_GRANULARITY:

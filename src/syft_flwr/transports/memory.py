@@ -57,6 +57,28 @@ class MemoryHub:
         self.reject = reject
         self.largest_file = 0
         self.writes = 0
+        self._private: dict[str, dict[str, object]] = {}
+
+    def private_state(self, identity: str) -> dict[str, object]:
+        """The private, never-shared state of ``identity`` on this hub.
+
+        Stands in for a party's private state folder when an in-memory client has
+        none: its private keys, rotated prekeys and pinned peer keys live here,
+        keyed by identity (so a new client object of the same party finds its
+        keys, and no other party ever does).
+
+        Parameters
+        ----------
+        identity : str
+            The party's email.
+
+        Returns
+        -------
+        dict
+            Mutable; owned by the caller's crypto layer.
+        """
+        with self._lock:
+            return self._private.setdefault(identity, {})
 
     def snapshot(self) -> dict[str, bytes]:
         """Return a copy of all files (for assertions in tests)."""

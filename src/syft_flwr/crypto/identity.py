@@ -1,0 +1,266 @@
+"""What the ``syft_flwr keys`` commands do, as public functions.
+
+* :func:`show_keys`: own and peers' fingerprints, in forms easy to read aloud;
+* :func:`trust_peer`: accept a peer's (new) identity key after checking it;
+* :func:`rotate_prekey`: publish a new signed prekey, keep the old one for a
+  grace period, then destroy it (see :mod:`syft_flwr.crypto.prekeys`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from syft_flwr._email import fold_domain
+from syft_flwr.client.protocol import SyftFlwrClient
+from syft_flwr.config import Settings
+from syft_flwr.crypto.cipher import prekey_id
+from syft_flwr.crypto.keys import (
+    PrivateKeys,
+    PublicBundle,
+    fingerprint,
+    fingerprint_digits,
+    fingerprint_matches,
+    public_bundle_of,
+)
+from syft_flwr.crypto.policy import (
+    KeyDirectory,
+    _server_url_of,
+    load_or_create_keys,
+    publish_did,
+    save_keys,
+)
+from syft_flwr.crypto.prekeys import PrekeyRing, RetiredPrekey
+from syft_flwr.crypto.store import key_store_for
+from syft_flwr.crypto.trust import PinnedPeer, TrustStore
+from syft_flwr.errors import ConfigError, KeyNotFound
+from syft_flwr.transports.base import Transport
+
+__all__ = ["KeyInfo", "Rotation", "rotate_prekey", "show_keys", "trust_peer"]
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """One identity as ``syft_flwr keys show`` prints it.
+
+    Attributes
+    ----------
+    email : str
+    role : {"own", "peer"}
+    fingerprint : str or None
+        Hex fingerprint of the pinned (peers) or own identity key.
+    digits : str or None
+        The same key as 6 groups of 5 digits, for reading aloud.
+    published : str or None
+        Fingerprint of the identity key the peer publishes now, when looked up.
+    status : str
+        ``"own"``, ``"pinned"`` (first use), ``"accepted"`` (by the user),
+        ``"changed"`` (published key differs from the pin: refused),
+        ``"not pinned"`` or ``"not published"``.
+    """
+
+    email: str
+    role: str
+    fingerprint: str | None
+    digits: str | None
+    published: str | None
+    status: str
+
+
+def _pin_info(pin: PinnedPeer, published: PublicBundle | None) -> KeyInfo:
+    status = "accepted" if pin.accepted else "pinned"
+    pub_fp = None if published is None else fingerprint(published)
+    if pub_fp is not None and pub_fp != pin.fingerprint:
+        status = "changed"
+    return KeyInfo(
+        pin.email, "peer", pin.fingerprint, pin.fingerprint_digits, pub_fp, status
+    )
+
+
+def show_keys(
+    client: SyftFlwrClient,
+    email: str | None = None,
+    *,
+    transport: Transport | None = None,
+    clock: Callable[[], float] = time.time,
+) -> list[KeyInfo]:
+    """Own fingerprint (creating keys on first use) and the peers' pinned ones.
+
+    Parameters
+    ----------
+    client : SyftFlwrClient
+        Whose keys and pins.
+    email : str, optional
+        Show only this peer, and also read its currently published DID (so a
+        changed key shows as ``"changed"`` with both fingerprints).
+    transport : Transport, optional
+        Default ``client.make_transport()``.
+    clock : callable, optional
+        Current POSIX time; retired prekeys past their grace period are destroyed.
+
+    Returns
+    -------
+    list of KeyInfo
+        Own identity first, then peers sorted by email.
+    """
+    transport = transport or client.make_transport()
+    keys = load_or_create_keys(client, transport)
+    own = public_bundle_of(keys, client.email)
+    out = [
+        KeyInfo(
+            client.email,
+            "own",
+            fingerprint(own),
+            fingerprint_digits(own),
+            fingerprint(own),
+            "own",
+        )
+    ]
+    # showing keys also enforces the expiry of retired prekeys
+    PrekeyRing(key_store_for(client), clock=clock).purge()
+    trust = TrustStore(key_store_for(client))
+    if email is None:
+        out += [_pin_info(p, None) for _, p in sorted(trust.peers().items())]
+        return out
+    email = fold_domain(email)
+    try:
+        published: PublicBundle | None = KeyDirectory(transport, trust).fetch(email)
+    except KeyNotFound:
+        published = None
+    pin = trust.pinned(email)
+    if pin is not None:
+        out.append(_pin_info(pin, published))
+    elif published is not None:
+        out.append(
+            KeyInfo(
+                email,
+                "peer",
+                None,
+                fingerprint_digits(published),
+                fingerprint(published),
+                "not pinned",
+            )
+        )
+    else:
+        out.append(KeyInfo(email, "peer", None, None, None, "not published"))
+    return out
+
+
+def trust_peer(
+    client: SyftFlwrClient,
+    email: str,
+    fingerprint_text: str | None = None,
+    *,
+    transport: Transport | None = None,
+) -> PinnedPeer:
+    """Pin the identity key ``email`` publishes now, replacing an older pin.
+
+    Parameters
+    ----------
+    client : SyftFlwrClient
+        Whose pins.
+    email : str
+        The peer.
+    fingerprint_text : str, optional
+        The fingerprint the peer read to you (either printed form). If given,
+        the published key must match it, else nothing changes.
+    transport : Transport, optional
+        Default ``client.make_transport()``.
+
+    Returns
+    -------
+    PinnedPeer
+
+    Raises
+    ------
+    KeyNotFound
+        ``email`` has not published keys (or they have not synced yet).
+    ConfigError
+        The published key does not match ``fingerprint_text``.
+    """
+    transport = transport or client.make_transport()
+    trust = TrustStore(key_store_for(client))
+    bundle = KeyDirectory(transport, trust).fetch(email)
+    if fingerprint_text is not None and not fingerprint_matches(
+        fingerprint_text, bundle
+    ):
+        raise ConfigError(
+            f"{bundle.email} publishes fingerprint {fingerprint(bundle)} "
+            f"({fingerprint_digits(bundle)}), not {fingerprint_text!r}; nothing was "
+            "changed. Do not trust it until you know why."
+        )
+    return trust.trust(bundle)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What :func:`rotate_prekey` did.
+
+    Attributes
+    ----------
+    new_prekey : str
+        Id of the signed prekey now published.
+    retired : RetiredPrekey
+        The old one: its id and when it will be destroyed.
+    fingerprint : str
+        The identity fingerprint, unchanged (peers see no TOFU prompt).
+    """
+
+    new_prekey: str
+    retired: RetiredPrekey
+    fingerprint: str
+
+
+def rotate_prekey(
+    client: SyftFlwrClient,
+    *,
+    grace: float | None = None,
+    transport: Transport | None = None,
+    settings: Settings | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Rotation:
+    """Create and publish a new signed prekey; retire the old one for ``grace``.
+
+    Messages sealed to the old prekey keep opening until the grace period ends;
+    then it is destroyed, and messages captured before the rotation can no longer
+    be opened by anyone, even with all of this party's keys. The identity key (and
+    so the fingerprint) stays: peers accept the new prekey without a prompt,
+    because the pinned identity key signed it.
+
+    Order of writes: the old prekey goes to the retired store first, then the key
+    file gets the new one, then the DID is published. An interruption never loses
+    a private prekey; an unpublished DID is republished at the next start.
+
+    Parameters
+    ----------
+    client : SyftFlwrClient
+        Whose prekey.
+    grace : float, optional
+        Seconds the old prekey is kept. Precedence: this argument, then
+        ``settings.prekey_grace``, then ``SYFT_FLWR_PREKEY_GRACE``, then 7 days.
+    transport : Transport, optional
+        Where the DID is published; default ``client.make_transport()``.
+    settings : Settings, optional
+        Default ``Settings.from_env()``.
+    clock : callable, optional
+        Current POSIX time (tests inject one).
+
+    Returns
+    -------
+    Rotation
+    """
+    if grace is None:
+        grace = (settings or Settings.from_env()).prekey_grace
+    transport = transport or client.make_transport()
+    keys = load_or_create_keys(client, transport)
+    ring = PrekeyRing(key_store_for(client), clock=clock)
+    retired = ring.retire(keys.signed_prekey, grace)
+    new = PrivateKeys(keys.identity, X25519PrivateKey.generate())
+    save_keys(client, new)
+    publish_did(transport, client.email, new, _server_url_of(client))
+    return Rotation(
+        prekey_id(new.signed_prekey.public_key()), retired, fingerprint(new)
+    )

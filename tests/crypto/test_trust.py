@@ -1,0 +1,145 @@
+"""Trust on first use: pinned identity keys, changed DIDs refused, `keys trust/show`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from _support import make_syft_client
+
+from syft_flwr.cli import main
+from syft_flwr.client import MemoryClient
+from syft_flwr.config import Settings
+from syft_flwr.crypto.identity import show_keys, trust_peer
+from syft_flwr.crypto.keys import (
+    fingerprint,
+    fingerprint_digits,
+    fingerprint_matches,
+    generate_keys,
+    make_did_document,
+)
+from syft_flwr.crypto.policy import default_policy, did_key, load_or_create_keys
+from syft_flwr.errors import ConfigError, PeerKeyChangedError
+from syft_flwr.rpc import SyftFlwrRpc
+from syft_flwr.transports.memory import MemoryHub
+
+DS, DO = "ds@example.org", "do@example.org"
+APP, EP = "flwr/tofu", "messages"
+SMALL = Settings(chunk_size=64 * 1024, inline_limit=1024)
+
+
+def _replace_did(transport, email: str) -> str:
+    """What a compromised sync server or Drive editor does; returns the new fp."""
+    evil = generate_keys()
+    doc = make_did_document(evil, email, "https://syftbox.local/")
+    transport.put(did_key(email), json.dumps(doc).encode())
+    return fingerprint(evil)
+
+
+def test_replaced_did_is_refused_naming_both_fingerprints_until_trusted() -> None:
+    hub = MemoryHub()
+    ds, do = MemoryClient(DS, hub), MemoryClient(DO, hub)
+    t_ds, t_do = ds.make_transport(), do.make_transport()
+    do_fp = fingerprint(load_or_create_keys(do, t_do))
+    rpc = SyftFlwrRpc(t_ds, APP, settings=SMALL, policy=default_policy(ds, t_ds, SMALL))
+    rpc.send_request(DO, EP, b"first", expires_at=time.time() + 60)  # pins DO
+    assert show_keys(ds)[1].fingerprint == do_fp
+
+    new_fp = _replace_did(t_ds, DO)
+    # a fresh policy (a restart) reads the DID again: refused, both fps named
+    rpc2 = SyftFlwrRpc(
+        t_ds, APP, settings=SMALL, policy=default_policy(ds, t_ds, SMALL)
+    )
+    with pytest.raises(PeerKeyChangedError) as err:
+        rpc2.send_request(DO, EP, b"model", expires_at=time.time() + 60)
+    assert do_fp in str(err.value) and new_fp in str(err.value)
+    assert f"syft_flwr keys trust {DO}" in str(err.value)
+    assert (err.value.pinned, err.value.published) == (do_fp, new_fp)
+    info = show_keys(ds, DO)[1]
+    assert (info.status, info.fingerprint, info.published) == ("changed", do_fp, new_fp)
+
+    # a wrong fingerprint read over the phone: nothing changes
+    with pytest.raises(ConfigError):
+        trust_peer(ds, DO, do_fp)
+    with pytest.raises(PeerKeyChangedError):
+        SyftFlwrRpc(
+            t_ds, APP, settings=SMALL, policy=default_policy(ds, t_ds, SMALL)
+        ).send_request(DO, EP, b"x", expires_at=time.time() + 60)
+
+    pin = trust_peer(ds, DO, new_fp.upper().replace(" ", "-"))
+    assert pin.fingerprint == new_fp and pin.accepted
+    rpc3 = SyftFlwrRpc(
+        t_ds, APP, settings=SMALL, policy=default_policy(ds, t_ds, SMALL)
+    )
+    rpc3.send_request(DO, EP, b"after trust", expires_at=time.time() + 60)
+    assert show_keys(ds, DO)[1].status == "accepted"
+
+
+def test_receiving_side_refuses_a_changed_sender_too() -> None:
+    hub = MemoryHub()
+    ds, do = MemoryClient(DS, hub), MemoryClient(DO, hub)
+    t_ds, t_do = ds.make_transport(), do.make_transport()
+    pol_do = default_policy(do, t_do, SMALL)
+    load_or_create_keys(ds, t_ds)
+    pol_do.directory.get(DS)  # DO pinned DS
+    _replace_did(t_do, DS)
+    with pytest.raises(PeerKeyChangedError):
+        pol_do.directory.get(DS, refresh=True)
+
+
+def test_pins_are_private_state_files_0600(tmp_path: Path) -> None:
+    ds, do = make_syft_client(tmp_path, DS), make_syft_client(tmp_path, DO)
+    load_or_create_keys(do, do.make_transport())
+    trust_peer(ds, DO)
+    peers = ds.state_dir("_keys") / "peers.json"
+    assert peers.is_file() and (peers.stat().st_mode & 0o777) == 0o600
+    assert not str(peers).startswith(str(ds.datasites))  # never synced
+    assert DO in json.loads(peers.read_text())["peers"]
+    assert [p.name for p in peers.parent.iterdir()] == ["peers.json"]  # no temp left
+
+
+def test_fingerprint_forms() -> None:
+    keys = generate_keys()
+    digits = fingerprint_digits(keys)
+    groups = digits.split(" ")
+    assert len(groups) == 6 and all(len(g) == 5 and g.isdigit() for g in groups)
+    assert fingerprint_matches(digits, keys)
+    assert fingerprint_matches(fingerprint(keys).upper(), keys)
+    assert not fingerprint_matches(fingerprint(generate_keys()), keys)
+    assert not fingerprint_matches("", keys)
+
+
+def _run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), out.out + out.err
+
+
+def test_cli_keys_show_and_trust(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ds, do = make_syft_client(tmp_path, DS), make_syft_client(tmp_path, DO)
+    ds_conf, do_conf = str(ds.config_path), str(do.config_path)
+    code, out = _run_cli(capsys, "keys", "--config", do_conf)  # unchanged command
+    do_fp = fingerprint(load_or_create_keys(do, do.make_transport()))
+    assert code == 0 and do_fp in out and "read aloud" in out
+
+    code, out = _run_cli(capsys, "keys", "trust", DO, "--config", ds_conf)
+    assert code == 0 and do_fp in out
+    new_fp = _replace_did(do.make_transport(), DO)
+    code, out = _run_cli(capsys, "keys", "show", DO, "--config", ds_conf)
+    assert code == 0 and "changed" in out and do_fp in out and new_fp in out
+    code, out = _run_cli(
+        capsys, "keys", "trust", DO, "--fingerprint", do_fp, "--config", ds_conf
+    )
+    assert code == 2 and new_fp in out  # mismatch: refused, says what is published
+    code, out = _run_cli(
+        capsys, "keys", "trust", DO, "--fingerprint", new_fp, "--config", ds_conf
+    )
+    assert code == 0
+    code, out = _run_cli(capsys, "keys", "show", "--config", ds_conf)
+    assert code == 0 and "[you]" in out and f"{DO}  [accepted]" in out
+    assert new_fp in out
