@@ -183,8 +183,9 @@ def test_a_data_owner_replaces_a_reply_it_did_not_write(
         t.close()
 
 
+@pytest.mark.parametrize("how", ["missing", "half synced"])
 def test_missing_researcher_keys_are_waited_for_not_refused(
-    syft_root: Path, caplog: pytest.LogCaptureFixture
+    how: str, syft_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A half-synced researcher did.json: the data owner waits instead of a 403."""
     caplog.set_level(logging.INFO, logger="syft_flwr")
@@ -200,7 +201,10 @@ def test_missing_researcher_keys_are_waited_for_not_refused(
     mid = rpc.send_request(DO, EP, b"work", expires_at=time.time() + 60)
     did = researcher.datasites / RESEARCHER / "public" / "did.json"
     saved = did.read_bytes()
-    did.unlink()  # not synced to the data owner yet
+    if how == "missing":
+        did.unlink()  # not synced to the data owner yet
+    else:
+        did.write_bytes(saved[: len(saved) // 2])  # a sync caught mid-file
     runner = EventsRunner()
     ev = create_events_watcher(APP, owner, settings=ENC, poll_interval=0.25)
     assert isinstance(ev, TransportEvents)
@@ -213,7 +217,7 @@ def test_missing_researcher_keys_are_waited_for_not_refused(
         assert not (folder / f"{mid}.response").exists(), "refused instead of waiting"
         did.write_bytes(saved)  # the sync catches up
         resp = wait_until(
-            lambda: _try(lambda: rpc.response_for(DO, EP, mid)), timeout=15
+            lambda: _try(lambda: rpc.response_for(DO, EP, mid)), timeout=30
         )
         assert resp.head.status_code == 200 and resp.body == b"done:work"
     finally:

@@ -20,6 +20,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from syft_flwr import strict_json
 from syft_flwr._email import fold_domain
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings
@@ -57,6 +58,8 @@ from syft_flwr.envelope import BodyCodec, Head, SealContext
 from syft_flwr.errors import (
     DecryptionError,
     EncryptionError,
+    EnvelopeError,
+    IncompleteMessage,
     KeyConflictError,
     KeyNotFound,
     MessageNotFound,
@@ -88,6 +91,8 @@ def did_key(email: str) -> str:
 
 #: Seconds a peer's DID stays cached before it is read again (picks up rotations).
 DEFAULT_DID_MAX_AGE = 300.0
+#: A DID document is a few KB; anything much larger is not one.
+MAX_DID_BYTES = 256 * 1024
 
 
 class KeyDirectory:
@@ -171,16 +176,25 @@ class KeyDirectory:
         """
         email = fold_domain(email)
         try:
-            raw = self.transport.get(did_key(email))
+            raw = self.transport.read_limited(did_key(email), MAX_DID_BYTES)
         except MessageNotFound:
             raise KeyNotFound(
                 f"no public keys (public/did.json) visible for {email}; has it "
                 "started syft_flwr with encryption on, and has its datasite synced?"
             ) from None
+        except EnvelopeError as exc:  # a link, a FIFO, or far too large
+            raise EncryptionError(f"did.json of {email} refused: {exc}") from exc
         try:
-            doc = json.loads(raw)
-        except ValueError as exc:
-            raise EncryptionError(f"did.json of {email} is not JSON: {exc}") from exc
+            doc = strict_json.loads(raw, max_bytes=MAX_DID_BYTES)
+        except IncompleteMessage as exc:
+            # Half synced: not there yet, as if missing (callers wait for it).
+            raise KeyNotFound(
+                f"did.json of {email} is not complete yet: {exc}"
+            ) from exc
+        except EnvelopeError as exc:
+            raise EncryptionError(f"did.json of {email} is not valid: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise EncryptionError(f"did.json of {email} is not a JSON object")
         return load_public_bundle(doc, email=email)
 
 
@@ -381,7 +395,9 @@ def _check_same_identity(
     current: bytes, email: str, keys: PrivateKeys, where: str
 ) -> None:
     try:
-        existing = load_public_bundle(json.loads(current), email=email)
+        existing = load_public_bundle(
+            strict_json.loads(current, max_bytes=MAX_DID_BYTES), email=email
+        )
     except (ValueError, EncryptionError) as exc:
         raise KeyConflictError(
             f"{where} exists but cannot be verified ({exc}); nothing was "

@@ -45,7 +45,7 @@ def create_events_watcher(
     client: Any | None = None,
     cleanup_expiry: str = "1d",
     cleanup_interval: str = "1d",
-    poll_interval: float = 2.0,
+    poll_interval: float | None = None,
     **kwargs: Any,
 ) -> SyftFlwrEvents:
     """Create the events adapter that matches ``client``'s transport.
@@ -60,7 +60,7 @@ def create_events_watcher(
         Exchanges older than ``cleanup_expiry`` are deleted every ``cleanup_interval``.
     poll_interval:
         Seconds between fallback rescans (SyftBox, memory) or the Drive polling
-        ceiling.
+        ceiling; default ``SYFT_FLWR_POLL_INTERVAL``, else 2.0.
     **kwargs:
         ``policy``, ``settings``, ``allowed_senders``, ``transport``, ``clock``.
 

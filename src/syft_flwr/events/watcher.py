@@ -43,7 +43,7 @@ from syft_flwr.errors import (
     SecurityError,
     TransportError,
 )
-from syft_flwr.events.ledger import Ledger
+from syft_flwr.events.ledger import RECEIVED, REPLIED, RUNNING, STORED, Ledger
 from syft_flwr.events.protocol import MessageHandler, SyftFlwrEvents
 from syft_flwr.rpc import CodecPolicy, Incoming, SyftFlwrRpc
 from syft_flwr.transports.base import RpcPath, Transport, Watch
@@ -88,6 +88,17 @@ class _Endpoint:
 
 
 _STOP = "\x00stop"
+
+
+@dataclass
+class _Retry:
+    path: RpcPath
+    status: int
+    body: bytes
+    expires: str
+    expires_at: float
+    next_at: float
+    delay: float
 
 
 class TransportEvents(SyftFlwrEvents):
@@ -159,7 +170,7 @@ class TransportEvents(SyftFlwrEvents):
             if allowed_senders is None
             else {fold_domain(s) for s in allowed_senders}
         )
-        self.ledger = Ledger(client.state_dir(self.app_name))
+        self.ledger = Ledger(client.state_dir(self.app_name), clock=clock)
         self._endpoints: dict[str, _Endpoint] = {}
         self._queue: queue.Queue[str] = queue.Queue()
         self._stop = threading.Event()
@@ -168,6 +179,8 @@ class TransportEvents(SyftFlwrEvents):
         self._incomplete: dict[str, float] = {}  # head key -> first seen (monotonic)
         self._warned: set[str] = set()
         self._answered: set[str] = set()  # ids this process replied to
+        self._retries: dict[str, _Retry] = {}  # replies waiting for another write
+        self._busy: threading.Thread | None = None  # the last handler thread
         self._refused: set[str] = set()  # head keys refused (logged once)
         self._foreign_replies: set[str] = set()  # replies found that we never wrote
         self.served = 0
@@ -261,9 +274,8 @@ class TransportEvents(SyftFlwrEvents):
         next_rescan = mono() + self.poll_interval
         next_cleanup = mono() + min(self.cleanup_interval, 3600.0)
         while not self._stop.is_set():
-            wait = max(
-                0.0, min(next_rescan - mono(), 0.25 if self._incomplete else 1.0)
-            )
+            busy = self._incomplete or self._retries
+            wait = max(0.0, min(next_rescan - mono(), 0.25 if busy else 1.0))
             try:
                 key = self._queue.get(timeout=wait)
             except queue.Empty:
@@ -275,6 +287,8 @@ class TransportEvents(SyftFlwrEvents):
             if self._incomplete and key is None:
                 for k in list(self._incomplete):
                     self._handle_key(k)
+            if self._retries:
+                self._retry_due()
             now = mono()
             if now >= next_rescan:
                 self._rescan()
@@ -282,6 +296,7 @@ class TransportEvents(SyftFlwrEvents):
                 next_rescan = now + self.poll_interval
             if now >= next_cleanup:
                 self.cleanup()
+                self.ledger.trim()
                 next_cleanup = now + self.cleanup_interval
 
     def _handle_key(self, key: str) -> None:
@@ -372,15 +387,10 @@ class TransportEvents(SyftFlwrEvents):
             # We answered it and the requester deleted our reply first while
             # cleaning up (its request deletion has not arrived yet): not a replay.
             return
-        if mid in self.ledger:
-            self._refuse(
-                path,
-                mid,
-                409,
-                f"request {mid} was already executed; it is not run again",
-                key,
-                expires=head.expires,
-            )
+        state = self.ledger.state(mid)
+        if state in (RUNNING, STORED, REPLIED):
+            self._incomplete.pop(key, None)
+            self._answer_again(path, mid, key, state, head.expires, expires_at)
             return
         try:
             incoming = self.rpc.read(key, raw_head=raw_head)
@@ -432,8 +442,49 @@ class TransportEvents(SyftFlwrEvents):
         return mid in self._answered or mid in self.ledger or key in self._refused
 
     def _execute(self, ep: _Endpoint, incoming: Incoming) -> None:
-        # Record before running: a crash mid-handler must not lead to a second run.
-        self.ledger.add(incoming.id)
+        """Run the handler once, keep its reply durably, then deliver it.
+
+        received -> running -> stored -> replied, each step durable before the
+        next: a crash never runs a request twice and never loses a finished reply.
+        """
+        mid, head = incoming.id, incoming.head
+        expires_at = head.expires_at
+        self.ledger.mark(mid, RECEIVED, expires_at)
+        if not self._wait_idle(expires_at):
+            if not self._stop.is_set():
+                self._deliver(
+                    incoming.path,
+                    mid,
+                    504,
+                    b"an earlier ClientApp call is still running past its deadline; "
+                    b"this request expired waiting for it and was not run",
+                    head.expires,
+                    expires_at,
+                )
+            return
+        self.ledger.mark(mid, RUNNING, expires_at)
+        outcome = self._run_handler(ep, incoming, expires_at)
+        if outcome is None:  # stopping: the run's result is not awaited
+            return
+        status, body = outcome
+        try:
+            self.ledger.store_reply(mid, status, body, expires_at)
+        except OSError as exc:
+            # Private state unwritable (disk full): still try to deliver it.
+            logger.error("could not keep the reply to %s durably: %s", mid, exc)
+        self._deliver(incoming.path, mid, status, body, head.expires, expires_at)
+
+    def _run_handler(
+        self, ep: _Endpoint, incoming: Incoming, expires_at: float
+    ) -> tuple[int, bytes] | None:
+        """Call the handler in a worker thread, never past the request's expiry.
+
+        Returns ``(status, body)``, or ``None`` when the loop is stopping (the
+        stop signal and Ctrl-C are honoured while a ClientApp runs). A handler
+        that overruns gets a 504 reply at the deadline; it keeps running in the
+        background (Python cannot kill a thread) and the next request waits for
+        it, so the ClientApp is never called twice at once.
+        """
         info = RequestInfo(
             id=incoming.id,
             sender=incoming.sender,
@@ -443,27 +494,132 @@ class TransportEvents(SyftFlwrEvents):
             headers=dict(incoming.head.headers),
             encrypted=incoming.head.encrypted,
         )
-        token = _current.set(info)
-        status, body = 200, b""
+        box: dict[str, object] = {}
+
+        def work() -> None:
+            token = _current.set(info)
+            try:
+                box["result"] = ep.handler(incoming.body)
+            except BaseException as exc:  # noqa: BLE001 - reported as a 500 below
+                box["error"] = exc
+                logger.exception(
+                    "handler for %s raised on request %s", ep.name, incoming.id
+                )
+            finally:
+                _current.reset(token)
+
+        worker = threading.Thread(
+            target=work, name=f"syft_flwr-handler-{incoming.id[:8]}", daemon=True
+        )
+        self._busy = worker
+        worker.start()
+        while worker.is_alive():
+            worker.join(timeout=0.1)
+            if not worker.is_alive():
+                break
+            if self._stop.is_set():
+                logger.warning(
+                    "stopping while the ClientApp still runs request %s; it gets "
+                    "no reply and is not run again",
+                    incoming.id,
+                )
+                return None
+            if self.clock() >= expires_at:
+                logger.error(
+                    "the ClientApp did not finish request %s before it expired; "
+                    "the researcher is told so",
+                    incoming.id,
+                )
+                return 504, (
+                    b"the ClientApp did not finish before the request expired "
+                    b"(details in the data owner's log)"
+                )
+        if "error" in box:
+            exc = box["error"]
+            return 500, f"{type(exc).__name__}: {exc}".encode()
+        result = box.get("result")
+        if isinstance(result, str):
+            return 200, result.encode("utf-8")
+        return 200, b"" if result is None else bytes(result)  # type: ignore[arg-type]
+
+    def _wait_idle(self, expires_at: float) -> bool:
+        """Wait for a handler that overran its deadline; False if we must give up."""
+        busy = self._busy
+        while busy is not None and busy.is_alive():
+            if self._stop.is_set() or self.clock() >= expires_at:
+                return False
+            busy.join(timeout=0.1)
+        return True
+
+    def _deliver(
+        self,
+        path: RpcPath,
+        mid: str,
+        status: int,
+        body: bytes,
+        expires: str,
+        expires_at: float,
+    ) -> None:
+        """Write the reply; on failure keep it and retry with backoff until expiry."""
         try:
-            result = ep.handler(incoming.body)
-            if isinstance(result, str):
-                body = result.encode("utf-8")
-            elif result is not None:
-                body = bytes(result)
-        except Exception as exc:
-            logger.exception(
-                "handler for %s raised on request %s", ep.name, incoming.id
+            self.rpc.send_response(
+                path, request_id=mid, expires=expires, status_code=status, body=body
             )
-            status, body = 500, f"{type(exc).__name__}: {exc}".encode()
-        finally:
-            _current.reset(token)
-        try:
-            self.rpc.send_response(incoming, status_code=status, body=body)
-            self._answered.add(incoming.id)
-            self.served += 1
-        except Exception:
-            logger.exception("could not write the reply to %s", incoming.id)
+        except Exception as exc:  # noqa: BLE001 - any write failure is retried
+            retry = self._retries.get(mid)
+            delay = min(30.0, 0.5 if retry is None else retry.delay * 2)
+            self._retries[mid] = _Retry(
+                path, status, body, expires, expires_at, time.monotonic() + delay, delay
+            )
+            logger.warning(
+                "could not write the reply to %s (%s); it is kept and retried in "
+                "%.1f s",
+                mid,
+                exc,
+                delay,
+            )
+            return
+        self._retries.pop(mid, None)
+        self.ledger.mark(mid, REPLIED, expires_at)
+        self._answered.add(mid)
+        self.served += 1
+
+    def _retry_due(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        for mid, r in list(self._retries.items()):
+            if self.clock() >= r.expires_at:
+                self._retries.pop(mid, None)
+                logger.error(
+                    "gave up writing the reply to %s: the request expired", mid
+                )
+                continue
+            if force or now >= r.next_at:
+                self._deliver(r.path, mid, r.status, r.body, r.expires, r.expires_at)
+
+    def _answer_again(
+        self,
+        path: RpcPath,
+        mid: str,
+        key: str,
+        state: str | None,
+        expires: str,
+        expires_at: float,
+    ) -> None:
+        """A request this data owner has already started: never run it again."""
+        if mid in self._retries:
+            return  # its reply is queued for another write attempt
+        stored = self.ledger.stored_reply(mid) if state in (STORED, REPLIED) else None
+        if stored is not None:
+            logger.info("request %s was answered before; sending the same reply", mid)
+            self._deliver(path, mid, stored[0], stored[1], expires, expires_at)
+            return
+        why = (
+            f"request {mid} was already executed; it is not run again"
+            if state != RUNNING
+            else f"the data owner stopped while request {mid} was running; it is "
+            "not run again"
+        )
+        self._refuse(path, mid, 409, why, key, expires=expires)
 
     def _refuse(
         self,
@@ -520,6 +676,14 @@ class TransportEvents(SyftFlwrEvents):
         nobody else would.
         """
         deadline = time.monotonic() + self.drain_timeout
+        if self._retries:
+            self._retry_due(force=True)
+            if self._retries:
+                logger.warning(
+                    "%d replies could not be written yet; they are kept and sent "
+                    "when this data owner serves again",
+                    len(self._retries),
+                )
         while True:
             left = self._sweep_answered()
             if not left or time.monotonic() >= deadline:
@@ -554,12 +718,14 @@ class TransportEvents(SyftFlwrEvents):
                     continue
                 p = RpcPath.parse(k)
                 if p is not None:
+                    mid = p.name[: -len(".response")]
                     try:
-                        self.rpc.delete_message(
-                            p.folder, p.name[: -len(".response")], "response"
-                        )
+                        self.rpc.delete_message(p.folder, mid, "response")
                     except TransportError as exc:
                         logger.debug("could not delete %s: %s", k, exc)
+                    # The requester has read it: no resend can come any more.
+                    if ID_PATTERN.match(mid):
+                        self.ledger.drop_reply(mid)
         return remaining
 
     def cleanup(self) -> int:

@@ -246,8 +246,10 @@ def run_data_owner(
     try:
         ev.run_forever()
     except KeyboardInterrupt:
+        # Stop cleanly, then let the caller see the interruption (exit 130).
         logger.info("interrupted; stopping")
         ev.stop()
+        raise
     finally:
         if events is None and isinstance(ev, TransportEvents):
             ev.close()
