@@ -1,0 +1,400 @@
+"""The Google Drive transport (see the package docstring for the layout)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from syft_flwr.errors import (
+    ConfigError,
+    MessageNotFound,
+    PermissionDenied,
+    RemoteServiceError,
+    TransportClosed,
+)
+from syft_flwr.transports.base import Transport, Watch, check_key
+from syft_flwr.transports.gdrive._api import (
+    CHUNK_GRANULARITY,
+    FILE_FIELDS,
+    SIMPLE_UPLOAD_LIMIT,
+    _ApiMixin,
+    bytes_upload,
+    http_reason,
+    http_status,
+)
+from syft_flwr.transports.gdrive._auth import _ConstructorsMixin
+from syft_flwr.transports.gdrive._changes import _ChangesMixin
+from syft_flwr.transports.gdrive._folders import _FoldersMixin
+from syft_flwr.transports.gdrive._index import _IndexMixin
+from syft_flwr.transports.gdrive._layout import _Channel, _Entry
+
+__all__ = ["GDriveTransport"]
+
+_FAST_POLL = 0.25  # seconds between polls right after activity
+
+
+class GDriveTransport(
+    _ConstructorsMixin,
+    _ApiMixin,
+    _FoldersMixin,
+    _IndexMixin,
+    _ChangesMixin,
+    Transport,
+):
+    """Move files between datasites through shared Google Drive folders.
+
+    See the module docstring for the layout on Drive.
+
+    Parameters
+    ----------
+    identity:
+        Email of the Drive account this transport acts as (lower-cased). Checked
+        once against ``about.get`` before the first folder is created.
+    service_factory:
+        Returns a new googleapiclient Drive v3 ``Resource``. Called once per thread
+        that uses the transport, because ``httplib2.Http`` is not thread-safe.
+    root_folder_name:
+        Top-level folder of this identity's My Drive that holds its channel folders.
+    allowed_peers:
+        If given, only channels from these emails are read and only these peers are
+        written to; others are ignored.
+    sleep, clock:
+        Injected for tests: the backoff sleep and a monotonic clock.
+    poll_interval:
+        Ceiling in seconds of the adaptive ``changes.list`` polling.
+    max_retries:
+        Retries per API call before :class:`RemoteServiceError` is raised.
+    chunk_size:
+        Chunk size in bytes of resumable uploads and of downloads; a multiple of
+        256 KiB.
+    page_size:
+        ``pageSize`` of ``files.list`` calls (Drive allows up to 1000).
+    reconcile_interval:
+        Seconds between the poller's safety-net listings of every channel
+        (default: 15 × ``poll_interval``).
+
+    Raises
+    ------
+    ConfigError
+        If a numeric parameter is out of range.
+    """
+
+    name = "gdrive"
+    max_file_size = None
+    default_rescan_interval = 2.0
+
+    def __init__(
+        self,
+        identity: str,
+        service_factory: Callable[[], Any],
+        *,
+        root_folder_name: str = "SyftBox",
+        allowed_peers: Iterable[str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        poll_interval: float = 2.0,
+        max_retries: int = 6,
+        chunk_size: int = 8 * 1024 * 1024,
+        page_size: int = 1000,
+        reconcile_interval: float | None = None,
+    ) -> None:
+        super().__init__(identity)
+        if "@" not in self.identity:
+            raise ConfigError(f"identity must be an email, got {identity!r}")
+        if chunk_size <= 0 or chunk_size % CHUNK_GRANULARITY:
+            raise ConfigError("chunk_size must be a positive multiple of 256 KiB")
+        if poll_interval <= 0 or max_retries < 0 or not 1 <= page_size <= 1000:
+            raise ConfigError(
+                "poll_interval > 0, max_retries >= 0 and 1 <= page_size <= 1000"
+            )
+        if not root_folder_name or "/" in root_folder_name:
+            raise ConfigError(f"invalid root_folder_name: {root_folder_name!r}")
+        self._factory = service_factory
+        self._root_name = root_folder_name
+        self._allowed = (
+            None
+            if allowed_peers is None
+            else {p.strip().lower() for p in allowed_peers}
+        )
+        self._sleep = sleep
+        self._clock = clock
+        self._poll_interval = poll_interval
+        self._fast_poll = min(_FAST_POLL, poll_interval)
+        self._max_retries = max_retries
+        self._chunk_size = chunk_size
+        self._page_size = page_size
+        self._reconcile_interval = (
+            reconcile_interval if reconcile_interval is not None else 15 * poll_interval
+        )
+        self._rng = random.Random()
+
+        self._local = threading.local()
+        self._services: list[Any] = []
+        self._lock = threading.RLock()  # guards the caches below; never held over I/O
+        self._setup_lock = threading.RLock()  # serializes folder creation
+        self._key_locks = [threading.Lock() for _ in range(64)]
+        self._verified = False
+        self._root_id: str | None = None
+        self._channels: dict[str, _Channel] = {}  # folder id -> channel
+        self._write_ids: dict[str, str] = {}  # reader -> my channel folder id
+        self._public_shared: set[tuple[str, str]] = set()  # (public cid, peer)
+        self._not_channels: set[str] = set()  # folder ids known not to be channels
+        self._loaded: set[str] = set()  # channel ids whose listing is in the index
+        self._index: dict[tuple[str, str], _Entry] = {}  # (channel id, key) -> entry
+        self._by_file: dict[str, tuple[str, str]] = {}  # file id -> (channel id, key)
+        self._last_discovery: dict[str | None, float] = {}
+
+        self._watches: list[Watch] = []
+        self._notified: dict[tuple[str, str], tuple[str, str, str | None]] = {}
+        self._baseline: dict[tuple[str, str], tuple[str, str, str | None]] = {}
+        self._page_token: str | None = None
+        self._poller: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._activity = threading.Event()
+        self._next_reconcile = 0.0
+        self._delay = self._fast_poll
+        #: Completed polls; each makes one ``changes.list`` call (more only when a
+        #: single poll has more than 1000 changes to page through).
+        self.poll_count = 0
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosed("the Google Drive transport is closed")
+
+    def _allowed_peer(self, email: str) -> bool:
+        return email == self.identity or self._allowed is None or email in self._allowed
+
+    # -- primitives ------------------------------------------------------------------------------
+    def put(self, key: str, data: bytes) -> None:
+        """Upload ``data`` under ``key`` into this identity's channel folder.
+
+        Raises
+        ------
+        PermissionDenied
+            If this identity is not a party of the key, or the other party is not
+            in ``allowed_peers``.
+        RemoteServiceError
+            If Drive keeps failing after the retries.
+        """
+        self._check_open()
+        _, other = self._parties_for(check_key(key))
+        if not self._allowed_peer(other):
+            raise PermissionDenied(f"{other} is not an allowed peer")
+        data = bytes(data)
+        with self._key_locks[hash(key) % len(self._key_locks)]:
+            for attempt in range(2):
+                cid = self._write_channel(other, create=True)
+                assert cid is not None
+                try:
+                    self._put_in(cid, key, data)
+                    break
+                except MessageNotFound:
+                    if attempt:
+                        raise
+                    # The cached channel folder is gone: forget it and recreate.
+                    self._forget_channel(cid)
+                    with self._lock:
+                        self._root_id = None
+        self._activity.set()
+
+    def _put_in(self, cid: str, key: str, data: bytes) -> None:
+        with self._lock:
+            channel = self._channels.get(cid)
+            loaded = cid in self._loaded
+            entry = self._index.get((cid, key))
+        if channel is None:  # forgotten meanwhile (its folder was removed)
+            raise MessageNotFound(f"channel folder {cid} is gone")
+        if entry is None and not loaded:
+            # Once per channel: afterwards my own index is authoritative for it.
+            self._list_channel(channel)
+            with self._lock:
+                entry = self._index.get((cid, key))
+        result: dict[str, Any] | None = None
+        if entry is not None:
+            try:
+                result = self._upload(data, key, cid, file_id=entry.file_id)
+            except MessageNotFound:
+                self._drop_entry((cid, key))  # deleted behind our back: create anew
+        if result is None:
+            result = self._upload(data, key, cid, file_id=None)
+        if result.get("md5Checksum") not in (None, hashlib.md5(data).hexdigest()):
+            raise RemoteServiceError(f"upload of {key!r} was corrupted (md5 mismatch)")
+        new = self._entry_for(channel, result)
+        if new is not None:
+            self._remember(new)
+
+    def _upload(
+        self, data: bytes, key: str, cid: str, *, file_id: str | None
+    ) -> dict[str, Any]:
+        resumable = len(data) > SIMPLE_UPLOAD_LIMIT
+        if not resumable:
+            media = bytes_upload(data, self._chunk_size, resumable=False)
+            if file_id is None:
+
+                def recover() -> dict[str, Any] | None:
+                    # A lost response to a create that did happen: do not create twice.
+                    with self._lock:
+                        channel = self._channels.get(cid)
+                    if channel is None:
+                        return None
+                    md5 = hashlib.md5(data).hexdigest()
+                    found = [e for e in self._find(channel, key) if e.md5 == md5]
+                    if not found:
+                        return None
+                    return self._execute(
+                        lambda s: s.files().get(
+                            fileId=found[0].file_id, fields=FILE_FIELDS
+                        ),
+                        "get file",
+                    )
+
+                body = {
+                    "name": key,
+                    "parents": [cid],
+                    "mimeType": "application/octet-stream",
+                }
+                return self._call(
+                    lambda: (
+                        self._svc()
+                        .files()
+                        .create(body=body, media_body=media, fields=FILE_FIELDS)
+                        .execute()
+                    ),
+                    "upload",
+                    recover=recover,
+                )
+            return self._call(
+                lambda: (
+                    self._svc()
+                    .files()
+                    .update(fileId=file_id, media_body=media, fields=FILE_FIELDS)
+                    .execute()
+                ),
+                "upload",
+            )
+        # Resumable: the session URL survives failures, so each chunk is retried on
+        # its own and a retried final chunk cannot create a second file.
+        media = bytes_upload(data, self._chunk_size, resumable=True)
+        svc = self._svc()
+        if file_id is None:
+            body = {
+                "name": key,
+                "parents": [cid],
+                "mimeType": "application/octet-stream",
+            }
+            request = svc.files().create(
+                body=body, media_body=media, fields=FILE_FIELDS
+            )
+        else:
+            request = svc.files().update(
+                fileId=file_id, media_body=media, fields=FILE_FIELDS
+            )
+        response = None
+        while response is None:
+            _, response = self._call(
+                request.next_chunk, "resumable upload", resumable=True
+            )
+        return response
+
+    def delete(self, key: str) -> None:
+        """Delete this identity's file under ``key``.
+
+        Drive lets only a file's owner delete it, so a key that exists only in the
+        peer's channel is left alone (silently): the peer must delete it.
+        """
+        self._check_open()
+        check_key(key)
+        try:
+            _, other = self._parties_for(key)
+        except PermissionDenied:
+            return
+        for file_id in self._my_file_ids(key, other):
+            self._delete_id(file_id, key)
+
+    def _my_file_ids(self, key: str, other: str) -> list[str]:
+        cid = self._write_channel(other, create=False)
+        if cid is None:
+            return []
+        with self._lock:
+            channel = self._channels.get(cid)
+            entry = self._index.get((cid, key))
+        if entry is not None:
+            return [entry.file_id]
+        if channel is None:
+            return []
+        return [e.file_id for e in self._find(channel, key)]
+
+    def _delete_id(self, file_id: str, key: str) -> None:
+        try:
+            self._execute(lambda s: s.files().delete(fileId=file_id), "delete")
+        except (MessageNotFound, PermissionDenied):
+            pass  # already gone, or not ours to delete
+        self._forget_file(file_id)
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """Delete several of this identity's keys with batched ``files.delete`` calls."""
+        self._check_open()
+        targets: list[tuple[str, str]] = []
+        for key in keys:
+            check_key(key)
+            try:
+                _, other = self._parties_for(key)
+            except PermissionDenied:
+                continue
+            targets += [(fid, key) for fid in self._my_file_ids(key, other)]
+        for start in range(0, len(targets), 100):  # Drive's per-batch cap
+            self._delete_batch(targets[start : start + 100])
+
+    def _delete_batch(self, targets: Sequence[tuple[str, str]]) -> None:
+        failed: list[tuple[str, str]] = []
+
+        def callback(request_id: str, _response: Any, exc: Exception | None) -> None:
+            fid, key = targets[int(request_id)]
+            status = http_status(exc) if exc is not None else 200
+            if (
+                exc is None
+                or status == 404
+                or (status == 403 and http_reason(exc) == "insufficientFilePermissions")
+            ):
+                self._forget_file(fid)
+            else:
+                failed.append((fid, key))
+
+        def run() -> None:
+            svc = self._svc()
+            batch = svc.new_batch_http_request(callback=callback)
+            for i, (fid, _) in enumerate(targets):
+                batch.add(svc.files().delete(fileId=fid), request_id=str(i))
+            batch.execute()
+
+        self._call(run, "batch delete")
+        for fid, key in failed:  # throttled parts: retry one by one with backoff
+            self._delete_id(fid, key)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the poller (joined within 1 s) and close HTTP connections; idempotent."""
+        if self._closed:
+            return
+        super().close()
+        self._stop.set()
+        poller = self._poller
+        if poller is not None and poller is not threading.current_thread():
+            poller.join(timeout=1.0)
+        with self._lock:
+            services, self._services = self._services, []
+            for w in self._watches:
+                w.cancel()
+            self._watches.clear()
+        for svc in services:
+            try:
+                svc.close()
+            except Exception:  # noqa: BLE001 - best effort on shutdown
+                pass
+
+    def __repr__(self) -> str:
+        return f"GDriveTransport(identity={self.identity!r}, root={self._root_name!r})"
