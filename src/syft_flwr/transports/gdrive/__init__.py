@@ -4,7 +4,8 @@ Layout on Drive
 ---------------
 Every identity keeps one folder named ``root_folder_name`` (default ``SyftBox``)
 at the top of its My Drive. Inside it there is one *channel folder* per party it
-writes to, owned by the writer and shared **writer** with the reader::
+writes to, owned by the writer and shared **reader** with the reader (reading
+is all a reader needs: every file lives in its writer's channel)::
 
     My Drive/SyftBox/                                         (alice's drive)
       syft_flwr#v1#alice@x.org#to#bob@y.com/                  shared with bob
@@ -36,13 +37,22 @@ Consistency and cost
 --------------------
 * Writes are single Drive uploads (multipart up to 5 MB, resumable above), so a
   reader sees the old content, nothing, or the whole new content.
-* Lookups never search by name alone (Drive's name index lags): they use a local
-  index ``{key: file id, md5, size, modifiedTime}`` kept fresh by the poller, and
-  fall back to a parent-scoped ``files.list`` of the channel.
-* ``watch`` is served by one poller thread per transport that makes **one**
-  ``changes.list`` call per tick for all channels, backing off from 0.25 s after
-  activity to ``poll_interval`` when idle, plus a low-frequency reconciliation
-  listing of every channel as a safety net.
+* Exactly once: files and folders are created with ids from ``files.generateIds``,
+  so a create whose response is lost, re-sent by the HTTP client or by our retry,
+  conflicts (409) instead of storing a second file; the file is then fetched by id.
+  Folder ids are reserved and saved before their create, so a crash between the
+  two re-uses the id.
+* Nothing is found by name (Drive's name index lags): the root and channel
+  folders are found by id from the party's private state (``state_dir``, saved
+  atomically with the changes feed's page token and the file index); the first
+  start lists parents without a name term and merges same-named duplicates that
+  older versions left.
+* One poller thread per transport makes **one** ``changes.list`` call per tick
+  for all channels, backing off from 0.25 s after activity to ``poll_interval``
+  when idle. Reads answer from the index; a peer's key asked for the first time
+  costs one shared ``changes.list``, a re-check none while the poller runs. A
+  restart resumes the feed from the saved token without listing anything; a
+  reconciliation listing (default every 30 min) is the safety net.
 * Drive lets only a file's owner delete it: :meth:`GDriveTransport.delete` of a
   key that only exists in the peer's channel is a silent no-op; the peer must
   delete its own files.
@@ -50,7 +60,11 @@ Consistency and cost
   403 rate-limit reasons, transient 400s of resumable uploads and dropped
   connections; after ``max_retries`` it raises
   :class:`~syft_flwr.errors.RemoteServiceError`. No googleapiclient exception
-  leaves this module.
+  leaves this package.
+
+Modules: ``_api`` (calls, retries, idempotent create), ``_auth`` (credentials),
+``_layout`` (names, keys), ``_state`` (the saved state), ``_folders`` (root,
+channels, sharing), ``_index`` (reads), ``_changes`` (the feed), ``transport``.
 """
 
 from __future__ import annotations

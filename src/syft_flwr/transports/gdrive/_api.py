@@ -42,7 +42,12 @@ _DENIED_REASONS = {
     "fieldNotWritable",
     "insufficientPermissions",
 }
-FILE_FIELDS = "id,name,mimeType,parents,owners(emailAddress),md5Checksum,size,modifiedTime,trashed"
+FILE_FIELDS = (
+    "id,name,mimeType,parents,owners(emailAddress),md5Checksum,size,"
+    "modifiedTime,createdTime,trashed"
+)
+#: Ids fetched per ``files.generateIds`` call (one request serves this many creates).
+ID_BATCH = 50
 LIST_FIELDS = f"nextPageToken,files({FILE_FIELDS})"
 CHANGE_FIELDS = (
     f"nextPageToken,newStartPageToken,changes(fileId,removed,file({FILE_FIELDS}))"
@@ -209,6 +214,65 @@ class _ApiMixin:
         if status == 403 and reason in _DENIED_REASONS:
             return PermissionDenied(message)
         return RemoteServiceError(message, status=status)
+
+    def _new_id(self) -> str:
+        """Return a file id from ``files.generateIds`` (fetched ``ID_BATCH`` at a time)."""
+        with self._lock:
+            if self._id_pool:
+                return str(self._id_pool.pop())
+        got = self._execute(
+            lambda s: s.files().generateIds(count=ID_BATCH, space="drive"),
+            "files.generateIds",
+        )
+        ids = [str(i) for i in got.get("ids", [])]
+        if not ids:
+            raise RemoteServiceError("files.generateIds returned no ids")
+        with self._lock:
+            self._id_pool.extend(ids[1:])
+        return ids[0]
+
+    def _get_meta(self, file_id: str, what: str = "get file") -> dict[str, Any]:
+        return dict(
+            self._execute(
+                lambda s: s.files().get(fileId=file_id, fields=FILE_FIELDS), what
+            )
+        )
+
+    def _create(
+        self, body: dict[str, Any], what: str, media: Any = None
+    ) -> dict[str, Any]:
+        """``files.create`` of ``body`` (which carries a generated ``id``) exactly once.
+
+        A lost response makes the HTTP client or our retry send the create again;
+        with the id fixed beforehand Drive answers the repeat with 409 instead of
+        storing a second file, and the file is then fetched by id (which, unlike
+        search, is strongly consistent).
+        """
+        file_id = str(body["id"])
+
+        def recover() -> dict[str, Any] | None:
+            try:
+                return self._get_meta(file_id)
+            except MessageNotFound:
+                return None
+
+        try:
+            return dict(
+                self._call(
+                    lambda: (
+                        self._svc()
+                        .files()
+                        .create(body=body, media_body=media, fields=FILE_FIELDS)
+                        .execute()
+                    ),
+                    what,
+                    recover=recover,
+                )
+            )
+        except RemoteServiceError as exc:
+            if exc.status != 409:
+                raise
+            return self._get_meta(file_id)
 
     def _execute(self, request_fn: Callable[[Any], Any], what: str) -> Any:
         """Build a request on this thread's service and execute it, with retries."""

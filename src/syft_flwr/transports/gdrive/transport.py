@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from syft_flwr.errors import (
@@ -31,8 +35,11 @@ from syft_flwr.transports.gdrive._changes import _ChangesMixin
 from syft_flwr.transports.gdrive._folders import _FoldersMixin
 from syft_flwr.transports.gdrive._index import _IndexMixin
 from syft_flwr.transports.gdrive._layout import _Channel, _Entry
+from syft_flwr.transports.gdrive._state import StateFile
 
 __all__ = ["GDriveTransport"]
+
+logger = logging.getLogger("syft_flwr.transports.gdrive")
 
 _FAST_POLL = 0.25  # seconds between polls right after activity
 
@@ -75,7 +82,14 @@ class GDriveTransport(
         ``pageSize`` of ``files.list`` calls (Drive allows up to 1000).
     reconcile_interval:
         Seconds between the poller's safety-net listings of every channel
-        (default: 15 × ``poll_interval``).
+        (default 1800; the changes feed is the primary signal).
+    state_dir:
+        Folder for this party's private Drive state (folder ids, the changes
+        feed's page token, the file index), saved atomically. ``None`` keeps it in
+        memory: every start is then a first start (one listing per channel).
+    discovery_interval:
+        Least seconds between safety-net searches for folders shared with this
+        identity (new shares normally arrive through the changes feed).
 
     Raises
     ------
@@ -100,7 +114,9 @@ class GDriveTransport(
         max_retries: int = 6,
         chunk_size: int = 8 * 1024 * 1024,
         page_size: int = 1000,
-        reconcile_interval: float | None = None,
+        reconcile_interval: float = 1800.0,
+        state_dir: str | os.PathLike[str] | None = None,
+        discovery_interval: float = 30.0,
     ) -> None:
         super().__init__(identity)
         if "@" not in self.identity:
@@ -127,8 +143,13 @@ class GDriveTransport(
         self._max_retries = max_retries
         self._chunk_size = chunk_size
         self._page_size = page_size
-        self._reconcile_interval = (
-            reconcile_interval if reconcile_interval is not None else 15 * poll_interval
+        self._reconcile_interval = reconcile_interval
+        self._discovery_every = discovery_interval
+        safe = re.sub(r"[^A-Za-z0-9_.@+-]", "_", f"{self.identity}-{root_folder_name}")
+        self._state_file = StateFile(
+            Path(state_dir) / f"{safe}.json" if state_dir is not None else None,
+            self.identity,
+            root_folder_name,
         )
         self._rng = random.Random()
 
@@ -138,19 +159,28 @@ class GDriveTransport(
         self._setup_lock = threading.RLock()  # serializes folder creation
         self._key_locks = [threading.Lock() for _ in range(64)]
         self._verified = False
+        self._rescan = False  # the saved state proved stale: start afresh
         self._root_id: str | None = None
+        self._reserved: dict[str, str] = {}  # slot -> id reserved for a folder
+        self._id_pool: list[str] = []  # ids from files.generateIds, unused yet
+        self._share_checked: set[str] = set()  # peers whose sharing prepare() fixed
         self._channels: dict[str, _Channel] = {}  # folder id -> channel
         self._write_ids: dict[str, str] = {}  # reader -> my channel folder id
         self._public_shared: set[tuple[str, str]] = set()  # (public cid, peer)
-        self._not_channels: set[str] = set()  # folder ids known not to be channels
         self._loaded: set[str] = set()  # channel ids whose listing is in the index
         self._index: dict[tuple[str, str], _Entry] = {}  # (channel id, key) -> entry
         self._by_file: dict[str, tuple[str, str]] = {}  # file id -> (channel id, key)
-        self._last_discovery: dict[str | None, float] = {}
+        self._index_changed = False
+        self._last_discovery: float | None = None
 
         self._watches: list[Watch] = []
         self._notified: dict[tuple[str, str], tuple[str, str, str | None]] = {}
         self._baseline: dict[tuple[str, str], tuple[str, str, str | None]] = {}
+        self._baseline_taken = False
+        self._poll_lock = threading.RLock()  # one feed poll at a time
+        self._to_fire: list[str] = []  # keys noticed, callbacks not yet run
+        self._last_poll_start: float | None = None
+        self._asked: dict[str, float] = {}  # question -> when last asked
         self._page_token: str | None = None
         self._poller: threading.Thread | None = None
         self._stop = threading.Event()
@@ -171,6 +201,9 @@ class GDriveTransport(
     # -- primitives ------------------------------------------------------------------------------
     def put(self, key: str, data: bytes) -> None:
         """Upload ``data`` under ``key`` into this identity's channel folder.
+
+        A new file is created with an id reserved beforehand, so a create whose
+        response is lost is never stored twice.
 
         Raises
         ------
@@ -195,10 +228,11 @@ class GDriveTransport(
                 except MessageNotFound:
                     if attempt:
                         raise
-                    # The cached channel folder is gone: forget it and recreate.
+                    # The saved channel folder is gone: forget it, rescan, recreate.
                     self._forget_channel(cid)
                     with self._lock:
                         self._root_id = None
+                        self._rescan = True
         self._activity.set()
 
     def _put_in(self, cid: str, key: str, data: bytes) -> None:
@@ -231,61 +265,33 @@ class GDriveTransport(
         self, data: bytes, key: str, cid: str, *, file_id: str | None
     ) -> dict[str, Any]:
         resumable = len(data) > SIMPLE_UPLOAD_LIMIT
-        if not resumable:
-            media = bytes_upload(data, self._chunk_size, resumable=False)
-            if file_id is None:
-
-                def recover() -> dict[str, Any] | None:
-                    # A lost response to a create that did happen: do not create twice.
-                    with self._lock:
-                        channel = self._channels.get(cid)
-                    if channel is None:
-                        return None
-                    md5 = hashlib.md5(data).hexdigest()
-                    found = [e for e in self._find(channel, key) if e.md5 == md5]
-                    if not found:
-                        return None
-                    return self._execute(
-                        lambda s: s.files().get(
-                            fileId=found[0].file_id, fields=FILE_FIELDS
-                        ),
-                        "get file",
-                    )
-
-                body = {
-                    "name": key,
-                    "parents": [cid],
-                    "mimeType": "application/octet-stream",
-                }
-                return self._call(
-                    lambda: (
-                        self._svc()
-                        .files()
-                        .create(body=body, media_body=media, fields=FILE_FIELDS)
-                        .execute()
-                    ),
-                    "upload",
-                    recover=recover,
-                )
-            return self._call(
-                lambda: (
-                    self._svc()
-                    .files()
-                    .update(fileId=file_id, media_body=media, fields=FILE_FIELDS)
-                    .execute()
-                ),
-                "upload",
-            )
-        # Resumable: the session URL survives failures, so each chunk is retried on
-        # its own and a retried final chunk cannot create a second file.
-        media = bytes_upload(data, self._chunk_size, resumable=True)
-        svc = self._svc()
+        media = bytes_upload(data, self._chunk_size, resumable=resumable)
+        body: dict[str, Any] = {}
         if file_id is None:
             body = {
+                "id": self._new_id(),
                 "name": key,
                 "parents": [cid],
                 "mimeType": "application/octet-stream",
             }
+        if not resumable:
+            if file_id is None:
+                return self._create(body, "upload", media)
+            return dict(
+                self._call(
+                    lambda: (
+                        self._svc()
+                        .files()
+                        .update(fileId=file_id, media_body=media, fields=FILE_FIELDS)
+                        .execute()
+                    ),
+                    "upload",
+                )
+            )
+        # Resumable: the session URL survives failures, so each chunk is retried on
+        # its own; a repeated session for the same id ends in 409, not a 2nd file.
+        svc = self._svc()
+        if file_id is None:
             request = svc.files().create(
                 body=body, media_body=media, fields=FILE_FIELDS
             )
@@ -294,11 +300,16 @@ class GDriveTransport(
                 fileId=file_id, media_body=media, fields=FILE_FIELDS
             )
         response = None
-        while response is None:
-            _, response = self._call(
-                request.next_chunk, "resumable upload", resumable=True
-            )
-        return response
+        try:
+            while response is None:
+                _, response = self._call(
+                    request.next_chunk, "resumable upload", resumable=True
+                )
+        except RemoteServiceError as exc:
+            if exc.status != 409 or file_id is not None:
+                raise
+            return self._get_meta(str(body["id"]))
+        return dict(response)
 
     def delete(self, key: str) -> None:
         """Delete this identity's file under ``key``.
@@ -324,9 +335,9 @@ class GDriveTransport(
             entry = self._index.get((cid, key))
         if entry is not None:
             return [entry.file_id]
-        if channel is None:
-            return []
-        return [e.file_id for e in self._find(channel, key)]
+        if channel is None or cid in self._loaded:
+            return []  # only I write there, and the index has all of it
+        return [e.file_id for e in self._list_channel(channel) if e.key == key]
 
     def _delete_id(self, file_id: str, key: str) -> None:
         try:
@@ -395,6 +406,10 @@ class GDriveTransport(
                 svc.close()
             except Exception:  # noqa: BLE001 - best effort on shutdown
                 pass
+        try:
+            self._save_state()
+        except OSError:
+            logger.warning("could not save the Drive state", exc_info=True)
 
     def __repr__(self) -> str:
         return f"GDriveTransport(identity={self.identity!r}, root={self._root_name!r})"
