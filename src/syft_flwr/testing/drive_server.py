@@ -1377,6 +1377,17 @@ class FakeDriveServer:
         with self._stats_lock:
             return sum(1 for _, user, _ in self._log if user == who)
 
+    def grants_of(self, email: str) -> set[tuple[str, str]]:
+        """Return ``(grantee email, role)`` of every permission on files ``email`` owns."""
+        who = email.strip().lower()
+        with self.store.lock:
+            return {
+                (p.email or p.type, p.role)
+                for rec in self.store.files.values()
+                if rec.owner == who
+                for p in rec.permissions
+            }
+
     def files_of(self, email: str) -> list[dict[str, Any]]:
         """Return ``{id, name, mimeType, parents, size, trashed}`` of files ``email`` owns."""
         with self.store.lock:
