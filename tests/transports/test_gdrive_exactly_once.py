@@ -263,7 +263,29 @@ def test_a_file_written_into_my_channel_by_someone_else_is_ignored(
             media_body=MediaInMemoryUpload(b"forged"),
         ).execute()
     assert info.value.status_code == 403
+    # Even with write access (as older versions granted), a file someone else
+    # puts into my channel is never taken for mine.
+    drive.service(DS).permissions().create(
+        fileId=channel,
+        body={"type": "user", "role": "writer", "emailAddress": STRANGER},
+        sendNotificationEmail=False,
+    ).execute()
+    forged = rpc_key(DO, DS, "2.request")
+    drive.service(STRANGER).files().create(
+        body={"name": forged, "parents": [channel]},
+        media_body=MediaInMemoryUpload(b"forged"),
+    ).execute()
     assert do.list(DO) == [rpc_key(DO, DS, "1.request")]
+    assert not do.exists(forged)
+    seen: list[str] = []
+    do.watch(DO, seen.append)
+    drive.service(STRANGER).files().create(
+        body={"name": rpc_key(DO, DS, "3.request"), "parents": [channel]},
+        media_body=MediaInMemoryUpload(b"forged"),
+    ).execute()
+    ds.put(rpc_key(DO, DS, "4.request"), b"genuine")
+    assert wait_until(lambda: rpc_key(DO, DS, "4.request") in seen)
+    assert rpc_key(DO, DS, "3.request") not in seen
 
 
 # -- quota errors --------------------------------------------------------------------------------
