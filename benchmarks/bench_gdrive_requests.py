@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
         "--train-seconds", type=float, default=3.0, help="local training time"
     )
     p.add_argument("--breakdown", action="store_true", help="requests per method")
+    p.add_argument(
+        "--idle-only", action="store_true", help="only measure the idle cost"
+    )
     p.add_argument("--quick", action="store_true", help="2 data owners, 2 rounds")
     args = p.parse_args(argv)
     if args.quick:
@@ -185,6 +188,14 @@ def main(argv: list[str] | None = None) -> None:
         args.train_seconds = 0.5
     logging.basicConfig(level=logging.ERROR)
     n, r = args.data_owners, args.rounds
+    if args.idle_only:
+        idle = idle_cost(n, args.idle, args.poll_interval)
+        print(
+            f"Idle polling, {n} data owners, {args.idle:g} s (ceiling "
+            f"{args.poll_interval:g} s): researcher {idle['researcher']:.0f} "
+            f"requests/min, data owner {idle['data owner']:.0f} requests/min"
+        )
+        return
     poll = args.poll_interval
     (short, short_m) = run_job(n, 1, args.train_seconds, poll)
     (full, full_m) = run_job(n, r, args.train_seconds, poll)
