@@ -102,10 +102,13 @@ def test_fl_job_over_drive_encrypted_with_faults(server, tmp_path, capsys):
             (503, None),
             (403, "rateLimitExceeded"),
             (0, "drop"),
+            (0, "lost"),  # served, answer lost: must not store anything twice
         ]
         n = 0
         while not stop_faults.wait(1.0):
             server.inject_faults([kinds[n % len(kinds)]])
+            if n % 2 == 0:  # and lost answers to creates: the duplicate risk
+                server.inject_faults([(0, "lost")], methods=["files.create"])
             n += 1
 
     ft = threading.Thread(target=faults, daemon=True)
