@@ -7,7 +7,7 @@ import io
 import json
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from syft_flwr.errors import (
@@ -300,3 +300,29 @@ class _ApiMixin:
             token = page.get("nextPageToken")
             if not token:
                 return out
+
+    def _delete_batch(self, targets: Sequence[tuple[str, str]]) -> None:
+        failed: list[tuple[str, str]] = []
+
+        def callback(request_id: str, _response: Any, exc: Exception | None) -> None:
+            fid, key = targets[int(request_id)]
+            status = http_status(exc) if exc is not None else 200
+            if (
+                exc is None
+                or status == 404
+                or (status == 403 and http_reason(exc) == "insufficientFilePermissions")
+            ):
+                self._forget_file(fid)
+            else:
+                failed.append((fid, key))
+
+        def run() -> None:
+            svc = self._svc()
+            batch = svc.new_batch_http_request(callback=callback)
+            for i, (fid, _) in enumerate(targets):
+                batch.add(svc.files().delete(fileId=fid), request_id=str(i))
+            batch.execute()
+
+        self._call(run, "batch delete")
+        for fid, key in failed:  # throttled parts: retry one by one with backoff
+            self._delete_id(fid, key)

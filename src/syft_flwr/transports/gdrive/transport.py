@@ -9,7 +9,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,6 @@ from syft_flwr.transports.gdrive._api import (
     SIMPLE_UPLOAD_LIMIT,
     _ApiMixin,
     bytes_upload,
-    http_reason,
-    http_status,
 )
 from syft_flwr.transports.gdrive._auth import _ConstructorsMixin
 from syft_flwr.transports.gdrive._changes import _ChangesMixin
@@ -359,32 +357,6 @@ class GDriveTransport(
             targets += [(fid, key) for fid in self._my_file_ids(key, other)]
         for start in range(0, len(targets), 100):  # Drive's per-batch cap
             self._delete_batch(targets[start : start + 100])
-
-    def _delete_batch(self, targets: Sequence[tuple[str, str]]) -> None:
-        failed: list[tuple[str, str]] = []
-
-        def callback(request_id: str, _response: Any, exc: Exception | None) -> None:
-            fid, key = targets[int(request_id)]
-            status = http_status(exc) if exc is not None else 200
-            if (
-                exc is None
-                or status == 404
-                or (status == 403 and http_reason(exc) == "insufficientFilePermissions")
-            ):
-                self._forget_file(fid)
-            else:
-                failed.append((fid, key))
-
-        def run() -> None:
-            svc = self._svc()
-            batch = svc.new_batch_http_request(callback=callback)
-            for i, (fid, _) in enumerate(targets):
-                batch.add(svc.files().delete(fileId=fid), request_id=str(i))
-            batch.execute()
-
-        self._call(run, "batch delete")
-        for fid, key in failed:  # throttled parts: retry one by one with backoff
-            self._delete_id(fid, key)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def close(self) -> None:
