@@ -385,3 +385,24 @@ def test_rechecking_missing_replies_costs_no_extra_requests(
     calls = [name for name, user, _ in drive.request_log if user == DS]
     assert set(calls) <= {"changes.list"}
     assert len(calls) <= 2, calls  # the poller's own ticks meanwhile
+
+
+def test_state_file_is_private_and_a_broken_one_means_a_first_start(
+    make: MakeTransport, drive: FakeDriveServer, tmp_path: Path
+) -> None:
+    ds = make(DS)
+    ds.put(rpc_key(DO, DS, "1.request"), b"x")
+    ds.close()
+    (state,) = (tmp_path / DS).glob("*.json")
+    assert state.stat().st_mode & 0o777 == 0o600
+    assert not list((tmp_path / DS).glob(".token-*"))  # no temp file left
+    state.write_text("{ half written")
+    again = make(DS)
+    again.put(rpc_key(DO, DS, "2.request"), b"y")
+    assert len(folders_named(drive, DS, "SyftBox")) == 1
+    assert len(folders_named(drive, DS, channel_folder_name(DS, DO))) == 1
+    assert sorted(n for n in names_of(drive, DS) if n.endswith(".request")) == [
+        rpc_key(DO, DS, "1.request"),
+        rpc_key(DO, DS, "2.request"),
+    ]
+    assert json.loads(state.read_text())["root_id"]
