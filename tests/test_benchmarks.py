@@ -82,3 +82,32 @@ def test_benchmark_help() -> None:
     )
     assert proc.returncode == 0
     assert "--quick" in proc.stdout
+
+
+DRIVE_BENCH = BENCH.parent / "bench_gdrive_requests.py"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_drive_request_benchmark_prints_counts_per_data_owner_and_round() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYFT_FLWR_")}
+    proc = subprocess.run(
+        [sys.executable, str(DRIVE_BENCH), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    rows = {
+        c[0]: c
+        for c in (_cells(x) for x in lines if x.startswith(("| researcher", "| data")))
+    }
+    assert set(rows) == {"researcher", "data owner (mean)"}
+    for cells in rows.values():
+        one_round, more_rounds, per_round = (_number(c) for c in cells[1:])
+        assert 0 < one_round < more_rounds
+        assert per_round > 0
+    carried = next(x for x in lines if "carries at one round per minute" in x)
+    assert int(carried.rsplit(":", 1)[1]) > 0

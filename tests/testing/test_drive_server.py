@@ -739,3 +739,56 @@ def test_concurrent_users_from_threads(drive: FakeDriveServer) -> None:
     assert {f["name"] for f in drive.files_of(users[0])} == {
         f"{users[0]}-{i}" for i in range(15)
     }
+
+
+# -- exactly-once creates and lost responses ---------------------------------------------------
+
+
+def test_generated_ids_make_a_repeated_create_conflict(
+    alice: Any, drive: FakeDriveServer
+) -> None:
+    got = alice.files().generateIds(count=3, space="drive").execute()
+    assert got["kind"] == "drive#generatedIds" and len(set(got["ids"])) == 3
+    fid = got["ids"][0]
+    body = {"id": fid, "name": "once.request"}
+    assert alice.files().create(body=body, fields="id").execute()["id"] == fid
+    with pytest.raises(HttpError) as info:
+        alice.files().create(body=body, fields="id").execute()
+    assert info.value.status_code == 409 and reason_of(info.value) == "duplicate"
+    assert [f["name"] for f in drive.files_of("alice@example.com")].count(
+        "once.request"
+    ) == 1
+    with pytest.raises(HttpError) as bad:  # an id Drive never handed out
+        alice.files().create(body={"id": "1madeup", "name": "x"}).execute()
+    assert bad.value.status_code == 400
+
+
+def test_lost_response_fault_applies_the_request(
+    alice: Any, drive: FakeDriveServer
+) -> None:
+    alice.files().list().execute()  # a keep-alive connection to lose
+    # Two: httplib2 silently re-sends once on a dropped connection.
+    drive.inject_faults([(0, "lost"), (0, "lost")], methods=["files.create"])
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        alice.files().create(body={"name": "ghost"}).execute()
+    # Both sends took effect although neither answer arrived: the duplicate
+    # that ids from generateIds prevent.
+    names_now = [f["name"] for f in drive.files_of("alice@example.com")]
+    assert names_now.count("ghost") == 2
+
+
+def test_strict_name_lag_also_hides_parent_scoped_name_queries(
+    clock: FakeClock, alice: Any
+) -> None:
+    with FakeDriveServer(
+        name_index_delay=5.0, name_lag_with_parents=True, clock=clock
+    ) as strict:
+        svc = strict.service("alice@example.com")
+        folder = mkdir(svc, "inbox")
+        upload(svc, "fresh.request", b"", folder)
+        q = f"name = 'fresh.request' and '{folder}' in parents"
+        assert names(svc, q) == []
+        assert names(svc, f"'{folder}' in parents") == ["fresh.request"]
+        clock.now += 5.1
+        assert names(svc, q) == ["fresh.request"]
+        assert strict.requests_by("alice@example.com") >= 5

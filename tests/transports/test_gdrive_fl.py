@@ -102,10 +102,13 @@ def test_fl_job_over_drive_encrypted_with_faults(server, tmp_path, capsys):
             (503, None),
             (403, "rateLimitExceeded"),
             (0, "drop"),
+            (0, "lost"),  # served, answer lost: must not store anything twice
         ]
         n = 0
         while not stop_faults.wait(1.0):
             server.inject_faults([kinds[n % len(kinds)]])
+            if n % 2 == 0:  # and lost answers to creates: the duplicate risk
+                server.inject_faults([(0, "lost")], methods=["files.create"])
             n += 1
 
     ft = threading.Thread(target=faults, daemon=True)
@@ -149,3 +152,128 @@ def test_fl_job_over_drive_encrypted_with_faults(server, tmp_path, capsys):
     }
     assert leftovers == {e: [] for e in leftovers}, leftovers
     assert elapsed < 120
+
+
+# -- allowed peers on every path -------------------------------------------------------
+
+
+class _NoEvents:
+    """Stands in for the events loop: records the client, returns at once."""
+
+    client_email = "do_1@example.org"
+
+    def __init__(self, seen: dict[str, object], client: object) -> None:
+        seen["client"] = client
+
+    def on_request(self, *_a: object, **_k: object) -> None:
+        pass
+
+    def run_forever(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def test_run_data_owner_restricts_drive_peers_to_the_aggregators(
+    server, tmp_path, monkeypatch
+):
+    import syft_flwr.fl_orchestrator.flower_client as fc
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(
+        fc,
+        "create_events_watcher",
+        lambda app, client, **kw: _NoEvents(seen, client),
+    )
+    client = SyftP2PClient("do_1@example.org", state_root=tmp_path)
+    assert client.allowed_peers is None
+    run_data_owner(object(), "flwr/toy", client=client, aggregators=[DS.upper()])
+    assert seen["client"] is client
+    assert client.allowed_peers == {DS}
+    # The transport built from the environment gets them, and a private state dir.
+    token = tmp_path / "token.json"
+    token.write_text(json.dumps(server.authorized_user_info("do_1@example.org")))
+    monkeypatch.setenv("GDRIVE_TOKEN_PATH", str(token))
+    monkeypatch.setenv("SYFT_FLWR_GDRIVE_API_ROOT", server.url)
+    monkeypatch.setenv("SYFT_FLWR_GDRIVE_TOKEN_URI", server.token_uri)
+    transport = client.make_transport()
+    try:
+        assert isinstance(transport, GDriveTransport)
+        assert transport._allowed == {DS}
+        transport.put(f"do_1@example.org/app_data/flwr/toy/rpc/x/{DS}/a", b"1")
+        assert list((tmp_path / "gdrive").glob("*.json"))
+        from syft_flwr.errors import PermissionDenied
+
+        with pytest.raises(PermissionDenied):
+            transport.put(
+                "do_1@example.org/app_data/flwr/toy/rpc/x/stranger@evil.org/a", b"1"
+            )
+    finally:
+        transport.close()
+
+
+def test_syft_grid_restricts_drive_peers_to_its_datasites(server, tmp_path):
+    from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+    from syft_flwr.transports.memory import MemoryHub, MemoryTransport
+
+    client = SyftP2PClient(DS, state_root=tmp_path)
+    grid = SyftGrid(
+        "flwr/toy",
+        [d.upper() for d in DOS],
+        client=client,
+        transport=MemoryTransport(MemoryHub(), DS),
+    )
+    assert client.allowed_peers == {d.lower() for d in DOS}
+    explicit = SyftP2PClient(DS, state_root=tmp_path, allowed_peers=[DOS[0]])
+    SyftGrid("flwr/toy", DOS, client=explicit, transport=grid.transport)
+    assert explicit.allowed_peers == {DOS[0].lower()}  # an explicit choice wins
+
+
+def test_a_stranger_gets_no_reply_and_no_share(server, tmp_path):
+    """A stranger's request to a data owner on Drive: never read, never answered."""
+    from syft_flwr.crypto.policy import PlaintextPolicy
+    from syft_flwr.rpc import SyftFlwrRpc
+
+    do = DOS[2].lower()
+    stranger = "mallory@evil.org"
+    plain = Settings(encryption_enabled=False, poll_interval=0.3)
+    s_tr = GDriveTransport(stranger, lambda: server.service(stranger))
+    ds_tr = GDriveTransport(DS, lambda: server.service(DS), allowed_peers=[do])
+    do_tr = GDriveTransport(do, lambda: server.service(do), allowed_peers=[DS])
+    events = create_events_watcher(
+        "flwr/toy",
+        client=_client(server, do, tmp_path),
+        transport=do_tr,
+        settings=plain,
+        policy=PlaintextPolicy(),
+        allowed_senders=[DS],
+        poll_interval=0.3,
+    )
+    calls: list[bytes] = []
+    events.on_request("messages", lambda body: calls.append(body) or b"ok")
+    th = threading.Thread(target=events.run_forever, daemon=True)
+    th.start()
+    try:
+        ds_rpc = SyftFlwrRpc(
+            ds_tr, "flwr/toy", settings=plain, policy=PlaintextPolicy()
+        )
+        s_rpc = SyftFlwrRpc(s_tr, "flwr/toy", settings=plain, policy=PlaintextPolicy())
+        evil = s_rpc.send_request(do, "messages", b"evil", expires_at=time.time() + 60)
+        good = ds_rpc.send_request(do, "messages", b"good", expires_at=time.time() + 60)
+        deadline = time.monotonic() + 20
+        reply = None
+        while reply is None and time.monotonic() < deadline:
+            reply = ds_rpc.response_for(do, "messages", good)
+            time.sleep(0.1)
+        assert reply is not None and reply.body == b"ok"
+        assert calls == [b"good"]
+        assert s_rpc.response_for(do, "messages", evil) is None
+        names = [f["name"] for f in server.files_of(do)]
+        assert not [n for n in names if stranger in n]
+        assert {email for email, _ in server.grants_of(do)} == {DS}
+    finally:
+        events.stop()
+        th.join(timeout=10)
+        for t in (s_tr, ds_tr, do_tr):
+            t.close()

@@ -371,7 +371,8 @@ def test_prepare_and_is_prepared(make: MakeTransport, drive: FakeDriveServer) ->
     do, ds = make(ANN), make(BOB)
     assert not ds.is_prepared(ANN, APP, "messages")
     do.prepare(APP, "messages", [BOB])
-    assert ds.is_prepared(ANN, APP, "messages")
+    # The share arrives through the changes feed, within one poll.
+    assert wait_until(lambda: ds.is_prepared(ANN, APP, "messages"))
     name = channel_folder_name(ANN, BOB)
     folder = next(f for f in drive.files_of(ANN) if f["name"] == name)
     # Lose the share (e.g. a crash between create and share); prepare repairs it.
@@ -381,8 +382,10 @@ def test_prepare_and_is_prepared(make: MakeTransport, drive: FakeDriveServer) ->
         .list(fileId=folder["id"], fields="permissions(id,role)")
         .execute()
     )
-    writer = next(p for p in perms["permissions"] if p["role"] == "writer")
-    svc.permissions().delete(fileId=folder["id"], permissionId=writer["id"]).execute()
+    # Least privilege: the reader may read the channel, not write into it.
+    assert sorted(p["role"] for p in perms["permissions"]) == ["owner", "reader"]
+    reader = next(p for p in perms["permissions"] if p["role"] == "reader")
+    svc.permissions().delete(fileId=folder["id"], permissionId=reader["id"]).execute()
     fresh = make(ANN)
     fresh.prepare(APP, "messages", [BOB])
     assert [f["name"] for f in drive.files_of(ANN)].count(name) == 1

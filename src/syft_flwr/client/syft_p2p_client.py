@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from syft_flwr.transports.base import Transport
     from syft_flwr.transports.memory import MemoryHub
 
-__all__ = ["MemoryClient", "SyftP2PClient"]
+__all__ = ["MemoryClient", "SyftP2PClient", "restrict_peers"]
 
 
 def _safe(name: str) -> str:
@@ -95,7 +95,31 @@ class SyftP2PClient(SyftFlwrClient):
             return self._factory()
         from syft_flwr.transports.gdrive import transport_from_env
 
-        return transport_from_env(self._email, allowed_peers=self.allowed_peers)
+        return transport_from_env(
+            self._email,
+            allowed_peers=self.allowed_peers,
+            state_dir=self._state_root / "gdrive",
+        )
+
+
+def restrict_peers(client: Any, peers: Iterable[str]) -> None:
+    """On Google Drive, deal only with ``peers`` unless the caller already chose.
+
+    The Drive transport then shares nothing with, reads nothing from and writes
+    nothing (no reply either) to anyone else. Other clients are left alone: on
+    SyftBox the events layer refuses unknown senders itself.
+
+    Parameters
+    ----------
+    client:
+        Any client; only a :class:`SyftP2PClient` whose ``allowed_peers`` is
+        still ``None`` is changed.
+    peers:
+        The emails this party works with (the aggregator, or the data owners).
+    """
+    if isinstance(client, SyftP2PClient) and client.allowed_peers is None:
+        # Google addresses are case-insensitive: Drive folds the whole address.
+        client.allowed_peers = {normalize_email(p).lower() for p in peers}
 
 
 class MemoryClient(SyftFlwrClient):

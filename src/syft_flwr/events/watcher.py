@@ -11,7 +11,8 @@ Guarantees, in the order they are checked for each request:
 2. a partial/unparsable request is "not ready yet": never deleted, never
    answered; retried on the next event or rescan (a warning after a grace period);
 3. a sender who is not allowed, or whose file sits in another party's folder,
-   gets a 403 and nothing runs;
+   gets a 403 and nothing runs (no reply at all where the transport deals only
+   with allowed peers, as on Google Drive);
 4. an expired request gets a 419 and is not executed;
 5. an undecryptable or (with encryption on) plaintext request gets an error reply;
 6. a request id already executed (durable ledger, survives restarts) gets a 409;
@@ -40,6 +41,7 @@ from syft_flwr.errors import (
     IncompleteMessage,
     KeyNotFound,
     MessageNotFound,
+    PermissionDenied,
     SecurityError,
     TransportError,
 )
@@ -652,6 +654,11 @@ class TransportEvents(SyftFlwrEvents):
                 # keys). It carries only our own reason text, so it goes in clear
                 # rather than leave the requester waiting in silence.
                 logger.info("sending the refusal of %s unencrypted: %s", mid, exc)
+            except PermissionDenied as exc:
+                # The transport deals only with allowed peers (Google Drive):
+                # a stranger gets no reply at all, plaintext or not.
+                logger.info("not answering %s from %s: %s", mid, path.peer, exc)
+                return
             except Exception:
                 logger.exception("could not write the refusal for %s", mid)
                 return

@@ -13,6 +13,8 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
 from syft_flwr._flwr_compat import SYSTEM_MESSAGE_TYPE, set_message_id
+from syft_flwr.client.factory import wrap_client
+from syft_flwr.client.syft_p2p_client import restrict_peers
 from syft_flwr.config import Settings
 from syft_flwr.errors import RunFailed, SerializationError
 from syft_flwr.events.factory import create_events_watcher
@@ -223,6 +225,11 @@ def run_data_owner(
     ClientAppHandler
         After the loop ended (``stopped_reason`` says why).
     """
+    if events is None:
+        client = wrap_client(client)
+        if aggregators is not None:
+            # On Drive: share with, read from and answer only the aggregators.
+            restrict_peers(client, aggregators)
     ev = events or create_events_watcher(
         app_name,
         client=client,

@@ -35,6 +35,7 @@ from syft_flwr._flwr_compat import (
 )
 from syft_flwr.client.factory import wrap_client
 from syft_flwr.client.protocol import SyftFlwrClient
+from syft_flwr.client.syft_p2p_client import restrict_peers
 from syft_flwr.config import Settings
 from syft_flwr.errors import (
     EncryptionError,
@@ -151,6 +152,9 @@ class SyftGrid(Grid):
             self._rpc = rpc
         else:
             self._client = wrap_client(client)
+            if datasites:
+                # On Drive: share with, read from and answer only these peers.
+                restrict_peers(self._client, datasites)
             self._owns_transport = transport is None
             tr = transport or self._client.make_transport()
             if policy is None:

@@ -276,10 +276,13 @@ class DriveStore:
         self,
         *,
         name_index_delay: float = 0.0,
+        name_lag_with_parents: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.lock = threading.RLock()
         self.name_index_delay = name_index_delay
+        self.name_lag_with_parents = name_lag_with_parents
+        self.issued_ids: set[str] = set()
         self.clock = clock
         self.files: dict[str, FileRecord] = {}
         self.sessions: dict[str, UploadSession] = {}
@@ -306,6 +309,27 @@ class DriveStore:
     @staticmethod
     def _new_id() -> str:
         return "1" + secrets.token_urlsafe(24)[:32]
+
+    def generate_ids(self, count: int) -> list[str]:
+        """Return ``count`` new ids that ``files.create`` will accept once each."""
+        ids = [self._new_id() for _ in range(count)]
+        self.issued_ids.update(ids)
+        return ids
+
+    def _claim_id(self, meta: dict[str, Any]) -> str:
+        """The id of a new file: the caller's (from ``generateIds``) or a fresh one."""
+        wanted = meta.get("id")
+        if wanted is None:
+            return self._new_id()
+        if wanted in self.files:
+            # As on Drive: a repeated create with the same id conflicts instead of
+            # making a second file.
+            raise DriveApiError(
+                409, "duplicate", "A file already exists with the provided ID."
+            )
+        if wanted not in self.issued_ids:
+            raise invalid("The provided file ID is not usable.", location="id")
+        return str(wanted)
 
     def register_user(self, user: str) -> None:
         """Note that ``user`` exists (they own a root folder and see changes)."""
@@ -511,9 +535,10 @@ class DriveStore:
             raise invalid("A folder cannot have content.", location="mimeType")
         if mime != FOLDER_MIME and content is None:
             content = b""
+        file_id = self._claim_id(meta)
         now = self._now()
         rec = FileRecord(
-            id=self._new_id(),
+            id=file_id,
             name="Untitled",
             mime_type=mime,
             owner=user,
@@ -686,9 +711,9 @@ class DriveStore:
         lagging = False
         if query is not None:
             names = query.fields()
-            lagging = (
-                "name" in names or "fullText" in names
-            ) and "parents" not in names
+            lagging = ("name" in names or "fullText" in names) and (
+                self.name_lag_with_parents or "parents" not in names
+            )
         rows: list[tuple[list[Any], FileRecord]] = []
         for rec in self.files.values():
             if rec.is_root or not self.can_see(user, rec, search=True):

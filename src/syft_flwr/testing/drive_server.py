@@ -83,6 +83,7 @@ _SCHEMAS = {
     "about.get": "About",
     "files.list": "FileList",
     "files.get": "File",
+    "files.generateIds": "GeneratedIds",
     "files.create": "File",
     "files.update": "File",
     "upload.put": "File",
@@ -418,6 +419,7 @@ _ROUTES = [
     _route(
         "DELETE", r"/drive/v3/files/trash", "files.emptyTrash", "_files_empty_trash"
     ),
+    _route("GET", r"/drive/v3/files/generateIds", "files.generateIds", "_generate_ids"),
     _route("GET", rf"/drive/v3/files/{_FILE}", "files.get", "_files_get"),
     _route("PATCH", rf"/drive/v3/files/{_FILE}", "files.update", "_files_update"),
     _route("DELETE", rf"/drive/v3/files/{_FILE}", "files.delete", "_files_delete"),
@@ -482,9 +484,12 @@ class _DriveApp:
         inner = outer_user is not None
         route, groups = self._match(req)
         name = route.name if route else "unknown"
+        lost = False
         if not inner:
             fault = self.server._take_fault(name)
-            if fault is not None:
+            if fault is not None and fault.status == 0 and fault.reason == "lost":
+                lost = True  # served below, then the response is lost
+            elif fault is not None:
                 self.server._record(name, None, fault.status)
                 return self._fault_response(fault)
         user: str | None = None
@@ -507,6 +512,8 @@ class _DriveApp:
         except DriveApiError as err:
             resp = _error_response(err)
         self.server._record(name, user, resp.status)
+        if lost:
+            return _Response(0, drop="drop")
         return resp
 
     @staticmethod
@@ -621,6 +628,22 @@ class _DriveApp:
     def _files_create(self, req: _Request, user: str) -> _Response:
         rec = self.store.create(user, _json_body(req))
         return self._file_response("files.create", rec, req, user)
+
+    def _generate_ids(self, req: _Request, user: str) -> _Response:
+        try:
+            count = int(req.params.get("count") or 10)
+        except ValueError as exc:
+            raise DriveApiError(400, "invalid", "Invalid count.") from exc
+        if not 1 <= count <= 1000:
+            raise DriveApiError(400, "invalid", "count must be in [1, 1000].")
+        space = req.params.get("space") or "drive"
+        if space != "drive":
+            raise DriveApiError(
+                400, "invalid", f"Invalid space: {space}", location="space"
+            )
+        ids = self.store.generate_ids(count)
+        out = {"kind": "drive#generatedIds", "space": space, "ids": ids}
+        return self._render("files.generateIds", out, req, "kind,space,ids")
 
     def _files_get(self, req: _Request, user: str, fid: str) -> _Response:
         rec = self.store.get_visible(user, fid)
@@ -1112,6 +1135,10 @@ class FakeDriveServer:
         Seconds during which a new or renamed file is missing from queries that
         filter on ``name`` without a ``parents`` term (Drive's search index lags;
         ``files.get`` and parent queries see the file at once).
+    name_lag_with_parents:
+        If true, the lag also hides the file from queries that combine a
+        ``name`` term with a ``parents`` term (only ``files.get``, the changes
+        feed and name-free listings see it at once): the stricter model.
     clock:
         Monotonic clock for the name-index delay (tests may pass a fake one).
 
@@ -1135,11 +1162,16 @@ class FakeDriveServer:
         port: int = 0,
         *,
         name_index_delay: float = 0.0,
+        name_lag_with_parents: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._host = host
         self._port = port
-        self.store = DriveStore(name_index_delay=name_index_delay, clock=clock)
+        self.store = DriveStore(
+            name_index_delay=name_index_delay,
+            name_lag_with_parents=name_lag_with_parents,
+            clock=clock,
+        )
         self._app = _DriveApp(self)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -1256,7 +1288,9 @@ class FakeDriveServer:
         faults:
             ``(status, reason)`` pairs, e.g. ``(429, None)``, ``(500, None)``,
             ``(403, "rateLimitExceeded")``. ``(0, "drop")`` closes the connection
-            without a response; ``(0, "reset")`` resets it.
+            without a response; ``(0, "reset")`` resets it; ``(0, "lost")`` serves
+            the request (it takes effect) and then closes the connection without
+            the response, as when a response is lost on the way back.
         methods:
             Only requests with these method names (``"files.list"``,
             ``"upload.put"``, ...) take the faults; default: any request.
@@ -1336,6 +1370,23 @@ class FakeDriveServer:
         with self._stats_lock:
             self._counters.clear()
             self._log.clear()
+
+    def requests_by(self, email: str) -> int:
+        """Return how many requests ``email`` made (faulted ones excluded)."""
+        who = email.strip().lower()
+        with self._stats_lock:
+            return sum(1 for _, user, _ in self._log if user == who)
+
+    def grants_of(self, email: str) -> set[tuple[str, str]]:
+        """Return ``(grantee email, role)`` of every permission on files ``email`` owns."""
+        who = email.strip().lower()
+        with self.store.lock:
+            return {
+                (p.email or p.type, p.role)
+                for rec in self.store.files.values()
+                if rec.owner == who
+                for p in rec.permissions
+            }
 
     def files_of(self, email: str) -> list[dict[str, Any]]:
         """Return ``{id, name, mimeType, parents, size, trashed}`` of files ``email`` owns."""

@@ -1,0 +1,96 @@
+"""The party's private Drive state: folder ids, the change-feed token, the index.
+
+Kept in one JSON file per identity and root folder, replaced atomically (temp
+file, fsync, rename, mode 0600), so a crash leaves either the old or the new
+state. With it a restart finds its root and channel folders by id (no name
+search, which lags on Drive) and resumes the changes feed where it stopped
+instead of listing every channel again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from syft_flwr.transports.gdrive._auth import _write_private
+
+__all__: list[str] = []
+
+logger = logging.getLogger("syft_flwr.transports.gdrive")
+
+_VERSION = 1
+
+
+@dataclass
+class DriveState:
+    """What a transport remembers between runs (all ids are Drive file ids)."""
+
+    root_id: str | None = None
+    #: Ids reserved (``files.generateIds``) for folders not yet known to exist:
+    #: ``"root"`` or ``"to:<reader>"``. Saved before the create, so a crash
+    #: between the two re-uses the id instead of making a second folder.
+    reserved: dict[str, str] = field(default_factory=dict)
+    #: Channel folder id -> ``[writer, reader]``.
+    channels: dict[str, list[str]] = field(default_factory=dict)
+    page_token: str | None = None
+    #: File id -> ``[channel id, key, md5, size, modifiedTime]``.
+    index: dict[str, list[Any]] = field(default_factory=dict)
+
+
+class StateFile:
+    """Loads and atomically saves :class:`DriveState` (or keeps it in memory).
+
+    Parameters
+    ----------
+    path:
+        The JSON file; ``None`` keeps the state in memory only (every start is
+        then a first start).
+    identity, root_name:
+        Recorded in the file; a file written for another identity or root is
+        ignored rather than trusted.
+    """
+
+    def __init__(self, path: Path | None, identity: str, root_name: str) -> None:
+        self.path = path
+        self._who = {"identity": identity, "root_name": root_name}
+        self._lock = threading.Lock()
+        self._saved: str | None = None
+
+    def load(self) -> DriveState:
+        if self.path is None or not self.path.exists():
+            return DriveState()
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            if raw.get("version") != _VERSION or any(
+                raw.get(k) != v for k, v in self._who.items()
+            ):
+                logger.warning("ignoring Drive state %s: not ours", self.path)
+                return DriveState()
+            return DriveState(
+                root_id=raw.get("root_id"),
+                reserved=dict(raw.get("reserved") or {}),
+                channels={k: list(v) for k, v in (raw.get("channels") or {}).items()},
+                page_token=raw.get("page_token"),
+                index={k: list(v) for k, v in (raw.get("index") or {}).items()},
+            )
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            logger.warning("ignoring unreadable Drive state %s: %s", self.path, exc)
+            return DriveState()
+
+    def save(self, state: DriveState) -> None:
+        """Durably replace the file with ``state`` (a no-op if unchanged)."""
+        if self.path is None:
+            return
+        text = json.dumps(
+            {"version": _VERSION, **self._who, **asdict(state)}, sort_keys=True
+        )
+        with self._lock:
+            if text == self._saved:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _write_private(self.path, text)
+            self._saved = text
