@@ -265,3 +265,15 @@ def test_ctrl_c_on_researcher_stops_every_data_owner(app: Path, tmp_path: Path):
             "Researcher interrupted the run"
             in (work / "logs" / f"{email}.log").read_text()
         )
+
+
+def test_unwritable_workdir_is_one_line_not_a_traceback(app: Path, tmp_path: Path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "file").write_text("x")
+    # a work folder that cannot be created: its parent is a file
+    r = cli("simulate", str(app), "--workdir", str(ro / "file" / "work"))
+    assert r.returncode in (1, 2)
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln]
+    assert len(lines) == 1 and lines[0].startswith("syft_flwr: error:"), r.stderr
+    assert "Traceback" not in r.stderr

@@ -744,3 +744,34 @@ def test_request_with_an_invalid_expiry_gets_400(
     resp = wait_response(researcher, mid, timeout=3)
     assert resp.head.status_code == 400
     assert len(calls) == 0
+
+
+def test_cleanup_sweeps_orphan_chunks_and_long_expired_requests(
+    do_client: SyftCoreClient, ds_client: SyftCoreClient, datasites_dir: Path
+) -> None:
+    now = time.time()
+    writer = SyftFlwrRpc(
+        ds_client.make_transport(), APP, settings=CHUNKY, policy=PlaintextPolicy()
+    )
+    ev = make_events(do_client, settings=CHUNKY, cleanup_expiry=0.5, clock=lambda: now)
+    try:
+        folder = request_folder(datasites_dir)
+        expired = writer.send_request(DO, EP, b"e" * 10, expires_at=now - 7200)
+        live = writer.send_request(DO, EP, b"l" * 3000, expires_at=now + 600)
+        # a writer that crashed after its chunks, before its head
+        (folder / "crashed-1.request.000000.chunk").write_bytes(b"x" * 100)
+        (folder / "crashed-1.request.000001.chunk").write_bytes(b"y" * 100)
+        assert ev.cleanup() == 1  # the long-expired request; orphans seen once
+        names = sorted(p.name for p in folder.iterdir())
+        assert f"{expired}.request" not in names
+        assert "crashed-1.request.000000.chunk" in names  # not yet: first sighting
+        time.sleep(0.6)
+        assert ev.cleanup() == 2  # orphaned for longer than cleanup_expiry
+        names = sorted(p.name for p in folder.iterdir())
+        assert not any(n.startswith("crashed-1") for n in names)
+        # the live request and its chunks are untouched
+        assert f"{live}.request" in names
+        assert any(n.startswith(live) and n.endswith(".chunk") for n in names)
+    finally:
+        writer.transport.close()
+        ev.transport.close()

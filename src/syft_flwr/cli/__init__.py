@@ -411,6 +411,9 @@ def main(argv: list[str] | None = None) -> None:
         code = 1
     except KeyboardInterrupt:
         code = 130
+    except OSError as exc:  # e.g. a read-only or full work folder: no traceback
+        print(f"syft_flwr: error: {exc}", file=sys.stderr)
+        code = 1
     sys.exit(code)
 
 

@@ -185,6 +185,7 @@ class TransportEvents(SyftFlwrEvents):
         self._busy: threading.Thread | None = None  # the last handler thread
         self._refused: set[str] = set()  # head keys refused (logged once)
         self._foreign_replies: set[str] = set()  # replies found that we never wrote
+        self._orphans: dict[str, float] = {}  # chunk key -> first seen headless
         self.served = 0
         #: Seconds to wait at exit for the requester to read our last replies
         #: (kept short so stop() returns within a second; Drive overrides it).
@@ -736,8 +737,16 @@ class TransportEvents(SyftFlwrEvents):
         return remaining
 
     def cleanup(self) -> int:
-        """Delete exchanges older than ``cleanup_expiry``; return how many."""
-        cutoff = self.clock() - self.cleanup_expiry
+        """Housekeeping; return how many exchanges or stray files were removed.
+
+        * exchanges created before ``cleanup_expiry`` ago, and requests that
+          expired over an hour ago (answered with 419 or never picked up);
+        * chunk files without a head (a writer that crashed, or planted files),
+          once they have been seen orphaned for ``cleanup_expiry``.
+        Files this identity may not delete are left alone.
+        """
+        now = self.clock()
+        cutoff = now - self.cleanup_expiry
         removed = 0
         for name in self._endpoints:
             try:
@@ -746,22 +755,63 @@ class TransportEvents(SyftFlwrEvents):
                 )
             except TransportError:
                 continue
-            for k in keys:
-                if not k.endswith(".request"):
-                    continue
-                try:
-                    head = parse_head(self.rpc.read_head_bytes(k))
-                    old = head.created_at < cutoff
-                except (EnvelopeError, TransportError):
-                    continue
-                if old:
-                    p = RpcPath.parse(k)
-                    if p is None:
-                        continue
-                    mid = p.name[: -len(".request")]
-                    self.rpc.delete_message(p.folder, mid, "request")
-                    self.rpc.delete_message(p.folder, mid, "response")
-                    removed += 1
+            removed += self._sweep_old_requests(keys, cutoff, now)
+            removed += self._sweep_orphan_chunks(
+                keys, self.rpc.endpoint_prefix(self.client_email, name) + "/"
+            )
         if removed:
-            logger.info("cleaned up %d old exchanges", removed)
+            logger.info("cleaned up %d old exchanges and stray files", removed)
+        return removed
+
+    def _sweep_old_requests(self, keys: list[str], cutoff: float, now: float) -> int:
+        removed = 0
+        for k in keys:
+            if not k.endswith(".request"):
+                continue
+            try:
+                head = parse_head(self.rpc.read_head_bytes(k))
+                old = head.created_at < cutoff or head.expires_at < now - 3600.0
+            except (EnvelopeError, TransportError):
+                continue
+            p = RpcPath.parse(k)
+            if not old or p is None:
+                continue
+            mid = p.name[: -len(".request")]
+            try:
+                self.rpc.delete_message(p.folder, mid, "request")
+                self.rpc.delete_message(p.folder, mid, "response")
+            except TransportError as exc:
+                logger.debug("could not clean up %s: %s", k, exc)
+                continue
+            removed += 1
+        return removed
+
+    def _sweep_orphan_chunks(self, keys: list[str], prefix: str) -> int:
+        present = set(keys)
+        mono = time.monotonic()
+        removed = 0
+        orphans = set()
+        for k in keys:
+            if not k.endswith(".chunk"):
+                continue
+            folder, _, name = k.rpartition("/")
+            parts = name.split(".")
+            if len(parts) != 4 or parts[1] not in ("request", "response"):
+                continue
+            if f"{folder}/{parts[0]}.{parts[1]}" in present:
+                continue  # its head is there: not an orphan
+            orphans.add(k)
+            first = self._orphans.setdefault(k, mono)
+            if mono - first < self.cleanup_expiry:
+                continue
+            try:
+                self.transport.delete(k)
+                removed += 1
+                orphans.discard(k)
+            except TransportError as exc:
+                logger.debug("could not delete orphan chunk %s: %s", k, exc)
+        # forget orphans of this endpoint that got their head or went away
+        for k in [k for k in self._orphans if k.startswith(prefix)]:
+            if k not in orphans:
+                self._orphans.pop(k, None)
         return removed
