@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+import tracemalloc
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -216,6 +217,7 @@ def test_hostile_request_file(
     ev.drain_timeout = 0.0
     ev.on_request(EP, handler)
     caplog.set_level(logging.INFO, logger="syft_flwr")
+    tracemalloc.start()
     try:
         events_runner.start(ev)
         # the genuine request still gets its answer
@@ -229,6 +231,8 @@ def test_hostile_request_file(
         assert "unexpected error" not in log, log
         assert "Traceback" not in log, log
         # the reason is logged in words (refused, ignored, or not a regular file)
+        _, peak = tracemalloc.get_traced_memory()
+        assert peak < 64 * 1024 * 1024, f"{case}: {peak} bytes allocated"
         answer = folder / f"{bad}.response"
         if answer.is_file():  # a refusal, never a result
             assert json.loads(answer.read_bytes())["status_code"] in (400, 403)
@@ -242,6 +246,7 @@ def test_hostile_request_file(
                 for w in ("refused request", "ignored a request file", "not read")
             ), log
     finally:
+        tracemalloc.stop()
         rpc.transport.close()
 
 

@@ -192,6 +192,20 @@ def test_get_missing_raises_message_not_found(backend: Backend) -> None:
         backend.reader.get(f"{READER}/never/created/folder/x")
 
 
+def test_read_limited_reads_up_to_the_limit_and_refuses_more(
+    backend: Backend,
+) -> None:
+    from syft_flwr.errors import UnsafeFileError
+
+    key = f"{FOLDER}/limited.request"
+    backend.writer.put(key, b"x" * 1000)
+    assert backend.reader.read_limited(key, 1000) == b"x" * 1000
+    with pytest.raises(UnsafeFileError, match="999"):
+        backend.reader.read_limited(key, 999)
+    with pytest.raises(MessageNotFound):
+        backend.reader.read_limited(f"{FOLDER}/absent.request", 10)
+
+
 def test_exists(backend: Backend) -> None:
     key = f"{FOLDER}/x.response"
     assert backend.reader.exists(key) is False

@@ -19,6 +19,7 @@ from syft_flwr.errors import (
     MessageNotFound,
     PermissionDenied,
     RemoteServiceError,
+    UnsafeFileError,
 )
 from syft_flwr.transports.base import check_key
 from syft_flwr.transports.gdrive._layout import (
@@ -225,7 +226,23 @@ class _IndexMixin:
                 self._forget_file(entry.file_id)
         raise MessageNotFound(key)
 
-    def _download(self, entry: _Entry) -> bytes:
+    def read_limited(self, key: str, max_bytes: int) -> bytes:
+        """Read an untrusted file: refused before downloading if Drive says it is
+        larger than ``max_bytes``, and the download stops past the limit."""
+        self._check_open()
+        for entry in self._lookup(key):
+            if entry.size is not None and entry.size > max_bytes:
+                raise UnsafeFileError(
+                    f"{key} holds {entry.size} bytes, more than the {max_bytes} "
+                    "allowed; not downloaded"
+                )
+            try:
+                return self._download(entry, max_bytes=max_bytes)
+            except MessageNotFound:
+                self._forget_file(entry.file_id)
+        raise MessageNotFound(key)
+
+    def _download(self, entry: _Entry, *, max_bytes: int | None = None) -> bytes:
         from googleapiclient.http import MediaIoBaseDownload
 
         for _ in range(3):
@@ -235,6 +252,10 @@ class _IndexMixin:
             done = False
             while not done:
                 _, done = self._call(loader.next_chunk, "download")
+                if max_bytes is not None and buf.tell() > max_bytes:
+                    raise UnsafeFileError(
+                        f"{entry.key} holds more than the {max_bytes} bytes allowed"
+                    )
             data = buf.getvalue()
             md5 = hashlib.md5(data).hexdigest()
             if entry.md5 is None or md5 == entry.md5:
