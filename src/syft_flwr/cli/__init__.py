@@ -219,6 +219,46 @@ def _cmd_keys_trust(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_since(value: str | None) -> float | None:
+    """``"1d"``/``"12h"`` (that long ago) or an ISO date/time, as POSIX time."""
+    if not value:
+        return None
+    import time as _time
+
+    from syft_flwr.config import parse_duration
+    from syft_flwr.envelope import parse_time
+
+    try:
+        return _time.time() - parse_duration(value)
+    except ConfigError:
+        pass
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise ConfigError(
+            f"--since {value!r}: use a duration like 1d or 12h, or an ISO date"
+        ) from None
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    """Print the data owner's audit trail (what ran, for whom, when, what left)."""
+    import json as _json
+
+    from syft_flwr.client.factory import create_client
+    from syft_flwr.events.audit import audit_entries, format_audit
+
+    entries = audit_entries(
+        create_client(config_path=args.config), since=_parse_since(args.since)
+    )
+    if args.json:
+        print(_json.dumps(entries, indent=2, sort_keys=True))
+    elif not entries:
+        print("no audit events yet")
+    else:
+        print(format_audit(entries))
+    return 0
+
+
 def _cmd_gdrive_login(args: argparse.Namespace) -> int:
     """Run Google's desktop OAuth flow and save the token file with mode 0600."""
     try:
@@ -372,6 +412,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     k.set_defaults(func=_cmd_keys_rotate)
+
+    s = sub.add_parser(
+        "audit",
+        help="show what ran on your data, for whom, when, and what left (data owner)",
+    )
+    s.add_argument(
+        "--config",
+        default=None,
+        help="SyftBox client config path (default: SYFTBOX_CLIENT_CONFIG_PATH, "
+        "then ~/.syftbox/config.json)",
+    )
+    s.add_argument(
+        "--since",
+        default=None,
+        help="only events since then: a duration like 1d or 12h, or an ISO date",
+    )
+    s.add_argument(
+        "--json", action="store_true", help="print the events as JSON, for scripts"
+    )
+    s.set_defaults(func=_cmd_audit)
 
     s = sub.add_parser(
         "gdrive-login", help="create a Google Drive OAuth token file (desktop flow)"

@@ -28,7 +28,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from syft_flwr._email import fold_domain
@@ -45,6 +45,7 @@ from syft_flwr.errors import (
     SecurityError,
     TransportError,
 )
+from syft_flwr.events.audit import AuditLog
 from syft_flwr.events.ledger import RECEIVED, REPLIED, RUNNING, STORED, Ledger
 from syft_flwr.events.protocol import MessageHandler, SyftFlwrEvents
 from syft_flwr.rpc import CodecPolicy, Incoming, SyftFlwrRpc
@@ -69,6 +70,9 @@ class RequestInfo:
     expires: str
     headers: dict[str, str]
     encrypted: bool
+    #: What the handler ran (message type, round group, run id...), for the
+    #: data owner's audit trail; a handler may add names, never private values.
+    audit: dict[str, object] = field(default_factory=dict)
 
 
 _current: contextvars.ContextVar[RequestInfo | None] = contextvars.ContextVar(
@@ -127,6 +131,8 @@ class TransportEvents(SyftFlwrEvents):
         If given, only these emails may have requests executed.
     clock:
         POSIX time source (injectable for expiry tests).
+    audit:
+        The audit trail (default: the identity's, in its private state).
     """
 
     DRAIN_TIMEOUT = 0.5  # seconds
@@ -144,6 +150,7 @@ class TransportEvents(SyftFlwrEvents):
         poll_interval: float | None = None,
         allowed_senders: Iterable[str] | None = None,
         clock: Callable[[], float] = time.time,
+        audit: AuditLog | None = None,
     ) -> None:
         self._client = client
         self.app_name = app_name.strip("/")
@@ -173,6 +180,8 @@ class TransportEvents(SyftFlwrEvents):
             else {fold_domain(s) for s in allowed_senders}
         )
         self.ledger = Ledger(client.state_dir(self.app_name), clock=clock)
+        #: What ran on this data owner's data, for whom, when, and what left.
+        self.audit = audit or AuditLog.for_client(client, clock=clock)
         self._endpoints: dict[str, _Endpoint] = {}
         self._queue: queue.Queue[str] = queue.Queue()
         self._stop = threading.Event()
@@ -417,6 +426,16 @@ class TransportEvents(SyftFlwrEvents):
         self._incomplete.pop(key, None)
         self._execute(ep, incoming)
 
+    def _fingerprint(self, email: str) -> str | None:
+        """The sender's pinned key fingerprint, when encryption pinned one."""
+        directory = getattr(self.rpc.policy, "directory", None)
+        trust = getattr(directory, "trust", None)
+        try:
+            pinned = trust.pinned(email) if trust is not None else None
+        except Exception:  # noqa: BLE001 - the audit never stops serving
+            return None
+        return None if pinned is None else pinned.fingerprint
+
     def _own_reply(self, response_key: str) -> bool:
         """Whether the reply file at ``response_key`` can be ours (then keep it).
 
@@ -453,6 +472,15 @@ class TransportEvents(SyftFlwrEvents):
         mid, head = incoming.id, incoming.head
         expires_at = head.expires_at
         self.ledger.mark(mid, RECEIVED, expires_at)
+        self.audit.record(
+            "received",
+            id=mid,
+            app=self.app_name,
+            sender=incoming.sender,
+            fingerprint=self._fingerprint(incoming.sender),
+            bytes=len(incoming.body),
+            encrypted=head.encrypted,
+        )
         if not self._wait_idle(expires_at):
             if not self._stop.is_set():
                 self._deliver(
@@ -466,7 +494,19 @@ class TransportEvents(SyftFlwrEvents):
                 )
             return
         self.ledger.mark(mid, RUNNING, expires_at)
-        outcome = self._run_handler(ep, incoming, expires_at)
+        started = self.clock()
+        info_box: dict[str, object] = {}
+        outcome = self._run_handler(ep, incoming, expires_at, info_box)
+        self.audit.record(
+            "run",
+            id=mid,
+            app=self.app_name,
+            sender=incoming.sender,
+            start=round(started, 3),
+            end=round(self.clock(), 3),
+            status="stopped" if outcome is None else outcome[0],
+            **info_box,
+        )
         if outcome is None:  # stopping: the run's result is not awaited
             return
         status, body = outcome
@@ -478,7 +518,11 @@ class TransportEvents(SyftFlwrEvents):
         self._deliver(incoming.path, mid, status, body, head.expires, expires_at)
 
     def _run_handler(
-        self, ep: _Endpoint, incoming: Incoming, expires_at: float
+        self,
+        ep: _Endpoint,
+        incoming: Incoming,
+        expires_at: float,
+        audit_out: dict[str, object] | None = None,
     ) -> tuple[int, bytes] | None:
         """Call the handler in a worker thread, never past the request's expiry.
 
@@ -496,6 +540,7 @@ class TransportEvents(SyftFlwrEvents):
             expires=incoming.head.expires,
             headers=dict(incoming.head.headers),
             encrypted=incoming.head.encrypted,
+            audit=audit_out if audit_out is not None else {},
         )
         box: dict[str, object] = {}
 
@@ -584,6 +629,14 @@ class TransportEvents(SyftFlwrEvents):
             return
         self._retries.pop(mid, None)
         self.ledger.mark(mid, REPLIED, expires_at)
+        self.audit.record(
+            "replied",
+            id=mid,
+            app=self.app_name,
+            sender=path.peer,
+            status=status,
+            bytes=len(body),
+        )
         self._answered.add(mid)
         self.served += 1
 
@@ -639,6 +692,14 @@ class TransportEvents(SyftFlwrEvents):
             return  # already answered and logged
         self._refused.add(key)
         logger.warning("refused request %s from %s: %s", mid, path.peer, reason)
+        self.audit.record(
+            "refused",
+            id=mid,
+            app=self.app_name,
+            sender=path.peer,
+            status=status,
+            reason=reason,
+        )
         for plaintext in (False, True):
             try:
                 self.rpc.send_response(

@@ -101,6 +101,11 @@ class ClientAppHandler:
             # Not a Flower message at all: an error status, there is nothing to reply to.
             raise SerializationError(f"request is not a Flower message: {exc}") from exc
         md = msg.metadata
+        req = current_request()
+        if req is not None:  # the audit trail: names and ids, never values
+            req.audit.update(
+                message_type=md.message_type, group=md.group_id, run_id=md.run_id
+            )
         if md.dst_node_id != self.node_id:
             return self._finish(
                 Message(
@@ -114,7 +119,6 @@ class ClientAppHandler:
             )
         if md.message_type == SYSTEM_MESSAGE_TYPE:
             return self._system(msg)
-        req = current_request()
         who = req.sender if req else "the researcher"
         logger.info(
             "running %s (round group %r) for %s", md.message_type, md.group_id, who
@@ -143,6 +147,8 @@ class ClientAppHandler:
             self.failed += 1
         else:
             self.succeeded += 1
+        if req is not None:
+            req.audit["outcome"] = "error" if reply.has_error() else "ok"
         return self._finish(reply)
 
     def check_outcome(self) -> None:
