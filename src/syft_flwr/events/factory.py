@@ -33,6 +33,13 @@ class MemoryEvents(TransportEvents):
     """Events over an in-memory hub (tests, notebooks)."""
 
 
+class _DefaultFloat(float):
+    """A float default the function can tell apart from the same value passed."""
+
+
+#: The signature's documented default (2.0), recognisable by identity.
+DEFAULT_POLL_INTERVAL = _DefaultFloat(2.0)
+
 _BY_TRANSPORT: dict[str, type[TransportEvents]] = {
     "syftbox": SyftEvents,
     "gdrive": P2PFileEvents,
@@ -45,7 +52,7 @@ def create_events_watcher(
     client: Any | None = None,
     cleanup_expiry: str = "1d",
     cleanup_interval: str = "1d",
-    poll_interval: float | None = None,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
     **kwargs: Any,
 ) -> SyftFlwrEvents:
     """Create the events adapter that matches ``client``'s transport.
@@ -60,7 +67,8 @@ def create_events_watcher(
         Exchanges older than ``cleanup_expiry`` are deleted every ``cleanup_interval``.
     poll_interval:
         Seconds between fallback rescans (SyftBox, memory) or the Drive polling
-        ceiling; default ``SYFT_FLWR_POLL_INTERVAL``, else 2.0.
+        ceiling. Left at its default (2.0), ``SYFT_FLWR_POLL_INTERVAL`` (through
+        ``settings``) applies; an explicit value wins.
     **kwargs:
         ``policy``, ``settings``, ``allowed_senders``, ``transport``, ``clock``.
 
@@ -74,6 +82,8 @@ def create_events_watcher(
     if cls is None:
         raise TypeError(f"no events adapter for transport {c.transport_name!r}")
     kwargs.setdefault("settings", Settings.from_env())
+    if poll_interval is DEFAULT_POLL_INTERVAL:  # not chosen by the caller
+        poll_interval = kwargs["settings"].poll_interval
     logger.debug("Using %s for %s", cls.__name__, c.email)
     return cls(
         app_name,
