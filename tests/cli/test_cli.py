@@ -277,3 +277,31 @@ def test_unwritable_workdir_is_one_line_not_a_traceback(app: Path, tmp_path: Pat
     lines = [ln for ln in r.stderr.strip().splitlines() if ln]
     assert len(lines) == 1 and lines[0].startswith("syft_flwr: error:"), r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_every_option_of_every_command_explains_itself():
+    """Introspect the parser (not a snapshot): every argument has help text."""
+    import argparse
+
+    from syft_flwr.cli import build_parser
+    from syft_flwr.run import build_main_parser
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        missing = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    missing += walk(sub, f"{path} {name}")
+                continue
+            if isinstance(action, argparse._HelpAction):
+                continue
+            if not (action.help and action.help.strip()):
+                missing.append(
+                    f"{path} {'/'.join(action.option_strings) or action.dest}"
+                )
+        return missing
+
+    assert walk(build_parser(), "syft_flwr") == []
+    assert walk(build_main_parser(), "main.py") == []
+    top = build_parser().format_help()
+    assert "party" not in top and "SUPPRESS" not in top

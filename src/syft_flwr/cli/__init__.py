@@ -285,7 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="syft_flwr",
         description="Run Flower apps across data owners over file sync (SyftBox, Google Drive).",
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    # The metavar lists only the public commands; `party` (internal, used by
+    # `simulate`) is added without help, so it is not listed anywhere.
+    sub = p.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="{version,bootstrap,simulate,run,keys,audit,gdrive-login}",
+    )
 
     s = sub.add_parser("version", help="print versions")
     s.set_defaults(func=_cmd_version)
@@ -439,21 +445,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--client-secrets", type=Path, required=True, help="OAuth desktop client JSON"
     )
-    s.add_argument("--out", type=Path, default=Path("token.json"))
+    s.add_argument(
+        "--out",
+        type=Path,
+        default=Path("token.json"),
+        help="where to save the token (default token.json, mode 0600)",
+    )
     s.add_argument(
         "--no-browser", action="store_true", help="print the URL instead of opening it"
     )
     s.set_defaults(func=_cmd_gdrive_login)
 
-    s = sub.add_parser("party", help=argparse.SUPPRESS)
-    s.add_argument("app_dir", type=Path)
-    s.add_argument("--role", choices=["researcher", "data-owner"], required=True)
-    s.add_argument("--config", required=True)
-    s.add_argument("--app-name", default=None)
-    s.add_argument("--aggregator", default=None)
-    s.add_argument("--datasites", default=None)
-    s.add_argument("--run-config", action="append", default=None)
-    s.add_argument("--node-config", action="append", default=None)
+    s = sub.add_parser("party", description="Internal: one party of a `simulate` run.")
+    s.add_argument("app_dir", type=Path, help="the Flower app folder")
+    s.add_argument(
+        "--role",
+        choices=["researcher", "data-owner"],
+        required=True,
+        help="which side this process plays",
+    )
+    s.add_argument("--config", required=True, help="this party's SyftBox config")
+    s.add_argument("--app-name", default=None, help="the app folder name on the wire")
+    s.add_argument("--aggregator", default=None, help="the researcher's email")
+    s.add_argument(
+        "--datasites", default=None, help="data owner emails, comma-separated"
+    )
+    s.add_argument(
+        "--run-config", action="append", default=None, help="app config overrides"
+    )
+    s.add_argument(
+        "--node-config", action="append", default=None, help="this node's config"
+    )
     s.set_defaults(func=_cmd_party)
     return p
 
