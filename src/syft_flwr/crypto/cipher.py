@@ -36,6 +36,7 @@ key depends on a fresh ephemeral key. **Never reuse the key returned by**
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import struct
@@ -113,7 +114,13 @@ def ed25519_public_to_x25519(public: Ed25519PublicKey) -> X25519PublicKey:
     EncryptionError
         The key is not a valid Edwards point or maps to a degenerate u.
     """
-    raw = public.public_bytes_raw()
+    return X25519PublicKey.from_public_bytes(_ed_to_x_u(public.public_bytes_raw()))
+
+
+@functools.lru_cache(maxsize=1024)
+def _ed_to_x_u(raw: bytes) -> bytes:
+    """The Montgomery u of an Edwards public key (cached: peers' identity keys
+    are the same for every message, and the field arithmetic is slow in Python)."""
     y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
     if y >= _P25519 or y == 1:
         raise EncryptionError("identity key is not a usable Ed25519 point")
@@ -123,7 +130,7 @@ def ed25519_public_to_x25519(public: Ed25519PublicKey) -> X25519PublicKey:
     if x2 and pow(x2, (_P25519 - 1) // 2, _P25519) != 1:
         raise EncryptionError("identity key is not on the Ed25519 curve")
     u = (1 + y) * pow(1 - y, _P25519 - 2, _P25519) % _P25519
-    return X25519PublicKey.from_public_bytes(u.to_bytes(32, "little"))
+    return u.to_bytes(32, "little")
 
 
 def ed25519_private_to_x25519(private: Ed25519PrivateKey) -> X25519PrivateKey:

@@ -96,6 +96,56 @@ class _Endpoint:
 _STOP = "\x00stop"
 
 
+class _HandlerWorker:
+    """One long-lived daemon thread that runs handlers, one at a time.
+
+    Handlers run off the loop thread so the loop can stop and enforce deadlines
+    while a ClientApp runs; one thread for all calls (not one per call) keeps
+    the hand-off cheap. A handler that never returns keeps the thread: later
+    jobs queue behind it, so the ClientApp is never called twice at once.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], threading.Event]] = (
+            queue.SimpleQueue()
+        )
+        self._idle = threading.Event()
+        self._idle.set()
+        self._pending = 0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fn: Callable[[], None]) -> threading.Event:
+        """Queue ``fn``; the returned event is set when it has returned."""
+        done = threading.Event()
+        with self._lock:
+            self._pending += 1
+            self._idle.clear()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="syft_flwr-handler", daemon=True
+                )
+                self._thread.start()
+        self._jobs.put((fn, done))
+        return done
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once no handler is queued or running."""
+        return self._idle.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            fn, done = self._jobs.get()
+            try:
+                fn()
+            finally:
+                done.set()
+                with self._lock:
+                    self._pending -= 1
+                    if self._pending == 0:
+                        self._idle.set()
+
+
 @dataclass
 class _Retry:
     path: RpcPath
@@ -191,7 +241,7 @@ class TransportEvents(SyftFlwrEvents):
         self._warned: set[str] = set()
         self._answered: set[str] = set()  # ids this process replied to
         self._retries: dict[str, _Retry] = {}  # replies waiting for another write
-        self._busy: threading.Thread | None = None  # the last handler thread
+        self._worker = _HandlerWorker()  # runs handlers off the loop thread
         self._refused: set[str] = set()  # head keys refused (logged once)
         self._foreign_replies: set[str] = set()  # replies found that we never wrote
         self._orphans: dict[str, float] = {}  # chunk key -> first seen headless
@@ -556,15 +606,8 @@ class TransportEvents(SyftFlwrEvents):
             finally:
                 _current.reset(token)
 
-        worker = threading.Thread(
-            target=work, name=f"syft_flwr-handler-{incoming.id[:8]}", daemon=True
-        )
-        self._busy = worker
-        worker.start()
-        while worker.is_alive():
-            worker.join(timeout=0.1)
-            if not worker.is_alive():
-                break
+        done = self._worker.submit(work)
+        while not done.wait(timeout=0.1):
             if self._stop.is_set():
                 logger.warning(
                     "stopping while the ClientApp still runs request %s; it gets "
@@ -592,11 +635,9 @@ class TransportEvents(SyftFlwrEvents):
 
     def _wait_idle(self, expires_at: float) -> bool:
         """Wait for a handler that overran its deadline; False if we must give up."""
-        busy = self._busy
-        while busy is not None and busy.is_alive():
+        while not self._worker.wait_idle(0.1):
             if self._stop.is_set() or self.clock() >= expires_at:
                 return False
-            busy.join(timeout=0.1)
         return True
 
     def _deliver(
