@@ -1,7 +1,7 @@
 """The data owner's audit trail: what ran on my data, for whom, when, and what left.
 
 An append-only JSON-lines file in the data owner's private state (never synced),
-one line per event, fsynced before the step it records goes on:
+one line per event (``run`` and ``refused`` lines fsynced):
 
 =========== ==========================================================
 ``received`` a request was read (id, app, sender, bytes)
@@ -76,7 +76,12 @@ class AuditLog:
         return None if self.dir is None else self.dir / FILE
 
     def record(self, event: str, **fields: Any) -> None:
-        """Append one event; durable (fsync) before returning. Never raises."""
+        """Append one event. Never raises.
+
+        Every line is in the kernel before this returns (it survives a crash
+        of the process); ``run`` and ``refused`` events are also fsynced (they
+        survive a crash of the machine), the others ride on the next fsync.
+        """
         entry = {"ts": round(self.clock(), 3), "event": event, **fields}
         with self._lock:
             if self.dir is None:
@@ -90,7 +95,8 @@ class AuditLog:
                 )
                 try:
                     os.write(fd, line)
-                    os.fsync(fd)
+                    if event in ("run", "refused"):
+                        os.fsync(fd)
                 finally:
                     os.close(fd)
             except OSError:  # the audit must never stop the serving loop

@@ -1,12 +1,16 @@
 """Durable record of what a data owner did with each request, and its stored replies.
 
-Every request moves ``received -> running -> replied``; each step is appended
-(and fsynced) to ``<state_dir>/ledger.jsonl`` before the next one starts, so
-after a crash the data owner knows, for every id it has seen:
+Every request moves ``received -> running -> stored -> replied``; each step is
+appended to ``<state_dir>/ledger.jsonl`` before the next one starts. The two
+steps that decide correctness are fsynced: ``running`` (so a request is never
+run twice) and the stored reply file (so a finished result is never lost);
+``received`` and ``replied`` are re-derivable, so they are not. After a crash
+the data owner knows, for every id it has seen:
 
 * ``received``: read and checked, not started: safe to run.
 * ``running``: the handler started and no reply was stored: it may have run
-  (side effects) and is not run again; the requester is told so.
+  (side effects) and is not run again; the requester is told so (or, if its
+  reply file was kept, gets that reply).
 * ``stored``: the handler finished and its reply is in ``<state_dir>/replies``:
   the reply is (re)sent, the handler never runs again.
 * ``replied``: the reply is on the transport. A resend of the same id gets the
@@ -117,10 +121,14 @@ class Ledger:
             return list(self._entries.values())
 
     # -- transitions --------------------------------------------------------------
-    def mark(self, mid: str, state: str, expires_at: float) -> None:
-        """Record ``state`` for ``mid``; durable (fsync) before returning.
+    def mark(
+        self, mid: str, state: str, expires_at: float, *, durable: bool = True
+    ) -> None:
+        """Record ``state`` for ``mid``; with ``durable``, fsynced before returning.
 
-        States only move forward; an older state is ignored.
+        States only move forward; an older state is ignored. Without
+        ``durable`` the line survives a crash of the process (it is in the
+        kernel) but maybe not of the machine; the next durable mark persists it.
         """
         if state not in _ORDER:
             raise ValueError(f"unknown ledger state {state!r}")
@@ -135,7 +143,8 @@ class Ledger:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, line.encode())
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             self._lines += 1
@@ -170,7 +179,9 @@ class Ledger:
             finally:
                 os.close(fd)
             os.replace(tmp, path)
-        self.mark(mid, STORED, expires_at)
+        # The reply file itself is the durable record; a lost "stored" line only
+        # leaves "running" plus a kept reply, which is read the same way.
+        self.mark(mid, STORED, expires_at, durable=False)
 
     def stored_reply(self, mid: str) -> tuple[int, bytes] | None:
         """The stored ``(status, body)`` of ``mid``, if it is still kept."""

@@ -521,7 +521,7 @@ class TransportEvents(SyftFlwrEvents):
         """
         mid, head = incoming.id, incoming.head
         expires_at = head.expires_at
-        self.ledger.mark(mid, RECEIVED, expires_at)
+        self.ledger.mark(mid, RECEIVED, expires_at, durable=False)
         self.audit.record(
             "received",
             id=mid,
@@ -560,12 +560,14 @@ class TransportEvents(SyftFlwrEvents):
         if outcome is None:  # stopping: the run's result is not awaited
             return
         status, body = outcome
+        # Deliver first (the researcher waits for it), then keep it durably for
+        # a retry after a restart or a resend: a crash in between leaves the
+        # reply on the transport, which a restarted data owner recognises.
+        self._deliver(incoming.path, mid, status, body, head.expires, expires_at)
         try:
             self.ledger.store_reply(mid, status, body, expires_at)
         except OSError as exc:
-            # Private state unwritable (disk full): still try to deliver it.
             logger.error("could not keep the reply to %s durably: %s", mid, exc)
-        self._deliver(incoming.path, mid, status, body, head.expires, expires_at)
 
     def _run_handler(
         self,
@@ -669,7 +671,8 @@ class TransportEvents(SyftFlwrEvents):
             )
             return
         self._retries.pop(mid, None)
-        self.ledger.mark(mid, REPLIED, expires_at)
+        # Not fsynced: if lost, a restart resends the stored reply (harmless).
+        self.ledger.mark(mid, REPLIED, expires_at, durable=False)
         self.audit.record(
             "replied",
             id=mid,
@@ -705,7 +708,7 @@ class TransportEvents(SyftFlwrEvents):
         """A request this data owner has already started: never run it again."""
         if mid in self._retries:
             return  # its reply is queued for another write attempt
-        stored = self.ledger.stored_reply(mid) if state in (STORED, REPLIED) else None
+        stored = self.ledger.stored_reply(mid)
         if stored is not None:
             logger.info("request %s was answered before; sending the same reply", mid)
             self._deliver(path, mid, stored[0], stored[1], expires, expires_at)
