@@ -1,0 +1,446 @@
+"""The review workflow as Python functions (the ``syft_flwr`` review commands call these).
+
+Submissions travel as ordinary syft_flwr requests of the app
+:data:`REVIEW_APP`, endpoint :data:`REVIEW_ENDPOINT`, over the client's own
+transport, sealed to the data owner by the body codec policy (X3DH, signed by
+the researcher) when encryption is on. The data owner's decision is the
+response to that request, sealed back the same way: only the addressed data
+owner can write a decision the researcher accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from syft_flwr import strict_json
+from syft_flwr.client.protocol import SyftFlwrClient
+from syft_flwr.config import Settings
+from syft_flwr.crypto.keys import fingerprint
+from syft_flwr.crypto.policy import KeyDirectory, default_policy, load_or_create_keys
+from syft_flwr.crypto.store import FileKeyStore, key_store_for
+from syft_flwr.crypto.trust import TrustStore
+from syft_flwr.errors import (
+    ConfigError,
+    EncryptionError,
+    EnvelopeError,
+    IncompleteMessage,
+    ProjectNotApproved,
+    ReviewError,
+    SecurityError,
+    TransportError,
+)
+from syft_flwr.review.package import pack_app, read_package, write_tree
+from syft_flwr.review.store import APPROVED, REJECTED, ProjectRecord, ProjectStore
+from syft_flwr.rpc import SyftFlwrRpc
+from syft_flwr.transports.base import RpcPath, Transport
+
+__all__ = [
+    "REVIEW_APP",
+    "REVIEW_ENDPOINT",
+    "Submission",
+    "approve",
+    "project_store",
+    "receive_projects",
+    "reject",
+    "submission_status",
+    "submit",
+]
+
+logger = logging.getLogger("syft_flwr.review")
+
+#: App folder and endpoint of every data owner's review inbox.
+REVIEW_APP, REVIEW_ENDPOINT = "syft_flwr", "projects"
+#: How long a submission waits for a decision (seconds).
+SUBMISSION_TTL = 30 * 24 * 3600.0
+_MAX_DECISION_BYTES = 64 * 1024
+
+
+def _rpc(
+    client: SyftFlwrClient, transport: Transport, settings: Settings
+) -> SyftFlwrRpc:
+    return SyftFlwrRpc(
+        transport,
+        REVIEW_APP,
+        settings=settings,
+        policy=default_policy(client, transport, settings),
+    )
+
+
+def project_store(client: SyftFlwrClient) -> ProjectStore:
+    """The data owner's project store, in ``client.state_dir("_review")``.
+
+    Raises
+    ------
+    ConfigError
+        The client has no private state folder (give a ``MemoryClient`` one).
+    """
+    folder = client.state_dir("_review")
+    if folder is None:
+        raise ConfigError(f"{client!r} has no state folder to keep reviews in")
+    return ProjectStore(folder)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One submission of a project to one data owner, as the researcher sees it.
+
+    Attributes
+    ----------
+    data_owner, project_hash, name, request_id : str
+    status : str
+        ``"pending"``, ``"approved"``, ``"rejected"`` or ``"undeliverable"``.
+    reason : str
+        The data owner's reason (rejections), or why it could not be read.
+    """
+
+    data_owner: str
+    project_hash: str
+    name: str
+    request_id: str
+    status: str = "pending"
+    reason: str = ""
+
+
+def _submissions(client: SyftFlwrClient) -> FileKeyStore:
+    folder = client.state_dir("_review")
+    if folder is None:
+        raise ConfigError(f"{client!r} has no state folder to remember submissions in")
+    return FileKeyStore(folder)
+
+
+def submit(
+    app_dir: str | Path,
+    to: Iterable[str],
+    *,
+    client: SyftFlwrClient,
+    transport: Transport | None = None,
+    settings: Settings | None = None,
+    name: str | None = None,
+) -> list[Submission]:
+    """Pack ``app_dir``, sign it, and send it to each data owner for review.
+
+    Parameters
+    ----------
+    app_dir : str or Path
+        The Flower app folder (sources and ``pyproject.toml``; data is left out).
+    to : iterable of str
+        Data owner emails.
+    client : SyftFlwrClient
+        The researcher.
+    transport : Transport, optional
+        Default ``client.make_transport()``.
+    settings : Settings, optional
+        Default ``Settings.from_env()``.
+    name : str, optional
+        Project name shown to data owners (default: the folder's name).
+
+    Returns
+    -------
+    list of Submission
+    """
+    settings = settings or Settings.from_env()
+    transport = transport or client.make_transport()
+    keys = load_or_create_keys(client, transport)
+    data, manifest = pack_app(app_dir, client.email, keys.identity, name=name)
+    rpc = _rpc(client, transport, settings)
+    store = _submissions(client)
+    out = []
+    with store.lock:
+        known = store.read_json("submissions.json") or []
+        for owner in to:
+            mid = rpc.send_request(
+                owner,
+                REVIEW_ENDPOINT,
+                data,
+                expires_at=time.time() + SUBMISSION_TTL,
+            )
+            sub = Submission(owner.lower(), manifest.project_hash, manifest.name, mid)
+            known.append(sub.__dict__)
+            out.append(sub)
+        store.write_json("submissions.json", known)
+    logger.info("submitted %s (%s)", manifest.name, manifest.project_hash[:12])
+    return out
+
+
+def submission_status(
+    client: SyftFlwrClient,
+    *,
+    transport: Transport | None = None,
+    settings: Settings | None = None,
+) -> list[Submission]:
+    """Each submission with the data owner's (authenticated) decision, if any.
+
+    Returns
+    -------
+    list of Submission
+        ``status`` is ``"pending"`` until a decision sealed by that data owner
+        arrived.
+    """
+    settings = settings or Settings.from_env()
+    transport = transport or client.make_transport()
+    rpc = _rpc(client, transport, settings)
+    out = []
+    for doc in _submissions(client).read_json("submissions.json") or []:
+        sub = Submission(**doc)
+        try:
+            inc = rpc.response_for(sub.data_owner, REVIEW_ENDPOINT, sub.request_id)
+        except IncompleteMessage:
+            inc = None
+        except (EnvelopeError, EncryptionError, SecurityError, TransportError) as exc:
+            out.append(
+                Submission(**{**doc, "status": "undeliverable", "reason": str(exc)})
+            )
+            continue
+        if inc is not None:
+            sub = _decision(sub, inc.body)
+        out.append(sub)
+    return out
+
+
+def _decision(sub: Submission, body: bytes) -> Submission:
+    try:
+        doc = strict_json.loads(body, max_bytes=_MAX_DECISION_BYTES)
+        status, reason = str(doc["status"]), str(doc.get("reason", ""))[:2000]
+        named = str(doc["project_hash"])
+    except (EnvelopeError, KeyError, TypeError) as exc:
+        return Submission(
+            **{**sub.__dict__, "status": "undeliverable", "reason": str(exc)}
+        )
+    if named != sub.project_hash or status not in (APPROVED, REJECTED, "refused"):
+        return Submission(
+            **{**sub.__dict__, "status": "undeliverable", "reason": "bad decision"}
+        )
+    return Submission(**{**sub.__dict__, "status": status, "reason": reason})
+
+
+def receive_projects(
+    client: SyftFlwrClient,
+    *,
+    transport: Transport | None = None,
+    settings: Settings | None = None,
+    store: ProjectStore | None = None,
+) -> list[ProjectRecord]:
+    """Read new submissions, check their signatures, and record them as pending.
+
+    A submission that cannot be opened, is malformed or unsafe, or is not signed
+    by the pinned identity key of the researcher who sent it, is answered with
+    an authenticated ``"refused"`` decision and never stored.
+
+    Returns
+    -------
+    list of ProjectRecord
+        The projects recorded by this call.
+    """
+    settings = settings or Settings.from_env()
+    transport = transport or client.make_transport()
+    store = store or project_store(client)
+    rpc = _rpc(client, transport, settings)
+    directory = KeyDirectory(transport, TrustStore(key_store_for(client)))
+    new = []
+    recorded = {r.request_key for r in store.records()}
+    for key in rpc.pending_request_keys(REVIEW_ENDPOINT):
+        if key in recorded:
+            continue  # pending review: it is answered when decided
+        try:
+            inc = rpc.read(key)
+        except IncompleteMessage:
+            continue  # still syncing
+        except (EnvelopeError, EncryptionError, SecurityError, TransportError) as exc:
+            logger.warning("set aside submission %s: %s", key, exc)
+            continue
+        try:
+            pkg = read_package(inc.body)
+            if pkg.manifest.researcher != inc.sender:
+                raise ReviewError(
+                    f"{inc.sender} sent a project signed as {pkg.manifest.researcher}"
+                )
+            bundle = directory.get(inc.sender)
+            pkg.verify(bundle.identity_key)
+        except (ReviewError, EncryptionError) as exc:
+            logger.warning("refused a submission from %s: %s", inc.sender, exc)
+            _reply(rpc, key, inc.head.expires, "", "refused", str(exc))
+            continue
+        rec = store.add(
+            pkg,
+            researcher=inc.sender,
+            fingerprint=fingerprint(bundle),
+            request_key=key,
+            expires=inc.head.expires,
+            data=inc.body,
+        )
+        if rec.status != "pending":  # a resubmission of a decided project
+            _reply(rpc, key, rec.expires, rec.project_hash, rec.status, rec.reason)
+        new.append(rec)
+    return new
+
+
+def _reply(
+    rpc: SyftFlwrRpc,
+    key: str,
+    expires: str,
+    project_hash: str,
+    status: str,
+    reason: str,
+) -> None:
+    path = RpcPath.parse(key)
+    assert path is not None
+    body = json.dumps(
+        {"status": status, "reason": reason, "project_hash": project_hash}
+    )
+    rpc.send_response(
+        path,
+        request_id=path.name.split(".")[0],
+        expires=expires,
+        status_code=200 if status != "refused" else 400,
+        body=body.encode(),
+    )
+
+
+def _decide(
+    client: SyftFlwrClient,
+    ref: str,
+    status: str,
+    reason: str,
+    transport: Transport | None,
+    settings: Settings | None,
+) -> ProjectRecord:
+    settings = settings or Settings.from_env()
+    store = project_store(client)
+    rec = store.decide(store.get(ref).project_hash, status, reason)  # durable first
+    transport = transport or client.make_transport()
+    _reply(
+        _rpc(client, transport, settings),
+        rec.request_key,
+        rec.expires,
+        rec.project_hash,
+        status,
+        reason,
+    )
+    return rec
+
+
+def approve(
+    client: SyftFlwrClient,
+    ref: str,
+    *,
+    transport: Transport | None = None,
+    settings: Settings | None = None,
+) -> ProjectRecord:
+    """Approve project ``ref`` (a hash prefix) and tell the researcher.
+
+    The approval is stored durably before the researcher is told.
+
+    Returns
+    -------
+    ProjectRecord
+    """
+    return _decide(client, ref, APPROVED, "", transport, settings)
+
+
+def reject(
+    client: SyftFlwrClient,
+    ref: str,
+    reason: str,
+    *,
+    transport: Transport | None = None,
+    settings: Settings | None = None,
+) -> ProjectRecord:
+    """Reject project ``ref`` with ``reason``, and tell the researcher.
+
+    Returns
+    -------
+    ProjectRecord
+    """
+    if not reason.strip():
+        raise ConfigError("give a reason for the rejection")
+    return _decide(client, ref, REJECTED, reason.strip(), transport, settings)
+
+
+def prepare_work_dir(
+    store: ProjectStore, ref: str | None
+) -> tuple[ProjectRecord, Path]:
+    """Unpack an approved project, fresh, into its own working folder.
+
+    Parameters
+    ----------
+    store : ProjectStore
+    ref : str or None
+        Hash prefix; ``None`` picks the only approved project.
+
+    Returns
+    -------
+    tuple of (ProjectRecord, Path)
+
+    Raises
+    ------
+    ProjectNotApproved
+        The project is not approved (or none / several are, with ``ref=None``).
+    """
+    if ref is None:
+        approved = [r for r in store.records() if r.status == APPROVED]
+        if len(approved) != 1:
+            raise ProjectNotApproved(
+                f"{len(approved)} approved projects: name one (syft_flwr projects)"
+            )
+        rec = approved[0]
+    else:
+        rec = store.get(ref)
+    if rec.status != APPROVED:
+        raise ProjectNotApproved(f"project {rec.short} is {rec.status}, not approved")
+    pkg = store.package(rec.project_hash)
+    if pkg.project_hash != rec.project_hash:
+        raise ProjectNotApproved(f"stored package of {rec.short} changed")
+    work = store.directory / "work" / rec.project_hash[:16]
+    store.remove_work(work)  # never run leftovers of an earlier serve
+    write_tree(pkg.files, work)
+    return rec, work
+
+
+def serve(
+    client: SyftFlwrClient,
+    ref: str | None = None,
+    *,
+    settings: Settings | None = None,
+    events: Any | None = None,
+    run_config: dict[str, Any] | None = None,
+    node_config: dict[str, Any] | None = None,
+    on_ready: Callable[[Path], None] | None = None,
+) -> Any:
+    """Serve an approved project until its researcher's stop signal.
+
+    The ClientApp is loaded from the project's own working folder; only its
+    researcher may send work; every request must name the approved hash, and the
+    folder is re-hashed before each one (:class:`~syft_flwr.review.guard.ProjectGuard`).
+
+    Returns
+    -------
+    ClientAppHandler
+    """
+    from syft_flwr.fl_orchestrator.flower_client import run_data_owner
+    from syft_flwr.project import load_component, load_project
+    from syft_flwr.review.guard import ProjectGuard
+    from syft_flwr.run import node_config_for
+
+    store = project_store(client)
+    rec, work = prepare_work_dir(store, ref)
+    cfg = load_project(work)
+    client_app = load_component(cfg.clientapp, cfg.app_dir)
+    if on_ready is not None:
+        on_ready(work)
+    return run_data_owner(
+        client_app,
+        cfg.flwr_app_name,
+        client=client,
+        aggregators=[rec.researcher],  # the signer, not what its pyproject says
+        run_config={**cfg.app_config, **(run_config or {})},
+        node_config=node_config_for(cfg, node_config),
+        settings=settings,
+        events=events,
+        check=ProjectGuard(store, rec.project_hash, work),
+    )
