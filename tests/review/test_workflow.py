@@ -16,7 +16,7 @@ from syft_flwr._flwr_compat import set_message_id
 from syft_flwr.client.syft_p2p_client import MemoryClient
 from syft_flwr.config import Settings
 from syft_flwr.crypto.policy import load_or_create_keys
-from syft_flwr.errors import ProjectNotApproved, RunFailed
+from syft_flwr.errors import ConfigError, ProjectNotApproved, RunFailed
 from syft_flwr.fl_orchestrator.flower_client import ClientAppHandler
 from syft_flwr.fl_orchestrator.flower_server import run_researcher
 from syft_flwr.review import api
@@ -43,6 +43,7 @@ def parties(syft_root: Path):
     researcher = make_syft_client(syft_root, DS)
     owner = make_syft_client(syft_root, DO)
     load_or_create_keys(owner, owner.make_transport())  # publishes the owner's DID
+    api.receive_projects(owner, settings=ENC)  # opens the review inbox
     return researcher, owner
 
 
@@ -164,8 +165,11 @@ def test_data_owner_serves_only_the_approved_project(tmp_path: Path, app: Path):
     researcher = MemoryClient(DS, hub, state_dir=tmp_path / "ds")
     owner = MemoryClient(DO, hub, state_dir=tmp_path / "do")
     load_or_create_keys(owner, owner.make_transport())
+    with pytest.raises(ConfigError, match="no review inbox"):
+        api.submit(app, [DO], client=researcher, settings=settings)
     with pytest.raises(ProjectNotApproved, match="0 approved"):
         api.serve(owner, settings=settings)
+    api.receive_projects(owner, settings=settings)
     [sub] = api.submit(app, [DO], client=researcher, settings=settings)
     api.receive_projects(owner, settings=settings)
     api.approve(owner, sub.project_hash, settings=settings)

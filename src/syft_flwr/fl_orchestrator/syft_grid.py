@@ -47,8 +47,8 @@ from syft_flwr.errors import (
     TransportError,
 )
 from syft_flwr.ids import node_id_map, normalize_email
-from syft_flwr.rpc import CodecPolicy, Incoming, SyftFlwrRpc
 from syft_flwr.review.guard import attach_project_hash, take_project_hash
+from syft_flwr.rpc import CodecPolicy, Incoming, SyftFlwrRpc
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
 from syft_flwr.transports.base import Transport, Watch
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from syft_flwr import strict_json
+from syft_flwr._email import fold_domain
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings
 from syft_flwr.crypto.keys import fingerprint
@@ -45,9 +46,11 @@ __all__ = [
     "REVIEW_ENDPOINT",
     "Submission",
     "approve",
+    "prepare_work_dir",
     "project_store",
     "receive_projects",
     "reject",
+    "serve",
     "submission_status",
     "submit",
 ]
@@ -149,18 +152,28 @@ def submit(
     keys = load_or_create_keys(client, transport)
     data, manifest = pack_app(app_dir, client.email, keys.identity, name=name)
     rpc = _rpc(client, transport, settings)
+    owners = [fold_domain(o) for o in to]
+    closed = [
+        o for o in owners if not transport.is_prepared(o, REVIEW_APP, REVIEW_ENDPOINT)
+    ]
+    if closed:
+        # On SyftBox a write before the owner's permissions exist is refused for good.
+        raise ConfigError(
+            f"{', '.join(closed)} has no review inbox yet: ask them to run "
+            "`syft_flwr projects` once (it opens the inbox), then submit again"
+        )
     store = _submissions(client)
     out = []
     with store.lock:
         known = store.read_json("submissions.json") or []
-        for owner in to:
+        for owner in owners:
             mid = rpc.send_request(
                 owner,
                 REVIEW_ENDPOINT,
                 data,
                 expires_at=time.time() + SUBMISSION_TTL,
             )
-            sub = Submission(owner.lower(), manifest.project_hash, manifest.name, mid)
+            sub = Submission(owner, manifest.project_hash, manifest.name, mid)
             known.append(sub.__dict__)
             out.append(sub)
         store.write_json("submissions.json", known)
@@ -225,12 +238,27 @@ def receive_projects(
     transport: Transport | None = None,
     settings: Settings | None = None,
     store: ProjectStore | None = None,
+    researchers: Iterable[str] = (),
 ) -> list[ProjectRecord]:
-    """Read new submissions, check their signatures, and record them as pending.
+    """Open the review inbox; read new submissions, check them, record them pending.
 
     A submission that cannot be opened, is malformed or unsafe, or is not signed
     by the pinned identity key of the researcher who sent it, is answered with
     an authenticated ``"refused"`` decision and never stored.
+
+    Parameters
+    ----------
+    client : SyftFlwrClient
+        The data owner.
+    transport : Transport, optional
+        Default ``client.make_transport()``.
+    settings : Settings, optional
+        Default ``Settings.from_env()``.
+    store : ProjectStore, optional
+        Default :func:`project_store`.
+    researchers : iterable of str, optional
+        Researchers to open the inbox to (Google Drive shares folders per
+        peer; SyftBox lets every peer write only its own sub-folder).
 
     Returns
     -------
@@ -240,6 +268,9 @@ def receive_projects(
     settings = settings or Settings.from_env()
     transport = transport or client.make_transport()
     store = store or project_store(client)
+    transport.prepare(
+        REVIEW_APP, REVIEW_ENDPOINT, [fold_domain(r) for r in researchers]
+    )
     rpc = _rpc(client, transport, settings)
     directory = KeyDirectory(transport, TrustStore(key_store_for(client)))
     new = []
@@ -408,8 +439,8 @@ def serve(
     *,
     settings: Settings | None = None,
     events: Any | None = None,
-    run_config: dict[str, Any] | None = None,
-    node_config: dict[str, Any] | None = None,
+    run_config: str | list[str] | None = None,
+    node_config: str | list[str] | dict[str, Any] | None = None,
     on_ready: Callable[[Path], None] | None = None,
 ) -> Any:
     """Serve an approved project until its researcher's stop signal.
@@ -418,12 +449,29 @@ def serve(
     researcher may send work; every request must name the approved hash, and the
     folder is re-hashed before each one (:class:`~syft_flwr.review.guard.ProjectGuard`).
 
+    Parameters
+    ----------
+    client : SyftFlwrClient
+        The data owner.
+    ref : str, optional
+        Hash prefix of the project; default: the only approved one.
+    settings : Settings, optional
+        Default ``Settings.from_env()``.
+    events : SyftFlwrEvents, optional
+        A ready events adapter (tests); default: built for the project's app.
+    run_config : str or list of str, optional
+        Overrides of the project's app config (``"k=v k2=v2"``).
+    node_config : str or list of str or dict, optional
+        This data owner's node config (see :func:`syft_flwr.run.node_config_for`).
+    on_ready : callable, optional
+        Called with the working folder once the project is unpacked.
+
     Returns
     -------
     ClientAppHandler
     """
     from syft_flwr.fl_orchestrator.flower_client import run_data_owner
-    from syft_flwr.project import load_component, load_project
+    from syft_flwr.project import load_component, load_project, parse_run_config
     from syft_flwr.review.guard import ProjectGuard
     from syft_flwr.run import node_config_for
 
@@ -438,7 +486,7 @@ def serve(
         cfg.flwr_app_name,
         client=client,
         aggregators=[rec.researcher],  # the signer, not what its pyproject says
-        run_config={**cfg.app_config, **(run_config or {})},
+        run_config=parse_run_config(cfg.app_config, run_config),
         node_config=node_config_for(cfg, node_config),
         settings=settings,
         events=events,

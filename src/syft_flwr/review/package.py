@@ -55,11 +55,13 @@ __all__ = [
     "Manifest",
     "Package",
     "SOURCE_SUFFIXES",
+    "check_member_path",
     "collect_files",
     "hash_tree",
     "pack_app",
     "project_hash_of",
     "read_package",
+    "verify_manifest",
     "write_tree",
 ]
 

@@ -27,7 +27,14 @@ from syft_flwr.crypto.keys import _atomic_write
 from syft_flwr.errors import ConfigError, ReviewError
 from syft_flwr.review.package import Package, read_package
 
-__all__ = ["PENDING", "APPROVED", "REJECTED", "ProjectRecord", "ProjectStore"]
+__all__ = [
+    "APPROVED",
+    "PENDING",
+    "REJECTED",
+    "ProjectRecord",
+    "ProjectStore",
+    "show_text",
+]
 
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 _INDEX = "projects.json"
