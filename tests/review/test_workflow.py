@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import threading
 from pathlib import Path
 
@@ -203,6 +204,10 @@ def test_data_owner_serves_only_the_approved_project(tmp_path: Path, app: Path):
     research(sub.project_hash)
     th.join(timeout=20)
     assert not th.is_alive() and out[0].succeeded >= 1 and out[0].refused == 0
+    # the ClientApp came from the working folder, not the researcher's copy
+    # imported above under the same package name
+    served = Path(sys.modules["toy_app.client_app"].__file__).resolve()
+    assert (tmp_path / "do").resolve() in served.parents
     # The researcher changed the code but not the review: every request refused.
     th, out = serve_once()
     # the toy ServerApp fails on zero results (IndexError) before RunFailed

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -433,6 +435,31 @@ def prepare_work_dir(
     return rec, work
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
+def _load_from(work: Path, ref: str, load: Callable[[str, Path], Any]) -> Any:
+    """Import ``ref`` from ``work``, never from a same-named package seen before.
+
+    A package already imported in this process (from the researcher's folder,
+    or an earlier working folder) would otherwise be reused by ``import``, and
+    the code that runs would not be the code the guard re-hashes.
+    """
+    top = ref.partition(":")[0].split(".")[0]
+    root = work.resolve()
+    with _IMPORT_LOCK:
+        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+            origin = getattr(sys.modules[name], "__file__", None)
+            if origin is None or root not in Path(origin).resolve().parents:
+                del sys.modules[name]
+        sys.path.insert(0, str(work))
+        obj = load(ref, work)
+        origin = getattr(sys.modules.get(ref.partition(":")[0]), "__file__", None)
+    if origin is None or root not in Path(origin).resolve().parents:
+        raise ProjectNotApproved(f"{ref} was not loaded from {work}; refusing to serve")
+    return obj
+
+
 def serve(
     client: SyftFlwrClient,
     ref: str | None = None,
@@ -478,7 +505,7 @@ def serve(
     store = project_store(client)
     rec, work = prepare_work_dir(store, ref)
     cfg = load_project(work)
-    client_app = load_component(cfg.clientapp, cfg.app_dir)
+    client_app = _load_from(work, cfg.clientapp, load_component)
     if on_ready is not None:
         on_ready(work)
     return run_data_owner(
