@@ -51,6 +51,10 @@ def _no_inherited_output_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_researcher_notebook() -> None:
     out = execute("researcher")
+    # submitted for review, then approved by both data owners before the run
+    review = out[3]
+    assert "'do1@example.org', 'pending'" in review
+    assert "('do1@example.org', 'approved'), ('do2@example.org', 'approved')" in review
     # cells: ..., run, results, fingerprints, upstream bootstrap, upstream run,
     # clean-up
     results = out[-5]
