@@ -91,17 +91,19 @@ def test_approval_survives_a_restart_and_show_diffs_the_new_version(
 
 
 def test_project_signed_by_another_key_is_refused_and_the_researcher_told(
-    parties, app: Path
+    parties, app: Path, monkeypatch: pytest.MonkeyPatch
 ):
     researcher, owner = parties
-    load_or_create_keys(researcher, researcher.make_transport())
-    forged, _ = pack_app(app, DS, Ed25519PrivateKey.generate())  # not DS's key
-    rpc = api._rpc(researcher, researcher.make_transport(), ENC)
-    mid = rpc.send_request(DO, api.REVIEW_ENDPOINT, forged, expires_at=4e9)
+    other = Ed25519PrivateKey.generate()  # not the key DS published and DO pins
+    real_pack = api.pack_app
+    monkeypatch.setattr(
+        api, "pack_app", lambda d, who, _key, **kw: real_pack(d, who, other, **kw)
+    )
+    api.submit(app, [DO], client=researcher, settings=ENC)
     assert api.receive_projects(owner, settings=ENC) == []
-    assert api.project_store(owner).records() == []
-    reply = rpc.response_for(DO, api.REVIEW_ENDPOINT, mid)
-    assert reply is not None and b"not signed" in reply.body
+    assert api.project_store(owner).records() == []  # nothing stored
+    [st] = api.submission_status(researcher, settings=ENC)
+    assert st.status == "refused" and "not signed" in st.reason
 
 
 def _request(h: ClientAppHandler, named: str | None) -> Message:
@@ -215,3 +217,21 @@ def test_data_owner_serves_only_the_approved_project(tmp_path: Path, app: Path):
         research("f" * 64)
     th.join(timeout=20)
     assert not th.is_alive() and out[0].succeeded == 0 and out[0].refused >= 1
+
+
+def test_a_decision_not_sealed_by_the_data_owner_is_not_believed(parties, app: Path):
+    import json
+
+    from syft_flwr.rpc import SyftFlwrRpc
+    from syft_flwr.transports.base import RpcPath
+
+    researcher, owner = parties
+    [sub] = api.submit(app, [DO], client=researcher, settings=ENC)
+    forger = SyftFlwrRpc(owner.make_transport(), api.REVIEW_APP, settings=ENC)
+    key = forger.head_key(DO, api.REVIEW_ENDPOINT, DS, sub.request_id, "request")
+    body = {"status": "approved", "reason": "", "project_hash": sub.project_hash}
+    forger.send_response(  # plaintext: anyone with write access could have put it
+        RpcPath.parse(key), body=json.dumps(body).encode(), expires="2099-01-01"
+    )
+    [st] = api.submission_status(researcher, settings=ENC)
+    assert st.status == "undeliverable" and "not encrypted" in st.reason

@@ -99,9 +99,12 @@ class Submission:
     ----------
     data_owner, project_hash, name, request_id : str
     status : str
-        ``"pending"``, ``"approved"``, ``"rejected"`` or ``"undeliverable"``.
+        ``"pending"``, ``"approved"``, ``"rejected"``, ``"refused"`` (the data
+        owner's checks failed: unsafe archive, wrong signer), or
+        ``"undeliverable"`` (the sync refused the submission, or a decision file
+        could not be read or was not sealed by the data owner: not believed).
     reason : str
-        The data owner's reason (rejections), or why it could not be read.
+        The data owner's reason, or why the submission or decision failed.
     """
 
     data_owner: str
@@ -227,7 +230,9 @@ def _decision(sub: Submission, body: bytes) -> Submission:
         return Submission(
             **{**sub.__dict__, "status": "undeliverable", "reason": str(exc)}
         )
-    if named != sub.project_hash or status not in (APPROVED, REJECTED, "refused"):
+    if status == "refused":  # the package failed the checks: maybe no hash to name
+        return Submission(**{**sub.__dict__, "status": status, "reason": reason})
+    if named != sub.project_hash or status not in (APPROVED, REJECTED):
         return Submission(
             **{**sub.__dict__, "status": "undeliverable", "reason": "bad decision"}
         )
