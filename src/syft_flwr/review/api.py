@@ -38,7 +38,7 @@ from syft_flwr.errors import (
     SecurityError,
     TransportError,
 )
-from syft_flwr.review.package import pack_app, read_package, write_tree
+from syft_flwr.review.package import pack_app, printable, read_package, write_tree
 from syft_flwr.review.store import APPROVED, REJECTED, ProjectRecord, ProjectStore
 from syft_flwr.rpc import SyftFlwrRpc
 from syft_flwr.transports.base import RpcPath, Transport
@@ -224,7 +224,10 @@ def submission_status(
 def _decision(sub: Submission, body: bytes) -> Submission:
     try:
         doc = strict_json.loads(body, max_bytes=_MAX_DECISION_BYTES)
-        status, reason = str(doc["status"]), str(doc.get("reason", ""))[:2000]
+        status, reason = (
+            str(doc["status"]),
+            printable(str(doc.get("reason", "")))[:2000],
+        )
         named = str(doc["project_hash"])
     except (EnvelopeError, KeyError, TypeError) as exc:
         return Submission(

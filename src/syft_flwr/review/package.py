@@ -59,6 +59,7 @@ __all__ = [
     "collect_files",
     "hash_tree",
     "pack_app",
+    "printable",
     "project_hash_of",
     "read_package",
     "verify_manifest",
@@ -175,7 +176,7 @@ class Manifest:
                 for f in raw_files
             )
             m = cls(
-                name=str(doc["name"])[:200],
+                name=printable(str(doc["name"]))[:200],
                 researcher=fold_domain(str(doc["researcher"])),
                 project_hash=_hex64(doc["project_hash"]),
                 files=files,
@@ -214,6 +215,20 @@ class Package:
         verify_manifest(self.manifest_bytes, self.signature, researcher_key)
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escapes) shown as ``\\xNN``/``\\uNNNN``.
+
+    Names and code from a researcher are shown on the data owner's terminal;
+    an escape sequence there could hide or rewrite what is displayed.
+    """
+    return "".join(
+        c
+        if c in "\n\t" or c.isprintable()
+        else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
+        for c in text
+    )
+
+
 def _hex64(value: Any) -> str:
     text = str(value)
     if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
@@ -233,13 +248,14 @@ def check_member_path(path: str) -> str:
     Raises
     ------
     UnsafeArchiveError
-        Absolute, ``..`` or ``.`` segments, empty segments, backslashes, NUL.
+        Absolute, ``..`` or ``.`` segments, empty segments, backslashes, control
+        characters.
     """
     bad = (
         not path
         or path.startswith("/")
         or "\\" in path
-        or "\x00" in path
+        or any(ord(c) < 32 or ord(c) == 127 for c in path)  # NUL, escapes
         or (len(path) > 1 and path[1] == ":")  # a Windows drive
         or len(path) > 1024
     )

@@ -25,7 +25,7 @@ from typing import Any
 
 from syft_flwr.crypto.keys import _atomic_write
 from syft_flwr.errors import ConfigError, ReviewError
-from syft_flwr.review.package import Package, read_package
+from syft_flwr.review.package import Package, printable, read_package
 
 __all__ = [
     "APPROVED",
@@ -261,12 +261,13 @@ def show_text(store: ProjectStore, ref: str) -> str:
             a = _lines(old.get(path, b""))
             b = _lines(pkg.files.get(path, b""))
             out.extend(
-                line.rstrip("\n")
+                printable(line.rstrip("\n"))
                 for line in difflib.unified_diff(a, b, f"a/{path}", f"b/{path}")
             )
     for path in sorted(pkg.files):
         out.append(f"\n=== {path} ===")
-        out.append(pkg.files[path].decode("utf-8", errors="replace").rstrip("\n"))
+        text = pkg.files[path].decode("utf-8", errors="replace")
+        out.append(printable(text).rstrip("\n"))
     return os.linesep.join(out) + os.linesep
 
 
