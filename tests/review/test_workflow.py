@@ -78,6 +78,12 @@ def test_approval_survives_a_restart_and_show_diffs_the_new_version(
     owner2 = make_syft_client(syft_root, DO)
     assert api.project_store(owner2).is_approved(first.project_hash)
     assert api.submission_status(researcher, settings=ENC)[0].status == "approved"
+    # the same code submitted again is answered with the stored decision
+    api.submit(app, [DO], client=researcher, settings=ENC)
+    [again] = api.receive_projects(owner2, settings=ENC)
+    assert again.status == "approved" and again.project_hash == first.project_hash
+    statuses = [s.status for s in api.submission_status(researcher, settings=ENC)]
+    assert statuses == ["approved", "approved"]
     # version 2 of the code: shown with a diff against the approved one
     p = app / "toy_app" / "client_app.py"
     p.write_text(p.read_text().replace("a + 1.0", "a + 2.0"))

@@ -17,6 +17,7 @@ import contextlib
 import difflib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
+_THREAD_LOCK = threading.Lock()
 _INDEX = "projects.json"
 
 
@@ -120,6 +122,28 @@ class ProjectStore:
         )
         _atomic_write(self.directory / _INDEX, data.encode(), 0o600, force_mode=True)
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Serialize read-modify-write of the index across processes.
+
+        ``projects``, ``approve`` and ``serve`` may run at once as separate
+        commands; without the lock one could write back an index that lacks the
+        other's change. POSIX only (``fcntl``); elsewhere a process-local lock.
+        """
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with _THREAD_LOCK:
+            try:
+                import fcntl
+            except ImportError:  # Windows
+                yield
+                return
+            fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # releases the lock
+
     def _package_path(self, project_hash: str) -> Path:
         return self.directory / "packages" / f"{project_hash}.tar.gz"
 
@@ -183,6 +207,20 @@ class ProjectStore:
         data: bytes,
     ) -> ProjectRecord:
         """Record a verified package (kept as it is if already known)."""
+        with self._writing():
+            return self._add(
+                package, researcher, fingerprint, request_key, expires, data
+            )
+
+    def _add(
+        self,
+        package: Package,
+        researcher: str,
+        fingerprint: str,
+        request_key: str,
+        expires: str,
+        data: bytes,
+    ) -> ProjectRecord:
         records = self._load()
         known = records.get(package.project_hash)
         if known is not None:
@@ -213,14 +251,18 @@ class ProjectStore:
         """Set ``status`` (approved or rejected) durably; return the new record."""
         if status not in (APPROVED, REJECTED):
             raise ValueError(f"unknown decision {status!r}")
-        records = self._load()
-        if project_hash not in records:
-            raise ReviewError(f"unknown project {project_hash}")
-        rec = replace(
-            records[project_hash], status=status, reason=reason, decided=self.clock()
-        )
-        records[project_hash] = rec
-        self._save(records)
+        with self._writing():
+            records = self._load()
+            if project_hash not in records:
+                raise ReviewError(f"unknown project {project_hash}")
+            rec = replace(
+                records[project_hash],
+                status=status,
+                reason=reason,
+                decided=self.clock(),
+            )
+            records[project_hash] = rec
+            self._save(records)
         return rec
 
     def remove_work(self, path: Path) -> None:
