@@ -208,44 +208,38 @@ class ProjectStore:
     ) -> ProjectRecord:
         """Record a verified package (kept as it is if already known)."""
         with self._writing():
-            return self._add(
-                package, researcher, fingerprint, request_key, expires, data
-            )
-
-    def _add(
-        self,
-        package: Package,
-        researcher: str,
-        fingerprint: str,
-        request_key: str,
-        expires: str,
-        data: bytes,
-    ) -> ProjectRecord:
-        records = self._load()
-        known = records.get(package.project_hash)
-        if known is not None:
-            # A resubmission: answer its newer request, keep the decision.
-            rec = replace(known, request_key=request_key, expires=expires)
-        else:
-            path = self._package_path(package.project_hash)
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _atomic_write(path, data, 0o600, force_mode=True)  # before the index
-            rec = ProjectRecord(
-                project_hash=package.project_hash,
-                name=package.manifest.name,
-                researcher=researcher,
-                fingerprint=fingerprint,
-                files=[[f.path, f.sha256, f.size] for f in package.manifest.files],
-                status=PENDING,
-                reason="",
-                received=self.clock(),
-                decided=0.0,
-                request_key=request_key,
-                expires=expires,
-            )
-        records[rec.project_hash] = rec
-        self._save(records)
+            records = self._load()
+            known = records.get(package.project_hash)
+            if known is not None:
+                # A resubmission: answer its newer request, keep the decision.
+                rec = replace(known, request_key=request_key, expires=expires)
+            else:
+                path = self._package_path(package.project_hash)
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _atomic_write(path, data, 0o600, force_mode=True)  # before the index
+                rec = self._new_record(package, researcher, fingerprint)
+                # where the decision goes: the request this package came in
+                rec = replace(rec, request_key=request_key, expires=expires)
+            records[rec.project_hash] = rec
+            self._save(records)
         return rec
+
+    def _new_record(
+        self, package: Package, researcher: str, fingerprint: str
+    ) -> ProjectRecord:
+        return ProjectRecord(
+            project_hash=package.project_hash,
+            name=package.manifest.name,
+            researcher=researcher,
+            fingerprint=fingerprint,
+            files=[[f.path, f.sha256, f.size] for f in package.manifest.files],
+            status=PENDING,
+            reason="",
+            received=self.clock(),
+            decided=0.0,
+            request_key="",
+            expires="",
+        )
 
     def decide(self, project_hash: str, status: str, reason: str = "") -> ProjectRecord:
         """Set ``status`` (approved or rejected) durably; return the new record."""
