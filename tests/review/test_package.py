@@ -17,9 +17,8 @@ from syft_flwr.review.package import (
     SIGNATURE_NAME,
     hash_tree,
     pack_app,
-    read_package,
-    write_tree,
 )
+from syft_flwr.review.unpack import read_package, write_tree
 
 TOY = Path(__file__).resolve().parents[1] / "assets" / "toy_app"
 WHO = "ds@example.org"

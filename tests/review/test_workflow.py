@@ -130,7 +130,7 @@ def _request(h: ClientAppHandler, named: str | None) -> Message:
 def test_tampered_file_after_approval_is_refused_and_nothing_runs(tmp_path, app):
     store = ProjectStore(tmp_path / "store")
     data, manifest = pack_app(app, DS, Ed25519PrivateKey.generate())
-    from syft_flwr.review.package import read_package
+    from syft_flwr.review.unpack import read_package
 
     store.add(
         read_package(data),

@@ -5,20 +5,18 @@ Submissions travel as ordinary syft_flwr requests of the app
 transport, sealed to the data owner by the body codec policy (X3DH, signed by
 the researcher) when encryption is on. The data owner's decision is the
 response to that request, sealed back the same way: only the addressed data
-owner can write a decision the researcher accepts.
+owner can write a decision the researcher accepts. Serving an approved project
+is :mod:`syft_flwr.review.serve` (re-exported here).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from syft_flwr import strict_json
 from syft_flwr._email import fold_domain
@@ -33,13 +31,20 @@ from syft_flwr.errors import (
     EncryptionError,
     EnvelopeError,
     IncompleteMessage,
-    ProjectNotApproved,
     ReviewError,
     SecurityError,
     TransportError,
 )
-from syft_flwr.review.package import pack_app, printable, read_package, write_tree
-from syft_flwr.review.store import APPROVED, REJECTED, ProjectRecord, ProjectStore
+from syft_flwr.review.package import pack_app, printable
+from syft_flwr.review.serve import prepare_work_dir, serve
+from syft_flwr.review.store import (
+    APPROVED,
+    REJECTED,
+    ProjectRecord,
+    ProjectStore,
+    project_store,
+)
+from syft_flwr.review.unpack import read_package
 from syft_flwr.rpc import SyftFlwrRpc
 from syft_flwr.transports.base import RpcPath, Transport
 
@@ -75,20 +80,6 @@ def _rpc(
         settings=settings,
         policy=default_policy(client, transport, settings),
     )
-
-
-def project_store(client: SyftFlwrClient) -> ProjectStore:
-    """The data owner's project store, in ``client.state_dir("_review")``.
-
-    Raises
-    ------
-    ConfigError
-        The client has no private state folder (give a ``MemoryClient`` one).
-    """
-    folder = client.state_dir("_review")
-    if folder is None:
-        raise ConfigError(f"{client!r} has no state folder to keep reviews in")
-    return ProjectStore(folder)
 
 
 @dataclass(frozen=True)
@@ -401,129 +392,3 @@ def reject(
     if not reason.strip():
         raise ConfigError("give a reason for the rejection")
     return _decide(client, ref, REJECTED, reason.strip(), transport, settings)
-
-
-def prepare_work_dir(
-    store: ProjectStore, ref: str | None
-) -> tuple[ProjectRecord, Path]:
-    """Unpack an approved project, fresh, into its own working folder.
-
-    Parameters
-    ----------
-    store : ProjectStore
-    ref : str or None
-        Hash prefix; ``None`` picks the only approved project.
-
-    Returns
-    -------
-    tuple of (ProjectRecord, Path)
-
-    Raises
-    ------
-    ProjectNotApproved
-        The project is not approved (or none / several are, with ``ref=None``).
-    """
-    if ref is None:
-        approved = [r for r in store.records() if r.status == APPROVED]
-        if len(approved) != 1:
-            raise ProjectNotApproved(
-                f"{len(approved)} approved projects: name one (syft_flwr projects)"
-            )
-        rec = approved[0]
-    else:
-        rec = store.get(ref)
-    if rec.status != APPROVED:
-        raise ProjectNotApproved(f"project {rec.short} is {rec.status}, not approved")
-    pkg = store.package(rec.project_hash)
-    if pkg.project_hash != rec.project_hash:
-        raise ProjectNotApproved(f"stored package of {rec.short} changed")
-    work = store.directory / "work" / rec.project_hash[:16]
-    store.remove_work(work)  # never run leftovers of an earlier serve
-    write_tree(pkg.files, work)
-    return rec, work
-
-
-_IMPORT_LOCK = threading.Lock()
-
-
-def _load_from(work: Path, ref: str, load: Callable[[str, Path], Any]) -> Any:
-    """Import ``ref`` from ``work``, never from a same-named package seen before.
-
-    A package already imported in this process (from the researcher's folder,
-    or an earlier working folder) would otherwise be reused by ``import``, and
-    the code that runs would not be the code the guard re-hashes.
-    """
-    top = ref.partition(":")[0].split(".")[0]
-    root = work.resolve()
-    with _IMPORT_LOCK:
-        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
-            origin = getattr(sys.modules[name], "__file__", None)
-            if origin is None or root not in Path(origin).resolve().parents:
-                del sys.modules[name]
-        sys.path.insert(0, str(work))
-        obj = load(ref, work)
-        origin = getattr(sys.modules.get(ref.partition(":")[0]), "__file__", None)
-    if origin is None or root not in Path(origin).resolve().parents:
-        raise ProjectNotApproved(f"{ref} was not loaded from {work}; refusing to serve")
-    return obj
-
-
-def serve(
-    client: SyftFlwrClient,
-    ref: str | None = None,
-    *,
-    settings: Settings | None = None,
-    events: Any | None = None,
-    run_config: str | list[str] | None = None,
-    node_config: str | list[str] | dict[str, Any] | None = None,
-    on_ready: Callable[[Path], None] | None = None,
-) -> Any:
-    """Serve an approved project until its researcher's stop signal.
-
-    The ClientApp is loaded from the project's own working folder; only its
-    researcher may send work; every request must name the approved hash, and the
-    folder is re-hashed before each one (:class:`~syft_flwr.review.guard.ProjectGuard`).
-
-    Parameters
-    ----------
-    client : SyftFlwrClient
-        The data owner.
-    ref : str, optional
-        Hash prefix of the project; default: the only approved one.
-    settings : Settings, optional
-        Default ``Settings.from_env()``.
-    events : SyftFlwrEvents, optional
-        A ready events adapter (tests); default: built for the project's app.
-    run_config : str or list of str, optional
-        Overrides of the project's app config (``"k=v k2=v2"``).
-    node_config : str or list of str or dict, optional
-        This data owner's node config (see :func:`syft_flwr.run.node_config_for`).
-    on_ready : callable, optional
-        Called with the working folder once the project is unpacked.
-
-    Returns
-    -------
-    ClientAppHandler
-    """
-    from syft_flwr.fl_orchestrator.flower_client import run_data_owner
-    from syft_flwr.project import load_component, load_project, parse_run_config
-    from syft_flwr.review.guard import ProjectGuard
-    from syft_flwr.run import node_config_for
-
-    store = project_store(client)
-    rec, work = prepare_work_dir(store, ref)
-    cfg = load_project(work)
-    client_app = _load_from(work, cfg.clientapp, load_component)
-    if on_ready is not None:
-        on_ready(work)
-    return run_data_owner(
-        client_app,
-        cfg.flwr_app_name,
-        client=client,
-        aggregators=[rec.researcher],  # the signer, not what its pyproject says
-        run_config=parse_run_config(cfg.app_config, run_config),
-        node_config=node_config_for(cfg, node_config),
-        settings=settings,
-        events=events,
-        check=ProjectGuard(store, rec.project_hash, work),
-    )

@@ -22,11 +22,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syft_flwr.crypto.keys import _atomic_write
 from syft_flwr.errors import ConfigError, ReviewError
-from syft_flwr.review.package import Package, printable, read_package
+from syft_flwr.review.package import Package, printable
+from syft_flwr.review.unpack import read_package
+
+if TYPE_CHECKING:
+    from syft_flwr.client.protocol import SyftFlwrClient
 
 __all__ = [
     "APPROVED",
@@ -34,6 +38,7 @@ __all__ = [
     "REJECTED",
     "ProjectRecord",
     "ProjectStore",
+    "project_store",
     "show_text",
 ]
 
@@ -266,6 +271,20 @@ class ProjectStore:
         if self.directory.resolve() in path.resolve().parents:
             with contextlib.suppress(FileNotFoundError):
                 shutil.rmtree(path)
+
+
+def project_store(client: SyftFlwrClient) -> ProjectStore:
+    """The data owner's project store, in ``client.state_dir("_review")``.
+
+    Raises
+    ------
+    ConfigError
+        The client has no private state folder (give a ``MemoryClient`` one).
+    """
+    folder = client.state_dir("_review")
+    if folder is None:
+        raise ConfigError(f"{client!r} has no state folder to keep reviews in")
+    return ProjectStore(folder)
 
 
 def show_text(store: ProjectStore, ref: str) -> str:
