@@ -51,6 +51,10 @@ def _no_inherited_output_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_researcher_notebook() -> None:
     out = execute("researcher")
+    # submitted for review, then approved by both data owners before the run
+    review = out[3]
+    assert "'do1@example.org', 'pending'" in review
+    assert "('do1@example.org', 'approved'), ('do2@example.org', 'approved')" in review
     # cells: ..., run, results, fingerprints, upstream bootstrap, upstream run,
     # clean-up
     results = out[-5]
@@ -73,6 +77,11 @@ def test_researcher_notebook() -> None:
 
 def test_data_owner_notebook() -> None:
     out = execute("data_owner")
+    # the review cells: submitted, fetched with signer and files, approved, told
+    review = out[5]
+    assert "[pending] fedavg_tabular from researcher@example.org" in review
+    assert "fedavg_tabular/client_app.py" in review and "=== " in review
+    assert "('do1@example.org', 'approved'), ('do2@example.org', 'approved')" in review
     assert "researcher@example.org     [pinned]" in out[-2]  # pinned on first use
     results = out[-3]
     for email in ("do1@example.org", "do2@example.org"):

@@ -32,7 +32,11 @@ either::
     └── SecurityError
         ├── UnknownSenderError         sender is not an allowed aggregator/data owner
         ├── ReplayError                a request id was already executed
-        └── MessageExpired             the request's expiry has passed
+        ├── MessageExpired             the request's expiry has passed
+        └── ReviewError                a project package or review decision is refused
+            ├── UnsafeArchiveError     ``../``, absolute paths, links, devices, too big
+            ├── ProjectSignatureError  not signed by the researcher's pinned identity key
+            └── ProjectNotApproved     a request names a project that may not run here
 
 Backend errors (``OSError``, ``googleapiclient.errors.HttpError``) are mapped to
 these at the transport boundary, with the original chained as ``__cause__``.
@@ -59,8 +63,11 @@ __all__ = [
     "PeerKeyChangedError",
     "PermissionDenied",
     "PlaintextRefused",
+    "ProjectNotApproved",
+    "ProjectSignatureError",
     "RemoteServiceError",
     "ReplayError",
+    "ReviewError",
     "RunFailed",
     "SecurityError",
     "SerializationError",
@@ -69,6 +76,7 @@ __all__ = [
     "TransportError",
     "TransportTimeout",
     "UnknownSenderError",
+    "UnsafeArchiveError",
     "UnsafeFileError",
 ]
 
@@ -214,3 +222,19 @@ class ReplayError(SecurityError):
 
 class MessageExpired(SecurityError):
     """The message's expiry time has passed."""
+
+
+class ReviewError(SecurityError):
+    """A project package, or a review decision about one, is refused."""
+
+
+class UnsafeArchiveError(ReviewError):
+    """A project archive holds ``..``/absolute paths, links, devices, or is too big."""
+
+
+class ProjectSignatureError(ReviewError):
+    """A project manifest is not signed by the researcher's pinned identity key."""
+
+
+class ProjectNotApproved(ReviewError):
+    """A request names a project that is not approved, or whose files changed."""

@@ -100,6 +100,17 @@ def _restrict_peers(
         client.allowed_peers = peers
 
 
+def _project_hash(app_dir: Path) -> str | None:
+    """The hash data owners approved this code under (``syft_flwr submit``)."""
+    from syft_flwr.review.package import hash_tree
+
+    try:
+        return hash_tree(app_dir)
+    except ConfigError as exc:
+        logger.warning("requests will name no project hash: %s", exc)
+        return None
+
+
 def run_project_researcher(
     cfg: ProjectConfig,
     client: SyftFlwrClient,
@@ -123,6 +134,7 @@ def run_project_researcher(
         run_config=rc,
         settings=settings,
         run_id=run_id,
+        project_hash=_project_hash(cfg.app_dir),
     )
 
 

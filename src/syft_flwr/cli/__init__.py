@@ -1,4 +1,4 @@
-"""The ``syft_flwr`` command line: bootstrap, run, simulate, keys, version.
+"""The ``syft_flwr`` command line: bootstrap, run, simulate, keys, review, version.
 
 Commands parse arguments and call public functions; errors become one line on
 stderr and a non-zero exit code (2 for configuration errors, 1 for failed runs,
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from syft_flwr import __version__
+from syft_flwr.cli.review import add_run_config_option
 from syft_flwr.errors import ConfigError, SyftFlwrError
 
 __all__ = ["main"]
@@ -354,12 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "APP_DIR/simulation_logs",
             )
             s.set_defaults(func=_cmd_run)
-        s.add_argument(
-            "--run-config",
-            action="append",
-            default=None,
-            help='app config overrides, e.g. "num-server-rounds=5"; repeatable',
-        )
+        add_run_config_option(s)
         s.add_argument(
             "--workdir",
             type=Path,
@@ -418,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     k.set_defaults(func=_cmd_keys_rotate)
+
+    from syft_flwr.cli.review import add_commands
+
+    add_commands(sub, config_help)
 
     s = sub.add_parser(
         "audit",

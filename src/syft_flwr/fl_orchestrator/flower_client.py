@@ -22,6 +22,7 @@ from syft_flwr.events.protocol import SyftFlwrEvents
 from syft_flwr.events.watcher import TransportEvents, current_request
 from syft_flwr.fl_orchestrator.syft_grid import DEFAULT_ENDPOINT
 from syft_flwr.ids import node_id_for
+from syft_flwr.review.guard import take_project_hash
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
 
 __all__ = ["ClientAppHandler", "run_data_owner", "syftbox_flwr_client"]
@@ -47,6 +48,10 @@ class ClientAppHandler:
     reveal_errors:
         Put the exception message into error replies (default: only its type,
         because messages can carry private values). ``SYFT_FLWR_REVEAL_ERRORS``.
+    check:
+        Called with the project hash a request names (``None`` if none) before
+        anything runs; a returned string refuses the request with that reason
+        (e.g. :class:`~syft_flwr.review.guard.ProjectGuard`).
     """
 
     def __init__(
@@ -58,6 +63,7 @@ class ClientAppHandler:
         run_config: dict[str, Any] | None = None,
         on_stop: Callable[[str], None] | None = None,
         reveal_errors: bool | None = None,
+        check: Callable[[str | None], str | None] | None = None,
     ) -> None:
         self.client_app = client_app
         self.email = email
@@ -75,6 +81,9 @@ class ClientAppHandler:
         self.handled = 0
         self.succeeded = 0
         self.failed = 0
+        self.check = check
+        #: Requests refused by ``check`` (nothing ran for them).
+        self.refused = 0
 
     def context_for(self, run_id: int) -> Context:
         """The persistent Context of ``run_id`` (its ``state`` survives rounds)."""
@@ -117,8 +126,25 @@ class ClientAppHandler:
                     reply_to=msg,
                 )
             )
+        # Always taken out, so the ClientApp sees the content the strategy built.
+        named = take_project_hash(msg)
         if md.message_type == SYSTEM_MESSAGE_TYPE:
             return self._system(msg)
+        refusal = self.check(named) if self.check is not None else None
+        if refusal is not None:
+            # Answered through the same sealed reply path: an authenticated refusal.
+            self.refused += 1
+            if req is not None:
+                req.audit["outcome"] = f"refused: {refusal}"
+            return self._finish(
+                Message(
+                    Error(
+                        ErrorCode.MESSAGE_UNAVAILABLE,
+                        f"{self.email} refused the request: {refusal}",
+                    ),
+                    reply_to=msg,
+                )
+            )
         who = req.sender if req else "the researcher"
         logger.info(
             "running %s (round group %r) for %s", md.message_type, md.group_id, who
@@ -206,6 +232,7 @@ def run_data_owner(
     settings: Settings | None = None,
     events: SyftFlwrEvents | None = None,
     endpoint: str = DEFAULT_ENDPOINT,
+    check: Callable[[str | None], str | None] | None = None,
 ) -> ClientAppHandler:
     """Serve ``client_app`` for ``app_name`` until the researcher's stop signal.
 
@@ -225,6 +252,8 @@ def run_data_owner(
         Defaults to ``Settings.from_env()``.
     events:
         A ready events adapter (else ``create_events_watcher``).
+    check:
+        Refuses requests before anything runs (see :class:`ClientAppHandler`).
 
     Returns
     -------
@@ -249,6 +278,7 @@ def run_data_owner(
         node_config=node_config,
         run_config=run_config,
         on_stop=lambda _reason: ev.stop(),
+        check=check,
     )
     ev.on_request(endpoint, handler)
     logger.info(

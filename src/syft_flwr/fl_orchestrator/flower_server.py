@@ -53,6 +53,7 @@ def run_researcher(
     settings: Settings | None = None,
     grid: SyftGrid | None = None,
     stop_wait: float = 10.0,
+    project_hash: str | None = None,
 ) -> Context:
     """Run ``server_app`` against ``datasites`` and stop them when it ends.
 
@@ -75,6 +76,8 @@ def run_researcher(
         Random if None.
     stop_wait:
         Seconds to wait for stop acknowledgements.
+    project_hash:
+        The reviewed project's hash, named in every request (``syft_flwr submit``).
 
     Returns
     -------
@@ -87,7 +90,13 @@ def run_researcher(
         Work was sent and not one ClientApp call succeeded (each one raised,
         was refused or never answered): the run produced nothing.
     """
-    grid = grid or SyftGrid(app_name, datasites, client=client, settings=settings)
+    grid = grid or SyftGrid(
+        app_name,
+        datasites,
+        client=client,
+        settings=settings,
+        project_hash=project_hash,
+    )
     rid = run_id if run_id is not None else new_run_id()
     grid.set_run(rid)  # also sets Flower's TaskIdentity for this process
     context = Context(

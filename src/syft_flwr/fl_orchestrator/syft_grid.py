@@ -48,6 +48,7 @@ from syft_flwr.errors import (
     TransportError,
 )
 from syft_flwr.ids import node_id_map, normalize_email
+from syft_flwr.review.guard import attach_project_hash, take_project_hash
 from syft_flwr.rpc import CodecPolicy, Incoming, SyftFlwrRpc
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
 from syft_flwr.transports.base import Transport, Watch
@@ -120,6 +121,9 @@ class SyftGrid(Grid):
         Timeouts and chunking; default ``Settings.from_env()`` read at each call.
     endpoint:
         RPC endpoint name (``"messages"``, as upstream syft-flwr).
+    project_hash:
+        The reviewed project this run's code is (``syft_flwr submit``); named
+        inside every message body, so data owners can refuse other code.
 
     Raises
     ------
@@ -139,8 +143,10 @@ class SyftGrid(Grid):
         settings: Settings | None = None,
         endpoint: str = DEFAULT_ENDPOINT,
         clock: Callable[[], float] = time.time,
+        project_hash: str | None = None,
     ) -> None:
         self._explicit_settings = settings
+        self.project_hash = project_hash
         self._owns_transport = False
         self.settings = settings or Settings.from_env()
         self.app_name = app_name.strip("/")
@@ -334,7 +340,16 @@ class SyftGrid(Grid):
             set_routing(msg, run_id=self._run.run_id, src_node_id=AGGREGATOR_NODE_ID)
             mid = str(uuid.uuid4())
             set_message_id(msg, mid)
-            data = flower_message_to_bytes(msg)
+            if self.project_hash is not None:
+                # Inside the (sealed, signed) body; removed again at once because
+                # strategies may share one content object between messages.
+                attach_project_hash(msg, self.project_hash)
+                try:
+                    data = flower_message_to_bytes(msg)
+                finally:
+                    take_project_hash(msg)
+            else:
+                data = flower_message_to_bytes(msg)
             md = msg.metadata
             expires_at = md.created_at + md.ttl
             self._ensure_watch(email)

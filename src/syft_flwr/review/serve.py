@@ -1,0 +1,143 @@
+"""Run an approved project: unpacked afresh into its own folder, guarded per request."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from syft_flwr.client.protocol import SyftFlwrClient
+from syft_flwr.config import Settings
+from syft_flwr.errors import ProjectNotApproved
+from syft_flwr.review.store import APPROVED, ProjectRecord, ProjectStore, project_store
+from syft_flwr.review.unpack import write_tree
+
+__all__ = ["prepare_work_dir", "serve"]
+
+
+def prepare_work_dir(
+    store: ProjectStore, ref: str | None
+) -> tuple[ProjectRecord, Path]:
+    """Unpack an approved project, fresh, into its own working folder.
+
+    Parameters
+    ----------
+    store : ProjectStore
+    ref : str or None
+        Hash prefix; ``None`` picks the only approved project.
+
+    Returns
+    -------
+    tuple of (ProjectRecord, Path)
+
+    Raises
+    ------
+    ProjectNotApproved
+        The project is not approved (or none / several are, with ``ref=None``).
+    """
+    if ref is None:
+        approved = [r for r in store.records() if r.status == APPROVED]
+        if len(approved) != 1:
+            raise ProjectNotApproved(
+                f"{len(approved)} approved projects: name one (syft_flwr projects)"
+            )
+        rec = approved[0]
+    else:
+        rec = store.get(ref)
+    if rec.status != APPROVED:
+        raise ProjectNotApproved(f"project {rec.short} is {rec.status}, not approved")
+    pkg = store.package(rec.project_hash)
+    if pkg.project_hash != rec.project_hash:
+        raise ProjectNotApproved(f"stored package of {rec.short} changed")
+    work = store.directory / "work" / rec.project_hash[:16]
+    store.remove_work(work)  # never run leftovers of an earlier serve
+    write_tree(pkg.files, work)
+    return rec, work
+
+
+_IMPORT_LOCK = threading.Lock()
+
+
+def _load_from(work: Path, ref: str, load: Callable[[str, Path], Any]) -> Any:
+    """Import ``ref`` from ``work``, never from a same-named package seen before.
+
+    A package already imported in this process (from the researcher's folder,
+    or an earlier working folder) would otherwise be reused by ``import``, and
+    the code that runs would not be the code the guard re-hashes.
+    """
+    top = ref.partition(":")[0].split(".")[0]
+    root = work.resolve()
+    with _IMPORT_LOCK:
+        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+            origin = getattr(sys.modules[name], "__file__", None)
+            if origin is None or root not in Path(origin).resolve().parents:
+                del sys.modules[name]
+        sys.path.insert(0, str(work))
+        obj = load(ref, work)
+        origin = getattr(sys.modules.get(ref.partition(":")[0]), "__file__", None)
+    if origin is None or root not in Path(origin).resolve().parents:
+        raise ProjectNotApproved(f"{ref} was not loaded from {work}; refusing to serve")
+    return obj
+
+
+def serve(
+    client: SyftFlwrClient,
+    ref: str | None = None,
+    *,
+    settings: Settings | None = None,
+    events: Any | None = None,
+    run_config: str | list[str] | None = None,
+    node_config: str | list[str] | dict[str, Any] | None = None,
+    on_ready: Callable[[Path], None] | None = None,
+) -> Any:
+    """Serve an approved project until its researcher's stop signal.
+
+    The ClientApp is loaded from the project's own working folder; only its
+    researcher may send work; every request must name the approved hash, and the
+    folder is re-hashed before each one (:class:`~syft_flwr.review.guard.ProjectGuard`).
+
+    Parameters
+    ----------
+    client : SyftFlwrClient
+        The data owner.
+    ref : str, optional
+        Hash prefix of the project; default: the only approved one.
+    settings : Settings, optional
+        Default ``Settings.from_env()``.
+    events : SyftFlwrEvents, optional
+        A ready events adapter (tests); default: built for the project's app.
+    run_config : str or list of str, optional
+        Overrides of the project's app config (``"k=v k2=v2"``).
+    node_config : str or list of str or dict, optional
+        This data owner's node config (see :func:`syft_flwr.run.node_config_for`).
+    on_ready : callable, optional
+        Called with the working folder once the project is unpacked.
+
+    Returns
+    -------
+    ClientAppHandler
+    """
+    from syft_flwr.fl_orchestrator.flower_client import run_data_owner
+    from syft_flwr.project import load_component, load_project, parse_run_config
+    from syft_flwr.review.guard import ProjectGuard
+    from syft_flwr.run import node_config_for
+
+    store = project_store(client)
+    rec, work = prepare_work_dir(store, ref)
+    cfg = load_project(work)
+    client_app = _load_from(work, cfg.clientapp, load_component)
+    if on_ready is not None:
+        on_ready(work)
+    return run_data_owner(
+        client_app,
+        cfg.flwr_app_name,
+        client=client,
+        aggregators=[rec.researcher],  # the signer, not what its pyproject says
+        run_config=parse_run_config(cfg.app_config, run_config),
+        node_config=node_config_for(cfg, node_config),
+        settings=settings,
+        events=events,
+        check=ProjectGuard(store, rec.project_hash, work),
+    )

@@ -1,0 +1,98 @@
+"""The review workflow as users run it: every command a separate OS process."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from syft_core import SyftClientConfig
+
+TOY = Path(__file__).resolve().parents[1] / "assets" / "toy_app"
+R, DO = "r@example.org", "do@example.org"
+
+
+def _env() -> dict[str, str]:
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SYFT_FLWR_", "SYFTBOX_"))
+    }
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "syft_flwr", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(),
+    )
+
+
+def _config(tmp: Path, email: str) -> str:
+    path = tmp / f"{email}.json"
+    SyftClientConfig(
+        path=path, data_dir=tmp / "SB", email=email, server_url="http://127.0.0.1:9"
+    ).save()
+    return str(path)
+
+
+def _serve(conf: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "syft_flwr", "serve", "--config", conf],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_env(),
+    )
+
+
+def _research(app: Path, conf: str) -> subprocess.CompletedProcess:
+    return cli(
+        "party", str(app), "--role", "researcher", "--config", conf,
+        "--run-config", "num-server-rounds=1 min-nodes=1 round-timeout=20",
+    )  # fmt: skip
+
+
+def test_submit_approve_serve_only_the_approved_code(tmp_path: Path):
+    app = tmp_path / "toy_app"
+    shutil.copytree(TOY, app, ignore=shutil.ignore_patterns("__pycache__"))
+    r_conf, do_conf = _config(tmp_path, R), _config(tmp_path, DO)
+    assert cli("bootstrap", str(app), "-a", R, "-d", DO).returncode == 0
+    r = cli("submit", str(app), "--to", DO, "--config", r_conf)
+    assert r.returncode == 2 and "no review inbox" in r.stderr
+    assert cli("projects", "--config", do_conf).returncode == 0  # opens the inbox
+    r = cli("submit", str(app), "--to", DO, "--config", r_conf)
+    assert r.returncode == 0, r.stderr
+    project = re.search(r"project hash: ([0-9a-f]{64})", r.stdout).group(1)
+    r = cli("projects", "--config", do_conf)
+    assert f"{project[:12]}  [pending]  toy_app" in r.stdout and R in r.stdout
+    assert "toy_app/client_app.py" in r.stdout
+    r = cli("show", project[:8], "--config", do_conf)
+    assert "=== toy_app/client_app.py ===" in r.stdout and "def train" in r.stdout
+    r = cli("serve", "--config", do_conf)  # nothing approved: nothing runs
+    assert r.returncode == 1 and "ProjectNotApproved" in r.stderr
+    assert cli("approve", project[:8], "--config", do_conf).returncode == 0
+    r = cli("status", "--config", r_conf)
+    assert f"{DO}: toy_app {project[:12]} [approved]" in r.stdout
+
+    server = _serve(do_conf)
+    r = _research(app, r_conf)
+    out, _ = server.communicate(timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert server.returncode == 0, out
+    assert "refused" not in out
+
+    # The researcher edits the code after approval: the data owner runs none of it.
+    p = app / "toy_app" / "client_app.py"
+    p.write_text(p.read_text().replace("a + 1.0", "a + 5.0"))
+    server = _serve(do_conf)
+    r = _research(app, r_conf)
+    out, _ = server.communicate(timeout=60)
+    assert r.returncode != 0
+    assert "refused the request" in r.stdout + r.stderr
+    assert "is for project" in out and "but this data owner serves" in out
