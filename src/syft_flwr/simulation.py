@@ -160,6 +160,25 @@ class _Tail:
         out.flush()
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What one simulation will run: checked inputs, resolved names and folders."""
+
+    cfg: ProjectConfig
+    datasites: list[str]
+    aggregator: str
+    dataset_paths: list[Path]
+    encryption: bool
+    root: Path
+    logs: Path
+    run_config: str | None
+    entry: str
+
+    @property
+    def n(self) -> int:
+        return len(self.datasites)
+
+
 def simulate(
     app_dir: str | Path,
     num_data_owners: int | None = None,
@@ -209,6 +228,51 @@ def simulate(
         ``ok`` is True only if every process exited with 0.
     """
     out = out or sys.stdout
+    # The four steps a reader can follow: plan and prepare the network, start
+    # every party, watch the run until the researcher ends, collect the results.
+    plan = _plan(
+        app_dir,
+        num_data_owners,
+        mock_dataset_paths=mock_dataset_paths,
+        run_config=run_config,
+        workdir=workdir,
+        encryption=encryption,
+        entry=entry,
+        log_dir=log_dir,
+    )
+    parties = _prepare(plan)
+    if not quiet:
+        out.write(
+            f"syft_flwr simulate: {plan.cfg.name} with {plan.n} data owners "
+            f"(encryption {'on' if plan.encryption else 'off'}), work dir {plan.root}\n"
+        )
+    tails = [
+        _Tail(p.log_path, f"[{p.email}]", only_problems=p.role != "researcher")
+        for p in (parties[-1], *parties[:-1])
+    ]
+    start = time.monotonic()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        procs = _start_parties(plan, parties)
+        _watch(procs[plan.aggregator], tails, start + timeout, out, quiet)
+        _stop_parties(parties, procs)
+    finally:
+        _kill_leftovers(procs)
+    return _collect(plan, parties, procs, tails, start, out, quiet)
+
+
+def _plan(
+    app_dir: str | Path,
+    num_data_owners: int | None,
+    *,
+    mock_dataset_paths: Sequence[str | Path] | None,
+    run_config: str | None,
+    workdir: str | Path | None,
+    encryption: bool | None,
+    entry: str,
+    log_dir: str | Path | None,
+) -> _Plan:
+    """Check the inputs and decide names and folders (nothing is started yet)."""
     cfg = load_project(app_dir)
     paths = [Path(x).resolve() for x in (mock_dataset_paths or [])]
     for data_path in paths:
@@ -247,101 +311,144 @@ def simulate(
         if workdir
         else Path(tempfile.mkdtemp(prefix="syft_flwr_sim_"))
     )
-    root.mkdir(parents=True, exist_ok=True)
     logs = Path(log_dir).expanduser().resolve() if log_dir else root / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    configs = prepare_network(root, [agg, *datasites], encryption=enc)
-    app_name = f"{cfg.name}_{int(time.time())}_{secrets.token_hex(3)}"
+    return _Plan(
+        cfg=cfg,
+        datasites=datasites,
+        aggregator=agg,
+        dataset_paths=paths,
+        encryption=enc,
+        root=root,
+        logs=logs,
+        run_config=run_config,
+        entry=entry,
+    )
+
+
+def _prepare(plan: _Plan) -> list[Party]:
+    """Create the shared network folder and describe every party (researcher last)."""
+    plan.root.mkdir(parents=True, exist_ok=True)
+    plan.logs.mkdir(parents=True, exist_ok=True)
+    configs = prepare_network(
+        plan.root, [plan.aggregator, *plan.datasites], encryption=plan.encryption
+    )
     parties = [
         Party(
             email=e,
             role="data-owner",
             config_path=configs[e],
-            log_path=logs / f"{e}.log",
-            node_config=f"partition-id={i} num-partitions={n}",
-            data_dir=paths[i] if paths else None,
+            log_path=plan.logs / f"{e}.log",
+            node_config=f"partition-id={i} num-partitions={plan.n}",
+            data_dir=plan.dataset_paths[i] if plan.dataset_paths else None,
         )
-        for i, e in enumerate(datasites)
+        for i, e in enumerate(plan.datasites)
     ]
-    researcher = Party(agg, "researcher", configs[agg], logs / f"{agg}.log")
-    parties.append(researcher)
+    agg = plan.aggregator
+    parties.append(Party(agg, "researcher", configs[agg], plan.logs / f"{agg}.log"))
+    return parties
 
+
+def _start_parties(
+    plan: _Plan, parties: list[Party]
+) -> dict[str, subprocess.Popen[bytes]]:
+    """Start every party as its own OS process (data owners first)."""
+    app_name = f"{plan.cfg.name}_{int(time.time())}_{secrets.token_hex(3)}"
     base_env = dict(os.environ)
     base_env["PYTHONUNBUFFERED"] = "1"
-    base_env["SYFT_FLWR_ENCRYPTION_ENABLED"] = "true" if enc else "false"
+    base_env["SYFT_FLWR_ENCRYPTION_ENABLED"] = "true" if plan.encryption else "false"
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    tails = [
-        _Tail(researcher.log_path, "[researcher]", only_problems=False),
-        *[_Tail(p.log_path, f"[{p.email}]", only_problems=True) for p in parties[:-1]],
-    ]
-    if not quiet:
-        out.write(
-            f"syft_flwr simulate: {cfg.name} with {n} data owners "
-            f"(encryption {'on' if enc else 'off'}), work dir {root}\n"
+    # Data owners first: they publish their permissions and wait for work.
+    for p in parties:
+        env = dict(base_env)
+        env["SYFTBOX_CLIENT_CONFIG_PATH"] = str(p.config_path)
+        env["OUTPUT_DIR"] = str(plan.root / "outputs" / p.email)
+        Path(env["OUTPUT_DIR"]).mkdir(parents=True, exist_ok=True)
+        if p.data_dir is not None:
+            env["DATA_DIR"] = str(p.data_dir)
+        else:
+            env.pop("DATA_DIR", None)
+        cmd = _party_cmd(
+            plan.cfg, p, app_name, plan.datasites, plan.run_config, plan.entry
         )
-    start = time.monotonic()
+        with open(p.log_path, "wb") as log:
+            procs[p.email] = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(plan.cfg.app_dir),
+                start_new_session=True,
+            )
+    return procs
+
+
+def _watch(
+    rproc: subprocess.Popen[bytes],
+    tails: list[_Tail],
+    deadline: float,
+    out: IO[str],
+    quiet: bool,
+) -> None:
+    """Relay progress until the researcher exits, the deadline passes or Ctrl-C."""
     try:
-        # Data owners first: they publish their permissions and wait for work.
-        for p in parties:
-            env = dict(base_env)
-            env["SYFTBOX_CLIENT_CONFIG_PATH"] = str(p.config_path)
-            env["OUTPUT_DIR"] = str(root / "outputs" / p.email)
-            Path(env["OUTPUT_DIR"]).mkdir(parents=True, exist_ok=True)
-            if p.data_dir is not None:
-                env["DATA_DIR"] = str(p.data_dir)
-            else:
-                env.pop("DATA_DIR", None)
-            with open(p.log_path, "wb") as log:
-                procs[p.email] = subprocess.Popen(
-                    _party_cmd(cfg, p, app_name, datasites, run_config, entry),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=str(cfg.app_dir),
-                    start_new_session=True,
-                )
-        rproc = procs[agg]
-        deadline = start + timeout
-        try:
-            while rproc.poll() is None:
-                if not quiet:
-                    for t in tails:
-                        t.pump(out)
-                if time.monotonic() > deadline:
-                    out.write("simulation timed out; stopping the researcher\n")
-                    rproc.send_signal(signal.SIGINT)
-                    rproc.wait(timeout=30)
-                    break
-                # A data owner that dies early is reported while the run goes on.
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            out.write("interrupted: asking the researcher to stop the data owners\n")
-            rproc.send_signal(signal.SIGINT)
-            try:
+        while rproc.poll() is None:
+            if not quiet:
+                for t in tails:
+                    t.pump(out)
+            if time.monotonic() > deadline:
+                out.write("simulation timed out; stopping the researcher\n")
+                rproc.send_signal(signal.SIGINT)
                 rproc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                rproc.kill()
-        # Data owners exit on the stop signal; give them a moment, then end them.
-        grace = time.monotonic() + 30
-        for p in parties:
-            proc = procs[p.email]
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        out.write("interrupted: asking the researcher to stop the data owners\n")
+        rproc.send_signal(signal.SIGINT)
+        try:
+            rproc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            rproc.kill()
+
+
+def _stop_parties(
+    parties: list[Party], procs: dict[str, subprocess.Popen[bytes]]
+) -> None:
+    """Data owners exit on the stop signal; give them a moment, then end them."""
+    grace = time.monotonic() + 30
+    for p in parties:
+        proc = procs[p.email]
+        try:
+            proc.wait(timeout=max(0.1, grace - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.terminate()
             try:
-                proc.wait(timeout=max(0.1, grace - time.monotonic()))
+                proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except OSError:
-                    pass
+                proc.kill()
                 proc.wait()
+
+
+def _kill_leftovers(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    """Last resort (an error or Ctrl-C above): no party process outlives simulate."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.wait()
+
+
+def _collect(
+    plan: _Plan,
+    parties: list[Party],
+    procs: dict[str, subprocess.Popen[bytes]],
+    tails: list[_Tail],
+    start: float,
+    out: IO[str],
+    quiet: bool,
+) -> SimulationResult:
+    """Record exit codes, print the summary and write ``summary.json``."""
     if not quiet:
         for t in tails:
             t.pump(out)
@@ -349,7 +456,7 @@ def simulate(
         p.returncode = procs[p.email].returncode
     result = SimulationResult(
         ok=all(p.returncode == 0 for p in parties),
-        workdir=root,
+        workdir=plan.root,
         parties=parties,
         seconds=time.monotonic() - start,
     )
@@ -361,7 +468,7 @@ def simulate(
         verdict = "succeeded" if result.ok else "FAILED"
         out.write(f"simulation {verdict} in {result.seconds:.1f} s\n")
         out.flush()
-    (root / "summary.json").write_text(
+    (plan.root / "summary.json").write_text(
         json.dumps(
             {
                 "ok": result.ok,
