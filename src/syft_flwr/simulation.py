@@ -40,6 +40,8 @@ class Party:
     data_dir: Path | None = None
     returncode: int | None = None
     seconds: float = 0.0
+    #: Why it ended early, in plain words (empty if it ran to the end).
+    note: str = ""
 
 
 @dataclass
@@ -173,6 +175,8 @@ class _Plan:
     logs: Path
     run_config: str | None
     entry: str
+    app_name: str
+    fresh: bool
 
     @property
     def n(self) -> int:
@@ -192,8 +196,12 @@ def simulate(
     quiet: bool = False,
     entry: str = "party",
     log_dir: str | Path | None = None,
+    fresh: bool = False,
 ) -> SimulationResult:
     """Run a Flower app with a researcher and N data owners as separate processes.
+
+    Run it again with the same ``workdir`` after the researcher was interrupted
+    (crash, kill, Ctrl-C) and the run continues from the last completed round.
 
     Parameters
     ----------
@@ -221,6 +229,8 @@ def simulate(
         app's ``[tool.syft_flwr]`` aggregator and data owners).
     log_dir:
         Where each party's ``<email>.log`` goes (default ``<workdir>/logs``).
+    fresh:
+        Start over instead of resuming an interrupted run in ``workdir``.
 
     Returns
     -------
@@ -239,6 +249,7 @@ def simulate(
         encryption=encryption,
         entry=entry,
         log_dir=log_dir,
+        fresh=fresh,
     )
     parties = _prepare(plan)
     if not quiet:
@@ -254,7 +265,7 @@ def simulate(
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         procs = _start_parties(plan, parties)
-        _watch(procs[plan.aggregator], tails, start + timeout, out, quiet)
+        _watch(parties, procs, tails, start + timeout, out, quiet)
         _stop_parties(parties, procs)
     finally:
         _kill_leftovers(procs)
@@ -271,6 +282,7 @@ def _plan(
     encryption: bool | None,
     entry: str,
     log_dir: str | Path | None,
+    fresh: bool = False,
 ) -> _Plan:
     """Check the inputs and decide names and folders (nothing is started yet)."""
     cfg = load_project(app_dir)
@@ -313,6 +325,8 @@ def _plan(
     )
     logs = Path(log_dir).expanduser().resolve() if log_dir else root / "logs"
     return _Plan(
+        app_name=_app_name(root, cfg.name, fresh),
+        fresh=fresh,
         cfg=cfg,
         datasites=datasites,
         aggregator=agg,
@@ -323,6 +337,33 @@ def _plan(
         run_config=run_config,
         entry=entry,
     )
+
+
+def _app_name(root: Path, name: str, fresh: bool) -> str:
+    """The app folder name of this network: kept across reruns in one work dir.
+
+    The researcher's checkpoint and each data owner's reply cache live under the
+    app name, so a rerun in the same work dir resumes; a new work dir, or
+    ``fresh``, gets a new name (no leftovers of another run can interfere).
+    """
+    state = root / "simulation.json"
+    if not fresh:
+        try:
+            saved = json.loads(state.read_text()).get("app_name")
+        except (FileNotFoundError, ValueError, AttributeError):
+            saved = None
+        if isinstance(saved, str) and saved.startswith(f"{name}_"):
+            return saved
+    app_name = f"{name}_{int(time.time())}_{secrets.token_hex(3)}"
+    root.mkdir(parents=True, exist_ok=True)
+    _write_text_atomic(state, json.dumps({"app_name": app_name}))
+    return app_name
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _prepare(plan: _Plan) -> list[Party]:
@@ -352,7 +393,6 @@ def _start_parties(
     plan: _Plan, parties: list[Party]
 ) -> dict[str, subprocess.Popen[bytes]]:
     """Start every party as its own OS process (data owners first)."""
-    app_name = f"{plan.cfg.name}_{int(time.time())}_{secrets.token_hex(3)}"
     base_env = dict(os.environ)
     base_env["PYTHONUNBUFFERED"] = "1"
     base_env["SYFT_FLWR_ENCRYPTION_ENABLED"] = "true" if plan.encryption else "false"
@@ -368,8 +408,10 @@ def _start_parties(
         else:
             env.pop("DATA_DIR", None)
         cmd = _party_cmd(
-            plan.cfg, p, app_name, plan.datasites, plan.run_config, plan.entry
+            plan.cfg, p, plan.app_name, plan.datasites, plan.run_config, plan.entry
         )
+        if plan.fresh and p.role == "researcher":
+            cmd.append("--fresh")
         with open(p.log_path, "wb") as log:
             procs[p.email] = subprocess.Popen(
                 cmd,
@@ -383,18 +425,33 @@ def _start_parties(
 
 
 def _watch(
-    rproc: subprocess.Popen[bytes],
+    parties: list[Party],
+    procs: dict[str, subprocess.Popen[bytes]],
     tails: list[_Tail],
     deadline: float,
     out: IO[str],
     quiet: bool,
 ) -> None:
-    """Relay progress until the researcher exits, the deadline passes or Ctrl-C."""
+    """Relay progress until the researcher exits, the deadline passes or Ctrl-C.
+
+    A data owner that exits while the run goes on is reported at once, with its
+    exit code and the last line of its log (the researcher itself stops waiting
+    for it when its heartbeat stops).
+    """
+    researcher = parties[-1]
+    rproc = procs[researcher.email]
     try:
         while rproc.poll() is None:
             if not quiet:
                 for t in tails:
                     t.pump(out)
+            for p in parties[:-1]:
+                rc = procs[p.email].poll()
+                if rc is not None and not p.note:
+                    p.note = _exit_note(p, rc)
+                    if not quiet:
+                        out.write(f"data owner {p.email} {p.note}\n")
+                        out.flush()
             if time.monotonic() > deadline:
                 out.write("simulation timed out; stopping the researcher\n")
                 rproc.send_signal(signal.SIGINT)
@@ -408,13 +465,49 @@ def _watch(
             rproc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             rproc.kill()
+    rc = rproc.returncode
+    if rc is not None and rc < 0:
+        researcher.note = _exit_note(researcher, rc)
+        if not quiet:
+            out.write(
+                f"the researcher {researcher.note}; run the same command again "
+                "to resume from the last completed round\n"
+            )
+
+
+def _exit_note(party: Party, returncode: int) -> str:
+    """``exited with code 1 (last log line: ...)`` / ``was killed by SIGKILL``."""
+    if returncode < 0:
+        try:
+            what = f"was killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            what = f"was killed by signal {-returncode}"
+    else:
+        what = f"exited with code {returncode}"
+    last = _last_line(party.log_path)
+    return f"{what} (last log line: {last})" if last else what
+
+
+def _last_line(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            lines = f.read().decode("utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    return next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
 
 
 def _stop_parties(
     parties: list[Party], procs: dict[str, subprocess.Popen[bytes]]
 ) -> None:
-    """Data owners exit on the stop signal; give them a moment, then end them."""
-    grace = time.monotonic() + 30
+    """Data owners exit on the stop signal; give them a moment, then end them.
+
+    A researcher killed by a signal sent no stop signal: nobody waits for one.
+    """
+    rc = procs[parties[-1].email].returncode
+    grace = time.monotonic() + (30 if rc is None or rc >= 0 else 0)
     for p in parties:
         proc = procs[p.email]
         try:
@@ -465,20 +558,28 @@ def _collect(
         for p in parties:
             state = "ok" if p.returncode == 0 else f"FAILED (exit {p.returncode})"
             out.write(f"  {p.role:<10} {p.email:<28} {state:<18} log: {p.log_path}\n")
+            if p.note:
+                out.write(f"  {'':<10} {p.note}\n")
         verdict = "succeeded" if result.ok else "FAILED"
         out.write(f"simulation {verdict} in {result.seconds:.1f} s\n")
         out.flush()
-    (plan.root / "summary.json").write_text(
+    _write_text_atomic(
+        plan.root / "summary.json",
         json.dumps(
             {
                 "ok": result.ok,
                 "seconds": result.seconds,
                 "parties": [
-                    {"email": p.email, "role": p.role, "returncode": p.returncode}
+                    {
+                        "email": p.email,
+                        "role": p.role,
+                        "returncode": p.returncode,
+                        "note": p.note,
+                    }
                     for p in parties
                 ],
             },
             indent=2,
-        )
+        ),
     )
     return result

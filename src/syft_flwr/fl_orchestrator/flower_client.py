@@ -12,12 +12,14 @@ from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
-from syft_flwr._flwr_compat import SYSTEM_MESSAGE_TYPE, set_message_id
+from syft_flwr._flwr_compat import SYSTEM_MESSAGE_TYPE, set_message_id, set_reply_to
+from syft_flwr.client.factory import wrap_client
 from syft_flwr.config import Settings
 from syft_flwr.errors import RunFailed, SerializationError
 from syft_flwr.events.factory import create_events_watcher
 from syft_flwr.events.protocol import SyftFlwrEvents
 from syft_flwr.events.watcher import TransportEvents, current_request
+from syft_flwr.fl_orchestrator.checkpoint import ReplyCache, request_fingerprint
 from syft_flwr.fl_orchestrator.syft_grid import DEFAULT_ENDPOINT
 from syft_flwr.ids import node_id_for
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
@@ -45,6 +47,9 @@ class ClientAppHandler:
     reveal_errors:
         Put the exception message into error replies (default: only its type,
         because messages can carry private values). ``SYFT_FLWR_REVEAL_ERRORS``.
+    reply_cache:
+        Where successful replies are kept (private state), so a request re-sent
+        by a resumed researcher is answered without running the ClientApp again.
     """
 
     def __init__(
@@ -56,8 +61,10 @@ class ClientAppHandler:
         run_config: dict[str, Any] | None = None,
         on_stop: Callable[[str], None] | None = None,
         reveal_errors: bool | None = None,
+        reply_cache: ReplyCache | None = None,
     ) -> None:
         self.client_app = client_app
+        self.reply_cache = reply_cache
         self.email = email
         self.node_id = node_id_for(email)
         self.node_config = dict(node_config or {})
@@ -73,6 +80,8 @@ class ClientAppHandler:
         self.handled = 0
         self.succeeded = 0
         self.failed = 0
+        #: Requests answered from the reply cache (ClientApp not run again).
+        self.from_cache = 0
 
     def context_for(self, run_id: int) -> Context:
         """The persistent Context of ``run_id`` (its ``state`` survives rounds)."""
@@ -117,6 +126,20 @@ class ClientAppHandler:
         logger.info(
             "running %s (round group %r) for %s", md.message_type, md.group_id, who
         )
+        fp = request_fingerprint(msg, with_sender=True)
+        cached = self.reply_cache.get(fp) if self.reply_cache is not None else None
+        if cached is not None:
+            logger.info(
+                "answered the re-sent %s (round group %r) from the reply cache; "
+                "the ClientApp is not run twice",
+                md.message_type,
+                md.group_id,
+            )
+            set_reply_to(cached, md.message_id)
+            self.handled += 1
+            self.succeeded += 1
+            self.from_cache += 1
+            return self._finish(cached)
         ctx = self.context_for(md.run_id)
         try:
             reply = self.client_app(message=msg, context=ctx)
@@ -141,6 +164,10 @@ class ClientAppHandler:
             self.failed += 1
         else:
             self.succeeded += 1
+            if self.reply_cache is not None:
+                # Durable before the reply leaves: a crash after sending must
+                # not make the re-sent request train a second time.
+                self.reply_cache.put(fp, reply)
         return self._finish(reply)
 
     def check_outcome(self) -> None:
@@ -198,6 +225,7 @@ def run_data_owner(
     settings: Settings | None = None,
     events: SyftFlwrEvents | None = None,
     endpoint: str = DEFAULT_ENDPOINT,
+    state_dir: str | Path | None = None,
 ) -> ClientAppHandler:
     """Serve ``client_app`` for ``app_name`` until the researcher's stop signal.
 
@@ -217,12 +245,21 @@ def run_data_owner(
         Defaults to ``Settings.from_env()``.
     events:
         A ready events adapter (else ``create_events_watcher``).
+    state_dir:
+        Private folder for the reply cache (default: the client's state dir for
+        the app; none when ``events`` is given without a client).
 
     Returns
     -------
     ClientAppHandler
         After the loop ended (``stopped_reason`` says why).
     """
+    if events is None and client is None:
+        from syft_flwr.client.factory import create_client
+
+        client = create_client()
+    if state_dir is None and client is not None:
+        state_dir = wrap_client(client).state_dir(app_name)
     ev = events or create_events_watcher(
         app_name,
         client=client,
@@ -236,6 +273,9 @@ def run_data_owner(
         node_config=node_config,
         run_config=run_config,
         on_stop=lambda _reason: ev.stop(),
+        reply_cache=None
+        if state_dir is None
+        else ReplyCache(Path(state_dir) / "replies"),
     )
     ev.on_request(endpoint, handler)
     logger.info(

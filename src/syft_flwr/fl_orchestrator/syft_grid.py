@@ -29,6 +29,7 @@ from syft_flwr._flwr_compat import (
     empty_run,
     run_copy,
     set_message_id,
+    set_reply_to,
     set_routing,
     set_task_identity,
     task_identity_run_id,
@@ -46,6 +47,7 @@ from syft_flwr.errors import (
     SerializationError,
     TransportError,
 )
+from syft_flwr.fl_orchestrator.checkpoint import Journal, request_fingerprint
 from syft_flwr.ids import node_id_map, normalize_email
 from syft_flwr.rpc import CodecPolicy, Incoming, SyftFlwrRpc
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
@@ -119,6 +121,9 @@ class SyftGrid(Grid):
         Timeouts and chunking; default ``Settings.from_env()`` read at each call.
     endpoint:
         RPC endpoint name (``"messages"``, as upstream syft-flwr).
+    journal:
+        Resume record (see :mod:`syft_flwr.fl_orchestrator.checkpoint`): calls
+        found in it are answered from disk, completed calls are appended.
 
     Raises
     ------
@@ -138,8 +143,10 @@ class SyftGrid(Grid):
         settings: Settings | None = None,
         endpoint: str = DEFAULT_ENDPOINT,
         clock: Callable[[], float] = time.time,
+        journal: Journal | None = None,
     ) -> None:
         self._explicit_settings = settings
+        self.journal = journal
         self._owns_transport = False
         self.settings = settings or Settings.from_env()
         self.app_name = app_name.strip("/")
@@ -185,6 +192,11 @@ class SyftGrid(Grid):
     @property
     def rpc(self) -> SyftFlwrRpc:
         return self._rpc
+
+    @property
+    def client(self) -> SyftFlwrClient | None:
+        """The researcher's client (``None`` when built from a bare rpc)."""
+        return self._client
 
     def get_client_email(self) -> str:
         """Get the email address of the server's client."""
@@ -560,6 +572,52 @@ class SyftGrid(Grid):
         else 120 s. On timeout the replies that arrived are returned, the data
         owners that did not answer are logged, and their requests are withdrawn.
         """
+        messages = list(messages)
+        if self.journal is None:
+            return self._send_and_receive(messages, timeout)
+        # Resume: a call recorded before a crash is answered from the journal; a
+        # completed live call is recorded before the ServerApp sees its replies.
+        fps = [request_fingerprint(m) for m in messages]
+        recorded = self.journal.replay(fps)
+        if recorded is not None:
+            return self._replay(messages, recorded)
+        replies = self._send_and_receive(messages, timeout)
+        by_id = {r.metadata.reply_to_message_id: r for r in replies}
+        self.journal.record(
+            [
+                (fp, flower_message_to_bytes(by_id[m.metadata.message_id]))
+                if m.metadata.message_id in by_id
+                else (fp, None)
+                for fp, m in zip(fps, messages, strict=True)
+            ]
+        )
+        return replies
+
+    def _replay(
+        self, messages: list[Message], recorded: list[bytes | None]
+    ) -> list[Message]:
+        if self._run is None:
+            raise RuntimeError("no run set: call set_run(run_id) first")
+        replies: list[Message] = []
+        for msg, body in zip(messages, recorded, strict=True):
+            self._check(msg)
+            set_routing(msg, run_id=self._run.run_id, src_node_id=AGGREGATOR_NODE_ID)
+            set_message_id(msg, str(uuid.uuid4()))
+            if msg.metadata.message_type != SYSTEM_MESSAGE_TYPE:
+                with self._lock:
+                    self.tally.sent += 1
+            if body is None:
+                continue  # it was not answered in the interrupted run either
+            reply = bytes_to_flower_message(body)
+            set_reply_to(reply, msg.metadata.message_id)
+            replies.append(reply)
+        self._count(replies)
+        logger.debug("replayed %d replies from the checkpoint", len(replies))
+        return replies
+
+    def _send_and_receive(
+        self, messages: list[Message], timeout: float | None
+    ) -> list[Message]:
         wait_s = self._get_timeout(timeout)
         rescan = self._settings().poll_interval
         ids = self.push_messages(messages)

@@ -1,0 +1,148 @@
+"""kill -9 the researcher mid-run, run the same command again: the run resumes.
+
+Every party is a real OS process (``syft_flwr simulate``); the comparison is
+with an uninterrupted run of the same command in another work dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TOY = ROOT / "tests" / "assets" / "toy_app"
+LEGACY = ROOT / "examples" / "legacy_numpy"
+
+
+def _env() -> dict[str, str]:
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SYFT_FLWR_", "SYFTBOX_"))
+    }
+
+
+def _simulate(app: Path, work: Path, run_config: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "syft_flwr",
+        "simulate",
+        str(app),
+        "-n",
+        "2",
+        "--workdir",
+        str(work),
+        "--run-config",
+        run_config,
+        *extra,
+    ]
+
+
+def _researcher_pid(work: Path) -> int | None:
+    """The pid of the researcher process of the simulation in ``work``."""
+    needle = str(work / "configs" / "researcher@example.org.json").encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"--role\0researcher" in cmd and needle in cmd:
+            return int(entry.name)
+    return None
+
+
+def _result(stdout: str, prefix: str) -> dict:
+    lines = [ln for ln in stdout.splitlines() if prefix in ln]
+    assert lines, stdout[-3000:]
+    return json.loads(lines[-1].split(prefix, 1)[1])
+
+
+def _kill_researcher_after(work: Path, exchanges: int, proc: subprocess.Popen) -> None:
+    """kill -9 the researcher once ``exchanges`` calls are in its checkpoint."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = list((work / "SyftBox" / ".syft_flwr").rglob("resume/*.exchange"))
+        pid = _researcher_pid(work)
+        if len(done) >= exchanges and pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            return
+        time.sleep(0.01)
+    pytest.fail("the run ended before the researcher could be killed")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("app", "run_config", "prefix", "kill_after", "rounds"),
+    [
+        # Message API: FedAvg.start(); a slow ClientApp keeps rounds long.
+        (TOY, "num-server-rounds=6 slow-seconds=0.3", "TOY_RESULT ", 5, 6),
+        # Legacy Server/Strategy (server_fn); weights_sha256 compares the model.
+        (LEGACY, "num-server-rounds=12", "SYFT_FLWR_RESULT ", 8, 12),
+    ],
+    ids=["message-api", "legacy-server"],
+)
+def test_kill_9_researcher_then_same_command_resumes(
+    tmp_path: Path,
+    app: Path,
+    run_config: str,
+    prefix: str,
+    kill_after: int,
+    rounds: int,
+):
+    app_dir = tmp_path / app.name
+    shutil.copytree(app, app_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    whole = subprocess.run(
+        _simulate(app_dir, tmp_path / "whole", run_config),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+    )
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    expected = _result(whole.stdout, prefix)
+
+    work = tmp_path / "crashed"
+    cmd = _simulate(app_dir, work, run_config)
+    first = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()
+    )
+    _kill_researcher_after(work, kill_after, first)
+    out1, _ = first.communicate(timeout=120)
+    assert first.returncode == 1, out1
+    assert "the researcher was killed by SIGKILL" in out1
+    assert "run the same command again" in out1
+
+    second = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env=_env()
+    )
+    assert second.returncode == 0, second.stdout + second.stderr
+    # The same result as the uninterrupted run...
+    assert _result(second.stdout, prefix) == expected
+    log = (work / "logs" / "researcher@example.org.log").read_text()
+    assert "resuming run" in log and "replayed" in log
+    # ...and the data owners trained only the rounds the checkpoint lacked.
+    trained = (work / "logs" / "do1@example.org.log").read_text().count("running train")
+    assert 0 < trained < rounds
+    # The completed run left no checkpoint behind.
+    assert not list((work / "SyftBox" / ".syft_flwr").rglob("resume/*.exchange"))
+
+    # --fresh starts over: every round trained again.
+    third = subprocess.run(
+        [*cmd, "--fresh"], capture_output=True, text=True, timeout=300, env=_env()
+    )
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert _result(third.stdout, prefix) == expected
+    assert (work / "logs" / "do1@example.org.log").read_text().count(
+        "running train"
+    ) == rounds
