@@ -19,6 +19,9 @@ variable                           default     meaning
 ``SYFT_FLWR_LOG_LEVEL``            ``INFO``    log level of the ``syft_flwr`` logger
 ``SYFT_FLWR_REVEAL_ERRORS``        ``false``   put ClientApp exception messages in error
                                                replies (they may contain private values)
+``SYFT_FLWR_HEARTBEAT_INTERVAL``   transport   seconds between a data owner's heartbeats
+``SYFT_FLWR_HEARTBEAT_MISSES``     ``4``       missed heartbeats before the researcher
+                                               stops waiting for a data owner
 =================================  ==========  ============================================
 """
 
@@ -37,11 +40,14 @@ from syft_flwr.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_HEARTBEAT_MISSES",
     "DEFAULT_INLINE_LIMIT",
     "DEFAULT_MSG_TIMEOUT",
     "DEFAULT_POLL_INTERVAL",
     "ENV_CHUNK_SIZE",
     "ENV_ENCRYPTION_ENABLED",
+    "ENV_HEARTBEAT_INTERVAL",
+    "ENV_HEARTBEAT_MISSES",
     "ENV_LOG_LEVEL",
     "ENV_MSG_TIMEOUT",
     "ENV_POLL_INTERVAL",
@@ -59,9 +65,13 @@ ENV_ENCRYPTION_ENABLED = "SYFT_FLWR_ENCRYPTION_ENABLED"
 ENV_CHUNK_SIZE = "SYFT_FLWR_CHUNK_SIZE"
 ENV_LOG_LEVEL = "SYFT_FLWR_LOG_LEVEL"
 ENV_REVEAL_ERRORS = "SYFT_FLWR_REVEAL_ERRORS"
+ENV_HEARTBEAT_INTERVAL = "SYFT_FLWR_HEARTBEAT_INTERVAL"
+ENV_HEARTBEAT_MISSES = "SYFT_FLWR_HEARTBEAT_MISSES"
 
 DEFAULT_MSG_TIMEOUT = 120.0  # seconds
 DEFAULT_POLL_INTERVAL = 2.0  # seconds
+#: A data owner silent for this many heartbeat intervals is taken for dead.
+DEFAULT_HEARTBEAT_MISSES = 4
 #: 4 MiB keeps every file on the Go client's websocket fast path and far below
 #: SyftBox 0.4.0's silent 10 MB upload limit.
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024  # bytes
@@ -146,6 +156,11 @@ class Settings:
     inline_limit: int = DEFAULT_INLINE_LIMIT
     log_level: str = "INFO"
     reveal_errors: bool = False
+    #: Seconds between a data owner's heartbeats; ``None``: the transport's
+    #: default (2 s on folders and in memory, 10 s on Google Drive).
+    heartbeat_interval: float | None = None
+    #: Missed heartbeats after which the researcher stops waiting for a data owner.
+    heartbeat_misses: int = DEFAULT_HEARTBEAT_MISSES
     #: ``NO_COLOR`` (https://no-color.org) set to anything non-empty.
     no_color: bool = False
 
@@ -188,6 +203,10 @@ class Settings:
             values["chunk_size"] = _parse_int(ENV_CHUNK_SIZE, v, minimum=MIN_CHUNK_SIZE)  # type: ignore[arg-type]
         if (v := env.get(ENV_REVEAL_ERRORS)) not in (None, ""):
             values["reveal_errors"] = _parse_bool(ENV_REVEAL_ERRORS, v)  # type: ignore[arg-type]
+        if (v := env.get(ENV_HEARTBEAT_INTERVAL)) not in (None, ""):
+            values["heartbeat_interval"] = _parse_float(ENV_HEARTBEAT_INTERVAL, v)  # type: ignore[arg-type]
+        if (v := env.get(ENV_HEARTBEAT_MISSES)) not in (None, ""):
+            values["heartbeat_misses"] = _parse_int(ENV_HEARTBEAT_MISSES, v, minimum=1)  # type: ignore[arg-type]
         if (v := env.get(ENV_LOG_LEVEL)) not in (None, ""):
             values["log_level"] = str(v).upper()
         if env.get("NO_COLOR"):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -15,7 +17,7 @@ from flwr.common.constant import ErrorCode
 from syft_flwr._flwr_compat import SYSTEM_MESSAGE_TYPE, set_message_id, set_reply_to
 from syft_flwr.client.factory import wrap_client
 from syft_flwr.config import Settings
-from syft_flwr.errors import RunFailed, SerializationError
+from syft_flwr.errors import RunFailed, SerializationError, TransportError
 from syft_flwr.events.factory import create_events_watcher
 from syft_flwr.events.protocol import SyftFlwrEvents
 from syft_flwr.events.watcher import TransportEvents, current_request
@@ -23,8 +25,9 @@ from syft_flwr.fl_orchestrator.checkpoint import ReplyCache, request_fingerprint
 from syft_flwr.fl_orchestrator.syft_grid import DEFAULT_ENDPOINT
 from syft_flwr.ids import node_id_for
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
+from syft_flwr.transports.base import Transport, heartbeat_key
 
-__all__ = ["ClientAppHandler", "run_data_owner", "syftbox_flwr_client"]
+__all__ = ["ClientAppHandler", "Heartbeat", "run_data_owner", "syftbox_flwr_client"]
 
 logger = logging.getLogger("syft_flwr.data_owner")
 
@@ -214,6 +217,76 @@ class ClientAppHandler:
         )
 
 
+class Heartbeat:
+    """Publishes a data owner's liveness beat through its transport until stopped.
+
+    Parameters
+    ----------
+    transport:
+        The data owner's transport (:meth:`Transport.beat`).
+    app_name, endpoint:
+        What is being served.
+    peers:
+        Who may read the beat (the researcher emails).
+    interval:
+        Seconds between beats.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        app_name: str,
+        endpoint: str,
+        peers: Iterable[str],
+        interval: float,
+    ) -> None:
+        self.transport = transport
+        self.app_name = app_name
+        self.endpoint = endpoint
+        self.peers = sorted({p.strip().lower() for p in peers})
+        self.interval = interval
+        self.beats = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"heartbeat-{transport.identity}", daemon=True
+        )
+
+    def start(self) -> Heartbeat:
+        """Start beating (the first beat goes out at once)."""
+        self._thread.start()
+        return self
+
+    def beat(self) -> None:
+        """Publish one beat (a counter: the change is what the researcher sees)."""
+        body = json.dumps({"seq": self.beats, "interval": self.interval}).encode()
+        self.transport.beat(self.app_name, self.endpoint, self.peers, body)
+        self.beats += 1
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.beat()
+            except TransportError as exc:  # e.g. Drive briefly unreachable
+                logger.debug("heartbeat not published: %s", exc)
+            if self._stop.wait(self.interval):
+                return
+
+    def stop(self) -> None:
+        """Stop beating and remove the beat files (a clean exit leaves nothing)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        try:
+            self.transport.delete_many(
+                heartbeat_key(
+                    self.transport.identity, self.app_name, self.endpoint, peer
+                )
+                for peer in self.peers
+            )
+        except TransportError as exc:
+            logger.debug("could not remove the heartbeat: %s", exc)
+
+
 def run_data_owner(
     client_app: ClientApp,
     app_name: str,
@@ -254,6 +327,7 @@ def run_data_owner(
     ClientAppHandler
         After the loop ended (``stopped_reason`` says why).
     """
+    aggregators = None if aggregators is None else list(aggregators)
     if events is None and client is None:
         from syft_flwr.client.factory import create_client
 
@@ -278,6 +352,7 @@ def run_data_owner(
         else ReplyCache(Path(state_dir) / "replies"),
     )
     ev.on_request(endpoint, handler)
+    heartbeat = _start_heartbeat(ev, app_name, endpoint, aggregators, settings)
     logger.info(
         "%s is waiting for work from %s",
         ev.client_email,
@@ -289,9 +364,29 @@ def run_data_owner(
         logger.info("interrupted; stopping")
         ev.stop()
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         if events is None and isinstance(ev, TransportEvents):
             ev.close()
     return handler
+
+
+def _start_heartbeat(
+    ev: SyftFlwrEvents,
+    app_name: str,
+    endpoint: str,
+    aggregators: Iterable[str] | None,
+    settings: Settings | None,
+) -> Heartbeat | None:
+    """Beat to the researchers while serving (none when the sender is unknown)."""
+    transport = getattr(ev, "transport", None)
+    if not isinstance(transport, Transport) or aggregators is None:
+        return None
+    s = settings or Settings.from_env()
+    interval = s.heartbeat_interval or transport.default_heartbeat_interval
+    return Heartbeat(
+        transport, app_name.strip("/"), endpoint, aggregators, interval
+    ).start()
 
 
 def syftbox_flwr_client(

@@ -182,6 +182,10 @@ class SyftGrid(Grid):
         self._unsent: dict[str, tuple[str, bytes, float]] = {}
         self._ready: set[str] = set()
         self._ready_checked: dict[str, float] = {}
+        # Liveness: when each data owner's heartbeat last changed (monotonic),
+        # and who was reported dead (logged once; cleared by the next beat).
+        self._beats: dict[str, float] = {}
+        self._dead: set[str] = set()
         self.tally = WorkTally()
 
     # -- helpers --------------------------------------------------------------
@@ -229,12 +233,16 @@ class SyftGrid(Grid):
         try:
             self._sweep_stale(email)
             w = self._rpc.watch_responses(email, self.endpoint, self._on_response)
+            beat = self.transport.watch_heartbeat(
+                email, self.app_name, self.endpoint, lambda: self._on_beat(email)
+            )
         except BaseException:
             with self._lock:
                 self._watching.discard(email)
             raise
         with self._lock:
             self._watches[email] = w
+            self._watches[f"{email}#heartbeat"] = beat
             self._watching.discard(email)
 
     def _sweep_stale(self, email: str) -> None:
@@ -268,6 +276,55 @@ class SyftGrid(Grid):
                 len(stale),
                 email,
             )
+
+    def _on_beat(self, email: str) -> None:
+        with self._cv:
+            self._beats[email] = time.monotonic()
+            back = email in self._dead
+            self._dead.discard(email)
+            self._cv.notify_all()
+        if back:
+            logger.info("%s is alive again (its heartbeat is back)", email)
+
+    def _heartbeat_limit(self) -> tuple[float, float]:
+        """(seconds between beats, seconds of silence after which we give up)."""
+        s = self._settings()
+        interval = s.heartbeat_interval or self.transport.default_heartbeat_interval
+        return interval, interval * s.heartbeat_misses
+
+    def _give_up_on_silent(self, remaining: set[str]) -> set[str]:
+        """Withdraw the requests to data owners whose heartbeat stopped.
+
+        Only a data owner seen beating can be declared dead: one that never
+        started (or runs an older syft_flwr) is waited for until the timeout.
+        Returns the message ids given up on.
+        """
+        _, limit = self._heartbeat_limit()
+        now = time.monotonic()
+        with self._lock:
+            silent = {e: now - t for e, t in self._beats.items() if now - t > limit}
+            if not silent:
+                return set()
+            mids = {
+                m
+                for m in remaining
+                if m in self._pending and self._pending[m].email in silent
+            }
+            newly = {self._pending[m].email for m in mids} - self._dead
+            self._dead |= newly
+        for email in sorted(newly):
+            logger.warning(
+                "%s stopped answering: no heartbeat for %.0f s (its process may have "
+                "crashed or lost its connection); going on without it",
+                email,
+                silent[email],
+            )
+        if mids:
+            late = self.withdraw(mids)
+            logger.info(
+                "not waiting for %s (no heartbeat)", ", ".join(sorted(set(late)))
+            )
+        return mids
 
     def _on_response(self, mid: str) -> None:
         with self._cv:
@@ -627,6 +684,8 @@ class SyftGrid(Grid):
         deadline = start + wait_s
         next_progress = start + PROGRESS_EVERY
         next_full = start  # the first pass reads everything
+        beat_every, _ = self._heartbeat_limit()
+        given_up: set[str] = set()
         while remaining:
             now = time.monotonic()
             full = now >= next_full
@@ -635,6 +694,9 @@ class SyftGrid(Grid):
             for reply in self._pull(list(remaining), full=full):
                 remaining.discard(reply.metadata.reply_to_message_id)
                 replies.append(reply)
+            gone = self._give_up_on_silent(remaining)
+            given_up |= gone
+            remaining.difference_update(gone)
             if not remaining:
                 break
             now = time.monotonic()
@@ -651,7 +713,13 @@ class SyftGrid(Grid):
                     lambda: bool(self._arrived & remaining),
                     timeout=max(
                         0.0,
-                        min(deadline - now, step, next_progress - now, next_full - now),
+                        min(
+                            deadline - now,
+                            step,
+                            next_progress - now,
+                            next_full - now,
+                            beat_every,
+                        ),
                     ),
                 )
         answered = sorted(
@@ -659,12 +727,13 @@ class SyftGrid(Grid):
         )
         failed = sum(1 for r in replies if r.has_error())
         logger.info(
-            "%d/%d replies in %.1f s from %s%s",
+            "%d/%d replies in %.1f s from %s%s%s",
             len(replies),
             len(ids),
             time.monotonic() - start,
             ", ".join(answered) or "nobody",
             f" ({failed} errors)" if failed else "",
+            f" (gave up on {len(given_up)}: no heartbeat)" if given_up else "",
         )
         if remaining:
             late = self.withdraw(remaining)

@@ -386,6 +386,9 @@ class GDriveTransport(Transport):
     name = "gdrive"
     max_file_size = None
     default_rescan_interval = 2.0
+    #: Each beat is a Drive write; the reader learns of it from the change feed
+    #: it polls anyway, so a slower beat only delays noticing a dead data owner.
+    default_heartbeat_interval = 10.0
 
     def __init__(
         self,

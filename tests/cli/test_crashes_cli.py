@@ -1,7 +1,9 @@
-"""kill -9 the researcher mid-run, run the same command again: the run resumes.
+"""Parties killed with -9 mid-run, every party a real OS process (``simulate``).
 
-Every party is a real OS process (``syft_flwr simulate``); the comparison is
-with an uninterrupted run of the same command in another work dir.
+* The researcher: the same command again resumes; the result equals an
+  uninterrupted run of the same command in another work dir.
+* A data owner: the researcher stops waiting for it when its heartbeat stops,
+  and ``simulate`` says which process exited and why.
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ def _simulate(app: Path, work: Path, run_config: str, *extra: str) -> list[str]:
     ]
 
 
-def _researcher_pid(work: Path) -> int | None:
-    """The pid of the researcher process of the simulation in ``work``."""
-    needle = str(work / "configs" / "researcher@example.org.json").encode()
+def _party_pid(work: Path, email: str = "researcher@example.org") -> int | None:
+    """The pid of ``email``'s process in the simulation in ``work``."""
+    needle = str(work / "configs" / f"{email}.json").encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -57,7 +59,7 @@ def _researcher_pid(work: Path) -> int | None:
             cmd = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"--role\0researcher" in cmd and needle in cmd:
+        if b"\0party\0" in cmd and needle in cmd:
             return int(entry.name)
     return None
 
@@ -73,7 +75,7 @@ def _kill_researcher_after(work: Path, exchanges: int, proc: subprocess.Popen) -
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         done = list((work / "SyftBox" / ".syft_flwr").rglob("resume/*.exchange"))
-        pid = _researcher_pid(work)
+        pid = _party_pid(work)
         if len(done) >= exchanges and pid is not None:
             os.kill(pid, signal.SIGKILL)
             return
@@ -146,3 +148,43 @@ def test_kill_9_researcher_then_same_command_resumes(
     assert (work / "logs" / "do1@example.org.log").read_text().count(
         "running train"
     ) == rounds
+
+
+@pytest.mark.slow
+def test_kill_9_data_owner_researcher_goes_on_and_simulate_says_why(tmp_path: Path):
+    app_dir = tmp_path / "toy_app"
+    shutil.copytree(TOY, app_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    work = tmp_path / "work"
+    env = dict(_env(), SYFT_FLWR_HEARTBEAT_INTERVAL="0.5")
+    # A round timeout far longer than the test: only liveness can end the wait.
+    cmd = _simulate(
+        app_dir,
+        work,
+        "num-server-rounds=4 slow-seconds=0.3 min-nodes=2 round-timeout=600",
+    )
+    cmd[cmd.index("-n") + 1] = "3"
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    log = work / "logs" / "researcher@example.org.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        pid = _party_pid(work, "do3@example.org")
+        if log.exists() and "[ROUND 2/4]" in log.read_text() and pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the run ended before do3 could be killed")
+    out, _ = proc.communicate(timeout=300)
+    assert "data owner do3@example.org was killed by SIGKILL (last log line:" in out
+    summary = json.loads((work / "summary.json").read_text())
+    by_email = {p["email"]: p for p in summary["parties"]}
+    assert by_email["researcher@example.org"]["returncode"] == 0, out
+    assert by_email["do3@example.org"]["returncode"] == -signal.SIGKILL
+    assert "killed by SIGKILL" in by_email["do3@example.org"]["note"]
+    assert not summary["ok"] and proc.returncode == 1
+    text = log.read_text()
+    assert "do3@example.org stopped answering: no heartbeat" in text
+    assert "timed out" not in text
+    assert 'TOY_RESULT {"final_mean": 4.0}' in out
