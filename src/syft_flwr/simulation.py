@@ -15,11 +15,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from syft_flwr.config import Settings
 from syft_flwr.errors import ConfigError
@@ -134,6 +136,124 @@ def _party_cmd(
     if party.node_config:
         cmd += ["--node-config", party.node_config]
     return cmd
+
+
+class _PartyProcess(Protocol):
+    """What the runner needs of a party's process (``subprocess.Popen`` has it)."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+class _ForkedParty:
+    """A party started with ``os.fork()`` from this (already warm) process.
+
+    Every party is still its own OS process, with its own session, log file,
+    environment and working directory; what it skips is starting Python and
+    importing Flower and syft_flwr again (about 0.9 s of CPU per party, paid 9
+    times over on 2 cores for 8 data owners). The interface is ``Popen``'s.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._returncode: int | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._returncode
+
+    def poll(self) -> int | None:
+        if self._returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return self._returncode
+            if pid:
+                self._returncode = os.waitstatus_to_exitcode(status)
+        return self._returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if end is not None and time.monotonic() >= end:
+                raise subprocess.TimeoutExpired(f"party {self.pid}", timeout or 0.0)
+            time.sleep(0.01)
+        assert self._returncode is not None
+        return self._returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _can_fork() -> bool:
+    # Forking a process that runs other threads can deadlock the child on a
+    # lock one of them held; then (and off POSIX) parties start the slow way.
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+def _fork_party(
+    argv: list[str], env: dict[str, str], cwd: Path, log_path: Path
+) -> _ForkedParty:
+    """Run ``syft_flwr <argv>`` in a forked child; its output goes to ``log_path``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return _ForkedParty(pid)
+    code = 1
+    try:
+        os.setsid()  # like start_new_session: Ctrl-C reaches the runner only
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        for stream in (sys.stdout, sys.stderr):
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(line_buffering=True)
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        sys.argv = ["syft_flwr", *argv]
+        if "numpy" in sys.modules:  # not the parent's (shared) random stream
+            sys.modules["numpy"].random.seed()
+        from syft_flwr.cli import main
+
+        main(argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
 
 
 class _Tail:
@@ -262,7 +382,7 @@ def simulate(
         for p in (parties[-1], *parties[:-1])
     ]
     start = time.monotonic()
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    procs: dict[str, _PartyProcess] = {}
     try:
         procs = _start_parties(plan, parties)
         _watch(parties, procs, tails, start + timeout, out, quiet)
@@ -389,14 +509,18 @@ def _prepare(plan: _Plan) -> list[Party]:
     return parties
 
 
-def _start_parties(
-    plan: _Plan, parties: list[Party]
-) -> dict[str, subprocess.Popen[bytes]]:
-    """Start every party as its own OS process (data owners first)."""
+def _start_parties(plan: _Plan, parties: list[Party]) -> dict[str, _PartyProcess]:
+    """Start every party as its own OS process (data owners first).
+
+    With the default ``party`` entry, parties are forked from this process, which
+    has imported everything already (see :class:`_ForkedParty`); ``main.py``
+    entries (the app's own script) are started as new Python processes.
+    """
+    fork = plan.entry == "party" and _can_fork()
     base_env = dict(os.environ)
     base_env["PYTHONUNBUFFERED"] = "1"
     base_env["SYFT_FLWR_ENCRYPTION_ENABLED"] = "true" if plan.encryption else "false"
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    procs: dict[str, _PartyProcess] = {}
     # Data owners first: they publish their permissions and wait for work.
     for p in parties:
         env = dict(base_env)
@@ -412,6 +536,10 @@ def _start_parties(
         )
         if plan.fresh and p.role == "researcher":
             cmd.append("--fresh")
+        if fork:
+            # cmd is [python, -m, syft_flwr.cli, party, ...]
+            procs[p.email] = _fork_party(cmd[3:], env, plan.cfg.app_dir, p.log_path)
+            continue
         with open(p.log_path, "wb") as log:
             procs[p.email] = subprocess.Popen(
                 cmd,
@@ -421,12 +549,22 @@ def _start_parties(
                 cwd=str(plan.cfg.app_dir),
                 start_new_session=True,
             )
+    _write_text_atomic(
+        plan.root / "parties.json",
+        json.dumps(
+            [
+                {"email": p.email, "role": p.role, "pid": procs[p.email].pid}
+                for p in parties
+            ],
+            indent=2,
+        ),
+    )
     return procs
 
 
 def _watch(
     parties: list[Party],
-    procs: dict[str, subprocess.Popen[bytes]],
+    procs: dict[str, _PartyProcess],
     tails: list[_Tail],
     deadline: float,
     out: IO[str],
@@ -499,9 +637,7 @@ def _last_line(path: Path) -> str:
     return next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
 
 
-def _stop_parties(
-    parties: list[Party], procs: dict[str, subprocess.Popen[bytes]]
-) -> None:
+def _stop_parties(parties: list[Party], procs: dict[str, _PartyProcess]) -> None:
     """Data owners exit on the stop signal; give them a moment, then end them.
 
     A researcher killed by a signal sent no stop signal: nobody waits for one.
@@ -521,21 +657,21 @@ def _stop_parties(
                 proc.wait()
 
 
-def _kill_leftovers(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+def _kill_leftovers(procs: dict[str, _PartyProcess]) -> None:
     """Last resort (an error or Ctrl-C above): no party process outlives simulate."""
     for proc in procs.values():
         if proc.poll() is None:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
+            except OSError:  # not its own group leader yet
+                proc.kill()
             proc.wait()
 
 
 def _collect(
     plan: _Plan,
     parties: list[Party],
-    procs: dict[str, subprocess.Popen[bytes]],
+    procs: dict[str, _PartyProcess],
     tails: list[_Tail],
     start: float,
     out: IO[str],

@@ -51,17 +51,11 @@ def _simulate(app: Path, work: Path, run_config: str, *extra: str) -> list[str]:
 
 def _party_pid(work: Path, email: str = "researcher@example.org") -> int | None:
     """The pid of ``email``'s process in the simulation in ``work``."""
-    needle = str(work / "configs" / f"{email}.json").encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"\0party\0" in cmd and needle in cmd:
-            return int(entry.name)
-    return None
+    try:
+        parties = json.loads((work / "parties.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return next((p["pid"] for p in parties if p["email"] == email), None)
 
 
 def _result(stdout: str, prefix: str) -> dict:

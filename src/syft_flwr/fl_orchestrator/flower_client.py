@@ -263,13 +263,23 @@ class Heartbeat:
         self.beats += 1
 
     def _run(self) -> None:
-        while True:
+        # The first beat says "serving": wait until this side is prepared (the
+        # researcher then writes its deferred requests at once, no polling).
+        while not self._stop.is_set():
+            try:
+                if self.transport.is_prepared(
+                    self.transport.identity, self.app_name, self.endpoint
+                ):
+                    break
+            except TransportError:
+                pass
+            self._stop.wait(0.02)
+        while not self._stop.is_set():
             try:
                 self.beat()
             except TransportError as exc:  # e.g. Drive briefly unreachable
                 logger.debug("heartbeat not published: %s", exc)
-            if self._stop.wait(self.interval):
-                return
+            self._stop.wait(self.interval)
 
     def stop(self) -> None:
         """Stop beating and remove the beat files (a clean exit leaves nothing)."""

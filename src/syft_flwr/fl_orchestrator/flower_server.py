@@ -128,6 +128,7 @@ def run_researcher(
     )
     reason, outcome = "Training complete", "completed"
     try:
+        grid.warm_up()
         with _sigterm_as_interrupt():
             out = run_serverapp(
                 grid=grid,

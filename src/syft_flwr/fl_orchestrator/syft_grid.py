@@ -186,6 +186,8 @@ class SyftGrid(Grid):
         # and who was reported dead (logged once; cleared by the next beat).
         self._beats: dict[str, float] = {}
         self._dead: set[str] = set()
+        # A beat from a data owner with deferred requests: it may be ready now.
+        self._ready_hint = False
         self.tally = WorkTally()
 
     # -- helpers --------------------------------------------------------------
@@ -244,6 +246,14 @@ class SyftGrid(Grid):
             self._watches[email] = w
             self._watches[f"{email}#heartbeat"] = beat
             self._watching.discard(email)
+        # A beat from before the watch existed counts as one now (one read per
+        # data owner per run): a data owner that dies before its next beat is
+        # then still noticed.
+        try:
+            if self.transport.has_heartbeat(email, self.app_name, self.endpoint):
+                self._on_beat(email)
+        except TransportError as exc:
+            logger.debug("could not look for the heartbeat of %s: %s", email, exc)
 
     def _sweep_stale(self, email: str) -> None:
         """Withdraw this researcher's leftovers from earlier runs of the app.
@@ -282,9 +292,31 @@ class SyftGrid(Grid):
             self._beats[email] = time.monotonic()
             back = email in self._dead
             self._dead.discard(email)
+            # A data owner beats once it serves the app: its deferred requests
+            # can go now, not at the next readiness poll.
+            if email not in self._ready and any(
+                u[0] == email for u in self._unsent.values()
+            ):
+                self._ready_checked.pop(email, None)
+                self._ready_hint = True
             self._cv.notify_all()
         if back:
             logger.info("%s is alive again (its heartbeat is back)", email)
+
+    def warm_up(self) -> None:
+        """Set up what the first round would otherwise pay for, before it starts.
+
+        Per data owner: leftovers of an earlier run withdrawn, the reply and
+        heartbeat watches registered, readiness checked. Called by
+        :func:`~syft_flwr.fl_orchestrator.flower_server.run_researcher` while the
+        ServerApp loads, so round 1 costs what a later round does.
+        """
+        for email in self.datasites:
+            try:
+                self._ensure_watch(email)
+                self._is_ready(email, force=True)
+            except TransportError as exc:  # the first push will try again
+                logger.debug("could not prepare the exchange with %s: %s", email, exc)
 
     def _heartbeat_limit(self) -> tuple[float, float]:
         """(seconds between beats, seconds of silence after which we give up)."""
@@ -710,7 +742,7 @@ class SyftGrid(Grid):
                 # full pass every poll interval catches anything events missed.
                 step = 0.25 if self._unsent else rescan
                 self._cv.wait_for(
-                    lambda: bool(self._arrived & remaining),
+                    lambda: bool(self._arrived & remaining) or self._ready_hint,
                     timeout=max(
                         0.0,
                         min(
@@ -722,6 +754,7 @@ class SyftGrid(Grid):
                         ),
                     ),
                 )
+                self._ready_hint = False
         answered = sorted(
             {self._node_to_email.get(r.metadata.src_node_id, "?") for r in replies}
         )

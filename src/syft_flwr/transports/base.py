@@ -300,6 +300,14 @@ class Transport(ABC):
             key.rsplit("/", 1)[0], lambda k: callback() if k == key else None
         )
 
+    def has_heartbeat(self, owner: str, app: str, endpoint: str) -> bool:
+        """Return whether ``owner`` has published a beat for this identity.
+
+        One read, for first contact: a beat published before the watch was set
+        up is otherwise not seen until the next one.
+        """
+        return self.exists(heartbeat_key(owner, app, endpoint, self.identity))
+
     def close(self) -> None:
         """Release resources; idempotent."""
         self._closed = True
