@@ -282,7 +282,8 @@ class Transport(ABC):
         change is what the peer notices (see :meth:`watch_heartbeat`).
         """
         for peer in peers:
-            self.put(heartbeat_key(self.identity, app, endpoint, peer), data)
+            key = heartbeat_key(self.identity, app, endpoint, peer.strip().lower())
+            self.put(key, data)
 
     def watch_heartbeat(
         self, owner: str, app: str, endpoint: str, callback: Callable[[], None]
@@ -293,7 +294,7 @@ class Transport(ABC):
         notifications the backend delivers anyway (watchdog events, Drive's
         change feed): no extra read per beat or per round.
         """
-        key = heartbeat_key(owner, app, endpoint, self.identity)
+        key = heartbeat_key(owner.strip().lower(), app, endpoint, self.identity)
         # Watch the folder (watched for responses already), not the file: some
         # backends can only watch folders.
         return self.watch(
@@ -306,6 +307,7 @@ class Transport(ABC):
         One read, for first contact: a beat published before the watch was set
         up is otherwise not seen until the next one.
         """
+        owner = owner.strip().lower()
         return self.exists(heartbeat_key(owner, app, endpoint, self.identity))
 
     def close(self) -> None:

@@ -80,7 +80,14 @@ from syft_flwr.errors import (
     TransportClosed,
     TransportError,
 )
-from syft_flwr.transports.base import KeyCallback, RpcPath, Transport, Watch, check_key
+from syft_flwr.transports.base import (
+    HEARTBEAT_NAME,
+    KeyCallback,
+    RpcPath,
+    Transport,
+    Watch,
+    check_key,
+)
 
 __all__ = [
     "CHANNEL_PREFIX",
@@ -342,6 +349,10 @@ def _authorized_service_factory(
 
 
 # -- the transport -------------------------------------------------------------------------
+
+
+def _is_heartbeat(key: str) -> bool:
+    return key.rsplit("/", 1)[-1] == HEARTBEAT_NAME
 
 
 class GDriveTransport(Transport):
@@ -1149,7 +1160,8 @@ class GDriveTransport(Transport):
                     self._forget_channel(cid)
                     with self._lock:
                         self._root_id = None
-        self._activity.set()
+        if not _is_heartbeat(key):  # a beat is not work: polling stays slow
+            self._activity.set()
 
     def _put_in(self, cid: str, key: str, data: bytes) -> None:
         with self._lock:
@@ -1662,7 +1674,10 @@ class GDriveTransport(Transport):
             if entry is None:
                 continue
             self._remember(entry)
-            active |= self._notify(entry, from_changes=True)
+            fired = self._notify(entry, from_changes=True)
+            # A peer's heartbeat is delivered to watchers but does not switch
+            # polling to the fast pace: beats cost the reader no extra request.
+            active |= fired and not _is_heartbeat(entry.key)
         return active
 
     def _channel_of(self, folder_id: str) -> _Channel | None:
