@@ -348,3 +348,33 @@ def test_heartbeat_goes_through_the_transport_and_wakes_the_watcher():
     assert seen.wait(5)
     key = heartbeat_key("do1@example.org", "flwr/toy", "messages", DS)
     assert b'"seq": 0' in reader.get(key)
+
+
+def test_warm_up_waits_for_the_ready_signal_of_every_data_owner(caplog):
+    from syft_flwr.fl_orchestrator.flower_client import Heartbeat
+    from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+
+    hub = MemoryHub()
+    owner = MemoryClient("do1@example.org", hub).make_transport()
+    grid = SyftGrid("flwr/toy", ["do1@example.org"], client=MemoryClient(DS, hub))
+    beat = Heartbeat(owner, "flwr/toy", "messages", [DS], interval=60)
+
+    def start_serving() -> None:
+        owner.prepare("flwr/toy", "messages", [DS])
+        beat.start()  # the first beat is the ready signal
+
+    threading.Timer(0.3, start_serving).start()
+    try:
+        grid.warm_up(wait=60)
+        # it returned because do1 serves the app now, not because time ran out
+        assert owner.is_prepared("do1@example.org", "flwr/toy", "messages")
+        assert beat.beats >= 1
+    finally:
+        beat.stop()
+        grid.close()
+    late = SyftGrid("flwr/toy", ["do2@example.org"], client=MemoryClient(DS, hub))
+    with caplog.at_level("INFO", logger="syft_flwr"):
+        late.warm_up(wait=0.3)
+    late.close()
+    assert "0 of 1 data owners serve the app" in caplog.text
+    assert "do2@example.org" in caplog.text

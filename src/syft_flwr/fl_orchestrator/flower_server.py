@@ -27,6 +27,11 @@ __all__ = ["run_researcher", "syftbox_flwr_server"]
 
 logger = logging.getLogger("syft_flwr.researcher")
 
+#: Seconds the researcher waits, before round 1, for data owners to serve the app.
+#: Enough for a local simulation's start-up; on a real network, owners still
+#: starting get their requests when they are ready.
+READY_WAIT = 5.0
+
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
@@ -128,7 +133,7 @@ def run_researcher(
     )
     reason, outcome = "Training complete", "completed"
     try:
-        grid.warm_up()
+        grid.warm_up(wait=READY_WAIT)
         with _sigterm_as_interrupt():
             out = run_serverapp(
                 grid=grid,

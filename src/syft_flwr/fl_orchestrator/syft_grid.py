@@ -294,29 +294,52 @@ class SyftGrid(Grid):
             self._dead.discard(email)
             # A data owner beats once it serves the app: its deferred requests
             # can go now, not at the next readiness poll.
-            if email not in self._ready and any(
-                u[0] == email for u in self._unsent.values()
-            ):
+            if email not in self._ready:
                 self._ready_checked.pop(email, None)
                 self._ready_hint = True
             self._cv.notify_all()
         if back:
             logger.info("%s is alive again (its heartbeat is back)", email)
 
-    def warm_up(self) -> None:
+    def warm_up(self, wait: float = 0.0) -> None:
         """Set up what the first round would otherwise pay for, before it starts.
 
         Per data owner: leftovers of an earlier run withdrawn, the reply and
-        heartbeat watches registered, readiness checked. Called by
-        :func:`~syft_flwr.fl_orchestrator.flower_server.run_researcher` while the
-        ServerApp loads, so round 1 costs what a later round does.
+        heartbeat watches registered, readiness checked. Then wait up to
+        ``wait`` seconds for every data owner to serve the app (a data owner's
+        first heartbeat says so at once), so round 1 does not start while they
+        are still starting. Whoever is not ready by then gets its requests when
+        it is, as before.
+
+        Parameters
+        ----------
+        wait:
+            Seconds to wait for data owners to be ready (0: do not wait).
         """
         for email in self.datasites:
             try:
                 self._ensure_watch(email)
-                self._is_ready(email, force=True)
             except TransportError as exc:  # the first push will try again
                 logger.debug("could not prepare the exchange with %s: %s", email, exc)
+        end = time.monotonic() + wait
+        while True:
+            waiting = [e for e in self.datasites if not self._is_ready(e)]
+            now = time.monotonic()
+            if not waiting or now >= end:
+                break
+            with self._cv:
+                self._cv.wait_for(
+                    lambda: self._ready_hint, timeout=min(0.25, end - now)
+                )
+                self._ready_hint = False
+        if waiting and wait > 0:
+            logger.info(
+                "%d of %d data owners serve the app; starting, the others get "
+                "their requests when they do (waiting for %s)",
+                len(self.datasites) - len(waiting),
+                len(self.datasites),
+                ", ".join(waiting),
+            )
 
     def _heartbeat_limit(self) -> tuple[float, float]:
         """(seconds between beats, seconds of silence after which we give up)."""
