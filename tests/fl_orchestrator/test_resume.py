@@ -148,6 +148,12 @@ def test_journal_refuses_a_corrupt_file_and_discards_another_key(tmp_path):
     other = Journal(tmp_path / "j", "key-b")
     assert other.run_id is None and not other.resuming
     j = Journal(tmp_path / "j", "key-a")
+    j.begin(1)
+    j.record([("fp1", b"old")])
+    j = Journal(tmp_path / "j", "key-a")
+    j.begin(2)  # an explicit other run id: the old records are not replayed
+    assert Journal(tmp_path / "j", "key-a").replay(["fp1"]) is None
+    j = Journal(tmp_path / "j", "key-a")
     j.begin(8)
     (tmp_path / "j" / "00000000.exchange").write_bytes(b"\x00\x00\x00\x09garbage")
     with pytest.raises(CheckpointError, match="--fresh"):

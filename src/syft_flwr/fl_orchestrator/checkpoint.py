@@ -202,7 +202,13 @@ class Journal:
         self._next = len(files)
 
     def begin(self, run_id: int) -> None:
-        """Record ``run_id`` as this run's id (before any exchange is written)."""
+        """Start recording a new run ``run_id`` (records of another run are dropped)."""
+        if self.run_id != run_id:
+            with self._lock:
+                self._records.clear()
+                self._unused = self._next = 0
+            for f in self.folder.glob("*.exchange"):
+                f.unlink(missing_ok=True)
         self.run_id = run_id
         meta = {"version": JOURNAL_VERSION, "key": self.key, "run_id": run_id}
         _write_durable(self.folder / "run.json", json.dumps(meta).encode())

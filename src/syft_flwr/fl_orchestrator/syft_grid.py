@@ -327,6 +327,16 @@ class SyftGrid(Grid):
             now = time.monotonic()
             if not waiting or now >= end:
                 break
+            with self._lock:
+                new = [e for e in waiting if e not in self._warned_unprepared]
+                self._warned_unprepared.update(new)
+            for email in new:
+                logger.info(
+                    "%s has not started serving the app; waiting up to %.0f s "
+                    "before round 1",
+                    email,
+                    wait,
+                )
             with self._cv:
                 self._cv.wait_for(
                     lambda: self._ready_hint, timeout=min(0.25, end - now)
