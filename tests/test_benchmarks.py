@@ -111,3 +111,36 @@ def test_drive_request_benchmark_prints_counts_per_data_owner_and_round() -> Non
         assert per_round > 0
     carried = next(x for x in lines if "carries at one round per minute" in x)
     assert int(carried.rsplit(":", 1)[1]) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_startup_benchmark_prints_its_table() -> None:
+    bench = BENCH.parent / "bench_startup.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYFT_FLWR_")}
+    proc = subprocess.run(
+        [sys.executable, str(bench), "--sizes", "2", "--rounds", "3", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [_cells(x) for x in proc.stdout.splitlines() if x.startswith("| ")]
+    assert rows[0] == [
+        "setup",
+        "N",
+        "command -> first request",
+        "round 1",
+        "steady round",
+        "total",
+    ]
+    measured = {r[0]: r for r in rows[1:] if "not measured" not in r[0]}
+    assert set(measured) == {
+        "syft_flwr simulate (processes, folders)",
+        "in-process limit (threads, memory)",
+    }
+    for cells in measured.values():
+        assert cells[1] == "2"
+        assert all(_number(c) >= 0 for c in cells[2:])
+        assert _number(cells[5]) > 0

@@ -31,6 +31,7 @@ __all__ = [
     "empty_run",
     "run_copy",
     "set_message_id",
+    "set_reply_to",
     "set_flower_log_colors",
     "set_routing",
     "set_task_identity",
@@ -74,6 +75,15 @@ def task_identity_run_id() -> int | None:
 def set_message_id(message: Message, message_id: str) -> None:
     """Set the read-only ``metadata.message_id`` (as Flower's own grids do)."""
     message.metadata.__dict__["_message_id"] = message_id
+
+
+def set_reply_to(message: Message, message_id: str) -> None:
+    """Point a stored reply at a re-sent request (read-only ``reply_to_message_id``).
+
+    Used when a reply is answered again from a checkpoint or a data owner's
+    reply cache: the content is the stored one, the request id is the new one.
+    """
+    message.metadata.__dict__["_reply_to_message_id"] = message_id
 
 
 def set_routing(message: Message, *, run_id: int, src_node_id: int) -> None:

@@ -24,6 +24,9 @@ variable                           default     meaning
 ``SYFT_FLWR_PREKEY_GRACE``         ``7d``      how long ``syft_flwr keys rotate`` keeps the
                                                old signed prekey before destroying it
                                                (``7d``, ``12h``, ``30m`` or seconds)
+``SYFT_FLWR_HEARTBEAT_INTERVAL``   transport   seconds between a data owner's heartbeats
+``SYFT_FLWR_HEARTBEAT_MISSES``     ``4``       missed heartbeats before the researcher
+                                               stops waiting for a data owner
 =================================  ==========  ============================================
 """
 
@@ -42,12 +45,15 @@ from syft_flwr.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_HEARTBEAT_MISSES",
     "DEFAULT_INLINE_LIMIT",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_MSG_TIMEOUT",
     "DEFAULT_POLL_INTERVAL",
     "ENV_CHUNK_SIZE",
     "ENV_ENCRYPTION_ENABLED",
+    "ENV_HEARTBEAT_INTERVAL",
+    "ENV_HEARTBEAT_MISSES",
     "ENV_LOG_LEVEL",
     "ENV_MAX_MESSAGE_BYTES",
     "ENV_MSG_TIMEOUT",
@@ -70,9 +76,13 @@ ENV_LOG_LEVEL = "SYFT_FLWR_LOG_LEVEL"
 ENV_REVEAL_ERRORS = "SYFT_FLWR_REVEAL_ERRORS"
 ENV_MAX_MESSAGE_BYTES = "SYFT_FLWR_MAX_MESSAGE_BYTES"
 ENV_PREKEY_GRACE = "SYFT_FLWR_PREKEY_GRACE"
+ENV_HEARTBEAT_INTERVAL = "SYFT_FLWR_HEARTBEAT_INTERVAL"
+ENV_HEARTBEAT_MISSES = "SYFT_FLWR_HEARTBEAT_MISSES"
 
 DEFAULT_MSG_TIMEOUT = 120.0  # seconds
 DEFAULT_POLL_INTERVAL = 2.0  # seconds
+#: A data owner silent for this many heartbeat intervals is taken for dead.
+DEFAULT_HEARTBEAT_MISSES = 4
 #: 4 MiB keeps every file on the Go client's websocket fast path and far below
 #: SyftBox 0.4.0's silent 10 MB upload limit.
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024  # bytes
@@ -162,6 +172,11 @@ class Settings:
     inline_limit: int = DEFAULT_INLINE_LIMIT
     log_level: str = "INFO"
     reveal_errors: bool = False
+    #: Seconds between a data owner's heartbeats; ``None``: the transport's
+    #: default (2 s on folders and in memory, 10 s on Google Drive).
+    heartbeat_interval: float | None = None
+    #: Missed heartbeats after which the researcher stops waiting for a data owner.
+    heartbeat_misses: int = DEFAULT_HEARTBEAT_MISSES
     #: ``NO_COLOR`` (https://no-color.org) set to anything non-empty.
     no_color: bool = False
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
@@ -210,6 +225,10 @@ class Settings:
             values["reveal_errors"] = _parse_bool(ENV_REVEAL_ERRORS, v)  # type: ignore[arg-type]
         if (v := env.get(ENV_PREKEY_GRACE)) not in (None, ""):
             values["prekey_grace"] = parse_duration(str(v).strip())
+        if (v := env.get(ENV_HEARTBEAT_INTERVAL)) not in (None, ""):
+            values["heartbeat_interval"] = _parse_float(ENV_HEARTBEAT_INTERVAL, v)  # type: ignore[arg-type]
+        if (v := env.get(ENV_HEARTBEAT_MISSES)) not in (None, ""):
+            values["heartbeat_misses"] = _parse_int(ENV_HEARTBEAT_MISSES, v, minimum=1)  # type: ignore[arg-type]
         if (v := env.get(ENV_LOG_LEVEL)) not in (None, ""):
             values["log_level"] = str(v).upper()
         if (v := env.get(ENV_MAX_MESSAGE_BYTES)) not in (None, ""):

@@ -10,6 +10,7 @@ either::
     │   ├── PathNotFoundError (FileNotFoundError)  app folder, main.py, DATA_DIR
     │   └── AlreadyExistsError (FileExistsError)   bootstrap over an existing main.py
     ├── RunFailed                      the ServerApp raised, or every ClientApp call failed
+    ├── CheckpointError                a saved checkpoint cannot be read (use --fresh)
     ├── SerializationError (ValueError)
     ├── EnvelopeError (ValueError)
     │   ├── IncompleteMessage          file partial / chunk not synced yet: retry later
@@ -47,6 +48,7 @@ from __future__ import annotations
 __all__ = [
     "AlreadyExistsError",
     "BadSignatureError",
+    "CheckpointError",
     "ChunkIntegrityError",
     "ConfigError",
     "DecryptionError",
@@ -104,6 +106,10 @@ class AlreadyExistsError(ConfigError, FileExistsError):
 class RunFailed(SyftFlwrError):
     """A federated run did not succeed: the ServerApp raised, or no ClientApp
     call succeeded. Parties exit non-zero on it."""
+
+
+class CheckpointError(SyftFlwrError):
+    """Saved progress (the researcher's journal) is unreadable; rerun with ``--fresh``."""
 
 
 class SerializationError(SyftFlwrError, ValueError):

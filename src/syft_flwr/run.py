@@ -119,8 +119,9 @@ def run_project_researcher(
     datasites: list[str] | None = None,
     settings: Settings | None = None,
     run_id: int | None = None,
+    fresh: bool = False,
 ) -> Any:
-    """Load the app's ServerApp and run it with a SyftGrid."""
+    """Load the app's ServerApp and run it with a SyftGrid (resuming unless ``fresh``)."""
     from syft_flwr.fl_orchestrator.flower_server import run_researcher
 
     server_app = load_component(cfg.serverapp, cfg.app_dir)
@@ -135,6 +136,7 @@ def run_project_researcher(
         settings=settings,
         run_id=run_id,
         project_hash=_project_hash(cfg.app_dir),
+        fresh=fresh,
     )
 
 
@@ -208,8 +210,11 @@ def run_role(
     *,
     run_config: str | list[str] | None = None,
     node_config: str | list[str] | None = None,
+    fresh: bool = False,
 ) -> Any:
     """Run ``role`` (researcher or data owner) of ``cfg``; used by main.py and the CLI.
+
+    ``fresh`` makes the researcher start over instead of resuming an interrupted run.
 
     Raises
     ------
@@ -217,7 +222,7 @@ def run_role(
         This party's run failed (see :class:`~syft_flwr.errors.RunFailed`).
     """
     if role == RESEARCHER:
-        return run_project_researcher(cfg, client, run_config=run_config)
+        return run_project_researcher(cfg, client, run_config=run_config, fresh=fresh)
     return run_project_data_owner(
         cfg, client, run_config=run_config, node_config=node_config
     )
@@ -255,6 +260,11 @@ def build_main_parser() -> argparse.ArgumentParser:
         "then ~/.syftbox/config.json)",
     )
     p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="researcher: start over instead of resuming an interrupted run",
+    )
+    p.add_argument(
         "-s",
         "--simulation",
         action="store_true",
@@ -283,7 +293,12 @@ def main(project_dir: str | Path, argv: list[str] | None = None) -> None:
             os.environ.get("OUTPUT_DIR"),
         )
         run_role(
-            cfg, client, role, run_config=args.run_config, node_config=args.node_config
+            cfg,
+            client,
+            role,
+            run_config=args.run_config,
+            node_config=args.node_config,
+            fresh=args.fresh,
         )
     except ConfigError as exc:
         print(f"syft_flwr: error: {exc}", file=sys.stderr)

@@ -291,3 +291,90 @@ def test_one_success_is_enough_for_a_completed_run(toy):
         th.join(timeout=10)
     assert results["do2@example.org"].stopped_outcome == "completed"
     results["do2@example.org"].check_outcome()
+
+
+def test_data_owner_whose_heartbeat_stops_is_not_waited_for(toy, capsys, caplog):
+    from syft_flwr.fl_orchestrator.flower_client import Heartbeat
+
+    cfg, server_app, client_app = toy
+    hub = MemoryHub()
+    settings = Settings(poll_interval=0.5, heartbeat_interval=0.1, heartbeat_misses=3)
+    serving = ["do1@example.org", "do2@example.org"]
+    dead = "do3@example.org"
+    everyone = [*serving, dead]
+    # A long round timeout: only the heartbeat can end the wait for do3.
+    rc = dict(cfg.app_config, **{"round-timeout": 600.0, "num-server-rounds": 2})
+    _, threads = _start_owners(hub, client_app, serving, rc, settings, 3)
+    # do3 served the app and beat a few times, then its process "died": it
+    # never answers and its heartbeat stops.
+    t3 = MemoryClient(dead, hub).make_transport()
+    t3.prepare("flwr/toy", "messages", [DS])
+    hb = Heartbeat(t3, "flwr/toy", "messages", [DS], interval=0.1).start()
+    threading.Timer(1.0, hb.stop).start()
+    with caplog.at_level("INFO", logger="syft_flwr"):
+        run_researcher(
+            server_app,
+            "flwr/toy",
+            everyone,
+            client=MemoryClient(DS, hub),
+            run_config=rc,
+            settings=settings,
+            stop_wait=1,
+        )
+    for th in threads:
+        th.join(timeout=10)
+        assert not th.is_alive()
+    assert hb.beats >= 1
+    assert '"final_mean": 2.0' in capsys.readouterr().out
+    text = caplog.text
+    assert f"{dead} stopped answering: no heartbeat" in text
+    assert text.count(f"{dead} stopped answering") == 1  # said once, not per round
+    assert "timed out" not in text
+    # its unanswered requests were withdrawn, not left for a later restart
+    assert not [k for k in hub.snapshot() if k.endswith(".request")]
+
+
+def test_heartbeat_goes_through_the_transport_and_wakes_the_watcher():
+    from syft_flwr.fl_orchestrator.flower_client import Heartbeat
+    from syft_flwr.transports.base import heartbeat_key
+
+    hub = MemoryHub()
+    owner = MemoryClient("do1@example.org", hub).make_transport()
+    reader = MemoryClient(DS, hub).make_transport()
+    seen = threading.Event()
+    reader.watch_heartbeat("do1@example.org", "flwr/toy", "messages", seen.set)
+    hb = Heartbeat(owner, "flwr/toy", "messages", [DS], interval=60)
+    hb.beat()
+    assert seen.wait(5)
+    key = heartbeat_key("do1@example.org", "flwr/toy", "messages", DS)
+    assert b'"seq": 0' in reader.get(key)
+
+
+def test_warm_up_waits_for_the_ready_signal_of_every_data_owner(caplog):
+    from syft_flwr.fl_orchestrator.flower_client import Heartbeat
+    from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+
+    hub = MemoryHub()
+    owner = MemoryClient("do1@example.org", hub).make_transport()
+    grid = SyftGrid("flwr/toy", ["do1@example.org"], client=MemoryClient(DS, hub))
+    beat = Heartbeat(owner, "flwr/toy", "messages", [DS], interval=60)
+
+    def start_serving() -> None:
+        owner.prepare("flwr/toy", "messages", [DS])
+        beat.start()  # the first beat is the ready signal
+
+    threading.Timer(0.3, start_serving).start()
+    try:
+        grid.warm_up(wait=60)
+        # it returned because do1 serves the app now, not because time ran out
+        assert owner.is_prepared("do1@example.org", "flwr/toy", "messages")
+        assert beat.beats >= 1
+    finally:
+        beat.stop()
+        grid.close()
+    late = SyftGrid("flwr/toy", ["do2@example.org"], client=MemoryClient(DS, hub))
+    with caplog.at_level("INFO", logger="syft_flwr"):
+        late.warm_up(wait=0.3)
+    late.close()
+    assert "0 of 1 data owners serve the app" in caplog.text
+    assert "do2@example.org" in caplog.text

@@ -503,3 +503,17 @@ def test_identity_is_lower_cased(backend: Backend) -> None:
 def test_wait_until_helper_fails_loudly() -> None:
     with pytest.raises(AssertionError, match="timed out"):
         wait_until(lambda: False, timeout=0.05, message="never")
+
+
+def test_heartbeat_reaches_the_peer_through_its_watch(backend: Backend) -> None:
+    import threading
+
+    owner, peer = backend.reader, backend.writer  # do1 serves, ds listens
+    owner.prepare("contract", "messages", [WRITER])
+    beat = threading.Event()
+    peer.watch_heartbeat(READER, "contract", "messages", beat.set)
+    owner.beat("contract", "messages", [WRITER], b'{"seq": 0}')
+    assert beat.wait(backend.watch_timeout)
+    beat.clear()
+    owner.beat("contract", "messages", [WRITER], b'{"seq": 1}')  # replaced in place
+    assert beat.wait(backend.watch_timeout)

@@ -652,6 +652,23 @@ def test_polling_backs_off_when_idle_and_speeds_up_on_activity(
     assert wait_until(lambda: do.current_poll_delay == 0.25, timeout=2)
 
 
+def test_a_peers_heartbeat_is_delivered_but_polling_stays_slow(
+    make: MakeTransport,
+) -> None:
+    do, ds = make(ANN, poll_interval=0.6), make(BOB)
+    ds.prepare(APP, "messages", [ANN])  # BOB serves the app and beats to ANN
+    beats = threading.Event()
+    do.watch_heartbeat(BOB, APP, "messages", beats.set)
+    assert wait_until(lambda: do.current_poll_delay == 0.6, timeout=5)
+    ds.beat(APP, "messages", [ANN], b'{"seq": 0}')
+    assert beats.wait(5)
+    # A beat is not work: the reader keeps its idle pace (no burst of polls).
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:
+        assert do.current_poll_delay == 0.6
+        time.sleep(0.01)
+
+
 def test_reconciliation_covers_a_failing_changes_feed(
     make: MakeTransport, drive: FakeDriveServer
 ) -> None:

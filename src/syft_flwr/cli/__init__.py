@@ -94,6 +94,7 @@ def _simulate(
         timeout=args.timeout,
         entry=entry,
         log_dir=log_dir,
+        fresh=args.fresh,
     )
     return 0 if res.ok else 1
 
@@ -144,7 +145,12 @@ def _cmd_party(args: argparse.Namespace) -> int:
     cfg = dataclasses.replace(cfg, **changes)  # type: ignore[arg-type]
     client = SyftCoreClient.load(args.config)
     run_role(
-        cfg, client, args.role, run_config=args.run_config, node_config=args.node_config
+        cfg,
+        client,
+        args.role,
+        run_config=args.run_config,
+        node_config=args.node_config,
+        fresh=args.fresh,
     )
     return 0
 
@@ -361,7 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
             type=Path,
             default=None,
             help="folder for the simulated network and outputs (default: a new "
-            "temporary folder)",
+            "temporary folder); run again with the same folder to resume an "
+            "interrupted run",
+        )
+        s.add_argument(
+            "--fresh",
+            action="store_true",
+            help="start over instead of resuming an interrupted run in --workdir",
         )
         s.add_argument(
             "--timeout",
@@ -475,6 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--node-config", action="append", default=None, help="this node's config"
+    )
+    s.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start the run over instead of resuming it",
     )
     s.set_defaults(func=_cmd_party)
     return p

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -12,20 +14,22 @@ from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
-from syft_flwr._flwr_compat import SYSTEM_MESSAGE_TYPE, set_message_id
+from syft_flwr._flwr_compat import SYSTEM_MESSAGE_TYPE, set_message_id, set_reply_to
 from syft_flwr.client.factory import wrap_client
 from syft_flwr.client.syft_p2p_client import restrict_peers
 from syft_flwr.config import Settings
-from syft_flwr.errors import RunFailed, SerializationError
+from syft_flwr.errors import RunFailed, SerializationError, TransportError
 from syft_flwr.events.factory import create_events_watcher
 from syft_flwr.events.protocol import SyftFlwrEvents
 from syft_flwr.events.watcher import TransportEvents, current_request
+from syft_flwr.fl_orchestrator.checkpoint import ReplyCache, request_fingerprint
 from syft_flwr.fl_orchestrator.syft_grid import DEFAULT_ENDPOINT
 from syft_flwr.ids import node_id_for
 from syft_flwr.review.guard import take_project_hash
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
+from syft_flwr.transports.base import Transport, heartbeat_key
 
-__all__ = ["ClientAppHandler", "run_data_owner", "syftbox_flwr_client"]
+__all__ = ["ClientAppHandler", "Heartbeat", "run_data_owner", "syftbox_flwr_client"]
 
 logger = logging.getLogger("syft_flwr.data_owner")
 
@@ -52,6 +56,9 @@ class ClientAppHandler:
         Called with the project hash a request names (``None`` if none) before
         anything runs; a returned string refuses the request with that reason
         (e.g. :class:`~syft_flwr.review.guard.ProjectGuard`).
+    reply_cache:
+        Where successful replies are kept (private state), so a request re-sent
+        by a resumed researcher is answered without running the ClientApp again.
     """
 
     def __init__(
@@ -64,8 +71,10 @@ class ClientAppHandler:
         on_stop: Callable[[str], None] | None = None,
         reveal_errors: bool | None = None,
         check: Callable[[str | None], str | None] | None = None,
+        reply_cache: ReplyCache | None = None,
     ) -> None:
         self.client_app = client_app
+        self.reply_cache = reply_cache
         self.email = email
         self.node_id = node_id_for(email)
         self.node_config = dict(node_config or {})
@@ -84,6 +93,8 @@ class ClientAppHandler:
         self.check = check
         #: Requests refused by ``check`` (nothing ran for them).
         self.refused = 0
+        #: Requests answered from the reply cache (ClientApp not run again).
+        self.from_cache = 0
 
     def context_for(self, run_id: int) -> Context:
         """The persistent Context of ``run_id`` (its ``state`` survives rounds)."""
@@ -149,6 +160,22 @@ class ClientAppHandler:
         logger.info(
             "running %s (round group %r) for %s", md.message_type, md.group_id, who
         )
+        fp = request_fingerprint(msg, with_sender=True)
+        cached = self.reply_cache.get(fp) if self.reply_cache is not None else None
+        if cached is not None:
+            logger.info(
+                "answered the re-sent %s (round group %r) from the reply cache; "
+                "the ClientApp is not run twice",
+                md.message_type,
+                md.group_id,
+            )
+            set_reply_to(cached, md.message_id)
+            self.handled += 1
+            self.succeeded += 1
+            self.from_cache += 1
+            if req is not None:
+                req.audit["outcome"] = "ok (from the reply cache, not run again)"
+            return self._finish(cached)
         ctx = self.context_for(md.run_id)
         try:
             reply = self.client_app(message=msg, context=ctx)
@@ -173,6 +200,10 @@ class ClientAppHandler:
             self.failed += 1
         else:
             self.succeeded += 1
+            if self.reply_cache is not None:
+                # Durable before the reply leaves: a crash after sending must
+                # not make the re-sent request train a second time.
+                self.reply_cache.put(fp, reply)
         if req is not None:
             req.audit["outcome"] = "error" if reply.has_error() else "ok"
         return self._finish(reply)
@@ -221,6 +252,86 @@ class ClientAppHandler:
         )
 
 
+class Heartbeat:
+    """Publishes a data owner's liveness beat through its transport until stopped.
+
+    Parameters
+    ----------
+    transport:
+        The data owner's transport (:meth:`Transport.beat`).
+    app_name, endpoint:
+        What is being served.
+    peers:
+        Who may read the beat (the researcher emails).
+    interval:
+        Seconds between beats.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        app_name: str,
+        endpoint: str,
+        peers: Iterable[str],
+        interval: float,
+    ) -> None:
+        self.transport = transport
+        self.app_name = app_name
+        self.endpoint = endpoint
+        self.peers = sorted({p.strip().lower() for p in peers})
+        self.interval = interval
+        self.beats = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"heartbeat-{transport.identity}", daemon=True
+        )
+
+    def start(self) -> Heartbeat:
+        """Start beating (the first beat goes out at once)."""
+        self._thread.start()
+        return self
+
+    def beat(self) -> None:
+        """Publish one beat (a counter: the change is what the researcher sees)."""
+        body = json.dumps({"seq": self.beats, "interval": self.interval}).encode()
+        self.transport.beat(self.app_name, self.endpoint, self.peers, body)
+        self.beats += 1
+
+    def _run(self) -> None:
+        # The first beat says "serving": wait until this side is prepared (the
+        # researcher then writes its deferred requests at once, no polling).
+        while not self._stop.is_set():
+            try:
+                if self.transport.is_prepared(
+                    self.transport.identity, self.app_name, self.endpoint
+                ):
+                    break
+            except TransportError:
+                pass
+            self._stop.wait(0.02)
+        while not self._stop.is_set():
+            try:
+                self.beat()
+            except TransportError as exc:  # e.g. Drive briefly unreachable
+                logger.debug("heartbeat not published: %s", exc)
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        """Stop beating and remove the beat files (a clean exit leaves nothing)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        try:
+            self.transport.delete_many(
+                heartbeat_key(
+                    self.transport.identity, self.app_name, self.endpoint, peer
+                )
+                for peer in self.peers
+            )
+        except TransportError as exc:
+            logger.debug("could not remove the heartbeat: %s", exc)
+
+
 def run_data_owner(
     client_app: ClientApp,
     app_name: str,
@@ -233,6 +344,7 @@ def run_data_owner(
     events: SyftFlwrEvents | None = None,
     endpoint: str = DEFAULT_ENDPOINT,
     check: Callable[[str | None], str | None] | None = None,
+    state_dir: str | Path | None = None,
 ) -> ClientAppHandler:
     """Serve ``client_app`` for ``app_name`` until the researcher's stop signal.
 
@@ -254,17 +366,23 @@ def run_data_owner(
         A ready events adapter (else ``create_events_watcher``).
     check:
         Refuses requests before anything runs (see :class:`ClientAppHandler`).
+    state_dir:
+        Private folder for the reply cache (default: the client's state dir for
+        the app; none when ``events`` is given without a client).
 
     Returns
     -------
     ClientAppHandler
         After the loop ended (``stopped_reason`` says why).
     """
+    aggregators = None if aggregators is None else list(aggregators)
     if events is None:
         client = wrap_client(client)
         if aggregators is not None:
             # On Drive: share with, read from and answer only the aggregators.
             restrict_peers(client, aggregators)
+    if state_dir is None and client is not None:
+        state_dir = wrap_client(client).state_dir(app_name)
     ev = events or create_events_watcher(
         app_name,
         client=client,
@@ -279,8 +397,12 @@ def run_data_owner(
         run_config=run_config,
         on_stop=lambda _reason: ev.stop(),
         check=check,
+        reply_cache=None
+        if state_dir is None
+        else ReplyCache(Path(state_dir) / "reply_cache"),
     )
     ev.on_request(endpoint, handler)
+    heartbeat = _start_heartbeat(ev, app_name, endpoint, aggregators, settings)
     logger.info(
         "%s is waiting for work from %s",
         ev.client_email,
@@ -294,9 +416,29 @@ def run_data_owner(
         ev.stop()
         raise
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         if events is None and isinstance(ev, TransportEvents):
             ev.close()
     return handler
+
+
+def _start_heartbeat(
+    ev: SyftFlwrEvents,
+    app_name: str,
+    endpoint: str,
+    aggregators: Iterable[str] | None,
+    settings: Settings | None,
+) -> Heartbeat | None:
+    """Beat to the researchers while serving (none when the sender is unknown)."""
+    transport = getattr(ev, "transport", None)
+    if not isinstance(transport, Transport) or aggregators is None:
+        return None
+    s = settings or Settings.from_env()
+    interval = s.heartbeat_interval or transport.default_heartbeat_interval
+    return Heartbeat(
+        transport, app_name.strip("/"), endpoint, aggregators, interval
+    ).start()
 
 
 def syftbox_flwr_client(

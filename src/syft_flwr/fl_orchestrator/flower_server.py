@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import signal
 import threading
@@ -17,12 +19,18 @@ from flwr.serverapp import ServerApp
 from syft_flwr._flwr_compat import AGGREGATOR_NODE_ID
 from syft_flwr.config import Settings
 from syft_flwr.errors import RunFailed
+from syft_flwr.fl_orchestrator.checkpoint import Journal
 from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
 from syft_flwr.ids import new_run_id
 
 __all__ = ["run_researcher", "syftbox_flwr_server"]
 
 logger = logging.getLogger("syft_flwr.researcher")
+
+#: Seconds the researcher waits, before round 1, for data owners to serve the app.
+#: Enough for a local simulation's start-up; on a real network, owners still
+#: starting get their requests when they are ready.
+READY_WAIT = 5.0
 
 
 @contextmanager
@@ -54,6 +62,8 @@ def run_researcher(
     grid: SyftGrid | None = None,
     stop_wait: float = 10.0,
     project_hash: str | None = None,
+    fresh: bool = False,
+    state_dir: str | Path | None = None,
 ) -> Context:
     """Run ``server_app`` against ``datasites`` and stop them when it ends.
 
@@ -78,6 +88,12 @@ def run_researcher(
         Seconds to wait for stop acknowledgements.
     project_hash:
         The reviewed project's hash, named in every request (``syft_flwr submit``).
+    fresh:
+        Start over even if an interrupted run of the same app, data owners and
+        run config left a checkpoint (by default the run resumes from it).
+    state_dir:
+        Private folder for the checkpoint (default: the client's state dir for
+        the app; no checkpoint when neither exists).
 
     Returns
     -------
@@ -97,7 +113,18 @@ def run_researcher(
         settings=settings,
         project_hash=project_hash,
     )
-    rid = run_id if run_id is not None else new_run_id()
+    journal = _open_journal(grid, app_name, datasites, run_config, state_dir, fresh)
+    if journal is not None and journal.run_id is not None and run_id is None:
+        rid = journal.run_id
+        logger.info(
+            "resuming run %d from its checkpoint (use --fresh to start over)", rid
+        )
+    else:
+        rid = run_id if run_id is not None else new_run_id()
+    if journal is not None:
+        if journal.run_id != rid:
+            journal.begin(rid)
+        grid.journal = journal
     grid.set_run(rid)  # also sets Flower's TaskIdentity for this process
     context = Context(
         run_id=rid,
@@ -115,6 +142,7 @@ def run_researcher(
     )
     reason, outcome = "Training complete", "completed"
     try:
+        grid.warm_up(wait=READY_WAIT)
         with _sigterm_as_interrupt():
             out = run_serverapp(
                 grid=grid,
@@ -123,6 +151,8 @@ def run_researcher(
                 loaded_server_app=server_app,
             )
         _check_work(grid)
+        if journal is not None:
+            journal.finish()
         return out
     except KeyboardInterrupt:
         reason, outcome = "Researcher interrupted the run", "interrupted"
@@ -144,6 +174,31 @@ def run_researcher(
         except Exception:  # never mask the run's own outcome
             logger.exception("could not send the stop signal")
         grid.close()
+
+
+def _open_journal(
+    grid: SyftGrid,
+    app_name: str,
+    datasites: list[str],
+    run_config: dict[str, Any] | None,
+    state_dir: str | Path | None,
+    fresh: bool,
+) -> Journal | None:
+    """The resume journal in the researcher's private state (None: nowhere to keep it)."""
+    folder = Path(state_dir) if state_dir is not None else None
+    if folder is None and grid.client is not None:
+        folder = grid.client.state_dir(app_name)
+    if folder is None:
+        return None
+    # "The same command": same app, same data owners, same run config.
+    key = hashlib.sha256(
+        json.dumps(
+            [app_name, sorted(datasites), dict(run_config or {})],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()
+    return Journal(folder / "resume", key, fresh=fresh)
 
 
 def _check_work(grid: SyftGrid) -> None:

@@ -29,6 +29,7 @@ from syft_flwr._flwr_compat import (
     empty_run,
     run_copy,
     set_message_id,
+    set_reply_to,
     set_routing,
     set_task_identity,
     task_identity_run_id,
@@ -47,6 +48,7 @@ from syft_flwr.errors import (
     SerializationError,
     TransportError,
 )
+from syft_flwr.fl_orchestrator.checkpoint import Journal, request_fingerprint
 from syft_flwr.ids import node_id_map, normalize_email
 from syft_flwr.review.guard import attach_project_hash, take_project_hash
 from syft_flwr.rpc import CodecPolicy, Incoming, SyftFlwrRpc
@@ -124,6 +126,9 @@ class SyftGrid(Grid):
     project_hash:
         The reviewed project this run's code is (``syft_flwr submit``); named
         inside every message body, so data owners can refuse other code.
+    journal:
+        Resume record (see :mod:`syft_flwr.fl_orchestrator.checkpoint`): calls
+        found in it are answered from disk, completed calls are appended.
 
     Raises
     ------
@@ -144,9 +149,11 @@ class SyftGrid(Grid):
         endpoint: str = DEFAULT_ENDPOINT,
         clock: Callable[[], float] = time.time,
         project_hash: str | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self._explicit_settings = settings
         self.project_hash = project_hash
+        self.journal = journal
         self._owns_transport = False
         self.settings = settings or Settings.from_env()
         self.app_name = app_name.strip("/")
@@ -185,10 +192,15 @@ class SyftGrid(Grid):
         self._unsent: dict[str, tuple[str, bytes, float]] = {}
         self._ready: set[str] = set()
         self._ready_checked: dict[str, float] = {}
+        # Liveness: when each data owner's heartbeat last changed (monotonic),
+        # and who was reported dead (logged once; cleared by the next beat).
+        self._beats: dict[str, float] = {}
+        self._dead: set[str] = set()
+        # A beat from a data owner with deferred requests: it may be ready now.
+        self._ready_hint = False
         self.tally = WorkTally()
-        self._aside: dict[
-            str, str
-        ] = {}  # message id -> why its reply file was set aside
+        # message id -> why its reply file was set aside
+        self._aside: dict[str, str] = {}
 
     # -- helpers --------------------------------------------------------------
     @property
@@ -198,6 +210,11 @@ class SyftGrid(Grid):
     @property
     def rpc(self) -> SyftFlwrRpc:
         return self._rpc
+
+    @property
+    def client(self) -> SyftFlwrClient | None:
+        """The researcher's client (``None`` when built from a bare rpc)."""
+        return self._client
 
     def get_client_email(self) -> str:
         """Get the email address of the server's client."""
@@ -230,13 +247,25 @@ class SyftGrid(Grid):
         try:
             self._sweep_stale(email)
             w = self._rpc.watch_responses(email, self.endpoint, self._on_response)
+            beat = self.transport.watch_heartbeat(
+                email, self.app_name, self.endpoint, lambda: self._on_beat(email)
+            )
         except BaseException:
             with self._lock:
                 self._watching.discard(email)
             raise
         with self._lock:
             self._watches[email] = w
+            self._watches[f"{email}#heartbeat"] = beat
             self._watching.discard(email)
+        # A beat from before the watch existed counts as one now (one read per
+        # data owner per run): a data owner that dies before its next beat is
+        # then still noticed.
+        try:
+            if self.transport.has_heartbeat(email, self.app_name, self.endpoint):
+                self._on_beat(email)
+        except TransportError as exc:
+            logger.debug("could not look for the heartbeat of %s: %s", email, exc)
 
     def _sweep_stale(self, email: str) -> None:
         """Withdraw this researcher's leftovers from earlier runs of the app.
@@ -269,6 +298,110 @@ class SyftGrid(Grid):
                 len(stale),
                 email,
             )
+
+    def _on_beat(self, email: str) -> None:
+        with self._cv:
+            self._beats[email] = time.monotonic()
+            back = email in self._dead
+            self._dead.discard(email)
+            # A data owner beats once it serves the app: its deferred requests
+            # can go now, not at the next readiness poll.
+            if email not in self._ready:
+                self._ready_checked.pop(email, None)
+                self._ready_hint = True
+            self._cv.notify_all()
+        if back:
+            logger.info("%s is alive again (its heartbeat is back)", email)
+
+    def warm_up(self, wait: float = 0.0) -> None:
+        """Set up what the first round would otherwise pay for, before it starts.
+
+        Per data owner: leftovers of an earlier run withdrawn, the reply and
+        heartbeat watches registered, readiness checked. Then wait up to
+        ``wait`` seconds for every data owner to serve the app (a data owner's
+        first heartbeat says so at once), so round 1 does not start while they
+        are still starting. Whoever is not ready by then gets its requests when
+        it is, as before.
+
+        Parameters
+        ----------
+        wait:
+            Seconds to wait for data owners to be ready (0: do not wait).
+        """
+        for email in self.datasites:
+            try:
+                self._ensure_watch(email)
+            except TransportError as exc:  # the first push will try again
+                logger.debug("could not prepare the exchange with %s: %s", email, exc)
+        end = time.monotonic() + wait
+        while True:
+            waiting = [e for e in self.datasites if not self._is_ready(e)]
+            now = time.monotonic()
+            if not waiting or now >= end:
+                break
+            with self._lock:
+                new = [e for e in waiting if e not in self._warned_unprepared]
+                self._warned_unprepared.update(new)
+            for email in new:
+                logger.info(
+                    "%s has not started serving the app; waiting up to %.0f s "
+                    "before round 1",
+                    email,
+                    wait,
+                )
+            with self._cv:
+                self._cv.wait_for(
+                    lambda: self._ready_hint, timeout=min(0.25, end - now)
+                )
+                self._ready_hint = False
+        if waiting and wait > 0:
+            logger.info(
+                "%d of %d data owners serve the app; starting, the others get "
+                "their requests when they do (waiting for %s)",
+                len(self.datasites) - len(waiting),
+                len(self.datasites),
+                ", ".join(waiting),
+            )
+
+    def _heartbeat_limit(self) -> tuple[float, float]:
+        """(seconds between beats, seconds of silence after which we give up)."""
+        s = self._settings()
+        interval = s.heartbeat_interval or self.transport.default_heartbeat_interval
+        return interval, interval * s.heartbeat_misses
+
+    def _give_up_on_silent(self, remaining: set[str]) -> set[str]:
+        """Withdraw the requests to data owners whose heartbeat stopped.
+
+        Only a data owner seen beating can be declared dead: one that never
+        started (or runs an older syft_flwr) is waited for until the timeout.
+        Returns the message ids given up on.
+        """
+        _, limit = self._heartbeat_limit()
+        now = time.monotonic()
+        with self._lock:
+            silent = {e: now - t for e, t in self._beats.items() if now - t > limit}
+            if not silent:
+                return set()
+            mids = {
+                m
+                for m in remaining
+                if m in self._pending and self._pending[m].email in silent
+            }
+            newly = {self._pending[m].email for m in mids} - self._dead
+            self._dead |= newly
+        for email in sorted(newly):
+            logger.warning(
+                "%s stopped answering: no heartbeat for %.0f s (its process may have "
+                "crashed or lost its connection); going on without it",
+                email,
+                silent[email],
+            )
+        if mids:
+            late = self.withdraw(mids)
+            logger.info(
+                "not waiting for %s (no heartbeat)", ", ".join(sorted(set(late)))
+            )
+        return mids
 
     def _on_response(self, mid: str) -> None:
         with self._cv:
@@ -612,6 +745,52 @@ class SyftGrid(Grid):
         else 120 s. On timeout the replies that arrived are returned, the data
         owners that did not answer are logged, and their requests are withdrawn.
         """
+        messages = list(messages)
+        if self.journal is None:
+            return self._send_and_receive(messages, timeout)
+        # Resume: a call recorded before a crash is answered from the journal; a
+        # completed live call is recorded before the ServerApp sees its replies.
+        fps = [request_fingerprint(m) for m in messages]
+        recorded = self.journal.replay(fps)
+        if recorded is not None:
+            return self._replay(messages, recorded)
+        replies = self._send_and_receive(messages, timeout)
+        by_id = {r.metadata.reply_to_message_id: r for r in replies}
+        self.journal.record(
+            [
+                (fp, flower_message_to_bytes(by_id[m.metadata.message_id]))
+                if m.metadata.message_id in by_id
+                else (fp, None)
+                for fp, m in zip(fps, messages, strict=True)
+            ]
+        )
+        return replies
+
+    def _replay(
+        self, messages: list[Message], recorded: list[bytes | None]
+    ) -> list[Message]:
+        if self._run is None:
+            raise RuntimeError("no run set: call set_run(run_id) first")
+        replies: list[Message] = []
+        for msg, body in zip(messages, recorded, strict=True):
+            self._check(msg)
+            set_routing(msg, run_id=self._run.run_id, src_node_id=AGGREGATOR_NODE_ID)
+            set_message_id(msg, str(uuid.uuid4()))
+            if msg.metadata.message_type != SYSTEM_MESSAGE_TYPE:
+                with self._lock:
+                    self.tally.sent += 1
+            if body is None:
+                continue  # it was not answered in the interrupted run either
+            reply = bytes_to_flower_message(body)
+            set_reply_to(reply, msg.metadata.message_id)
+            replies.append(reply)
+        self._count(replies)
+        logger.debug("replayed %d replies from the checkpoint", len(replies))
+        return replies
+
+    def _send_and_receive(
+        self, messages: list[Message], timeout: float | None
+    ) -> list[Message]:
         wait_s = self._get_timeout(timeout)
         rescan = self._settings().poll_interval
         ids = self.push_messages(messages)
@@ -621,6 +800,8 @@ class SyftGrid(Grid):
         deadline = start + wait_s
         next_progress = start + PROGRESS_EVERY
         next_full = start  # the first pass reads everything
+        beat_every, _ = self._heartbeat_limit()
+        given_up: set[str] = set()
         while remaining:
             now = time.monotonic()
             full = now >= next_full
@@ -629,6 +810,9 @@ class SyftGrid(Grid):
             for reply in self._pull(list(remaining), full=full):
                 remaining.discard(reply.metadata.reply_to_message_id)
                 replies.append(reply)
+            gone = self._give_up_on_silent(remaining)
+            given_up |= gone
+            remaining.difference_update(gone)
             if not remaining:
                 break
             now = time.monotonic()
@@ -642,23 +826,31 @@ class SyftGrid(Grid):
                 # full pass every poll interval catches anything events missed.
                 step = 0.25 if self._unsent else rescan
                 self._cv.wait_for(
-                    lambda: bool(self._arrived & remaining),
+                    lambda: bool(self._arrived & remaining) or self._ready_hint,
                     timeout=max(
                         0.0,
-                        min(deadline - now, step, next_progress - now, next_full - now),
+                        min(
+                            deadline - now,
+                            step,
+                            next_progress - now,
+                            next_full - now,
+                            beat_every,
+                        ),
                     ),
                 )
+                self._ready_hint = False
         answered = sorted(
             {self._node_to_email.get(r.metadata.src_node_id, "?") for r in replies}
         )
         failed = sum(1 for r in replies if r.has_error())
         logger.info(
-            "%d/%d replies in %.1f s from %s%s",
+            "%d/%d replies in %.1f s from %s%s%s",
             len(replies),
             len(ids),
             time.monotonic() - start,
             ", ".join(answered) or "nobody",
             f" ({failed} errors)" if failed else "",
+            f" (gave up on {len(given_up)}: no heartbeat)" if given_up else "",
         )
         if remaining:
             late = self.withdraw(remaining)

@@ -34,7 +34,9 @@ __all__ = [
     "RpcPath",
     "Transport",
     "Watch",
+    "HEARTBEAT_NAME",
     "check_key",
+    "heartbeat_key",
     "join_key",
     "schema_key",
 ]
@@ -66,6 +68,21 @@ def check_key(key: str) -> str:
 def schema_key(owner: str, app: str) -> str:
     """Key of an app's ``rpc.schema.json`` in ``owner``'s datasite."""
     return join_key(owner, "app_data", app, "rpc", "rpc.schema.json")
+
+
+#: File name of a serving party's heartbeat in its ``<endpoint>/<peer>/`` folder.
+#: Neither a request nor a response: the RPC layer and cleanup ignore it.
+HEARTBEAT_NAME = "heartbeat.json"
+
+
+def heartbeat_key(owner: str, app: str, endpoint: str, peer: str) -> str:
+    """Key of ``owner``'s heartbeat for ``peer``.
+
+    It sits in the folder the owner already writes its responses to, which the
+    peer can read and watches anyway on every backend (SyftBox permissions, a
+    Drive channel shared with the peer): a beat costs the reader no request.
+    """
+    return join_key(owner, "app_data", app, "rpc", endpoint, peer, HEARTBEAT_NAME)
 
 
 def join_key(*parts: str) -> str:
@@ -171,6 +188,8 @@ class Transport(ABC):
     max_file_size: int | None = None
     #: Seconds between fallback rescans the events layer should use by default.
     default_rescan_interval: float = 2.0
+    #: Seconds between heartbeats of a serving party (each beat is one write).
+    default_heartbeat_interval: float = 2.0
 
     def __init__(self, identity: str) -> None:
         # Domain folded, local part exact: the same rule as syft_flwr.ids.normalize_email.
@@ -279,6 +298,41 @@ class Transport(ABC):
         except (MessageNotFound, ValueError):
             return False
         return isinstance(doc, dict) and endpoint in doc
+
+    def beat(self, app: str, endpoint: str, peers: Sequence[str], data: bytes) -> None:
+        """Publish a liveness beat of this identity to each of ``peers``.
+
+        The default replaces a small file (:func:`heartbeat_key`) per peer; the
+        change is what the peer notices (see :meth:`watch_heartbeat`).
+        """
+        for peer in peers:
+            key = heartbeat_key(self.identity, app, endpoint, peer.strip().lower())
+            self.put(key, data)
+
+    def watch_heartbeat(
+        self, owner: str, app: str, endpoint: str, callback: Callable[[], None]
+    ) -> Watch:
+        """Call ``callback()`` whenever ``owner`` publishes a beat for this identity.
+
+        The default watches the beat's key, so liveness rides on the change
+        notifications the backend delivers anyway (watchdog events, Drive's
+        change feed): no extra read per beat or per round.
+        """
+        key = heartbeat_key(owner.strip().lower(), app, endpoint, self.identity)
+        # Watch the folder (watched for responses already), not the file: some
+        # backends can only watch folders.
+        return self.watch(
+            key.rsplit("/", 1)[0], lambda k: callback() if k == key else None
+        )
+
+    def has_heartbeat(self, owner: str, app: str, endpoint: str) -> bool:
+        """Return whether ``owner`` has published a beat for this identity.
+
+        One read, for first contact: a beat published before the watch was set
+        up is otherwise not seen until the next one.
+        """
+        owner = owner.strip().lower()
+        return self.exists(heartbeat_key(owner, app, endpoint, self.identity))
 
     def close(self) -> None:
         """Release resources; idempotent."""

@@ -14,7 +14,7 @@ import threading
 from typing import Any
 
 from syft_flwr.errors import MessageNotFound, RemoteServiceError
-from syft_flwr.transports.base import KeyCallback, Watch
+from syft_flwr.transports.base import HEARTBEAT_NAME, KeyCallback, Watch
 from syft_flwr.transports.gdrive._api import CHANGE_FIELDS
 from syft_flwr.transports.gdrive._layout import FOLDER_MIME, _Channel, _Entry
 from syft_flwr.transports.gdrive._state import DriveState
@@ -225,7 +225,10 @@ class _ChangesMixin:
             if entry is None:
                 continue
             self._remember(entry)
-            active |= self._notify(entry, from_changes=True)
+            fired = self._notify(entry, from_changes=True)
+            # A peer's heartbeat is delivered to watchers but does not switch
+            # polling to the fast pace: beats cost the reader no extra request.
+            active |= fired and entry.key.rsplit("/", 1)[-1] != HEARTBEAT_NAME
         return active
 
     def _channel_of(self, folder_id: str) -> _Channel | None:

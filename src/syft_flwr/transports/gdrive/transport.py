@@ -20,7 +20,7 @@ from syft_flwr.errors import (
     RemoteServiceError,
     TransportClosed,
 )
-from syft_flwr.transports.base import Transport, Watch, check_key
+from syft_flwr.transports.base import HEARTBEAT_NAME, Transport, Watch, check_key
 from syft_flwr.transports.gdrive._api import (
     CHUNK_GRANULARITY,
     FILE_FIELDS,
@@ -40,6 +40,10 @@ __all__ = ["GDriveTransport"]
 logger = logging.getLogger("syft_flwr.transports.gdrive")
 
 _FAST_POLL = 0.25  # seconds between polls right after activity
+
+
+def _is_heartbeat(key: str) -> bool:
+    return key.rsplit("/", 1)[-1] == HEARTBEAT_NAME
 
 
 class GDriveTransport(
@@ -98,6 +102,9 @@ class GDriveTransport(
     name = "gdrive"
     max_file_size = None
     default_rescan_interval = 2.0
+    #: Each beat is a Drive write; the reader learns of it from the change feed
+    #: it polls anyway, so a slower beat only delays noticing a dead data owner.
+    default_heartbeat_interval = 10.0
 
     def __init__(
         self,
@@ -234,7 +241,8 @@ class GDriveTransport(
                     with self._lock:
                         self._root_id = None
                         self._rescan = True
-        self._activity.set()
+        if not _is_heartbeat(key):  # a beat is not work: polling stays slow
+            self._activity.set()
 
     def _put_in(self, cid: str, key: str, data: bytes) -> None:
         with self._lock:

@@ -1,0 +1,312 @@
+"""Start-up and round times of ``syft_flwr simulate`` on local folders.
+
+What is measured, per number of data owners N (every party its own process,
+encryption on, the test app ``tests/assets/toy_app``: FedAvg, 1,000 floats):
+
+* **command -> first request**: from starting ``python -m syft_flwr simulate``
+  to the first ``*.request`` file appearing in any data owner's folder
+  (a watchdog observer on the network's ``datasites/``);
+* **round 1** and **steady round**: from Flower's ``[ROUND n/R]`` log line to the
+  next one (the last round is left out: it ends with the stop signal), read by
+  tailing the researcher's log every 5 ms; steady is the median of rounds 2..R-1;
+* **total**: the whole command, processes ended.
+
+Reference rows, measured in the same run:
+
+* **in-process limit**: the same app, researcher and N data-owner threads in this
+  process over the in-memory transport with encryption on (imports and keys paid
+  before the clock starts): what is left when no process starts.
+* Flower's simulation engine needs ``flwr[simulation]`` (Ray), which is not in this
+  environment; its figures from ``/work/shared/reference/flower-api.md`` (same box,
+  2 nodes) are printed as a quoted reference, not measured.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_startup.py [--sizes 2 8] [--rounds 5]
+        [--repeats 3] [--src OTHER_CHECKOUT/src] [--json out.json]
+
+``--src`` runs another checkout's ``syft_flwr`` (e.g. the commit before a change,
+from ``git archive``) for a before/after table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+TOY = REPO / "tests" / "assets" / "toy_app"
+DS = "researcher@example.org"
+
+
+class _FirstRequest:
+    """Time of the first ``*.request`` file under a folder (watchdog)."""
+
+    def __init__(self, folder: Path) -> None:
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        self.at: float | None = None
+        outer = self
+
+        class _H(FileSystemEventHandler):
+            def dispatch(self, event: Any) -> None:
+                path = str(getattr(event, "dest_path", "") or event.src_path)
+                if outer.at is None and path.endswith(".request"):
+                    outer.at = time.monotonic()
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self._obs = Observer()
+        self._obs.schedule(_H(), str(folder), recursive=True)
+        self._obs.start()
+
+    def stop(self) -> None:
+        self._obs.stop()
+        self._obs.join(5)
+
+
+class _LogMarks:
+    """First-seen times of ``[ROUND n/`` lines in a growing log file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.marks: dict[int, float] = {}
+        self._pos = 0
+        self._buf = ""
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.poll()
+            time.sleep(0.005)
+
+    def poll(self) -> None:
+        try:
+            with open(self.path, errors="replace") as f:
+                f.seek(self._pos)
+                data = f.read()
+                self._pos = f.tell()
+        except FileNotFoundError:
+            return
+        now = time.monotonic()
+        self._buf += data
+        *lines, self._buf = self._buf.split("\n")
+        for line in lines:
+            if "[ROUND " in line:
+                n = int(line.split("[ROUND ", 1)[1].split("/", 1)[0])
+                self.marks.setdefault(n, now)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._t.join(5)
+        self.poll()
+
+
+def _rounds(marks: dict[int, float]) -> list[float]:
+    ns = sorted(marks)
+    return [marks[b] - marks[a] for a, b in zip(ns, ns[1:], strict=False)]
+
+
+def run_simulate(n: int, rounds: int, src: Path | None, tmp: Path) -> dict[str, float]:
+    """One ``syft_flwr simulate`` command; its start-up and round times."""
+    app = tmp / "toy_app"
+    if not app.exists():
+        shutil.copytree(TOY, app, ignore=shutil.ignore_patterns("__pycache__"))
+    work = Path(tempfile.mkdtemp(prefix=f"n{n}_", dir=tmp))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYFT_FLWR_")}
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    first = _FirstRequest(work / "SyftBox" / "datasites")
+    marks = _LogMarks(work / "logs" / f"{DS}.log")
+    cmd = [
+        sys.executable,
+        "-m",
+        "syft_flwr",
+        "simulate",
+        str(app),
+        "-n",
+        str(n),
+        "--workdir",
+        str(work),
+        "--run-config",
+        f"num-server-rounds={rounds}",
+    ]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    total = time.monotonic() - t0
+    first.stop()
+    marks.stop()
+    if proc.returncode != 0:
+        raise RuntimeError(f"simulate failed:\n{proc.stdout[-3000:]}{proc.stderr}")
+    per_round = _rounds(marks.marks)
+    shutil.rmtree(work, ignore_errors=True)
+    return {
+        "first_request": (first.at - t0) if first.at else float("nan"),
+        "round1": per_round[0],
+        "steady": statistics.median(per_round[1:]),
+        "total": total,
+    }
+
+
+def run_in_process(n: int, rounds: int, tmp: Path) -> dict[str, float]:
+    """The same app with every party a thread of this process (memory transport)."""
+    import logging
+
+    from syft_flwr.client import MemoryClient
+    from syft_flwr.config import Settings
+    from syft_flwr.crypto.policy import load_or_create_keys
+    from syft_flwr.fl_orchestrator.flower_client import run_data_owner
+    from syft_flwr.fl_orchestrator.flower_server import run_researcher
+    from syft_flwr.project import load_component, load_project
+    from syft_flwr.transports.memory import MemoryHub, MemoryTransport
+
+    cfg = load_project(TOY)
+    server_app = load_component(cfg.serverapp, cfg.app_dir)
+    client_app = load_component(cfg.clientapp, cfg.app_dir)
+    hub = MemoryHub()
+    owners = [f"do{i + 1}@example.org" for i in range(n)]
+    settings = Settings(encryption_enabled=True)
+    clients = {e: MemoryClient(e, hub) for e in [DS, *owners]}
+    for c in clients.values():  # keys paid before the clock, like imports
+        load_or_create_keys(c, c.make_transport())
+    rc = dict(cfg.app_config, **{"num-server-rounds": rounds, "min-nodes": 2})
+    marks: dict[int, float] = {}
+    first: list[float] = []
+
+    class _Marks(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            msg = record.getMessage()
+            if "[ROUND " in msg:
+                k = int(msg.split("[ROUND ", 1)[1].split("/", 1)[0])
+                marks.setdefault(k, time.monotonic())
+
+    handler = _Marks()
+    logging.getLogger("flwr").addHandler(handler)
+    watcher = MemoryTransport(hub, DS)
+    for e in owners:
+        watcher.watch(
+            f"{e}/app_data/flwr/toy/rpc/messages",
+            lambda k: (
+                first.append(time.monotonic()) if k.endswith(".request") else None
+            ),
+        )
+    t0 = time.monotonic()
+    threads = []
+    for i, e in enumerate(owners):
+        th = threading.Thread(
+            target=run_data_owner,
+            args=(client_app, "flwr/toy"),
+            kwargs=dict(
+                client=clients[e],
+                aggregators=[DS],
+                run_config=rc,
+                node_config={"partition-id": i, "num-partitions": n},
+                settings=settings,
+            ),
+            daemon=True,
+        )
+        th.start()
+        threads.append(th)
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - the app prints its result
+    saved, sys.stdout = sys.stdout, devnull
+    try:
+        run_researcher(
+            server_app,
+            "flwr/toy",
+            owners,
+            client=clients[DS],
+            run_config=rc,
+            settings=settings,
+            stop_wait=5,
+        )
+    finally:
+        sys.stdout = saved
+        devnull.close()
+    for th in threads:
+        th.join(10)
+    total = time.monotonic() - t0
+    logging.getLogger("flwr").removeHandler(handler)
+    per_round = _rounds(marks)
+    return {
+        "first_request": (min(first) - t0) if first else float("nan"),
+        "round1": per_round[0],
+        "steady": statistics.median(per_round[1:]),
+        "total": total,
+    }
+
+
+def _median(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[2, 8])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--src", type=Path, default=None)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    if args.rounds < 3:
+        p.error("--rounds must be at least 3 (round 1, a steady round, a last round)")
+    logging_quiet()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_startup_"))
+    rows: list[tuple[str, int, dict[str, float]]] = []
+    try:
+        for n in args.sizes:
+            sim = [
+                run_simulate(n, args.rounds, args.src, tmp) for _ in range(args.repeats)
+            ]
+            rows.append(("syft_flwr simulate (processes, folders)", n, _median(sim)))
+            inproc = [run_in_process(n, args.rounds, tmp) for _ in range(args.repeats)]
+            rows.append(("in-process limit (threads, memory)", n, _median(inproc)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"Start-up and round times, toy app, {args.rounds} rounds, encryption on, "
+        f"median of {args.repeats} (seconds)\n"
+    )
+    print("| setup | N | command -> first request | round 1 | steady round | total |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, n, r in rows:
+        print(
+            f"| {name} | {n} | {r['first_request']:.2f} | {r['round1']:.3f} | "
+            f"{r['steady']:.3f} | {r['total']:.2f} |"
+        )
+    print(
+        "| Flower simulation engine (Ray), quoted from flower-api.md, not measured "
+        "here | 2 | - | 7.8-9.9 | 0.21-0.42 | 15-20 |"
+    )
+    if args.json:
+        args.json.write_text(
+            json.dumps([{"setup": a, "n": n, **r} for a, n, r in rows], indent=2)
+        )
+    return 0
+
+
+def logging_quiet() -> None:
+    """Keep the in-process runs' log lines off the table."""
+    import logging
+
+    logging.getLogger("syft_flwr").setLevel(logging.WARNING)
+    logging.getLogger("flwr").setLevel(logging.INFO)
+    logging.getLogger("flwr").propagate = False
+    for h in list(logging.getLogger("flwr").handlers):
+        if not isinstance(h, logging.NullHandler):
+            h.setLevel(logging.CRITICAL)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,302 @@
+"""Resume after a crash: the researcher's journal and the data owner's reply cache.
+
+Where Flower lets us hook
+-------------------------
+A ServerApp is opaque: ``@app.main()`` code, a Message-API strategy's
+``strategy.start(...)`` loop or the legacy ``Server`` all keep their round
+counter and aggregation state in local variables and in strategy objects we
+never see. Flower offers no "start at round k" entry point, and wrapping a
+strategy would mean re-implementing ``Strategy.start`` (and the legacy
+``Server.fit``) for every Flower version. The one seam every kind of app goes
+through is the ``Grid``: ``send_and_receive`` (and, for hand-written loops,
+``push_messages``/``pull_messages``). So the checkpoint is a Grid-level record:
+
+* after each completed ``send_and_receive`` call (a round's train or evaluate
+  phase) the researcher durably appends every reply it returned (or "no reply")
+  to a :class:`Journal` in its private state;
+* on the next start the same command re-runs the ServerApp from the beginning,
+  and the grid answers the calls it finds in the journal at once, from disk,
+  without any data owner. The strategy therefore rebuilds exactly the arrays,
+  state and history it had (aggregation is cheap next to training), and the
+  first call with no record, the interrupted round, goes out for real.
+
+For a deterministic app the result is the same as an uninterrupted run. If the
+app asks for something the journal does not hold while records are still
+unused (random node sampling without a seed, wall-clock based config), the
+grid says so and goes on live from there.
+
+The cost is disk: the journal keeps every reply of the run (about the size of
+the model per data owner per phase); it is deleted when the run completes.
+
+Data owners keep the last few replies they computed in a :class:`ReplyCache`.
+The re-sent request of the interrupted round has a new message id, a new
+``created_at`` and so a new Flower ``object_id``; what stays the same is who
+asked (run id, sender node), what (message type, group id) and the content's
+Merkle hash (``RecordDict.object_id``: the same arrays and config). That is the
+fingerprint (:func:`request_fingerprint`), so a data owner that already trained
+on it answers again without running the ClientApp twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import struct
+import threading
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Message
+
+from syft_flwr.errors import CheckpointError
+from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
+
+__all__ = ["Journal", "ReplyCache", "request_fingerprint"]
+
+logger = logging.getLogger("syft_flwr.checkpoint")
+
+JOURNAL_VERSION = 1
+#: How many replies a data owner keeps; only the interrupted phase is re-sent.
+DEFAULT_CACHED_REPLIES = 8
+
+
+def request_fingerprint(msg: Message, *, with_sender: bool = False) -> str:
+    """A hash that is the same for a request and its re-send after a resume.
+
+    Parameters
+    ----------
+    msg:
+        An instruction Message (with content).
+    with_sender:
+        Include ``run_id`` and ``src_node_id`` (the data owner's view: two
+        researchers or runs never share a cached reply).
+
+    Returns
+    -------
+    str
+        Hex sha256 of message type, group id, destination node and the content's
+        Merkle hash (message id and creation time are left out on purpose).
+    """
+    md = msg.metadata
+    content = msg.content.object_id if msg.has_content() else "-"
+    parts = [md.message_type, md.group_id, str(md.dst_node_id), content]
+    if with_sender:
+        parts += [str(md.run_id), str(md.src_node_id)]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically and durably (temp, fsync, rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb", opener=lambda p, f: os.open(p, f, 0o600)) as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _pack(entries: Sequence[tuple[str, bytes | None]]) -> bytes:
+    head = json.dumps([[fp, -1 if b is None else len(b)] for fp, b in entries]).encode()
+    return b"".join(
+        [struct.pack(">I", len(head)), head, *(b for _, b in entries if b is not None)]
+    )
+
+
+def _unpack(data: bytes) -> list[tuple[str, bytes | None]]:
+    (n,) = struct.unpack(">I", data[:4])
+    head = json.loads(data[4 : 4 + n])
+    pos = 4 + n
+    out: list[tuple[str, bytes | None]] = []
+    for fp, size in head:
+        if size < 0:
+            out.append((fp, None))
+        else:
+            out.append((fp, data[pos : pos + size]))
+            pos += size
+    if pos != len(data):
+        raise ValueError("trailing bytes")
+    return out
+
+
+class Journal:
+    """The researcher's durable record of completed ``send_and_receive`` calls.
+
+    Parameters
+    ----------
+    folder:
+        A private folder (never synced), e.g. ``client.state_dir(app) / "resume"``.
+    key:
+        What makes a rerun "the same command" (app, data owners, run config);
+        a journal written under another key is discarded with a log line.
+    fresh:
+        Discard any journal and start over.
+
+    Attributes
+    ----------
+    run_id:
+        The run id to reuse, or ``None`` for a new run.
+    """
+
+    def __init__(self, folder: Path, key: str, *, fresh: bool = False) -> None:
+        self.folder = Path(folder)
+        self.key = key
+        self.run_id: int | None = None
+        self._lock = threading.Lock()
+        self._records: dict[str, deque[bytes | None]] = {}
+        self._unused = 0
+        self._next = 0
+        self._live = False
+        self.replayed = 0
+        if fresh and self.folder.exists():
+            logger.info("--fresh: discarding the saved progress in %s", self.folder)
+            shutil.rmtree(self.folder)
+        self._load()
+
+    @property
+    def resuming(self) -> bool:
+        """Whether completed exchanges of an interrupted run were found."""
+        return self._unused > 0 or self.replayed > 0
+
+    def _load(self) -> None:
+        meta_path = self.folder / "run.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except FileNotFoundError:
+            return
+        except ValueError as exc:
+            raise CheckpointError(
+                f"unreadable checkpoint {meta_path}: {exc}; run with --fresh "
+                "to start over"
+            ) from exc
+        if meta.get("version") != JOURNAL_VERSION or meta.get("key") != self.key:
+            logger.warning(
+                "saved progress in %s is from a different app, data owner list "
+                "or run config; starting a new run",
+                self.folder,
+            )
+            shutil.rmtree(self.folder)
+            return
+        self.run_id = int(meta["run_id"])
+        files = sorted(self.folder.glob("*.exchange"))
+        for f in files:
+            try:
+                entries = _unpack(f.read_bytes())
+            except (ValueError, struct.error) as exc:
+                raise CheckpointError(
+                    f"corrupt checkpoint file {f}: {exc}; run with --fresh to start over"
+                ) from exc
+            for fp, body in entries:
+                self._records.setdefault(fp, deque()).append(body)
+                self._unused += 1
+        self._next = len(files)
+
+    def begin(self, run_id: int) -> None:
+        """Start recording a new run ``run_id`` (records of another run are dropped)."""
+        if self.run_id != run_id:
+            with self._lock:
+                self._records.clear()
+                self._unused = self._next = 0
+            for f in self.folder.glob("*.exchange"):
+                f.unlink(missing_ok=True)
+        self.run_id = run_id
+        meta = {"version": JOURNAL_VERSION, "key": self.key, "run_id": run_id}
+        _write_durable(self.folder / "run.json", json.dumps(meta).encode())
+
+    def replay(self, fingerprints: Sequence[str]) -> list[bytes | None] | None:
+        """Return the recorded replies for one call, or ``None`` to go live.
+
+        A call is replayed only as a whole: every fingerprint needs a record.
+        """
+        with self._lock:
+            if self._live or not fingerprints:
+                return None
+            if all(self._records.get(fp) for fp in fingerprints):
+                out = [self._records[fp].popleft() for fp in fingerprints]
+                self._unused -= len(out)
+                self.replayed += len(out)
+                return out
+            self._live = True
+            if self._unused:
+                logger.warning(
+                    "resume: the ServerApp asked for something the checkpoint does "
+                    "not hold while %d recorded replies were unused (is the app "
+                    "deterministic? random node sampling needs a seed); going on "
+                    "live from here",
+                    self._unused,
+                )
+            elif self.replayed:
+                logger.info(
+                    "resume: %d recorded replies replayed; continuing the run live",
+                    self.replayed,
+                )
+            return None
+
+    def record(self, entries: Sequence[tuple[str, bytes | None]]) -> None:
+        """Durably append the outcome of one completed call (reply bytes or None)."""
+        if not entries:
+            return
+        with self._lock:
+            n = self._next
+            self._next += 1
+        _write_durable(self.folder / f"{n:08d}.exchange", _pack(entries))
+
+    def finish(self) -> None:
+        """The run completed: forget it, so the next command starts a new run."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class ReplyCache:
+    """A data owner's last replies, keyed by :func:`request_fingerprint`.
+
+    Parameters
+    ----------
+    folder:
+        A private folder (the data owner's state dir for the app).
+    keep:
+        How many replies to keep (oldest are deleted first).
+    """
+
+    def __init__(self, folder: Path, keep: int = DEFAULT_CACHED_REPLIES) -> None:
+        self.folder = Path(folder)
+        self.keep = keep
+        self._lock = threading.Lock()
+
+    def _path(self, fp: str) -> Path:
+        return self.folder / f"{fp}.reply"
+
+    def get(self, fp: str) -> Message | None:
+        """Return the cached reply for ``fp``, or ``None``."""
+        try:
+            data = self._path(fp).read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return bytes_to_flower_message(data)
+        except Exception as exc:  # a damaged cache entry: compute again
+            logger.warning("ignoring a damaged cached reply %s: %s", fp[:12], exc)
+            return None
+
+    def put(self, fp: str, reply: Message) -> None:
+        """Store ``reply`` durably before it is sent, then drop the oldest."""
+        _write_durable(self._path(fp), flower_message_to_bytes(reply))
+        with self._lock:
+            entries: list[tuple[float, Any]] = []
+            for p in self.folder.glob("*.reply"):
+                try:
+                    entries.append((p.stat().st_mtime_ns, p))
+                except FileNotFoundError:
+                    continue
+            entries.sort()
+            for _, p in entries[: max(0, len(entries) - self.keep)]:
+                p.unlink(missing_ok=True)

@@ -1,0 +1,184 @@
+"""Parties killed with -9 mid-run, every party a real OS process (``simulate``).
+
+* The researcher: the same command again resumes; the result equals an
+  uninterrupted run of the same command in another work dir.
+* A data owner: the researcher stops waiting for it when its heartbeat stops,
+  and ``simulate`` says which process exited and why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TOY = ROOT / "tests" / "assets" / "toy_app"
+LEGACY = ROOT / "examples" / "legacy_numpy"
+
+
+def _env() -> dict[str, str]:
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SYFT_FLWR_", "SYFTBOX_"))
+    }
+
+
+def _simulate(app: Path, work: Path, run_config: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "syft_flwr",
+        "simulate",
+        str(app),
+        "-n",
+        "2",
+        "--workdir",
+        str(work),
+        "--run-config",
+        run_config,
+        *extra,
+    ]
+
+
+def _party_pid(work: Path, email: str = "researcher@example.org") -> int | None:
+    """The pid of ``email``'s process in the simulation in ``work``."""
+    try:
+        parties = json.loads((work / "parties.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return next((p["pid"] for p in parties if p["email"] == email), None)
+
+
+def _result(stdout: str, prefix: str) -> dict:
+    lines = [ln for ln in stdout.splitlines() if prefix in ln]
+    assert lines, stdout[-3000:]
+    return json.loads(lines[-1].split(prefix, 1)[1])
+
+
+def _kill_researcher_after(work: Path, exchanges: int, proc: subprocess.Popen) -> None:
+    """kill -9 the researcher once ``exchanges`` calls are in its checkpoint."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = list((work / "SyftBox" / ".syft_flwr").rglob("resume/*.exchange"))
+        pid = _party_pid(work)
+        if len(done) >= exchanges and pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            return
+        time.sleep(0.01)
+    pytest.fail("the run ended before the researcher could be killed")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("app", "run_config", "prefix", "kill_after", "rounds"),
+    [
+        # Message API: FedAvg.start(); a slow ClientApp keeps rounds long.
+        (TOY, "num-server-rounds=6 slow-seconds=0.3", "TOY_RESULT ", 5, 6),
+        # Legacy Server/Strategy (server_fn); weights_sha256 compares the model.
+        (LEGACY, "num-server-rounds=12", "SYFT_FLWR_RESULT ", 8, 12),
+    ],
+    ids=["message-api", "legacy-server"],
+)
+def test_kill_9_researcher_then_same_command_resumes(
+    tmp_path: Path,
+    app: Path,
+    run_config: str,
+    prefix: str,
+    kill_after: int,
+    rounds: int,
+):
+    app_dir = tmp_path / app.name
+    shutil.copytree(app, app_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    whole = subprocess.run(
+        _simulate(app_dir, tmp_path / "whole", run_config),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+    )
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    expected = _result(whole.stdout, prefix)
+
+    work = tmp_path / "crashed"
+    cmd = _simulate(app_dir, work, run_config)
+    first = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()
+    )
+    _kill_researcher_after(work, kill_after, first)
+    out1, _ = first.communicate(timeout=120)
+    assert first.returncode == 1, out1
+    assert "the researcher was killed by SIGKILL" in out1
+    assert "run the same command again" in out1
+
+    second = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env=_env()
+    )
+    assert second.returncode == 0, second.stdout + second.stderr
+    # The same result as the uninterrupted run...
+    assert _result(second.stdout, prefix) == expected
+    log = (work / "logs" / "researcher@example.org.log").read_text()
+    assert "resuming run" in log and "replayed" in log
+    # ...and the data owners trained only the rounds the checkpoint lacked.
+    trained = (work / "logs" / "do1@example.org.log").read_text().count("running train")
+    assert 0 < trained < rounds
+    # The completed run left no checkpoint behind.
+    assert not list((work / "SyftBox" / ".syft_flwr").rglob("resume/*.exchange"))
+
+    # --fresh starts over: every round trained again.
+    third = subprocess.run(
+        [*cmd, "--fresh"], capture_output=True, text=True, timeout=300, env=_env()
+    )
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert _result(third.stdout, prefix) == expected
+    assert (work / "logs" / "do1@example.org.log").read_text().count(
+        "running train"
+    ) == rounds
+
+
+@pytest.mark.slow
+def test_kill_9_data_owner_researcher_goes_on_and_simulate_says_why(tmp_path: Path):
+    app_dir = tmp_path / "toy_app"
+    shutil.copytree(TOY, app_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    work = tmp_path / "work"
+    env = dict(_env(), SYFT_FLWR_HEARTBEAT_INTERVAL="0.5")
+    # A round timeout far longer than the test: only liveness can end the wait.
+    cmd = _simulate(
+        app_dir,
+        work,
+        "num-server-rounds=4 slow-seconds=0.3 min-nodes=2 round-timeout=600",
+    )
+    cmd[cmd.index("-n") + 1] = "3"
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    log = work / "logs" / "researcher@example.org.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        pid = _party_pid(work, "do3@example.org")
+        if log.exists() and "[ROUND 2/4]" in log.read_text() and pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the run ended before do3 could be killed")
+    out, _ = proc.communicate(timeout=300)
+    assert "data owner do3@example.org was killed by SIGKILL (last log line:" in out
+    summary = json.loads((work / "summary.json").read_text())
+    by_email = {p["email"]: p for p in summary["parties"]}
+    assert by_email["researcher@example.org"]["returncode"] == 0, out
+    assert by_email["do3@example.org"]["returncode"] == -signal.SIGKILL
+    assert "killed by SIGKILL" in by_email["do3@example.org"]["note"]
+    assert not summary["ok"] and proc.returncode == 1
+    text = log.read_text()
+    assert "do3@example.org stopped answering: no heartbeat" in text
+    assert "timed out" not in text
+    assert 'TOY_RESULT {"final_mean": 4.0}' in out

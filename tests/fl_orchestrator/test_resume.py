@@ -1,0 +1,235 @@
+"""Resume after a crash: the researcher's journal and the data owner's reply cache."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from syft_flwr._flwr_compat import set_message_id, set_routing, set_task_identity
+from syft_flwr.client import MemoryClient
+from syft_flwr.config import Settings
+from syft_flwr.errors import CheckpointError
+from syft_flwr.fl_orchestrator.checkpoint import (
+    Journal,
+    ReplyCache,
+    request_fingerprint,
+)
+from syft_flwr.fl_orchestrator.flower_client import ClientAppHandler, run_data_owner
+from syft_flwr.fl_orchestrator.flower_server import run_researcher
+from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+from syft_flwr.ids import node_id_for
+from syft_flwr.project import load_component, load_project
+from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
+from syft_flwr.transports.memory import MemoryHub
+
+TOY = Path(__file__).resolve().parents[1] / "assets" / "toy_app"
+DS = "researcher@example.org"
+OWNERS = ["do1@example.org", "do2@example.org"]
+
+
+class Crash(Exception):
+    """Stands in for the researcher dying mid-run."""
+
+
+class CrashingGrid(SyftGrid):
+    """Dies when the ServerApp makes its ``crash_at``-th ``send_and_receive`` call."""
+
+    def __init__(self, *args, crash_at: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.crash_at = crash_at
+        self.calls = 0
+
+    def send_and_receive(self, messages, *, timeout=None):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise Crash("researcher died")
+        return super().send_and_receive(messages, timeout=timeout)
+
+
+def _run(tmp: Path, hub: MemoryHub, rounds: int, *, crash_at=None, fresh=False):
+    """One researcher run against two data-owner threads; returns (out, handlers)."""
+    cfg = load_project(TOY)
+    server_app = load_component(cfg.serverapp, cfg.app_dir)
+    client_app = load_component(cfg.clientapp, cfg.app_dir)
+    settings = Settings(poll_interval=0.5)
+    rc = dict(cfg.app_config, **{"num-server-rounds": rounds})
+    handlers: dict[str, ClientAppHandler] = {}
+    threads = []
+    for i, email in enumerate(OWNERS):
+
+        def serve(email=email, i=i):
+            handlers[email] = run_data_owner(
+                client_app,
+                "flwr/toy",
+                client=MemoryClient(email, hub, state_dir=tmp / email),
+                aggregators=[DS],
+                run_config=rc,
+                node_config={"partition-id": i, "num-partitions": 2},
+                settings=settings,
+            )
+
+        th = threading.Thread(target=serve, daemon=True)
+        th.start()
+        threads.append(th)
+    client = MemoryClient(DS, hub, state_dir=tmp / DS)
+    grid = (
+        None
+        if crash_at is None
+        else CrashingGrid("flwr/toy", OWNERS, client=client, crash_at=crash_at)
+    )
+    kwargs = dict(client=client, run_config=rc, settings=settings, stop_wait=5)
+    try:
+        ctx = run_researcher(
+            server_app, "flwr/toy", OWNERS, grid=grid, fresh=fresh, **kwargs
+        )
+    finally:
+        for th in threads:
+            th.join(timeout=10)
+    return ctx, handlers
+
+
+def _trains(handlers: dict[str, ClientAppHandler], run_id: int) -> list[int]:
+    return [
+        handlers[e].context_for(run_id).state["calls"]["n"]
+        if "calls" in handlers[e].context_for(run_id).state
+        else 0
+        for e in OWNERS
+    ]
+
+
+def test_rerun_after_a_crash_continues_from_the_next_round(tmp_path, capsys):
+    hub = MemoryHub(max_file_size=4 * 1024 * 1024)
+    # Calls: train 1, evaluate 1, train 2, evaluate 2 (dies here), ...
+    with pytest.raises(Crash):
+        _run(tmp_path, hub, 4, crash_at=4)
+    journal = tmp_path / DS / "flwr_toy" / "resume"
+    assert len(list(journal.glob("*.exchange"))) == 3
+    capsys.readouterr()
+    ctx, handlers = _run(tmp_path, hub, 4)
+    out = capsys.readouterr()
+    # The same final model as an uninterrupted run (4 rounds of +1.0)...
+    assert '"final_mean": 4.0' in out.out
+    # ...with only rounds 3 and 4 trained for real: rounds 1-2 came from disk.
+    assert _trains(handlers, ctx.run_id) == [2, 2]
+    # A completed run leaves no checkpoint: the next command starts over.
+    assert not journal.exists()
+
+
+def test_fresh_starts_over(tmp_path, capsys):
+    hub = MemoryHub(max_file_size=4 * 1024 * 1024)
+    with pytest.raises(Crash):
+        _run(tmp_path, hub, 3, crash_at=4)
+    ctx, handlers = _run(tmp_path, hub, 3, fresh=True)
+    assert '"final_mean": 3.0' in capsys.readouterr().out
+    assert _trains(handlers, ctx.run_id) == [3, 3]
+
+
+def test_other_run_config_is_a_new_run(tmp_path, capsys):
+    hub = MemoryHub(max_file_size=4 * 1024 * 1024)
+    with pytest.raises(Crash):
+        _run(tmp_path, hub, 3, crash_at=4)
+    ctx, handlers = _run(tmp_path, hub, 2)  # another num-server-rounds
+    assert '"final_mean": 2.0' in capsys.readouterr().out
+    assert _trains(handlers, ctx.run_id) == [2, 2]
+
+
+def test_journal_refuses_a_corrupt_file_and_discards_another_key(tmp_path):
+    j = Journal(tmp_path / "j", "key-a")
+    j.begin(7)
+    j.record([("fp1", b"reply"), ("fp2", None)])
+    again = Journal(tmp_path / "j", "key-a")
+    assert again.run_id == 7 and again.resuming
+    assert again.replay(["fp2", "fp1"]) == [None, b"reply"]
+    assert again.replay(["fp1"]) is None  # used up: live from here
+    other = Journal(tmp_path / "j", "key-b")
+    assert other.run_id is None and not other.resuming
+    j = Journal(tmp_path / "j", "key-a")
+    j.begin(1)
+    j.record([("fp1", b"old")])
+    j = Journal(tmp_path / "j", "key-a")
+    j.begin(2)  # an explicit other run id: the old records are not replayed
+    assert Journal(tmp_path / "j", "key-a").replay(["fp1"]) is None
+    j = Journal(tmp_path / "j", "key-a")
+    j.begin(8)
+    (tmp_path / "j" / "00000000.exchange").write_bytes(b"\x00\x00\x00\x09garbage")
+    with pytest.raises(CheckpointError, match="--fresh"):
+        Journal(tmp_path / "j", "key-a")
+    assert Journal(tmp_path / "j", "key-a", fresh=True).run_id is None
+
+
+def _request(dst: int, value: float, message_id: str) -> Message:
+    set_task_identity(5)
+    msg = Message(
+        RecordDict(
+            {
+                "arrays": ArrayRecord([__import__("numpy").full(3, value)]),
+                "config": ConfigRecord({"server-round": 2}),
+            }
+        ),
+        dst_node_id=dst,
+        message_type="train",
+        group_id="2",
+    )
+    set_routing(msg, run_id=5, src_node_id=1)
+    set_message_id(msg, message_id)
+    return msg
+
+
+def test_data_owner_answers_a_resent_request_from_its_reply_cache(tmp_path):
+    runs: list[str] = []
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context):
+        runs.append(msg.metadata.message_id)
+        return Message(
+            RecordDict({"metrics": MetricRecord({"num-examples": len(runs)})}),
+            reply_to=msg,
+        )
+
+    email = "do1@example.org"
+    nid = node_id_for(email)
+    cache = tmp_path / "replies"
+    h = ClientAppHandler(app, email=email, reply_cache=ReplyCache(cache))
+    first = bytes_to_flower_message(h(flower_message_to_bytes(_request(nid, 1.0, "a"))))
+    # The resumed researcher re-sends the same request under a new message id,
+    # to a data owner that was restarted too (a new handler, the same disk).
+    h2 = ClientAppHandler(app, email=email, reply_cache=ReplyCache(cache))
+    again = bytes_to_flower_message(
+        h2(flower_message_to_bytes(_request(nid, 1.0, "b")))
+    )
+    assert runs == ["a"]  # the ClientApp ran once
+    assert again.metadata.reply_to_message_id == "b"
+    assert again.content["metrics"]["num-examples"] == 1
+    assert again.metadata.message_id != first.metadata.message_id
+    assert h2.from_cache == 1 and h2.succeeded == 1
+    # Other content (the next round's model) is new work.
+    h2(flower_message_to_bytes(_request(nid, 2.0, "c")))
+    assert runs == ["a", "c"]
+
+
+def test_fingerprint_ignores_message_id_and_creation_time():
+    a = _request(7, 1.0, "x")
+    b = _request(7, 1.0, "y")
+    assert request_fingerprint(a) == request_fingerprint(b)
+    assert request_fingerprint(a, with_sender=True) == request_fingerprint(
+        b, with_sender=True
+    )
+    assert request_fingerprint(a) != request_fingerprint(_request(8, 1.0, "x"))
+    assert request_fingerprint(a) != request_fingerprint(_request(7, 1.5, "x"))
+
+
+def test_reply_cache_keeps_only_the_newest(tmp_path):
+    c = ReplyCache(tmp_path, keep=2)
+    for i in range(4):
+        msg = _request(7, float(i), f"m{i}")
+        c.put(f"fp{i}", Message(RecordDict(), reply_to=msg))
+    assert sorted(p.name for p in tmp_path.glob("*.reply")) == [
+        "fp2.reply",
+        "fp3.reply",
+    ]
+    assert c.get("fp0") is None and c.get("fp3") is not None
