@@ -159,9 +159,19 @@ class Ledger:
         return self.dir / self.REPLIES / f"{mid}.reply"
 
     def store_reply(
-        self, mid: str, status: int, body: bytes, expires_at: float
+        self,
+        mid: str,
+        status: int,
+        body: bytes,
+        expires_at: float,
+        *,
+        durable: bool = True,
     ) -> None:
-        """Keep the reply durably, then mark ``mid`` as ``stored``."""
+        """Keep the reply (fsynced with ``durable``), then mark ``mid`` ``stored``.
+
+        A reply already delivered is kept without an fsync (it only serves a
+        rare resend); one that still has to be delivered is kept durably.
+        """
         if self.dir is None:
             with self._lock:
                 self._memory_replies[mid] = (status, bytes(body))
@@ -175,7 +185,8 @@ class Ledger:
                 while view:
                     n = os.write(fd, view)
                     view = view[n:]
-                os.fsync(fd)
+                if durable:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, path)

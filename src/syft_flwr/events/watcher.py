@@ -563,9 +563,13 @@ class TransportEvents(SyftFlwrEvents):
         # Deliver first (the researcher waits for it), then keep it durably for
         # a retry after a restart or a resend: a crash in between leaves the
         # reply on the transport, which a restarted data owner recognises.
-        self._deliver(incoming.path, mid, status, body, head.expires, expires_at)
+        delivered = self._deliver(
+            incoming.path, mid, status, body, head.expires, expires_at
+        )
         try:
-            self.ledger.store_reply(mid, status, body, expires_at)
+            self.ledger.store_reply(
+                mid, status, body, expires_at, durable=not delivered
+            )
         except OSError as exc:
             logger.error("could not keep the reply to %s durably: %s", mid, exc)
 
@@ -650,8 +654,11 @@ class TransportEvents(SyftFlwrEvents):
         body: bytes,
         expires: str,
         expires_at: float,
-    ) -> None:
-        """Write the reply; on failure keep it and retry with backoff until expiry."""
+    ) -> bool:
+        """Write the reply; on failure keep it and retry with backoff until expiry.
+
+        Returns whether the reply is on the transport now.
+        """
         try:
             self.rpc.send_response(
                 path, request_id=mid, expires=expires, status_code=status, body=body
@@ -669,7 +676,7 @@ class TransportEvents(SyftFlwrEvents):
                 exc,
                 delay,
             )
-            return
+            return False
         self._retries.pop(mid, None)
         # Not fsynced: if lost, a restart resends the stored reply (harmless).
         self.ledger.mark(mid, REPLIED, expires_at, durable=False)
@@ -683,6 +690,7 @@ class TransportEvents(SyftFlwrEvents):
         )
         self._answered.add(mid)
         self.served += 1
+        return True
 
     def _retry_due(self, *, force: bool = False) -> None:
         now = time.monotonic()
