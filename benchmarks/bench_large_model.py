@@ -300,8 +300,8 @@ def run(
     out("")
     out(
         f"Serde limit, one train message ({model_mb:.1f} MB) in process: "
-        f"serialize {_f(serde['ser_s'], 3)} s + deserialize {_f(serde['de_s'], 3)} s "
-        f"= {_f(limit_s, 3)} s"
+        f"serialize {_f(serde['ser_s'], 4)} s + deserialize {_f(serde['de_s'], 4)} s "
+        f"= {_f(limit_s, 4)} s"
     )
     out("")
     out(
