@@ -278,7 +278,8 @@ def run(
             try:
                 flower = _run_worker("flower", n=n, size=size, rounds=rounds)
             except Exception as exc:  # the reference must never vanish silently
-                why = "could not run: " + str(exc).strip().splitlines()[-1][:120]
+                last = str(exc).strip().splitlines()[-1][:120]
+                why = "could not run: " + last.replace("|", "/")
         for enc in (False, True):
             r = _run_worker("syft", n=n, size=size, rounds=rounds, encrypted=enc)
             ratio = r["round_s"] / flower["round_s"] if flower else None

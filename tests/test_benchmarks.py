@@ -142,22 +142,24 @@ def test_large_model_benchmark_prints_the_expected_table() -> None:
         "writes / model",
     ]
     rows = [_cells(x) for x in lines if re.match(r"\| \d+ \|", x)]
+    # The reference row is always there: measured, or with the reason it is not.
+    flower = [c for c in rows if c[1].startswith("Flower simulation engine")]
+    assert len(flower) == 1
+    measured = "could not run" not in flower[0][3]
+    if measured:
+        assert _number(flower[0][3]) > 0
+        assert _number(flower[0][6]) > 0
     syft = {c[2]: c for c in rows if c[1].startswith("syft_flwr")}
     assert set(syft) == {"off", "on"}
     for cells in syft.values():
         assert cells[0] == "2"
-        seconds, ratio, first, rss = (_number(c) for c in cells[3:7])
-        assert seconds > 0 and first > 0 and rss > 0 and ratio > 0
+        seconds, first, rss = (_number(c) for c in (cells[3], cells[5], cells[6]))
+        assert seconds > 0 and first > 0 and rss > 0
+        assert _number(cells[4]) > 0 if measured else cells[4] == "n/a"
         if sys.platform.startswith("linux"):
             # Every request carries the model to each of the 2 data owners.
             assert _number(cells[7]) > 0
             assert _number(cells[8]) >= 1.0
-    # The reference row is always there: measured, or with the reason it is not.
-    flower = [c for c in rows if c[1].startswith("Flower simulation engine")]
-    assert len(flower) == 1
-    if "could not run" not in flower[0][3]:
-        assert _number(flower[0][3]) > 0
-        assert _number(flower[0][6]) > 0
     limit = next(x for x in lines if x.startswith("Serde limit"))
     assert re.search(r"= \d+\.\d+ s$", limit), limit
 
