@@ -1,4 +1,4 @@
-"""The transport benchmark runs (``--quick``) and prints the expected tables.
+"""The benchmarks run (``--quick``) and print the expected tables.
 
 No timing assertions: this only proves the benchmark still works.
 """
@@ -144,3 +144,66 @@ def test_startup_benchmark_prints_its_table() -> None:
         assert cells[1] == "2"
         assert all(_number(c) >= 0 for c in cells[2:])
         assert _number(cells[5]) > 0
+
+
+LARGE_BENCH = BENCH.parent / "bench_large_model.py"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_large_model_benchmark_prints_the_expected_table() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYFT_FLWR_")}
+    proc = subprocess.run(
+        [sys.executable, str(LARGE_BENCH), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    header = _cells(next(x for x in lines if x.startswith("| N |")))
+    assert header == [
+        "N",
+        "engine",
+        "encryption",
+        "s/round",
+        "x Flower",
+        "round 1 (s)",
+        "researcher peak RSS (MB)",
+        "researcher writes/round (MB)",
+        "writes / model",
+    ]
+    rows = [_cells(x) for x in lines if re.match(r"\| \d+ \|", x)]
+    # The reference row is always there: measured, or with the reason it is not.
+    flower = [c for c in rows if c[1].startswith("Flower simulation engine")]
+    assert len(flower) == 1
+    measured = "could not run" not in flower[0][3]
+    if measured:
+        assert _number(flower[0][3]) > 0
+        assert _number(flower[0][6]) > 0
+    syft = {c[2]: c for c in rows if c[1].startswith("syft_flwr")}
+    assert set(syft) == {"off", "on"}
+    for cells in syft.values():
+        assert cells[0] == "2"
+        seconds, first, rss = (_number(c) for c in (cells[3], cells[5], cells[6]))
+        assert seconds > 0 and first > 0 and rss > 0
+        assert _number(cells[4]) > 0 if measured else cells[4] == "n/a"
+        if sys.platform.startswith("linux"):
+            # Every request carries the model to each of the 2 data owners.
+            assert _number(cells[7]) > 0
+            assert _number(cells[8]) >= 1.0
+    limit = next(x for x in lines if x.startswith("Serde limit"))
+    assert re.search(r"= \d+\.\d+ s$", limit), limit
+
+
+def test_large_model_benchmark_help() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(LARGE_BENCH), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0
+    for option in ("--quick", "--model-mb", "--data-owners", "--skip-flower"):
+        assert option in proc.stdout

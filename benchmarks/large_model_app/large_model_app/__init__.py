@@ -1,0 +1,1 @@
+"""FedAvg over one large float32 array, for the large-model benchmark."""
