@@ -67,6 +67,8 @@ class AuditLog:
         self._lock = threading.Lock()
         self._memory: list[dict[str, Any]] = []
         self._last_sync = float("-inf")
+        self._fd: int | None = None
+        self._size = -1  # bytes in the current file; -1: not looked at yet
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -75,6 +77,20 @@ class AuditLog:
         """The audit trail of ``client``'s identity (all apps)."""
         state = client.state_dir("audit")
         return cls(None if state is None else Path(state), **kwargs)
+
+    def close(self) -> None:
+        """Close the trail's file (reopened at the next event)."""
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            try:
+                os.close(self._fd)  # type: ignore[arg-type]
+            except OSError:
+                pass
 
     @property
     def path(self) -> Path | None:
@@ -94,17 +110,16 @@ class AuditLog:
             try:
                 self._rotate_if_needed()
                 line = (json.dumps(entry, sort_keys=True) + "\n").encode()
-                fd = os.open(
-                    self.dir / FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
-                )
-                try:
-                    os.write(fd, line)
-                    now = time.monotonic()
-                    if now - self._last_sync >= SYNC_EVERY:
-                        os.fsync(fd)
-                        self._last_sync = now
-                finally:
-                    os.close(fd)
+                if self._fd is None:  # kept open between events
+                    self._fd = os.open(
+                        self.dir / FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
+                    )
+                os.write(self._fd, line)
+                self._size += len(line)
+                now = time.monotonic()
+                if now - self._last_sync >= SYNC_EVERY:
+                    os.fsync(self._fd)
+                    self._last_sync = now
             except OSError:  # the audit must never stop the serving loop
                 import logging
 
@@ -115,11 +130,17 @@ class AuditLog:
     def _rotate_if_needed(self) -> None:
         assert self.dir is not None
         current = self.dir / FILE
-        try:
-            if current.stat().st_size < self.max_bytes:
-                return
-        except FileNotFoundError:
+        if self._size < 0:  # first write of this process: learn the size once
+            try:
+                self._size = current.stat().st_size
+            except FileNotFoundError:
+                self._size = 0
+        if self._size < self.max_bytes:
             return
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._size = 0
         for i in range(self.keep - 1, 0, -1):
             older = self.dir / f"audit.{i}.jsonl"
             if older.exists():

@@ -71,6 +71,7 @@ class Ledger:
         self._entries: dict[str, LedgerEntry] = {}
         self._memory_replies: dict[str, tuple[int, bytes]] = {}
         self._lines = 0
+        self._fd: int | None = None
         self.dir = None if state_dir is None else Path(state_dir)
         self.path = None if self.dir is None else self.dir / self.FILE
         if self.dir is not None:
@@ -100,6 +101,22 @@ class Ledger:
                     continue
                 if entry.state in _ORDER:
                     self._entries[entry.mid] = entry
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+
+    def close(self) -> None:
+        """Close the log file (it is reopened if marked again)."""
+        with self._lock:
+            self._close_fd()
+
+    def __del__(self) -> None:
+        self._close_fd()
 
     # -- queries ----------------------------------------------------------------
     def __contains__(self, mid: object) -> bool:
@@ -140,13 +157,13 @@ class Ledger:
             if self.path is None:
                 return
             line = json.dumps({"id": mid, "s": state, "exp": expires_at}) + "\n"
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line.encode())
-                if durable:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            if self._fd is None:  # kept open: one open per process, not per mark
+                self._fd = os.open(
+                    self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
+                )
+            os.write(self._fd, line.encode())
+            if durable:
+                os.fsync(self._fd)
             self._lines += 1
 
     def add(self, mid: str) -> None:
@@ -256,6 +273,7 @@ class Ledger:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        self._close_fd()  # the next mark appends to the new file
         self._lines = len(entries)
         legacy = self.dir / self.LEGACY_FILE
         if legacy.exists():  # folded into the new log above
