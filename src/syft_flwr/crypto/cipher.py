@@ -336,6 +336,23 @@ def _exchange(private: X25519PrivateKey, public: X25519PublicKey) -> bytes:
     return shared
 
 
+@functools.lru_cache(maxsize=256)
+def _static_dh(private_raw: bytes, public_raw: bytes) -> bytes:
+    """DH1 of X3DH: two long-term keys, the same for every message of a pair.
+
+    Cached (it only lives in this process's memory, as the keys do) so each
+    message pays for the two ephemeral agreements only.
+    """
+    return _exchange(
+        X25519PrivateKey.from_private_bytes(private_raw),
+        X25519PublicKey.from_public_bytes(public_raw),
+    )
+
+
+def _x25519_raw(private: X25519PrivateKey) -> bytes:
+    return private.private_bytes_raw()
+
+
 def seal_key(
     sender_keys: PrivateKeys, recipient: PublicBundle
 ) -> tuple[SealedKey, bytes]:
@@ -365,8 +382,9 @@ def seal_key(
     ephemeral = X25519PrivateKey.generate()
     try:
         ik_b = ed25519_public_to_x25519(recipient.identity_key)
-        dh1 = _exchange(
-            ed25519_private_to_x25519(sender_keys.identity), recipient.signed_prekey
+        dh1 = _static_dh(
+            _x25519_raw(ed25519_private_to_x25519(sender_keys.identity)),
+            recipient.signed_prekey.public_bytes_raw(),
         )
         dh2 = _exchange(ephemeral, ik_b)
         dh3 = _exchange(ephemeral, recipient.signed_prekey)
@@ -419,8 +437,9 @@ def open_key(
         raise DecryptionError("non-canonical ephemeral public key")
     try:
         ek_pub = X25519PublicKey.from_public_bytes(ek)
-        dh1 = _exchange(
-            recipient_keys.signed_prekey, ed25519_public_to_x25519(sender.identity_key)
+        dh1 = _static_dh(
+            _x25519_raw(recipient_keys.signed_prekey),
+            _ed_to_x_u(sender.identity_key.public_bytes_raw()),
         )
         dh2 = _exchange(ed25519_private_to_x25519(recipient_keys.identity), ek_pub)
         dh3 = _exchange(recipient_keys.signed_prekey, ek_pub)
