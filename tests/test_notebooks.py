@@ -82,8 +82,13 @@ def test_data_owner_notebook() -> None:
     assert "[pending] fedavg_tabular from researcher@example.org" in review
     assert "fedavg_tabular/client_app.py" in review and "=== " in review
     assert "('do1@example.org', 'approved'), ('do2@example.org', 'approved')" in review
-    assert "researcher@example.org     [pinned]" in out[-2]  # pinned on first use
-    results = out[-3]
+    assert "researcher@example.org     [pinned]" in out[-3]  # pinned on first use
+    # the audit trail as a table: what ran, for whom, and the counts
+    audit = out[-2]
+    assert "train" in audit and "researcher@example.org" in audit
+    # 10 ClientApp calls and the researcher's stop signal
+    assert "'run': 11" in audit and "'replied': 11" in audit
+    results = out[-4]
     for email in ("do1@example.org", "do2@example.org"):
         assert f"{email} handled 10 messages; stopped: Training complete" in results
     assert "request files left in the datasites: none" in results
