@@ -91,6 +91,8 @@ def did_key(email: str) -> str:
 
 #: Seconds a peer's DID stays cached before it is read again (picks up rotations).
 DEFAULT_DID_MAX_AGE = 300.0
+#: Seconds a data owner reuses its current signed prekey without re-reading it.
+CURRENT_PREKEY_TTL = 30.0
 #: A DID document is a few KB; anything much larger is not one.
 MAX_DID_BYTES = 256 * 1024
 
@@ -585,10 +587,20 @@ def own_prekeys(
         prekey.
     """
     ring = PrekeyRing(key_store_for(client), clock=clock)
+    # The current prekey is kept for CURRENT_PREKEY_TTL s (reading and parsing
+    # the key file for every message was a large share of a small round trip);
+    # a message naming another prekey always triggers a fresh read.
+    cached: dict[str, Any] = {}
 
     def lookup(pid: str) -> X25519PrivateKey:
+        now = clock()
+        hit = cached.get("spk")
+        fresh = hit is not None and now - cached["at"] < CURRENT_PREKEY_TTL
+        if fresh and pid == cached["id"]:
+            return hit
         current = load_keys(client).signed_prekey
-        if pid == prekey_id(current.public_key()):
+        cached.update(spk=current, id=prekey_id(current.public_key()), at=now)
+        if pid == cached["id"]:
             return current
         retired = ring.find(pid)
         if retired is None:
