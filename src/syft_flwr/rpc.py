@@ -444,11 +444,4 @@ class SyftFlwrRpc:
 
     def pending_request_keys(self, endpoint: str) -> list[str]:
         """Return head keys of requests to us that have no response yet."""
-        keys = self.transport.list(self.endpoint_prefix(self.identity, endpoint))
-        present = set(keys)
-        return [
-            k
-            for k in keys
-            if k.endswith(".request")
-            and k[: -len(".request")] + ".response" not in present
-        ]
+        return [k for k, answered in self.request_keys(endpoint) if not answered]

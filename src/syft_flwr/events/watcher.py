@@ -477,14 +477,21 @@ class TransportEvents(SyftFlwrEvents):
         self._execute(ep, incoming)
 
     def _fingerprint(self, email: str) -> str | None:
-        """The sender's pinned key fingerprint, when encryption pinned one."""
+        """The sender's key fingerprint, when encryption is on.
+
+        Taken from the key directory's cached bundle (the one that just opened
+        the request, checked against the pin), not from the pin file on disk:
+        no file read per request.
+        """
         directory = getattr(self.rpc.policy, "directory", None)
-        trust = getattr(directory, "trust", None)
+        if directory is None:
+            return None
+        from syft_flwr.crypto.keys import fingerprint
+
         try:
-            pinned = trust.pinned(email) if trust is not None else None
+            return fingerprint(directory.get(email))
         except Exception:  # noqa: BLE001 - the audit never stops serving
             return None
-        return None if pinned is None else pinned.fingerprint
 
     def _own_reply(self, response_key: str) -> bool:
         """Whether the reply file at ``response_key`` can be ours (then keep it).
@@ -514,10 +521,11 @@ class TransportEvents(SyftFlwrEvents):
         return mid in self._answered or mid in self.ledger or key in self._refused
 
     def _execute(self, ep: _Endpoint, incoming: Incoming) -> None:
-        """Run the handler once, keep its reply durably, then deliver it.
+        """Run the handler once, deliver its reply, then keep it.
 
-        received -> running -> stored -> replied, each step durable before the
-        next: a crash never runs a request twice and never loses a finished reply.
+        received -> running -> stored/replied: ``running`` is durable before the
+        handler starts (never run twice); a reply that could not be delivered is
+        kept durably and retried (never lost).
         """
         mid, head = incoming.id, incoming.head
         expires_at = head.expires_at

@@ -287,9 +287,14 @@ class ReplyCache:
             logger.warning("ignoring a damaged cached reply %s: %s", fp[:12], exc)
             return None
 
-    def put(self, fp: str, reply: Message) -> None:
-        """Store ``reply`` durably before it is sent, then drop the oldest."""
-        _write_durable(self._path(fp), flower_message_to_bytes(reply))
+    def put(self, fp: str, reply: Message | bytes) -> None:
+        """Store ``reply`` durably before it is sent, then drop the oldest.
+
+        ``reply`` may be the message or its serialized bytes (callers that
+        already serialized it for sending pass those: no second serialization).
+        """
+        data = reply if isinstance(reply, bytes) else flower_message_to_bytes(reply)
+        _write_durable(self._path(fp), data)
         with self._lock:
             entries: list[tuple[float, Any]] = []
             for p in self.folder.glob("*.reply"):

@@ -196,6 +196,7 @@ class ClientAppHandler:
                 reply_to=msg,
             )
         self.handled += 1
+        data = self._finish(reply)  # serialized once, for the reply and the cache
         if reply.has_error():
             self.failed += 1
         else:
@@ -203,10 +204,10 @@ class ClientAppHandler:
             if self.reply_cache is not None:
                 # Durable before the reply leaves: a crash after sending must
                 # not make the re-sent request train a second time.
-                self.reply_cache.put(fp, reply)
+                self.reply_cache.put(fp, data)
         if req is not None:
             req.audit["outcome"] = "error" if reply.has_error() else "ok"
-        return self._finish(reply)
+        return data
 
     def check_outcome(self) -> None:
         """Raise :class:`RunFailed` if this data owner's part of the run failed.
