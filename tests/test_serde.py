@@ -251,3 +251,106 @@ def test_random_and_truncated_bytes_only_raise_serialization_error() -> None:
             assert isinstance(out, Message)
     # Most of them are not messages at all; the point is that nothing else leaks out.
     assert errors > len(samples) // 2
+
+
+# -- large arrays: the framed body (no protobuf copies) ---------------------------------
+
+BIG = 2 * 1024 * 1024  # above serde.PART_MIN_BYTES
+
+
+def _big_content(seed: int = 0) -> RecordDict:
+    rng = np.random.default_rng(seed)
+    content = _full_content()
+    content["model"] = ArrayRecord(
+        {
+            "w": Array(rng.standard_normal(BIG // 4).astype(np.float32)),
+            "b": Array(np.arange(5, dtype=np.int64)),  # small: stays in the skeleton
+            "v": Array(rng.integers(0, 9, BIG // 8 + 3).astype(np.int64)),
+        }
+    )
+    return content
+
+
+def test_large_arrays_use_the_framed_body_and_survive_exactly() -> None:
+    from syft_flwr import frames
+
+    content = _big_content()
+    msg = Message(metadata=_metadata(), content=content)
+    data = flower_message_to_bytes(msg)
+    assert frames.is_framed(data)
+    out = bytes_to_flower_message(data)
+    assert out.metadata == msg.metadata
+    for name, record in content.items():
+        got = out.content[name]
+        assert type(got) is type(record)
+        if isinstance(record, ArrayRecord):
+            for key, arr in record.items():
+                assert got[key].dtype == arr.dtype and got[key].shape == arr.shape
+                assert got[key].data == arr.data
+        else:
+            # exact scalar types (int stays int, bytes stays bytes, ...)
+            assert {k: (type(v), v) for k, v in got.items()} == {
+                k: (type(v), v) for k, v in record.items()
+            }
+
+
+def test_small_messages_stay_plain_protobuf_byte_for_byte() -> None:
+    from flwr.common.serde import message_to_proto
+
+    msg = Message(metadata=_metadata(), content=_full_content())
+    assert flower_message_to_bytes(msg) == message_to_proto(msg).SerializeToString()
+
+
+def test_split_message_does_not_copy_the_arrays() -> None:
+    from syft_flwr.serde import join_message, split_message
+
+    content = _big_content(1)
+    msg = Message(metadata=_metadata(), content=content)
+    split = split_message(msg)
+    assert len(split.prefix) < 64 * 1024
+    assert [
+        p is content["model"][k].data for p, k in zip(split.parts, "wv", strict=True)
+    ] == [
+        True,
+        True,
+    ]
+    out = join_message(split.prefix, split.parts)
+    # The received parts become Array.data as they are.
+    assert out.content["model"]["w"].data is split.parts[0]
+    assert np.array_equal(
+        out.content["model"]["v"].numpy(), content["model"]["v"].numpy()
+    )
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d[:-1],  # a part one byte short
+        lambda d: d + b"x",  # trailing bytes
+        lambda d: d[:4] + b"\x09" + d[5:],  # unknown framing version
+        lambda d: d[:12] + b"\xff\xff\xff\xff" + d[16:],  # absurd skeleton length
+    ],
+)
+def test_damaged_framed_bodies_are_refused(mutate) -> None:  # noqa: ANN001
+    data = flower_message_to_bytes(
+        Message(metadata=_metadata(), content=_big_content())
+    )
+    with pytest.raises(SerializationError):
+        bytes_to_flower_message(mutate(data))
+
+
+def test_framed_table_must_match_the_skeleton() -> None:
+    from syft_flwr import frames
+    from syft_flwr.serde import join_message, split_message
+
+    split = split_message(Message(metadata=_metadata(), content=_big_content()))
+    frame = frames.parse_frame(split.prefix)
+    wrong = frames.pack(
+        [frames.PartSlot("model", "nope", s.size) for s in frame.slots[:1]]
+        + list(frame.slots[1:]),
+        bytes(frame.skeleton),
+    )
+    with pytest.raises(SerializationError, match="no empty array slot"):
+        join_message(wrong, split.parts)
+    with pytest.raises(SerializationError, match="lists 2 parts, 1 were given"):
+        join_message(split.prefix, split.parts[:1])

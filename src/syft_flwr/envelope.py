@@ -1,4 +1,4 @@
-"""The on-disk envelope (format version 1): bytes <-> a head file plus chunk files.
+"""The on-disk envelope (format version 2): bytes <-> a head file plus chunk files.
 
 The full specification is ``docs/envelope.md``. In short:
 
@@ -7,7 +7,7 @@ The full specification is ``docs/envelope.md``. In short:
   ``status_code`` on responses), so other SyftBox tools can read it, plus one
   extra object ``"syft_flwr"`` describing how the body is stored::
 
-      "syft_flwr": {"v": 1, "kind": "request", "size": 1234,
+      "syft_flwr": {"v": 2, "kind": "request", "size": 1234,
                     "storage": "inline" | "chunks",
                     "chunks": [{"size": 4194304, "sha256": "..."}, ...],
                     "encryption": null | {"alg": "...", "ek": "<base64>"}}
@@ -62,7 +62,7 @@ __all__ = [
     "parse_time",
 ]
 
-ENVELOPE_VERSION = 1
+ENVELOPE_VERSION = 2
 #: Bytes kept free in a head for everything but the inline body.
 HEAD_RESERVE = 2048
 CONTENT_TYPE = "application/vnd.flower.message+protobuf"
@@ -367,7 +367,7 @@ def parse_head(
     expected_kind: Kind | None = None,
     max_message_bytes: int = 2 * 1024**3,
 ) -> Head:
-    """Parse a head file: the one strict reader of every head (v0 and v1).
+    """Parse a head file: the one strict reader of every head (v0, v1 and v2).
 
     Limits are checked before and while parsing: the head's size, its nesting
     depth, finite numbers only, known fields only, ids matching

@@ -13,13 +13,23 @@ a :class:`CodecPolicy` decides how bodies are sealed (plaintext or encrypted).
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from syft_flwr import frames
 from syft_flwr._email import fold_domain
+from syft_flwr.blobs import (
+    TAG_SIZE,
+    BlobRef,
+    pack_attached,
+    read_blob,
+    unpack_attached,
+    write_blob,
+)
 from syft_flwr.config import Settings
 from syft_flwr.envelope import (
     MAX_HEAD_BYTES,
@@ -47,9 +57,27 @@ from syft_flwr.transports.base import RpcPath, Transport, Watch, join_key
 __all__ = [
     "CodecPolicy",
     "Incoming",
+    "Part",
     "PlaintextPolicy",
     "SyftFlwrRpc",
+    "attachment_chunk_name",
 ]
+
+#: A large part of a message: bytes to store next to it, or a blob already stored
+#: in the sender's shared folder (:meth:`SyftFlwrRpc.put_shared`).
+Part = bytes | memoryview | BlobRef
+#: Seconds a data owner keeps the last shared attachment it read, so several
+#: requests naming the same blob read it once.
+SHARED_CACHE_SECONDS = 60.0
+
+
+def attachment_chunk_name(message_id: str, kind: Kind, part: int, index: int) -> str:
+    """File name of chunk ``index`` of attachment ``part`` stored next to a message.
+
+    ``<id>.<kind>.a<part>.<nnnnnn>.chunk``: it starts with ``<id>.<kind>.``, so
+    deleting a message's files deletes its attachments too.
+    """
+    return f"{message_id}.{kind}.a{part}.{index:06d}.chunk"
 
 
 class CodecPolicy(Protocol):
@@ -90,11 +118,20 @@ class Incoming:
 
     path: RpcPath
     head: Head
+    #: The plaintext body; a :class:`~syft_flwr.frames.FramedBody` (a prefix with
+    #: its parts as separate buffers) when the message had attachments.
     body: bytes
 
     @property
     def id(self) -> str:
         return self.head.id
+
+    @property
+    def size(self) -> int:
+        """Plaintext bytes of the body, attachments included."""
+        if isinstance(self.body, frames.FramedBody):
+            return self.body.total_size
+        return len(self.body)
 
     @property
     def sender(self) -> str:
@@ -136,6 +173,8 @@ class SyftFlwrRpc:
         if transport.max_file_size is not None:
             chunk = min(chunk, transport.max_file_size)
         self.chunk_size = chunk
+        self._shared_cache: tuple[float, str, BlobRef, bytes] | None = None
+        self._shared_lock = threading.Lock()
 
     @property
     def identity(self) -> str:
@@ -170,12 +209,16 @@ class SyftFlwrRpc:
         status_code: int | None = None,
         headers: Mapping[str, str] | None = None,
         plaintext: bool = False,
+        parts: Sequence[Part] | None = None,
     ) -> None:
         codec = PlainCodec() if plaintext else self.policy.for_sending(ctx)
+        sealed = self._attach(
+            folder, ctx, body, parts, encrypt=codec.algorithm is not None
+        )
         head, chunks = encode_message(
             ctx=ctx,
             url=url,
-            body=body,
+            body=sealed,
             created=format_time(self.clock()),
             codec=codec,
             chunk_size=self.chunk_size,
@@ -188,6 +231,121 @@ class SyftFlwrRpc:
             self.transport.put(f"{folder}/{name}", data)
         self.transport.put(f"{folder}/{head_name(ctx.message_id, ctx.kind)}", head)
 
+    def _attach(
+        self,
+        folder: str,
+        ctx: SealContext,
+        body: bytes | memoryview,
+        parts: Sequence[Part] | None,
+        *,
+        encrypt: bool,
+    ) -> bytes | memoryview:
+        """Store a body's large parts as attachments; return the body to seal.
+
+        ``parts=None`` takes them from an inline framed body (without copying).
+        Each part not already stored (a :class:`BlobRef`) is written next to the
+        message under a fresh content key; the references, keys included, go
+        into the sealed body.
+        """
+        if parts is None:
+            body, parts = frames.detach(body)
+        if not parts:
+            return body
+        refs = []
+        for k, part in enumerate(parts):
+            if isinstance(part, BlobRef):
+                refs.append(part)
+                continue
+
+            def put(i: int, data: bytes, k: int = k) -> None:
+                name = attachment_chunk_name(ctx.message_id, ctx.kind, k, i)
+                self.transport.put(f"{folder}/{name}", data)
+
+            refs.append(
+                write_blob(
+                    part,
+                    put,
+                    blob_id=uuid.uuid4().hex,
+                    chunk_payload=self._blob_payload(encrypt),
+                    encrypt=encrypt,
+                )
+            )
+        return pack_attached(refs, body)
+
+    def _blob_payload(self, encrypt: bool) -> int:
+        return self.chunk_size - (TAG_SIZE if encrypt else 0)
+
+    # -- shared attachments (one blob for several recipients) ------------------------
+    @property
+    def can_share(self) -> bool:
+        """Whether the transport can store one blob for several readers."""
+        return self.transport.can_share
+
+    def shared_folder(self, owner: str, group: str) -> str:
+        """Key of ``owner``'s shared blob folder ``group`` for this app."""
+        return join_key(owner, "app_data", self.app_name, "blobs", group)
+
+    def new_shared_group(self, readers: Iterable[str], expires_at: float) -> str:
+        """Create a shared blob folder readable by ``readers``; return its name.
+
+        The name carries the expiry, so :meth:`sweep_shared` can remove what a
+        crashed run left behind.
+        """
+        group = f"g{int(expires_at)}-{uuid.uuid4().hex[:16]}"
+        self.transport.share(
+            self.shared_folder(self.identity, group),
+            sorted({fold_domain(r) for r in readers}),
+        )
+        return group
+
+    def put_shared(self, group: str, data: bytes | memoryview) -> BlobRef:
+        """Store ``data`` once in shared folder ``group``; return its reference.
+
+        Encrypted under a fresh content key when encryption is on; each request
+        that names the reference carries the key sealed for its own recipient.
+        """
+        folder = self.shared_folder(self.identity, group)
+        blob_id = uuid.uuid4().hex
+        encrypt = self.policy.required
+
+        def put(i: int, chunk: bytes) -> None:
+            self.transport.put(f"{folder}/{blob_id}.{i:06d}.chunk", chunk)
+
+        return write_blob(
+            data,
+            put,
+            blob_id=blob_id,
+            chunk_payload=self._blob_payload(encrypt),
+            encrypt=encrypt,
+            shared=group,
+        )
+
+    def delete_shared(self, group: str) -> None:
+        """Delete shared folder ``group`` (its chunks, then its permission files)."""
+        folder = self.shared_folder(self.identity, group)
+        keys = self.transport.list(folder)
+        chunks = [k for k in keys if k.endswith(".chunk")]
+        self.transport.delete_many(chunks)
+        self.transport.delete_many([k for k in keys if k not in set(chunks)])
+
+    def sweep_shared(self, now: float | None = None) -> int:
+        """Delete this party's shared blob folders whose requests have expired.
+
+        Returns the number of folders removed.
+        """
+        now = self.clock() if now is None else now
+        base = join_key(self.identity, "app_data", self.app_name, "blobs")
+        groups: set[str] = set()
+        for key in self.transport.list(base):
+            rest = key[len(base) + 1 :]
+            group = rest.split("/", 1)[0]
+            stamp = group[1:].split("-", 1)[0]
+            if group.startswith("g") and stamp.isdigit() and int(stamp) < now:
+                groups.add(group)
+        for group in groups:
+            self.delete_shared(group)
+        return len(groups)
+
     def send_request(
         self,
         recipient: str,
@@ -197,8 +355,14 @@ class SyftFlwrRpc:
         expires_at: float,
         message_id: str | None = None,
         headers: Mapping[str, str] | None = None,
+        parts: Sequence[Part] | None = None,
     ) -> str:
-        """Write a request for ``recipient``; return its id."""
+        """Write a request for ``recipient``; return its id.
+
+        ``body`` may be an inline framed body (its large parts become
+        attachments), or a detached one with its ``parts`` given separately
+        (bytes to store next to the request, or shared :class:`BlobRef`).
+        """
         mid = message_id or str(uuid.uuid4())
         recipient = fold_domain(recipient)
         ctx = SealContext(
@@ -216,6 +380,7 @@ class SyftFlwrRpc:
             url=self.url(recipient, endpoint),
             body=body,
             headers=headers,
+            parts=parts,
         )
         return mid
 
@@ -345,7 +510,59 @@ class SyftFlwrRpc:
             codec,
             lambda n: self.transport.read_limited(f"{folder}/{n}", limits[n]),
         )
+        if head.version >= 2:
+            body = self._read_attachments(path, head, body)
         return Incoming(path=path, head=head, body=body)
+
+    def _read_attachments(self, path: RpcPath, head: Head, body: bytes) -> bytes:
+        """Return ``body``, or a FramedBody with its attachments read, if it has any."""
+        refs, inner = unpack_attached(body, max_total=self.settings.max_message_bytes)
+        if not refs:
+            return body
+        if self.policy.required and any(r.key is None for r in refs):
+            raise PlaintextRefused(
+                f"{head.kind} {head.id} from {head.sender} has a plaintext attachment "
+                "while encryption is on; refusing it"
+            )
+        parts = []
+        for k, ref in enumerate(refs):
+            if ref.shared is None:
+                base = f"{path.folder}/{head.id}.{head.kind}.a{k}"
+                parts.append(
+                    self._read_blob(ref, lambda i, b=base: f"{b}.{i:06d}.chunk")
+                )
+            else:
+                parts.append(self._read_shared(head.sender, ref))
+        return frames.FramedBody(bytes(inner), parts)
+
+    def _read_blob(self, ref: BlobRef, name_of: Callable[[int], str]) -> bytes:
+        return read_blob(
+            ref, lambda i, limit: self.transport.read_limited(name_of(i), limit)
+        )
+
+    def _read_shared(self, owner: str, ref: BlobRef) -> bytes:
+        """Read a blob from ``owner``'s shared folder; the last one is kept a while."""
+        assert ref.shared is not None
+        now = time.monotonic()
+        with self._shared_lock:
+            hit = self._shared_cache
+            if (
+                hit is not None
+                and hit[1:3] == (owner, ref)
+                and now - hit[0] < SHARED_CACHE_SECONDS
+            ):
+                return hit[3]
+            self._shared_cache = None  # release the old one before reading
+        folder = self.shared_folder(owner, ref.shared)
+        data = self._read_blob(ref, lambda i: f"{folder}/{ref.id}.{i:06d}.chunk")
+        with self._shared_lock:
+            self._shared_cache = (now, owner, ref, data)
+        return data
+
+    def forget_shared(self) -> None:
+        """Drop the kept shared attachment (frees its memory at once)."""
+        with self._shared_lock:
+            self._shared_cache = None
 
     def read_head_bytes(self, key: str) -> bytes:
         """The bytes of a head file, read under the head size limit.

@@ -34,6 +34,7 @@ from syft_flwr._flwr_compat import (
     set_task_identity,
     task_identity_run_id,
 )
+from syft_flwr.blobs import BlobRef
 from syft_flwr.client.factory import wrap_client
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.client.syft_p2p_client import restrict_peers
@@ -51,8 +52,13 @@ from syft_flwr.errors import (
 from syft_flwr.fl_orchestrator.checkpoint import Journal, request_fingerprint
 from syft_flwr.ids import node_id_map, normalize_email
 from syft_flwr.review.guard import attach_project_hash, take_project_hash
-from syft_flwr.rpc import CodecPolicy, Incoming, SyftFlwrRpc
-from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
+from syft_flwr.rpc import CodecPolicy, Incoming, Part, SyftFlwrRpc
+from syft_flwr.serde import (
+    SplitMessage,
+    bytes_to_flower_message,
+    flower_message_to_bytes,
+    split_message,
+)
 from syft_flwr.transports.base import Transport, Watch
 
 __all__ = ["DEFAULT_ENDPOINT", "SyftGrid", "WorkTally"]
@@ -78,6 +84,16 @@ class _Pending:
     email: str
     node_id: int
     sent_at: float
+
+
+@dataclass
+class _Outgoing:
+    """A request ready to write: the detached body and its large parts."""
+
+    email: str
+    body: bytes
+    parts: tuple[Part, ...]
+    expires_at: float
 
 
 @dataclass
@@ -189,7 +205,12 @@ class SyftGrid(Grid):
         self._watches: dict[str, Watch] = {}
         self._watching: set[str] = set()  # watches being registered
         self._warned_unprepared: set[str] = set()
-        self._unsent: dict[str, tuple[str, bytes, float]] = {}
+        self._unsent: dict[str, _Outgoing] = {}
+        # Shared attachment folders (one per push whose messages share arrays)
+        # and the requests still using each; removed when none is left.
+        self._groups: dict[str, set[str]] = {}
+        self._group_of: dict[str, str] = {}
+        self._swept_shared = False
         self._ready: set[str] = set()
         self._ready_checked: dict[str, float] = {}
         # Liveness: when each data owner's heartbeat last changed (monotonic),
@@ -464,27 +485,31 @@ class SyftGrid(Grid):
         return email
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
-        """Write each message as a request file; return Flower message ids."""
+        """Write each message as a request file; return Flower message ids.
+
+        Content shared by several messages of one push (the same model to every
+        data owner) is serialized, encrypted and stored once; each request
+        carries a reference to it and its content key, sealed for its recipient.
+        """
         if self._run is None:
             raise RuntimeError("no run set: call set_run(run_id) first")
-        ids: list[str] = []
+        batch: list[tuple[str, Message, SplitMessage]] = []
         for msg in messages:
             email = self._check(msg)
             set_routing(msg, run_id=self._run.run_id, src_node_id=AGGREGATOR_NODE_ID)
-            mid = str(uuid.uuid4())
-            set_message_id(msg, mid)
-            if self.project_hash is not None:
-                # Inside the (sealed, signed) body; removed again at once because
-                # strategies may share one content object between messages.
-                attach_project_hash(msg, self.project_hash)
-                try:
-                    data = flower_message_to_bytes(msg)
-                finally:
-                    take_project_hash(msg)
-            else:
-                data = flower_message_to_bytes(msg)
+            set_message_id(msg, str(uuid.uuid4()))
+            batch.append((email, msg, self._split(msg)))
+        shared = self._store_shared(batch)
+        ids: list[str] = []
+        for email, msg, split in batch:
             md = msg.metadata
-            expires_at = md.created_at + md.ttl
+            mid = md.message_id
+            out = _Outgoing(
+                email,
+                split.prefix,
+                tuple(shared.get(id(p), p) for p in split.parts),
+                md.created_at + md.ttl,
+            )
             self._ensure_watch(email)
             with self._lock:
                 # Register before writing so a fast reply's event is never lost.
@@ -493,14 +518,92 @@ class SyftGrid(Grid):
                 )
                 if md.message_type != SYSTEM_MESSAGE_TYPE:
                     self.tally.sent += 1
-            if self._is_ready(email, force=True):
-                self._send(mid, email, data, expires_at)
-            else:
-                self._defer(
-                    mid, email, data, expires_at, "has not started serving the app"
+                group = next(
+                    (
+                        r.shared
+                        for r in out.parts
+                        if isinstance(r, BlobRef) and r.shared
+                    ),
+                    None,
                 )
+                if group is not None:
+                    self._groups.setdefault(group, set()).add(mid)
+                    self._group_of[mid] = group
+            if self._is_ready(email, force=True):
+                self._send(mid, out)
+            else:
+                self._defer(mid, out, "has not started serving the app")
             ids.append(mid)
         return ids
+
+    def _split(self, msg: Message) -> SplitMessage:
+        """The message as a small body plus its large arrays (not copied)."""
+        if self.project_hash is None:
+            return split_message(msg)
+        # Inside the (sealed, signed) body; removed again at once because
+        # strategies may share one content object between messages.
+        attach_project_hash(msg, self.project_hash)
+        try:
+            return split_message(msg)
+        finally:
+            take_project_hash(msg)
+
+    def _store_shared(
+        self, batch: list[tuple[str, Message, SplitMessage]]
+    ) -> dict[int, BlobRef]:
+        """Store once every large array that several messages of a push carry.
+
+        Returns ``id(array bytes) -> reference``. Arrays are matched by identity
+        (strategies hand the same ``ArrayRecord`` to every message), so nothing
+        is hashed or compared byte by byte.
+        """
+        users: dict[int, set[str]] = {}
+        data: dict[int, bytes] = {}
+        for email, _, split in batch:
+            for part in split.parts:
+                users.setdefault(id(part), set()).add(email)
+                data[id(part)] = part
+        wanted = {k: v for k, v in users.items() if len(v) > 1}
+        if not wanted or not self._rpc.can_share:
+            return {}
+        self._sweep_shared_once()
+        readers = set().union(*wanted.values())
+        expires = max(m.metadata.created_at + m.metadata.ttl for _, m, _ in batch)
+        try:
+            group = self._rpc.new_shared_group(readers, expires)
+            return {k: self._rpc.put_shared(group, data[k]) for k in wanted}
+        except TransportError as exc:
+            # Not fatal: each request then carries its own copy.
+            logger.warning("could not store the shared model once: %s", exc)
+            return {}
+
+    def _sweep_shared_once(self) -> None:
+        if self._swept_shared:
+            return
+        self._swept_shared = True
+        try:
+            removed = self._rpc.sweep_shared()
+        except TransportError as exc:
+            logger.debug("could not sweep old shared attachments: %s", exc)
+            return
+        if removed:
+            logger.info("removed %d expired shared model folders", removed)
+
+    def _release_shared(self, mid: str) -> None:
+        """Forget ``mid``'s use of its shared folder; delete the folder when unused."""
+        with self._lock:
+            group = self._group_of.pop(mid, None)
+            users = self._groups.get(group) if group is not None else None
+            if users is None:
+                return
+            users.discard(mid)
+            if users:
+                return
+            del self._groups[group]  # type: ignore[arg-type]
+        try:
+            self._rpc.delete_shared(group)  # type: ignore[arg-type]
+        except TransportError as exc:
+            logger.debug("could not delete shared folder %s: %s", group, exc)
 
     def _is_ready(self, email: str, *, force: bool = False) -> bool:
         """Whether ``email`` serves the app (checked at most every 0.25 s)."""
@@ -521,51 +624,52 @@ class SyftGrid(Grid):
                 self._ready.add(email)
         return ok
 
-    def _defer(
-        self, mid: str, email: str, data: bytes, expires_at: float, why: str
-    ) -> None:
+    def _defer(self, mid: str, out: _Outgoing, why: str) -> None:
         # Writing before the owner's permissions exist gets the file rejected for
         # good on SyftBox; so the request waits here, unwritten, until it is ready.
         with self._lock:
-            self._unsent[mid] = (email, data, expires_at)
-            first = email not in self._warned_unprepared
-            self._warned_unprepared.add(email)
+            self._unsent[mid] = out
+            first = out.email not in self._warned_unprepared
+            self._warned_unprepared.add(out.email)
         if first:
-            logger.info("%s %s; its request waits until it does", email, why)
+            logger.info("%s %s; its request waits until it does", out.email, why)
 
-    def _send(self, mid: str, email: str, data: bytes, expires_at: float) -> None:
+    def _send(self, mid: str, out: _Outgoing) -> None:
         with self._lock:
             p = self._pending.get(mid)
         if p is None:
             return
         try:
             self._rpc.send_request(
-                email, self.endpoint, data, expires_at=expires_at, message_id=mid
+                out.email,
+                self.endpoint,
+                out.body,
+                expires_at=out.expires_at,
+                message_id=mid,
+                parts=out.parts,
             )
         except KeyNotFound:
             with self._lock:
-                self._ready.discard(email)
-            self._defer(
-                mid, email, data, expires_at, "has not published its public keys"
-            )
+                self._ready.discard(out.email)
+            self._defer(mid, out, "has not published its public keys")
         except (TransportError, EncryptionError, EnvelopeError) as exc:
-            logger.error("could not send to %s: %s", email, exc)
+            logger.error("could not send to %s: %s", out.email, exc)
             with self._lock:
                 self._failed[mid] = self._error_reply(
                     p.message,
                     ErrorCode.NODE_UNAVAILABLE,
-                    f"could not send to {email}: {exc}",
+                    f"could not send to {out.email}: {exc}",
                 )
 
     def _flush_unsent(self, ids: Iterable[str]) -> None:
         with self._lock:
             todo = [(m, self._unsent[m]) for m in ids if m in self._unsent]
-        for mid, (email, data, expires_at) in todo:
-            if self._is_ready(email):
+        for mid, out in todo:
+            if self._is_ready(out.email):
                 with self._lock:
                     if self._unsent.pop(mid, None) is None:
                         continue
-                self._send(mid, email, data, expires_at)
+                self._send(mid, out)
 
     def _error_reply(self, msg: Message, code: int, reason: str) -> Message:
         reply = Message(Error(code=code, reason=reason), reply_to=msg)
@@ -701,6 +805,7 @@ class SyftGrid(Grid):
             self._pending.pop(mid, None)
             self._arrived.discard(mid)
             self._aside.pop(mid, None)
+        self._release_shared(mid)
         if delete:
             try:
                 self._rpc.finish(p.email, self.endpoint, mid)
@@ -723,6 +828,7 @@ class SyftGrid(Grid):
             if p is None:
                 continue
             emails.append(p.email)
+            self._release_shared(mid)
             if never_written:
                 continue
             try:
@@ -943,10 +1049,21 @@ class SyftGrid(Grid):
         return msgs
 
     def close(self) -> None:
-        """Stop watching for replies; close the transport if this grid created it."""
+        """Stop watching for replies; close the transport if this grid created it.
+
+        Shared model folders still in use are deleted: nothing is left behind.
+        """
         with self._lock:
             for w in self._watches.values():
                 w.cancel()
             self._watches.clear()
+            groups = list(self._groups)
+            self._groups.clear()
+            self._group_of.clear()
+        for group in groups:
+            try:
+                self._rpc.delete_shared(group)
+            except TransportError as exc:
+                logger.debug("could not delete shared folder %s: %s", group, exc)
         if self._owns_transport:
             self.transport.close()

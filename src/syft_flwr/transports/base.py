@@ -27,7 +27,12 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from syft_flwr._email import fold_domain
-from syft_flwr.errors import ConfigError, MessageNotFound, UnsafeFileError
+from syft_flwr.errors import (
+    ConfigError,
+    MessageNotFound,
+    TransportError,
+    UnsafeFileError,
+)
 
 __all__ = [
     "KeyCallback",
@@ -190,6 +195,8 @@ class Transport(ABC):
     default_rescan_interval: float = 2.0
     #: Seconds between heartbeats of a serving party (each beat is one write).
     default_heartbeat_interval: float = 2.0
+    #: Whether :meth:`share` works: one folder of ours readable by several peers.
+    can_share: bool = False
 
     def __init__(self, identity: str) -> None:
         # Domain folded, local part exact: the same rule as syft_flwr.ids.normalize_email.
@@ -265,6 +272,20 @@ class Transport(ABC):
         """
         return False
 
+    def share(self, folder: str, readers: Sequence[str]) -> None:
+        """Make ``folder`` (under our own datasite) readable by ``readers`` only.
+
+        Called before anything is written into the folder. Backends that cannot
+        share one folder with several peers keep ``can_share = False`` and the
+        caller stores a copy per peer instead.
+
+        Raises
+        ------
+        TransportError
+            The backend cannot share folders.
+        """
+        raise TransportError(f"{self.name} transport cannot share a folder")
+
     def prepare(self, app: str, endpoint: str, peers: Sequence[str]) -> None:
         """Prepare this identity's side of ``app``/``endpoint`` for ``peers``.
 
@@ -281,7 +302,7 @@ class Transport(ABC):
         except (MessageNotFound, ValueError):
             doc = {}
         if endpoint not in doc:
-            doc[endpoint] = {"description": "Flower messages (syft_flwr envelope v1)"}
+            doc[endpoint] = {"description": "Flower messages (syft_flwr envelope)"}
             self.put(key, json.dumps(doc, sort_keys=True).encode())
 
     def is_prepared(self, owner: str, app: str, endpoint: str) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from syft_flwr.errors import MessageNotFound, TransportClosed, TransportError
 from syft_flwr.transports.base import KeyCallback, Transport, Watch, check_key
@@ -102,12 +102,17 @@ class MemoryTransport(Transport):
 
     name = "memory"
     default_rescan_interval = 1.0
+    # One hub, every party sees every key: sharing needs no permission step.
+    can_share = True
 
     def __init__(self, hub: MemoryHub, identity: str) -> None:
         super().__init__(identity)
         self.hub = hub
         self.max_file_size = hub.max_file_size
         self._own_watches: list[Watch] = []
+
+    def share(self, folder: str, readers: Sequence[str]) -> None:
+        self._check_open()
 
     def _check_open(self) -> None:
         if self.closed:

@@ -323,6 +323,22 @@ class SyftBoxTransport(Transport):
                 return True
         return False
 
+    can_share = True
+
+    def share(self, folder: str, readers: Sequence[str]) -> None:
+        """Write permission files (both SyftBox formats) granting ``readers`` read.
+
+        The server then syncs the folder's files to those datasites only.
+        """
+        names = [r for r in readers if "'" not in r and "\n" not in r]
+        go = "terminal: true\nrules:\n- pattern: '*'\n  access:\n    admin: []\n"
+        go += "    write: []\n    read: [" + ", ".join(f"'{r}'" for r in names) + "]\n"
+        py = "".join(
+            f"- path: '*'\n  user: '{r}'\n  permissions: [read]\n" for r in names
+        )
+        self.put(f"{folder}/{PERM_FILE_GO}", go.encode())
+        self.put(f"{folder}/{PERM_FILE_PY}", (py or "[]\n").encode())
+
     def prepare(self, app: str, endpoint: str, peers: Sequence[str] = ()) -> None:
         rpc = self.path_of(join_key(self.identity, "app_data", app, "rpc"))
         (rpc / endpoint).mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,214 @@
+"""A message body with large parts kept apart: the framed body format.
+
+A Flower message carrying a 95 MB model is, in protobuf, one 95 MB blob that
+protobuf copies several times on the way in and out. The framed body keeps the
+large buffers (the ``data`` of big ``Array`` objects) out of the protobuf: a
+small *prefix* holds a table of the parts and the protobuf of everything else,
+and the parts follow as raw bytes::
+
+    b"\\x00SFM" | version (u8, 1) | table length (u32) | skeleton length (u64)
+    | table (JSON: [[record, key, size], ...]) | skeleton (protobuf)
+    | part 0 | part 1 | ...                    <- only when the parts are inline
+
+The first byte is 0x00, which no protobuf message starts with (field number 0
+does not exist), so a reader tells a framed body from a plain protobuf one by
+its first byte. A body is either *inline* (the parts follow the prefix: the
+self-contained form stored in ledgers and checkpoints) or *detached* (only the
+prefix; the parts travel as separate attachments, see ``syft_flwr.blobs``).
+
+This module knows nothing of Flower (``syft_flwr.serde`` fills the table and the
+skeleton) and nothing of files (``syft_flwr.rpc`` moves the parts).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from syft_flwr import strict_json
+from syft_flwr.errors import SerializationError
+
+__all__ = [
+    "FramedBody",
+    "Frame",
+    "MAGIC",
+    "PartSlot",
+    "detach",
+    "is_framed",
+    "pack",
+    "parse_frame",
+]
+
+MAGIC = b"\x00SFM"
+VERSION = 1
+_HEADER = struct.Struct(">4sBIQ")  # magic, version, table length, skeleton length
+#: A table lists (record, key, size) per part; a few KB for real models.
+MAX_TABLE_BYTES = 4 * 1024 * 1024
+MAX_PARTS = 65_536
+MAX_NAME = 1024
+
+
+@dataclass(frozen=True)
+class PartSlot:
+    """Where a part goes back: ``record``'s array ``key`` gets ``size`` bytes."""
+
+    record: str
+    key: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A parsed framed body: its table, its skeleton, and its parts if inline."""
+
+    slots: tuple[PartSlot, ...]
+    skeleton: memoryview
+    #: The parts (views into the body) when inline; empty when detached.
+    parts: tuple[memoryview, ...]
+    #: Length of the prefix (header + table + skeleton).
+    prefix_size: int
+
+
+class FramedBody(bytes):
+    """The prefix of a framed body, with its parts attached as separate buffers.
+
+    A ``bytes`` (the detached prefix), so code that passes bodies around (the
+    event loop, logs) keeps working; :func:`syft_flwr.serde.bytes_to_flower_message`
+    finds the parts in :attr:`parts`. Never store one as bytes: the parts are not
+    in it (use ``serde.flower_message_to_bytes`` for a self-contained copy).
+    """
+
+    parts: tuple[bytes, ...]
+
+    def __new__(cls, prefix: bytes, parts: Sequence[bytes]) -> FramedBody:
+        obj = super().__new__(cls, prefix)
+        obj.parts = tuple(parts)
+        return obj
+
+    @property
+    def total_size(self) -> int:
+        """Bytes of the prefix plus every part."""
+        return len(self) + sum(len(p) for p in self.parts)
+
+
+def is_framed(data: bytes | bytearray | memoryview) -> bool:
+    """True when ``data`` starts like a framed body (never true for protobuf)."""
+    return bytes(memoryview(data)[:4]) == MAGIC
+
+
+def pack(
+    slots: Sequence[PartSlot],
+    skeleton: bytes,
+    parts: Sequence[bytes | memoryview] = (),
+) -> bytes:
+    """Return a framed body: the prefix, followed by ``parts`` if given (inline).
+
+    Parameters
+    ----------
+    slots
+        One per part, in order.
+    skeleton
+        Protobuf of the message with the parts' bytes left out.
+    parts
+        The parts for an inline (self-contained) body; empty for a detached prefix.
+    """
+    table = json.dumps(
+        [[s.record, s.key, s.size] for s in slots], separators=(",", ":")
+    ).encode("utf-8")
+    head = _HEADER.pack(MAGIC, VERSION, len(table), len(skeleton))
+    if parts and len(parts) != len(slots):
+        raise SerializationError("an inline framed body needs one part per slot")
+    return b"".join((head, table, skeleton, *parts))
+
+
+def parse_frame(data: bytes | memoryview, *, max_total: int = 2**63) -> Frame:
+    """Parse a framed body (inline or detached) under strict limits.
+
+    Raises
+    ------
+    SerializationError
+        Not a framed body, a table that breaks the rules, or sizes that disagree.
+    """
+    view = memoryview(data).cast("B")
+    if len(view) < _HEADER.size:
+        raise SerializationError("framed body is shorter than its header")
+    magic, version, table_len, skel_len = _HEADER.unpack_from(view)
+    if magic != MAGIC:
+        raise SerializationError("not a framed body")
+    if version != VERSION:
+        raise SerializationError(
+            f"framed body version {version} is not {VERSION}; upgrade syft_flwr"
+        )
+    if table_len > MAX_TABLE_BYTES:
+        raise SerializationError(f"framed body table of {table_len} bytes is too big")
+    start = _HEADER.size
+    prefix = start + table_len + skel_len
+    if prefix > len(view):
+        raise SerializationError("framed body is shorter than its table and skeleton")
+    slots = _parse_table(view[start : start + table_len])
+    total = sum(s.size for s in slots)
+    if total > max_total:
+        raise SerializationError(f"framed body parts total {total} bytes: too large")
+    skeleton = view[start + table_len : prefix]
+    rest = len(view) - prefix
+    if rest == 0:
+        return Frame(slots, skeleton, (), prefix)
+    if rest != total:
+        raise SerializationError(
+            f"framed body carries {rest} bytes of parts, its table says {total}"
+        )
+    parts, at = [], prefix
+    for s in slots:
+        parts.append(view[at : at + s.size])
+        at += s.size
+    return Frame(slots, skeleton, tuple(parts), prefix)
+
+
+def _parse_table(raw: memoryview) -> tuple[PartSlot, ...]:
+    try:
+        doc = strict_json.loads(bytes(raw), max_bytes=MAX_TABLE_BYTES)
+    except ValueError as exc:  # EnvelopeError / IncompleteMessage are ValueErrors
+        raise SerializationError(f"framed body table is not valid JSON: {exc}") from exc
+    if not isinstance(doc, list) or len(doc) > MAX_PARTS:
+        raise SerializationError("framed body table is not a list of parts")
+    slots = []
+    for entry in doc:
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 3
+            or not all(isinstance(x, str) and len(x) <= MAX_NAME for x in entry[:2])
+            or isinstance(entry[2], bool)
+            or not isinstance(entry[2], int)
+            or entry[2] < 0
+        ):
+            raise SerializationError(f"bad framed body table entry {str(entry)[:80]}")
+        slots.append(PartSlot(entry[0], entry[1], entry[2]))
+    if len({(s.record, s.key) for s in slots}) != len(slots):
+        raise SerializationError("framed body table names an array twice")
+    return tuple(slots)
+
+
+def detach(
+    body: bytes | memoryview,
+) -> tuple[memoryview, tuple[memoryview, ...]]:
+    """Split an inline framed body into its prefix and its parts, without copying.
+
+    A body that is not framed, or is framed but already detached, comes back
+    whole with no parts.
+
+    Raises
+    ------
+    SerializationError
+        A framed body whose table and sizes disagree.
+    """
+    view = memoryview(body).cast("B")
+    if isinstance(body, FramedBody):
+        return view, tuple(memoryview(p).cast("B") for p in body.parts)
+    if not is_framed(view):
+        return view, ()
+    frame = parse_frame(view)
+    if not frame.parts:
+        return view, ()
+    return view[: frame.prefix_size], frame.parts
