@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from syft_flwr import frames
@@ -121,6 +122,8 @@ class Incoming:
     #: The plaintext body; a :class:`~syft_flwr.frames.FramedBody` (a prefix with
     #: its parts as separate buffers) when the message had attachments.
     body: bytes
+    #: The references of those attachments, in order (content keys included).
+    attachments: tuple[BlobRef, ...] = ()
 
     @property
     def id(self) -> str:
@@ -510,15 +513,18 @@ class SyftFlwrRpc:
             codec,
             lambda n: self.transport.read_limited(f"{folder}/{n}", limits[n]),
         )
+        refs: list[BlobRef] = []
         if head.version >= 2:
-            body = self._read_attachments(path, head, body)
-        return Incoming(path=path, head=head, body=body)
+            body, refs = self._read_attachments(path, head, body)
+        return Incoming(path=path, head=head, body=body, attachments=tuple(refs))
 
-    def _read_attachments(self, path: RpcPath, head: Head, body: bytes) -> bytes:
+    def _read_attachments(
+        self, path: RpcPath, head: Head, body: bytes
+    ) -> tuple[bytes, list[BlobRef]]:
         """Return ``body``, or a FramedBody with its attachments read, if it has any."""
         refs, inner = unpack_attached(body, max_total=self.settings.max_message_bytes)
         if not refs:
-            return body
+            return body, refs
         if self.policy.required and any(r.key is None for r in refs):
             raise PlaintextRefused(
                 f"{head.kind} {head.id} from {head.sender} has a plaintext attachment "
@@ -533,7 +539,7 @@ class SyftFlwrRpc:
                 )
             else:
                 parts.append(self._read_shared(head.sender, ref))
-        return frames.FramedBody(bytes(inner), parts)
+        return frames.FramedBody(bytes(inner), parts), refs
 
     def _read_blob(self, ref: BlobRef, name_of: Callable[[int], str]) -> bytes:
         return read_blob(
@@ -558,6 +564,32 @@ class SyftFlwrRpc:
         with self._shared_lock:
             self._shared_cache = (now, owner, ref, data)
         return data
+
+    def keep_attachments(self, incoming: Incoming, dest: Path) -> list[str] | None:
+        """Move a message's attachment chunks into private folder ``dest``.
+
+        For a record that must outlive the exchange (the researcher's resume
+        journal): where the backend can move a file (local folders on one disk)
+        the chunks already on disk are kept as they are, sealed, without writing
+        them again. Returns the file stem of each attachment
+        (``<stem>.<i:06d>.chunk``), or ``None`` when they could not all be moved
+        (shared attachments, another backend, another disk): the caller then
+        writes the bytes it has.
+        """
+        refs = incoming.attachments
+        if not refs or any(r.shared is not None for r in refs):
+            return None
+        dest.mkdir(parents=True, exist_ok=True)
+        stems = []
+        kind = incoming.head.kind
+        for k, ref in enumerate(refs):
+            stem = f"{incoming.id}.a{k}"
+            for i in range(ref.count):
+                key = f"{incoming.path.folder}/{attachment_chunk_name(incoming.id, kind, k, i)}"
+                if not self.transport.move_out(key, dest / f"{stem}.{i:06d}.chunk"):
+                    return None
+            stems.append(stem)
+        return stems
 
     def forget_shared(self) -> None:
         """Drop the kept shared attachment (frees its memory at once)."""

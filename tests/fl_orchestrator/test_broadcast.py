@@ -278,3 +278,53 @@ def test_a_data_owner_not_addressed_cannot_open_the_shared_model(
         captured["x"] = outsider_rpc.read(key)
     assert "x" not in captured
     outsider_rpc.transport.close()
+
+
+def test_resume_journal_keeps_large_replies_without_writing_them_again(
+    net: Net, tmp_path: Path
+) -> None:
+    from syft_flwr.fl_orchestrator.checkpoint import Journal, request_fingerprint
+
+    journal = Journal(tmp_path / "resume", "key")
+    journal.begin(7)
+    grid, counter = net.grid()
+    grid.journal = journal
+    model = _model(5)
+    msgs = _broadcast(grid, RecordDict({"arrays": ArrayRecord({"w": model})}))
+    fps = [request_fingerprint(m) for m in msgs]
+    replies = grid.send_and_receive(msgs, timeout=30)
+    assert len(replies) == 3 and not any(r.has_error() for r in replies)
+    # The replies' sealed chunks were moved into the journal, not written again:
+    # the researcher wrote the model once (shared) and small files only.
+    kept = sorted(journal.parts_dir.glob("*.chunk"))
+    assert len(kept) == 3 * 4
+    exchange = sorted(journal.folder.glob("*.exchange"))
+    assert len(exchange) == 1 and exchange[0].stat().st_size < 64 * 1024
+    assert sum(n for _, n in counter.puts) < 1.05 * len(model.data)
+    # A resumed run replays them byte for byte.
+    again = Journal(tmp_path / "resume", "key")
+    bodies = again.replay(fps)
+    assert bodies is not None
+    for body in bodies:
+        assert body is not None
+        assert bytes_to_flower_message(body).content["arrays"]["w"].data == model.data
+
+
+def test_journal_refuses_a_kept_chunk_that_was_altered(
+    net: Net, tmp_path: Path
+) -> None:
+    from syft_flwr.errors import CheckpointError
+    from syft_flwr.fl_orchestrator.checkpoint import Journal
+
+    journal = Journal(tmp_path / "resume", "key")
+    journal.begin(7)
+    grid, _ = net.grid()
+    grid.journal = journal
+    record = RecordDict({"arrays": ArrayRecord({"w": _model(6)})})
+    assert len(grid.send_and_receive(_broadcast(grid, record), timeout=30)) == 3
+    victim = sorted(journal.parts_dir.glob("*.chunk"))[0]
+    data = bytearray(victim.read_bytes())
+    data[100] ^= 1
+    victim.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt checkpoint"):
+        Journal(tmp_path / "resume", "key")

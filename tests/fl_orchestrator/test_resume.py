@@ -233,3 +233,24 @@ def test_reply_cache_keeps_only_the_newest(tmp_path):
         "fp3.reply",
     ]
     assert c.get("fp0") is None and c.get("fp3") is not None
+
+
+def test_journal_writes_a_large_reply_from_its_own_buffers(tmp_path):
+    import numpy as np
+
+    from syft_flwr.serde import bytes_to_flower_message
+
+    ins = _request(1234, 1.0, "m-big")
+    weights = np.arange(600_000, dtype=np.float32)  # 2.4 MB: a framed body
+    reply = Message(RecordDict({"arrays": ArrayRecord([weights])}), reply_to=ins)
+    j = Journal(tmp_path / "j", "k")
+    j.begin(3)
+    j.record([("fp", reply), ("none", None)])
+    size = sum(f.stat().st_size for f in (tmp_path / "j").glob("*.exchange"))
+    assert weights.nbytes < size < weights.nbytes + 4096
+    body, nothing = Journal(tmp_path / "j", "k").replay(["fp", "none"])
+    assert nothing is None
+    got = bytes_to_flower_message(body)
+    assert np.array_equal(
+        got.content.array_records["arrays"].to_numpy_ndarrays()[0], weights
+    )

@@ -26,7 +26,11 @@ unused (random node sampling without a seed, wall-clock based config), the
 grid says so and goes on live from there.
 
 The cost is disk: the journal keeps every reply of the run (about the size of
-the model per data owner per phase); it is deleted when the run completes.
+the model per data owner per phase); it is deleted when the run completes. Large
+replies cost no writing where the backend allows: their attachment chunks, as
+received and still sealed, are moved into the journal (a rename on local
+folders) instead of being written again; elsewhere the reply is written from its
+own buffers, never joined into one copy first.
 
 Data owners keep the last few replies they computed in a :class:`ReplyCache`.
 The re-sent request of the interrupted round has a new message id, a new
@@ -53,14 +57,20 @@ from typing import Any
 
 from flwr.app import Message
 
-from syft_flwr.errors import CheckpointError
-from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
+from syft_flwr import frames
+from syft_flwr.blobs import BlobRef, read_blob
+from syft_flwr.errors import CheckpointError, SyftFlwrError
+from syft_flwr.serde import (
+    bytes_to_flower_message,
+    flower_message_to_bytes,
+    split_message,
+)
 
 __all__ = ["Journal", "ReplyCache", "request_fingerprint"]
 
 logger = logging.getLogger("syft_flwr.checkpoint")
 
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2
 #: How many replies a data owner keeps; only the interrupted phase is re-sent.
 DEFAULT_CACHED_REPLIES = 8
 
@@ -90,12 +100,16 @@ def request_fingerprint(msg: Message, *, with_sender: bool = False) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-def _write_durable(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically and durably (temp, fsync, rename)."""
+def _write_durable(path: Path, data: bytes | Sequence[bytes | memoryview]) -> None:
+    """Write ``data`` (or its pieces, in order) to ``path`` atomically and durably."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb", opener=lambda p, f: os.open(p, f, 0o600)) as fh:
-        fh.write(data)
+        if isinstance(data, bytes):
+            fh.write(data)
+        else:
+            for piece in data:
+                fh.write(piece)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -106,27 +120,82 @@ def _write_durable(path: Path, data: bytes) -> None:
         os.close(dfd)
 
 
-def _pack(entries: Sequence[tuple[str, bytes | None]]) -> bytes:
-    head = json.dumps([[fp, -1 if b is None else len(b)] for fp, b in entries]).encode()
-    return b"".join(
-        [struct.pack(">I", len(head)), head, *(b for _, b in entries if b is not None)]
-    )
+#: A reply kept with its attachments moved into the journal: the framed prefix,
+#: the references (content keys included) and the file stem of each attachment.
+Kept = tuple[bytes, Sequence[BlobRef], Sequence[str]]
+#: What :meth:`Journal.record` takes per request: a reply (or its bytes), a kept
+#: reply, or nothing.
+Entry = Message | bytes | Kept | None
 
 
-def _unpack(data: bytes) -> list[tuple[str, bytes | None]]:
+def _pack(entries: Sequence[tuple[str, Entry]]) -> list[bytes | memoryview]:
+    """The pieces of one exchange file: a JSON index, then each stored reply.
+
+    Index entries are ``[fingerprint, stored bytes or -1, kept or null]``; a kept
+    reply stores its framed prefix and lists ``[[reference, stem], ...]``; any
+    other reply is stored in its inline (self-contained) form, from its own
+    buffers.
+    """
+    index: list[list[Any]] = []
+    pieces: list[bytes | memoryview] = []
+    for fp, entry in entries:
+        if entry is None:
+            index.append([fp, -1, None])
+        elif isinstance(entry, tuple):
+            prefix, refs, stems = entry
+            kept = [[r.to_json(), st] for r, st in zip(refs, stems, strict=True)]
+            index.append([fp, len(prefix), kept])
+            pieces.append(prefix)
+        elif isinstance(entry, bytes):
+            index.append([fp, len(entry), None])
+            pieces.append(entry)
+        else:
+            split = split_message(entry)
+            index.append(
+                [fp, len(split.prefix) + sum(len(p) for p in split.parts), None]
+            )
+            pieces += [split.prefix, *split.parts]
+    head = json.dumps(index).encode()
+    return [struct.pack(">I", len(head)), head, *pieces]
+
+
+def _unpack(data: bytes, parts_dir: Path) -> list[tuple[str, bytes | None]]:
     (n,) = struct.unpack(">I", data[:4])
     head = json.loads(data[4 : 4 + n])
+    view = memoryview(data)
     pos = 4 + n
     out: list[tuple[str, bytes | None]] = []
-    for fp, size in head:
+    for fp, size, kept in head:
         if size < 0:
             out.append((fp, None))
-        else:
-            out.append((fp, data[pos : pos + size]))
-            pos += size
+            continue
+        body = bytes(view[pos : pos + size])
+        pos += size
+        if kept:
+            body = frames.FramedBody(
+                body, [_read_kept(parts_dir, ref, stem) for ref, stem in kept]
+            )
+        out.append((fp, body))
     if pos != len(data):
         raise ValueError("trailing bytes")
     return out
+
+
+def _read_kept(parts_dir: Path, doc: Any, stem: str) -> bytes:
+    """Open an attachment kept in the journal (checked and decrypted as on receipt)."""
+    ref = BlobRef.from_json(doc, max_size=2**62)
+    if "/" in stem or stem.startswith("."):
+        raise ValueError(f"bad attachment name {stem!r}")
+
+    def read(i: int, limit: int) -> bytes:
+        fd = os.open(parts_dir / f"{stem}.{i:06d}.chunk", os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read(limit)
+
+    try:
+        return read_blob(ref, read)
+    except SyftFlwrError as exc:
+        raise ValueError(f"kept attachment {stem}: {exc}") from exc
 
 
 class Journal:
@@ -164,6 +233,11 @@ class Journal:
         self._load()
 
     @property
+    def parts_dir(self) -> Path:
+        """Where large replies' attachment chunks are kept (moved, not copied)."""
+        return self.folder / "parts"
+
+    @property
     def resuming(self) -> bool:
         """Whether completed exchanges of an interrupted run were found."""
         return self._unused > 0 or self.replayed > 0
@@ -191,8 +265,8 @@ class Journal:
         files = sorted(self.folder.glob("*.exchange"))
         for f in files:
             try:
-                entries = _unpack(f.read_bytes())
-            except (ValueError, struct.error) as exc:
+                entries = _unpack(f.read_bytes(), self.parts_dir)
+            except (ValueError, struct.error, OSError) as exc:
                 raise CheckpointError(
                     f"corrupt checkpoint file {f}: {exc}; run with --fresh to start over"
                 ) from exc
@@ -209,6 +283,7 @@ class Journal:
                 self._unused = self._next = 0
             for f in self.folder.glob("*.exchange"):
                 f.unlink(missing_ok=True)
+            shutil.rmtree(self.parts_dir, ignore_errors=True)
         self.run_id = run_id
         meta = {"version": JOURNAL_VERSION, "key": self.key, "run_id": run_id}
         _write_durable(self.folder / "run.json", json.dumps(meta).encode())
@@ -242,18 +317,44 @@ class Journal:
                 )
             return None
 
-    def record(self, entries: Sequence[tuple[str, bytes | None]]) -> None:
-        """Durably append the outcome of one completed call (reply bytes or None)."""
+    def record(self, entries: Sequence[tuple[str, Entry]]) -> None:
+        """Durably append the outcome of one completed call.
+
+        Each entry is a reply :class:`~flwr.app.Message` (or its serialized
+        bytes), a :data:`Kept` reply
+        (its attachments already moved into :attr:`parts_dir`, made durable
+        here), or ``None`` (no reply).
+        """
         if not entries:
             return
         with self._lock:
             n = self._next
             self._next += 1
+        stems = [st for _, e in entries if isinstance(e, tuple) for st in e[2]]
+        if stems:
+            _sync_kept(self.parts_dir, stems)
         _write_durable(self.folder / f"{n:08d}.exchange", _pack(entries))
 
     def finish(self) -> None:
         """The run completed: forget it, so the next command starts a new run."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _sync_kept(parts_dir: Path, stems: Sequence[str]) -> None:
+    """fsync the moved attachment chunks and their folder (the renames)."""
+    wanted = set(stems)
+    for path in parts_dir.iterdir():
+        if path.name.rsplit(".", 2)[0] in wanted:  # <stem>.<nnnnnn>.chunk
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    dfd = os.open(parts_dir, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 class ReplyCache:

@@ -49,14 +49,18 @@ from syft_flwr.errors import (
     SerializationError,
     TransportError,
 )
-from syft_flwr.fl_orchestrator.checkpoint import Journal, request_fingerprint
+from syft_flwr.fl_orchestrator.checkpoint import (
+    Entry,
+    Journal,
+    Kept,
+    request_fingerprint,
+)
 from syft_flwr.ids import node_id_map, normalize_email
 from syft_flwr.review.guard import attach_project_hash, take_project_hash
 from syft_flwr.rpc import CodecPolicy, Incoming, Part, SyftFlwrRpc
 from syft_flwr.serde import (
     SplitMessage,
     bytes_to_flower_message,
-    flower_message_to_bytes,
     split_message,
 )
 from syft_flwr.transports.base import Transport, Watch
@@ -211,6 +215,10 @@ class SyftGrid(Grid):
         self._groups: dict[str, set[str]] = {}
         self._group_of: dict[str, str] = {}
         self._swept_shared = False
+        # Replies whose attachments were moved into the journal (message id ->
+        # prefix, references, stems), while a journaled call is in flight.
+        self._kept: dict[str, Kept] = {}
+        self._keeping = False
         self._ready: set[str] = set()
         self._ready_checked: dict[str, float] = {}
         # Liveness: when each data owner's heartbeat last changed (monotonic),
@@ -756,10 +764,25 @@ class SyftGrid(Grid):
                 continue
             if inc is None:
                 continue
-            out.append(self._to_reply(p, mid, inc))
+            reply = self._to_reply(p, mid, inc)
+            if self._keeping and not reply.has_error():
+                self._keep(mid, inc)
+            out.append(reply)
             self._complete(mid, p)
         self._count(out)
         return out
+
+    def _keep(self, mid: str, inc: Incoming) -> None:
+        """Move a large reply's sealed attachments into the journal (no rewrite)."""
+        assert self.journal is not None
+        try:
+            stems = self._rpc.keep_attachments(inc, self.journal.parts_dir)
+        except OSError as exc:
+            logger.debug("could not keep the attachments of %s: %s", mid, exc)
+            return
+        if stems is not None:
+            with self._lock:
+                self._kept[mid] = (bytes(inc.body), inc.attachments, stems)
 
     def _set_aside(
         self,
@@ -860,16 +883,19 @@ class SyftGrid(Grid):
         recorded = self.journal.replay(fps)
         if recorded is not None:
             return self._replay(messages, recorded)
-        replies = self._send_and_receive(messages, timeout)
+        self._keeping = True
+        try:
+            replies = self._send_and_receive(messages, timeout)
+        finally:
+            self._keeping = False
+            with self._lock:
+                kept, self._kept = self._kept, {}
         by_id = {r.metadata.reply_to_message_id: r for r in replies}
-        self.journal.record(
-            [
-                (fp, flower_message_to_bytes(by_id[m.metadata.message_id]))
-                if m.metadata.message_id in by_id
-                else (fp, None)
-                for fp, m in zip(fps, messages, strict=True)
-            ]
-        )
+        entries: list[tuple[str, Entry]] = []
+        for fp, m in zip(fps, messages, strict=True):
+            mid = m.metadata.message_id
+            entries.append((fp, kept.get(mid) or by_id.get(mid)))
+        self.journal.record(entries)
         return replies
 
     def _replay(

@@ -24,6 +24,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 from syft_flwr._email import fold_domain
@@ -269,6 +270,15 @@ class Transport(ABC):
         SyftBox renames refused uploads (``x.syftrejected.request`` for the Python
         client, ``x.rejected.request`` for the Go client); other backends refuse
         synchronously in ``put`` and return ``False`` here.
+        """
+        return False
+
+    def move_out(self, key: str, dest: Path) -> bool:
+        """Move the file under ``key`` to private path ``dest`` if that is cheap.
+
+        Backends whose files are local (one disk) rename the file and return
+        ``True``; others return ``False`` and the caller keeps its own copy. The
+        file must be a regular file (never a link).
         """
         return False
 

@@ -325,6 +325,21 @@ class SyftBoxTransport(Transport):
 
     can_share = True
 
+    def move_out(self, key: str, dest: Path) -> bool:
+        try:
+            src = self.path_of(key)
+            # The file itself and every folder above it inside the datasites:
+            # a link planted by a peer never moves anything else.
+            inside = os.path.realpath(src).startswith(
+                os.path.realpath(self.root) + os.sep
+            )
+            if not inside or not stat.S_ISREG(os.lstat(src).st_mode):
+                return False
+            os.rename(src, dest)
+        except (OSError, TransportError, ValueError):
+            return False
+        return True
+
     def share(self, folder: str, readers: Sequence[str]) -> None:
         """Write permission files (both SyftBox formats) granting ``readers`` read.
 
