@@ -192,3 +192,52 @@ def test_reading_needs_no_second_buffer() -> None:
     assert len(out) == size
     # The result plus about one chunk: no join buffer, no copy of the whole.
     assert peak < size + 4 * 256 * 1024, peak
+
+
+def test_a_reply_attachment_may_leave_out_digests_but_still_refuses_tampering() -> None:
+    data = os.urandom(3 * CHUNK)
+    files: dict[int, bytes] = {}
+    ref = write_blob(
+        data,
+        lambda i, c: files.__setitem__(i, bytes(c)),
+        blob_id="r",
+        chunk_payload=CHUNK,
+        encrypt=True,
+        digests=False,
+    )
+    assert ref.sha256 == () and ref.count == 3
+    assert "sha256" not in ref.to_json()
+    assert BlobRef.from_json(ref.to_json(), max_size=10**9) == ref
+    assert read_blob(ref, _reader(files)) == data
+    bad = bytearray(files[2])
+    bad[0] ^= 1
+    files[2] = bytes(bad)
+    with pytest.raises(DecryptionError, match="chunk 2 of 3 of attachment r failed"):
+        read_blob(ref, _reader(files))
+    files[2] = files[2][:-1]  # short: still syncing
+    with pytest.raises(IncompleteMessage):
+        read_blob(ref, _reader(files))
+
+
+def test_digests_are_required_for_plaintext_and_shared_attachments() -> None:
+    plain, _ = _store(os.urandom(10), encrypt=False)
+    doc = plain.to_json()
+    del doc["sha256"]
+    with pytest.raises(EnvelopeError, match="no chunk digests"):
+        BlobRef.from_json(doc, max_size=10**9)
+    # Several recipients hold a shared blob's key: digests are always written.
+    files: dict[int, bytes] = {}
+    shared = write_blob(
+        b"x" * 10,
+        lambda i, c: files.__setitem__(i, bytes(c)),
+        blob_id="s",
+        chunk_payload=CHUNK,
+        encrypt=True,
+        shared="g1-abc",
+        digests=False,
+    )
+    assert len(shared.sha256) == 1
+    doc = shared.to_json()
+    del doc["sha256"]
+    with pytest.raises(EnvelopeError, match="no chunk digests"):
+        BlobRef.from_json(doc, max_size=10**9)

@@ -67,6 +67,8 @@ KEY_SIZE = 32
 _AAD_DOMAIN = b"syft_flwr/blob/" + BLOB_ALG.encode() + b"\x00"
 _SHA256_HEX = frozenset("0123456789abcdef")
 _FIELDS = frozenset({"id", "size", "chunk", "sha256", "key", "alg", "shared"})
+#: 2 GiB in chunks of at least 64 KiB (MIN_CHUNK_SIZE).
+MAX_CHUNKS = 32_768
 
 #: ``put(index, stored_bytes)``: store chunk ``index``.
 PutChunk = Callable[[int, bytes], None]
@@ -87,7 +89,9 @@ class BlobRef:
     chunk : int
         Plaintext bytes per chunk (the last one may be shorter).
     sha256 : tuple of str
-        Hex SHA-256 of each chunk as stored.
+        Hex SHA-256 of each chunk as stored; empty for an encrypted attachment
+        only its sender and its one recipient can open (the GCM tag then
+        suffices, see :func:`write_blob`).
     key : bytes or None
         The 32-byte content key; ``None`` when stored in plaintext.
     shared : str or None
@@ -104,7 +108,7 @@ class BlobRef:
 
     @property
     def count(self) -> int:
-        return len(self.sha256)
+        return chunk_count(self.size, self.chunk)
 
     @property
     def overhead(self) -> int:
@@ -116,12 +120,9 @@ class BlobRef:
         return min(self.chunk, self.size - start) + self.overhead
 
     def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {
-            "id": self.id,
-            "size": self.size,
-            "chunk": self.chunk,
-            "sha256": list(self.sha256),
-        }
+        doc: dict[str, Any] = {"id": self.id, "size": self.size, "chunk": self.chunk}
+        if self.sha256:
+            doc["sha256"] = list(self.sha256)
         if self.key is not None:
             doc["alg"] = BLOB_ALG
             doc["key"] = base64.b64encode(self.key).decode("ascii")
@@ -154,10 +155,12 @@ class BlobRef:
         assert isinstance(size, int) and isinstance(chunk, int)
         if size > max_size:
             raise EnvelopeError(f"attachment of {size} bytes exceeds {max_size}")
-        digests = doc.get("sha256")
-        if not isinstance(digests, list) or chunk < 1 and size > 0:
+        digests = doc.get("sha256", [])
+        if not isinstance(digests, list) or chunk < 1:
             raise EnvelopeError("attachment lists no chunks")
-        if len(digests) != chunk_count(size, chunk):
+        if chunk_count(size, chunk) > MAX_CHUNKS:
+            raise EnvelopeError(f"attachment of {size} bytes has too many chunks")
+        if digests and len(digests) != chunk_count(size, chunk):
             raise EnvelopeError(
                 f"attachment of {size} bytes in chunks of {chunk} lists "
                 f"{len(digests)} digests"
@@ -178,6 +181,10 @@ class BlobRef:
                 raise EnvelopeError("attachment key is not base64") from exc
             if len(key) != KEY_SIZE:
                 raise EnvelopeError("attachment key is not 32 bytes")
+        if not digests and (key is None or shared is not None):
+            # Plaintext, or one content key held by several recipients: only the
+            # digests the sender signed tell its chunks from anybody else's.
+            raise EnvelopeError("attachment lists no chunk digests")
         return cls(blob_id, size, chunk, tuple(digests), key, shared)
 
 
@@ -220,6 +227,7 @@ def write_blob(
     encrypt: bool,
     shared: str | None = None,
     key: bytes | None = None,
+    digests: bool = True,
 ) -> BlobRef:
     """Seal and store ``data`` chunk by chunk; return its reference.
 
@@ -241,6 +249,11 @@ def write_blob(
         Recorded in the reference: the shared folder the chunks go to.
     key
         Use this content key instead of a fresh one (tests).
+    digests
+        Record each stored chunk's SHA-256. Needed for plaintext and for shared
+        blobs (several parties hold the key); an encrypted blob for one
+        recipient may leave them out, its GCM tags already tell a chunk that is
+        not the sender's (saves a hashing pass on both sides).
     """
     if chunk_payload < 1:
         raise EncryptionError("chunk payload must be at least 1 byte")
@@ -253,7 +266,8 @@ def write_blob(
         aead = AESGCM(key)
     else:
         key = None
-    digests = []
+    hashes = []
+    digests = digests or not encrypt or shared is not None
     for i, start, end in chunk_plan(size, chunk_payload):
         piece = view[start:end]
         stored = (
@@ -261,9 +275,10 @@ def write_blob(
             if aead is not None
             else piece
         )
-        digests.append(hashlib.sha256(stored).hexdigest())
+        if digests:
+            hashes.append(hashlib.sha256(stored).hexdigest())
         put(i, stored)  # type: ignore[arg-type]
-    return BlobRef(blob_id, size, chunk_payload, tuple(digests), key, shared)
+    return BlobRef(blob_id, size, chunk_payload, tuple(hashes), key, shared)
 
 
 def read_blob(ref: BlobRef, read: ReadChunk) -> bytes:
@@ -296,9 +311,8 @@ def read_blob(ref: BlobRef, read: ReadChunk) -> bytes:
                 raise IncompleteMessage(
                     f"chunk {i} of attachment {ref.id} is not available yet"
                 ) from exc
-            if (
-                len(stored) != want
-                or hashlib.sha256(stored).hexdigest() != ref.sha256[i]
+            if len(stored) != want or (
+                ref.sha256 and hashlib.sha256(stored).hexdigest() != ref.sha256[i]
             ):
                 raise IncompleteMessage(
                     f"chunk {i} of attachment {ref.id} does not match its digest "

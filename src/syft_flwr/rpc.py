@@ -271,6 +271,11 @@ class SyftFlwrRpc:
                     blob_id=uuid.uuid4().hex,
                     chunk_payload=self._blob_payload(encrypt),
                     encrypt=encrypt,
+                    # A reply's reader sets a chunk that does not open aside and
+                    # reads again on the next change; a data owner answers a
+                    # request once, so its chunks carry digests to tell "still
+                    # syncing" from "altered".
+                    digests=ctx.kind == "request",
                 )
             )
         return pack_attached(refs, body)
