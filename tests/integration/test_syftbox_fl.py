@@ -322,7 +322,7 @@ def big_job(
         BIG_APP,
         tmp_path_factory.mktemp("big_job"),
         researcher=DS,
-        data_owners=(DO1,),
+        data_owners=(DO1, DO2),
         app_name=unique_app_name("bigmodel"),
         timeout=JOB_TIMEOUT,
         monitor_interval=0.05,
@@ -340,14 +340,14 @@ def test_big_model_crosses_in_chunks(big_job: JobResult) -> None:
     result = job.result()
     assert result is not None, job.report()
     assert result["model_nbytes"] > SYFTBOX_LIMIT
-    assert result["num_replies"] == 1, result
-    (reply,) = result["replies"]
-    assert "error" not in reply, reply
-    assert reply["received_sha256"] == result["sent_sha256"], "request corrupted"
-    assert reply["returned_sha256"] == result["expected_returned_sha256"], (
-        "reply corrupted"
-    )
-    assert reply["returned_nbytes"] == result["model_nbytes"]
+    assert result["num_replies"] == 2, result
+    for reply in result["replies"]:
+        assert "error" not in reply, reply
+        assert reply["received_sha256"] == result["sent_sha256"], "request corrupted"
+        assert reply["returned_sha256"] == result["expected_returned_sha256"], (
+            "reply corrupted"
+        )
+        assert reply["returned_nbytes"] == result["model_nbytes"]
     TIMINGS["big_round_trip_s"] = float(result["round_trip_s"])
 
     mon = job.monitor
@@ -363,10 +363,24 @@ def test_big_model_crosses_in_chunks(big_job: JobResult) -> None:
         names = mon.visible_to(viewer, DO1)
         req_chunks = [n for n in names if ".request." in n and n.endswith(".chunk")]
         resp_chunks = [n for n in names if ".response." in n and n.endswith(".chunk")]
-        assert len(req_chunks) >= 3, (viewer, sorted(names))
+        # The model went to both data owners through the researcher's shared
+        # folder (written once, synced to those two only), not next to the requests.
+        assert not req_chunks, (viewer, sorted(names))
         assert len(resp_chunks) >= 3, (viewer, sorted(names))
     for viewer in (DO2, DO3):
         assert not mon.visible_to(viewer, DO1)
+    # The shared folder is gone once both answered (on the server too).
+    shared = (
+        job.monitor.net.server_snapshot
+        / DS
+        / "app_data"
+        / wire_app(job.app_name)
+        / "blobs"
+    )
+    deadline = time.monotonic() + HOP_TIMEOUT
+    while time.monotonic() < deadline and any(shared.rglob("*.chunk")):
+        time.sleep(0.2)
+    assert not any(shared.rglob("*.chunk")), sorted(shared.rglob("*"))
     print(
         f"\n[big model] {result['model_nbytes'] / 1e6:.1f} MB each way, "
         f"round trip {result['round_trip_s']:.2f} s, largest file "

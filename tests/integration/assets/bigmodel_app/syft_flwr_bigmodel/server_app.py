@@ -32,18 +32,16 @@ def main(grid: Grid, context: Context) -> None:
     sent = digest(model)
     expected_back = digest(model + np.float32(1.0))
     nodes = sorted(grid.get_node_ids())
+    # One content for every node, as Flower's strategies do: syft_flwr stores
+    # the model once in a folder only these data owners may read.
+    content = RecordDict(
+        {
+            "model": ArrayRecord(array_dict={"w": Array(model)}),
+            "config": ConfigRecord({"sha256": sent}),
+        }
+    )
     messages = [
-        Message(
-            RecordDict(
-                {
-                    "model": ArrayRecord(array_dict={"w": Array(model)}),
-                    "config": ConfigRecord({"sha256": sent}),
-                }
-            ),
-            dst_node_id=nid,
-            message_type="train",
-        )
-        for nid in nodes
+        Message(content, dst_node_id=nid, message_type="train") for nid in nodes
     ]
     t0 = time.monotonic()
     replies = list(grid.send_and_receive(messages, timeout=float(cfg["round-timeout"])))
