@@ -15,7 +15,8 @@ plain protobuf, byte for byte what earlier versions wrote.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.common.serde import (
@@ -43,6 +44,7 @@ from syft_flwr.errors import SerializationError
 
 __all__ = [
     "PART_MIN_BYTES",
+    "SpillableArray",
     "SplitMessage",
     "bytes_to_flower_message",
     "flower_message_to_bytes",
@@ -75,6 +77,60 @@ class SplitMessage:
         if not self.parts:
             return self.prefix
         return b"".join((self.prefix, *self.parts))
+
+
+class SpillableArray(Array):
+    """An ``Array`` whose bytes can leave memory and be read back when needed.
+
+    Used for large received arrays that are also kept on disk (the researcher's
+    resume journal holds each reply's sealed chunks). Until :meth:`spill` it is
+    an ordinary ``Array``; after it, every access to :attr:`data` reads the bytes
+    back with ``reload`` (checked and decrypted again) and does not keep them,
+    so replies Flower no longer needs stop holding memory while code that still
+    reads them gets the same bytes.
+    """
+
+    def __init__(  # noqa: D107 - documented on the class
+        self,
+        dtype: str,
+        shape: tuple[int, ...],
+        stype: str,
+        data: bytes,
+        reload: Callable[[], bytes],
+    ) -> None:
+        self.__dict__.update(
+            dtype=dtype, shape=tuple(shape), stype=stype, _data=data, _reload=reload
+        )
+
+    @property  # type: ignore[override]
+    def data(self) -> bytes:
+        """The array's bytes (read back from disk after :meth:`spill`)."""
+        held = self.__dict__.get("_data")
+        if held is not None:
+            return held
+        reload = self.__dict__.get("_reload")
+        if reload is None:  # pragma: no cover - data was set to None by hand
+            raise SerializationError("array has no data")
+        return reload()
+
+    @data.setter
+    def data(self, value: bytes) -> None:
+        # Assigned bytes are the array's own from now on: nothing to reload.
+        self.__dict__.update(_data=value, _reload=None)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Copies and pickles are plain Arrays holding the bytes.
+        return (Array, (self.dtype, self.shape, self.stype, self.data))
+
+    def spill(self) -> None:
+        """Drop the bytes from memory if they can be read back."""
+        if self.__dict__.get("_reload") is not None:
+            self.__dict__["_data"] = None
+
+    @property
+    def spilled(self) -> bool:
+        """Whether the bytes are out of memory."""
+        return self.__dict__.get("_data") is None
 
 
 def _skeleton(

@@ -328,3 +328,35 @@ def test_journal_refuses_a_kept_chunk_that_was_altered(
     victim.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="corrupt checkpoint"):
         Journal(tmp_path / "resume", "key")
+
+
+def test_previous_replies_leave_memory_and_read_back_exactly(
+    net: Net, tmp_path: Path
+) -> None:
+    from syft_flwr.errors import CheckpointError
+    from syft_flwr.fl_orchestrator.checkpoint import Journal
+    from syft_flwr.serde import SpillableArray
+
+    journal = Journal(tmp_path / "resume", "key")
+    journal.begin(7)
+    grid, _ = net.grid()
+    grid.journal = journal
+    model = _model(7)
+    first = grid.send_and_receive(
+        _broadcast(grid, RecordDict({"arrays": ArrayRecord({"w": model})})), timeout=30
+    )
+    arrays = [r.content["arrays"]["w"] for r in first]
+    assert all(isinstance(a, SpillableArray) and not a.spilled for a in arrays)
+    # The next call: Flower's loop still references `first`, but their bytes
+    # are on disk (the journal) and leave memory...
+    grid.send_and_receive(
+        _broadcast(grid, RecordDict({"config": ConfigRecord({"x": 1})})), timeout=30
+    )
+    assert all(a.spilled for a in arrays)
+    # ...while reading them still gives the exact bytes (checked and decrypted again).
+    assert all(a.data == model.data for a in arrays)
+    assert np.array_equal(arrays[0].numpy(), model.numpy())
+    # Once the run is over and its journal removed, the reason is plain.
+    journal.finish()
+    with pytest.raises(CheckpointError, match="kept only while their run lasts"):
+        _ = arrays[0].data

@@ -237,6 +237,23 @@ class Journal:
         """Where large replies' attachment chunks are kept (moved, not copied)."""
         return self.folder / "parts"
 
+    def read_kept(self, ref: BlobRef, stem: str) -> bytes:
+        """Read back a reply attachment kept in :attr:`parts_dir` (checked, opened).
+
+        Raises
+        ------
+        CheckpointError
+            The kept chunks are gone (the run completed and its journal was
+            removed) or do not open.
+        """
+        try:
+            return _read_kept(self.parts_dir, ref.to_json(), stem)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(
+                f"a received array kept in {self.parts_dir} cannot be read back "
+                f"({exc}); replies are kept only while their run lasts"
+            ) from exc
+
     @property
     def resuming(self) -> bool:
         """Whether completed exchanges of an interrupted run were found."""

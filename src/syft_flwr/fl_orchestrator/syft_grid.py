@@ -10,11 +10,12 @@ bounds a fallback rescan.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from flwr.app import ConfigRecord, Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
+from syft_flwr import frames
 from syft_flwr._flwr_compat import (
     AGGREGATOR_NODE_ID,
     SYSTEM_MESSAGE_TYPE,
@@ -59,6 +61,7 @@ from syft_flwr.ids import node_id_map, normalize_email
 from syft_flwr.review.guard import attach_project_hash, take_project_hash
 from syft_flwr.rpc import CodecPolicy, Incoming, Part, SyftFlwrRpc
 from syft_flwr.serde import (
+    SpillableArray,
     SplitMessage,
     bytes_to_flower_message,
     split_message,
@@ -219,6 +222,8 @@ class SyftGrid(Grid):
         # prefix, references, stems), while a journaled call is in flight.
         self._kept: dict[str, Kept] = {}
         self._keeping = False
+        # Large reply arrays backed by the journal, released at the next call.
+        self._spillable: list[SpillableArray] = []
         self._ready: set[str] = set()
         self._ready_checked: dict[str, float] = {}
         # Liveness: when each data owner's heartbeat last changed (monotonic),
@@ -766,13 +771,13 @@ class SyftGrid(Grid):
                 continue
             reply = self._to_reply(p, mid, inc)
             if self._keeping and not reply.has_error():
-                self._keep(mid, inc)
+                self._keep(mid, inc, reply)
             out.append(reply)
             self._complete(mid, p)
         self._count(out)
         return out
 
-    def _keep(self, mid: str, inc: Incoming) -> None:
+    def _keep(self, mid: str, inc: Incoming, reply: Message) -> None:
         """Move a large reply's sealed attachments into the journal (no rewrite)."""
         assert self.journal is not None
         try:
@@ -783,6 +788,44 @@ class SyftGrid(Grid):
         if stems is not None:
             with self._lock:
                 self._kept[mid] = (bytes(inc.body), inc.attachments, stems)
+            self._make_spillable(reply, bytes(inc.body), inc.attachments, stems)
+
+    def _make_spillable(
+        self,
+        reply: Message,
+        prefix: bytes,
+        refs: Sequence[BlobRef],
+        stems: Sequence[str],
+    ) -> None:
+        """Back the reply's large arrays by their kept chunks (see :meth:`_spill`)."""
+        journal = self.journal
+        assert journal is not None
+        slots = frames.parse_frame(prefix).slots
+        records = reply.content.array_records
+        for slot, ref, stem in zip(slots, refs, stems, strict=True):
+            record = records[slot.record]
+            arr = record[slot.key]
+            spillable = SpillableArray(
+                arr.dtype,
+                arr.shape,
+                arr.stype,
+                arr.data,
+                functools.partial(journal.read_kept, ref, stem),
+            )
+            record[slot.key] = spillable
+            self._spillable.append(spillable)
+
+    def _spill(self) -> None:
+        """Release the previous call's large reply arrays from memory.
+
+        Flower's strategy loops keep the previous phase's replies referenced
+        while the next phase runs; their bytes are on disk (the journal), so
+        they leave memory here and are read back only if somebody reads them.
+        """
+        with self._lock:
+            spillable, self._spillable = self._spillable, []
+        for arr in spillable:
+            arr.spill()
 
     def _set_aside(
         self,
@@ -883,6 +926,7 @@ class SyftGrid(Grid):
         recorded = self.journal.replay(fps)
         if recorded is not None:
             return self._replay(messages, recorded)
+        self._spill()
         self._keeping = True
         try:
             replies = self._send_and_receive(messages, timeout)
