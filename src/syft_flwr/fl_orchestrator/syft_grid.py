@@ -22,6 +22,7 @@ from flwr.app import ConfigRecord, Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
+from syft_flwr import progress
 from syft_flwr._flwr_compat import (
     AGGREGATOR_NODE_ID,
     SYSTEM_MESSAGE_TYPE,
@@ -794,11 +795,12 @@ class SyftGrid(Grid):
         wait_s = self._get_timeout(timeout)
         rescan = self._settings().poll_interval
         ids = self.push_messages(messages)
+        shown = progress.wait("replies", len(ids), wait_s)
         remaining = set(ids)
         replies: list[Message] = []
         start = time.monotonic()
         deadline = start + wait_s
-        next_progress = start + PROGRESS_EVERY
+        next_progress = start + min(PROGRESS_EVERY, shown.every)
         next_full = start  # the first pass reads everything
         beat_every, _ = self._heartbeat_limit()
         given_up: set[str] = set()
@@ -819,8 +821,8 @@ class SyftGrid(Grid):
             if now >= deadline:
                 break
             if now >= next_progress:
-                self._log_progress(ids, remaining, now - start)
-                next_progress = now + PROGRESS_EVERY
+                self._log_progress(ids, remaining, replies, shown)
+                next_progress = now + min(PROGRESS_EVERY, shown.every)
             with self._cv:
                 # File events wake us; deferred requests are retried often; a
                 # full pass every poll interval catches anything events missed.
@@ -839,6 +841,7 @@ class SyftGrid(Grid):
                     ),
                 )
                 self._ready_hint = False
+        shown.done()
         answered = sorted(
             {self._node_to_email.get(r.metadata.src_node_id, "?") for r in replies}
         )
@@ -862,18 +865,20 @@ class SyftGrid(Grid):
         return replies
 
     def _log_progress(
-        self, ids: list[str], remaining: set[str], elapsed: float
+        self,
+        ids: list[str],
+        remaining: set[str],
+        replies: list[Message],
+        shown: progress.WaitHandle,
     ) -> None:
+        """Tell the progress reporter who answered and who is still awaited."""
         with self._lock:
-            waiting = sorted(
-                {self._pending[m].email for m in remaining if m in self._pending}
-            )
-        logger.info(
-            "%d/%d replies after %.0f s; waiting for %s",
-            len(ids) - len(remaining),
-            len(ids),
-            elapsed,
-            ", ".join(waiting),
+            waiting = {self._pending[m].email for m in remaining if m in self._pending}
+        answered = {self._node_to_email.get(r.metadata.src_node_id) for r in replies}
+        shown.update(
+            answered=sorted(e for e in answered if e),
+            waiting=waiting,
+            count=len(ids) - len(remaining),
         )
 
     def send_stop_signal(
