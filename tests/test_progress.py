@@ -20,15 +20,18 @@ from syft_flwr import progress
 
 SCRIPT = textwrap.dedent(
     """
+    import logging
     import time
     from syft_flwr import progress
     from syft_flwr.logs import setup_logging
 
     setup_logging()
     with progress.transfer("do1@example.org", "send", 3_000_000) as t:
-        for _ in range(12):
+        for i in range(12):
             t.advance(250_000)
             time.sleep(0.1)
+            if i == 6:
+                logging.getLogger("syft_flwr.test").info("MIDWAY NOTE")
     w = progress.wait("replies", 2, 30.0)
     w.update(answered=["do1@example.org"], waiting=["do2@example.org"])
     time.sleep(0.6)
@@ -86,6 +89,9 @@ def test_rich_display_on_a_terminal(tmp_path: Path) -> None:
     assert "SCRIPT DONE" in out
     # the live display replaced the plain lines
     assert "sending 3.0 MB to do1@example.org" not in out
+    # a log line written meanwhile gets a line of its own, above the display
+    (line,) = [ln for ln in out.split("\n") if "MIDWAY NOTE" in ln]
+    assert "━" not in line.rstrip("\r").split("\r")[-1], repr(line)  # pty: \r\n
 
 
 def test_no_color_on_a_terminal_gives_plain_lines(tmp_path: Path) -> None:
@@ -107,6 +113,7 @@ def test_piped_output_is_plain_lines_without_escape_codes(tmp_path: Path) -> Non
     assert r.returncode == 0, r.stderr
     assert "\x1b" not in r.stdout + r.stderr
     lines = r.stderr.splitlines()
+    assert sum("MIDWAY NOTE" in ln for ln in lines) == 1
     start = [ln for ln in lines if "sending 3.0 MB to do1@example.org" in ln]
     end = [ln for ln in lines if "sent 3.0 MB to do1@example.org in" in ln]
     assert len(start) == 1 and len(end) == 1 and "/s)" in end[0]

@@ -356,6 +356,39 @@ class RichReporter(Reporter):
         self._lock = threading.Lock()
         self._progress: Any = None
         self._tasks = 0
+        self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
+
+    def _route_logs(self, streams: dict[int, Any]) -> None:
+        """Send log handlers writing to the terminal through the live display.
+
+        Rich redirects ``sys.stdout``/``sys.stderr`` while it draws, but a
+        logging handler keeps the stream it was created with; its lines would
+        land in the middle of the progress line. ``streams`` maps ``id()`` of
+        each original stream to rich's proxy for it.
+        """
+        loggers = [logging.getLogger()] + [
+            lg
+            for lg in list(logging.Logger.manager.loggerDict.values())
+            if isinstance(lg, logging.Logger)
+        ]
+        handlers = {id(h): h for lg in loggers for h in lg.handlers}  # once each
+        for h in handlers.values():
+            if isinstance(h, logging.StreamHandler):
+                proxy = streams.get(id(h.stream))
+                if proxy is not None:
+                    self._handlers.append((h, h.setStream(proxy)))
+
+    def _restore_logs(self) -> None:
+        for handler, stream in reversed(self._handlers):
+            handler.setStream(stream)
+        self._handlers.clear()
+
+    def _stop(self) -> None:
+        """Stop the display and give the log handlers their streams back."""
+        self._progress.stop()
+        self._progress = None
+        self._tasks = 0
+        self._restore_logs()
 
     def _start_task(self, description: str, total: float, **fields: Any) -> int:
         from rich.progress import BarColumn, Progress, TextColumn
@@ -370,7 +403,12 @@ class RichReporter(Reporter):
                     transient=True,
                     refresh_per_second=4,
                 )
+                before = (sys.stdout, sys.stderr)
                 self._progress.start()
+                after = (sys.stdout, sys.stderr)
+                self._route_logs(
+                    {id(b): a for b, a in zip(before, after, strict=True) if a is not b}
+                )
             self._tasks += 1
             return int(self._progress.add_task(description, total=total, **fields))
 
@@ -381,9 +419,7 @@ class RichReporter(Reporter):
             self._progress.remove_task(task_id)
             self._tasks -= 1
             if self._tasks <= 0:
-                self._progress.stop()
-                self._progress = None
-                self._tasks = 0
+                self._stop()
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> None:
         with self._lock:
@@ -412,9 +448,7 @@ class RichReporter(Reporter):
     def close(self) -> None:
         with self._lock:
             if self._progress is not None:
-                self._progress.stop()
-                self._progress = None
-                self._tasks = 0
+                self._stop()
 
 
 class _RichTransfer(TransferHandle):
