@@ -391,3 +391,6 @@ def test_simulate_writes_history_json_and_png(app: Path, tmp_path: Path):
     assert [evaluate[str(i)]["mean"] for i in (1, 2, 3)] == [1.0, 2.0, 3.0]
     data = png.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
+    assert "\x1b" not in r.stdout + r.stderr  # piped: no escape codes anywhere
+    for log in (work / "logs").glob("*.log"):
+        assert "\x1b" not in log.read_text(), log.name
