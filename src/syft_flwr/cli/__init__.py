@@ -578,6 +578,10 @@ from syft_flwr.cli import review as _review  # noqa: E402  (registers its comman
 _review.register(app)
 
 
+# click >= 8.2 raises this for a bare `syft_flwr`; older clicks print help themselves
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -637,7 +641,7 @@ def run_cli(argv: list[str] | None = None) -> int:
     try:
         # standalone_mode=False: errors reach us, so each is one plain line.
         result = command.main(args=argv, prog_name="syft_flwr", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:
+    except _NO_ARGS_IS_HELP as exc:
         # `syft_flwr` alone: show the help (rich on a terminal), exit as a usage error
         help_text = exc.ctx.get_help()  # rich prints it itself and returns ""
         if help_text:
