@@ -49,10 +49,29 @@ def test_save_then_load_through_the_clients_private_state(tmp_path: Path) -> Non
     assert load_history(client, "app") == h
 
 
+def test_legacy_history_becomes_the_same_sections() -> None:
+    from flwr.server import History
+
+    legacy = History()
+    legacy.add_loss_distributed(1, 0.7)
+    legacy.add_loss_distributed(2, 0.4)
+    legacy.add_metrics_distributed_fit(2, {"examples": 30})
+    legacy.add_loss_centralized(0, 0.9)
+    legacy.add_metrics_centralized(10, {"accuracy": 0.8})
+    h = history_from_result(legacy)
+    assert h["rounds"] == [1, 2, 10]
+    assert h["evaluate_metrics_clientapp"] == {"1": {"loss": 0.7}, "2": {"loss": 0.4}}
+    assert h["train_metrics_clientapp"] == {"2": {"examples": 30}}
+    server = h["evaluate_metrics_serverapp"]
+    assert list(server) == ["0", "10"]  # rounds in numeric order, not "10" < "2"
+    assert server["10"] == {"accuracy": 0.8}
+
+
 def test_capture_history_sees_strategy_start() -> None:
+    from flwr.server import Server
     from flwr.serverapp.strategy import Strategy
 
-    original = Strategy.start
+    original, original_fit = Strategy.start, Server.fit
     try:
         Strategy.start = lambda self, **kw: _result()  # type: ignore[method-assign]
         import syft_flwr.history as history_module
@@ -63,6 +82,7 @@ def test_capture_history_sees_strategy_start() -> None:
         Strategy.start(None)  # type: ignore[arg-type]  # outside the block: not seen
     finally:
         Strategy.start = original  # type: ignore[method-assign]
+        Server.fit = original_fit  # type: ignore[method-assign]
         history_module._installed = False
     assert len(captured) == 1 and captured[0]["rounds"] == [1, 2]
 

@@ -2,7 +2,7 @@
 
 Flower's strategies return a ``Result`` from ``Strategy.start`` holding, per
 round, the aggregated ClientApp train and evaluate metrics and the ServerApp's
-own evaluation. The researcher side captures it (:func:`capture_history`),
+own evaluation (a legacy ``Server.fit`` returns the same as a ``History``). The researcher side captures it (:func:`capture_history`),
 saves it next to its checkpoint (``history.json`` in the app's private state)
 and ``syft_flwr simulate --history-out/--plot-out`` or a notebook read it back
 (:func:`load_history`, :func:`plot_history`).
@@ -75,61 +75,100 @@ def _value(v: Any) -> Any:
     return float(v) if isinstance(v, float) else int(v)
 
 
+# Where the legacy ``flwr.server.History`` keeps each section: (losses, metrics).
+_LEGACY = {
+    "train_metrics_clientapp": (None, "metrics_distributed_fit"),
+    "evaluate_metrics_clientapp": ("losses_distributed", "metrics_distributed"),
+    "evaluate_metrics_serverapp": ("losses_centralized", "metrics_centralized"),
+}
+
+
+def _legacy_sections(history: Any) -> dict[str, dict[int, dict[str, Any]]]:
+    """A legacy ``History`` (lists of ``(round, value)``) as per-round sections."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for section, (losses, metrics) in _LEGACY.items():
+        per_round: dict[int, dict[str, Any]] = {}
+        series = dict(getattr(history, metrics, None) or {})
+        if losses is not None:
+            series["loss"] = getattr(history, losses, None) or []
+        for name, pairs in series.items():
+            for r, v in pairs:
+                per_round.setdefault(int(r), {})[name] = v
+        out[section] = per_round
+    return out
+
+
 def history_from_result(result: Any) -> dict[str, Any]:
-    """The history of one Flower ``Result`` (what ``Strategy.start`` returns).
+    """The history of one Flower run result.
 
     Parameters
     ----------
-    result : flwr.serverapp.strategy.Result
-        Any object with the three ``dict[int, MetricRecord]`` sections of
-        :data:`SECTIONS` (missing ones count as empty).
+    result : flwr.serverapp.strategy.Result or flwr.server.History
+        What ``Strategy.start`` returns (Message API: the three
+        ``dict[int, MetricRecord]`` sections of :data:`SECTIONS`, missing ones
+        empty), or the ``History`` of a legacy ``Server.fit`` (its losses
+        become a ``loss`` metric).
 
     Returns
     -------
     dict
         ``{"rounds": [...], <section>: {"<round>": {metric: value}}}``.
     """
+    if hasattr(result, "losses_distributed"):  # legacy flwr.server.History
+        sections: dict[str, Any] = _legacy_sections(result)
+    else:
+        sections = {s: getattr(result, s, None) or {} for s in SECTIONS}
     out: dict[str, Any] = {}
     rounds: set[int] = set()
     for section in SECTIONS:
-        per_round = getattr(result, section, None) or {}
+        per_round = sections[section]
         out[section] = {
             str(r): {k: _value(v) for k, v in dict(metrics).items()}
-            for r, metrics in sorted(per_round.items())
+            for r, metrics in sorted(per_round.items(), key=lambda kv: int(kv[0]))
         }
         rounds.update(int(r) for r in per_round if int(r) > 0)
     return {"rounds": sorted(rounds), **out}
 
 
+def _recording(original: Any, pick: Any) -> Any:
+    """``original`` that also hands ``pick(its result)`` to an active capture."""
+
+    @functools.wraps(original)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        sink = _sink.get()
+        if sink is not None:
+            sink.append(pick(result))
+        return result
+
+    return wrapper
+
+
 def _install() -> None:
-    """Wrap ``Strategy.start`` once so an active :func:`capture_history` sees results."""
+    """Wrap ``Strategy.start`` (Message API) and the legacy ``Server.fit`` once,
+    so an active :func:`capture_history` sees what they return."""
     global _installed
     with _install_lock:
         if _installed:
             return
+        from flwr.server import Server
         from flwr.serverapp.strategy import Strategy
 
-        original = Strategy.start
-
-        @functools.wraps(original)
-        def start(self: Any, *args: Any, **kwargs: Any) -> Any:
-            result = original(self, *args, **kwargs)
-            sink = _sink.get()
-            if sink is not None:
-                sink.append(result)
-            return result
-
-        Strategy.start = start  # type: ignore[method-assign]
+        Strategy.start = _recording(Strategy.start, lambda r: r)  # type: ignore[method-assign]
+        # Server.fit returns (History, elapsed seconds)
+        Server.fit = _recording(Server.fit, lambda r: r[0])  # type: ignore[method-assign]
         _installed = True
 
 
 @contextlib.contextmanager
 def capture_history() -> Iterator[list[dict[str, Any]]]:
-    """Collect the history of every ``Strategy.start`` run inside the block.
+    """Collect the history of every ``Strategy.start`` (or legacy ``Server.fit``)
+    run inside the block.
 
     Only the current thread (context) is captured, so data owners running as
     threads of the same process do not interfere. Strategies that override
-    ``start`` itself are not seen (Flower's built-in ones do not).
+    ``start`` itself, or servers that override ``fit``, are not seen (Flower's
+    built-in ones do not).
 
     Yields
     ------

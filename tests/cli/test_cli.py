@@ -394,3 +394,34 @@ def test_simulate_writes_history_json_and_png(app: Path, tmp_path: Path):
     assert "\x1b" not in r.stdout + r.stderr  # piped: no escape codes anywhere
     for log in (work / "logs").glob("*.log"):
         assert "\x1b" not in log.read_text(), log.name
+
+
+@pytest.mark.slow
+def test_simulate_history_of_a_legacy_server_app(tmp_path: Path):
+    """A legacy ``server_fn`` app (flwr.server.Server.fit) has a history too."""
+    legacy = tmp_path / "legacy_numpy"
+    shutil.copytree(
+        TOY.parents[2] / "examples" / "legacy_numpy",
+        legacy,
+        ignore=shutil.ignore_patterns("__pycache__", "main.py"),
+    )
+    hist = tmp_path / "history.json"
+    r = cli(
+        "simulate",
+        str(legacy),
+        "-n",
+        "2",
+        "--run-config",
+        "num-server-rounds=2",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--history-out",
+        str(hist),
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    history = json.loads(hist.read_text())
+    assert history["rounds"] == [1, 2]
+    # the legacy History's losses become a "loss" metric; round 0 is the start
+    server = history["evaluate_metrics_serverapp"]
+    assert list(server) == ["0", "1", "2"] and server["2"]["loss"] < server["0"]["loss"]
+    assert set(history["evaluate_metrics_clientapp"]) == {"1", "2"}
