@@ -22,8 +22,12 @@ def _text(output: Any) -> str:
     return str(output.get("data", {}).get("text/plain", ""))
 
 
-def execute(name: str) -> list[str]:
-    """Run ``notebooks/<name>.ipynb``; return each code cell's joined output."""
+def execute(name: str, mime_types: list[set[str]] | None = None) -> list[str]:
+    """Run ``notebooks/<name>.ipynb``; return each code cell's joined output.
+
+    ``mime_types``, if given, receives each code cell's rich output types
+    (e.g. ``image/png``).
+    """
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     client = nbclient.NotebookClient(
         nb,
@@ -39,6 +43,10 @@ def execute(name: str) -> list[str]:
         errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors, f"{name}: a cell raised: {errors[0].get('ename')}"
         outputs.append("".join(_text(o) for o in cell.get("outputs", [])))
+        if mime_types is not None:
+            mime_types.append(
+                {m for o in cell.get("outputs", []) for m in o.get("data", {})}
+            )
     return outputs
 
 
@@ -50,19 +58,24 @@ def _no_inherited_output_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_researcher_notebook() -> None:
-    out = execute("researcher")
+    mime_types: list[set[str]] = []
+    out = execute("researcher", mime_types)
     # submitted for review, then approved by both data owners before the run
     review = out[3]
     assert "'do1@example.org', 'pending'" in review
     assert "('do1@example.org', 'approved'), ('do2@example.org', 'approved')" in review
-    # cells: ..., run, results, fingerprints, upstream bootstrap, upstream run,
-    # clean-up
-    results = out[-5]
+    # cells: ..., run, results, plot, fingerprints, upstream bootstrap, upstream
+    # run, clean-up
+    results = out[-6]
     assert "Final accuracy: 0.9250" in results
     assert '"weights_sha256": "7a35fc4bc02f2fdd"' in results
     assert "final model: {'weights': (12,), 'bias': (1,)}" in results
-    assert "data owners still serving: none" in out[-6]
-    assert "SYFT_FLWR_RESULT" in out[-6]
+    assert "data owners still serving: none" in out[-7]
+    assert "SYFT_FLWR_RESULT" in out[-7]
+    # the per-round metrics: read back from the saved history and plotted
+    assert "rounds: [1, 2, 3, 4, 5]" in out[-5], out[-5]
+    assert "'5': 0.925" in out[-5]
+    assert "image/png" in mime_types[-5]
     # the data owners' identity keys were pinned on first use during the run
     assert "researcher@example.org     [own]" in out[-4]
     for email in ("do1@example.org", "do2@example.org"):

@@ -34,6 +34,20 @@ def cli(
     )
 
 
+def syftbox_config(tmp_path: Path, email: str) -> Path:
+    """A SyftBox client config for ``email`` with its data dir in ``tmp_path``."""
+    from syft_core import SyftClientConfig
+
+    conf = tmp_path / f"{email.split('@')[0]}.json"
+    SyftClientConfig(
+        path=conf,
+        data_dir=tmp_path / "SB",
+        email=email,
+        server_url="http://127.0.0.1:9",
+    ).save()
+    return conf
+
+
 @pytest.fixture
 def app(tmp_path: Path) -> Path:
     dst = tmp_path / "toy_app"
@@ -116,15 +130,7 @@ def test_unreadable_pyproject_and_missing_components(app: Path):
 def test_main_py_refuses_unknown_email_and_unbootstrapped_app(
     app: Path, tmp_path: Path
 ):
-    from syft_core import SyftClientConfig
-
-    conf = tmp_path / "eve.json"
-    SyftClientConfig(
-        path=conf,
-        data_dir=tmp_path / "SB",
-        email="eve@example.org",
-        server_url="http://127.0.0.1:9",
-    ).save()
+    conf = syftbox_config(tmp_path, "eve@example.org")
     r = cli("bootstrap", str(app), "-a", "r@example.org", "-d", "do1@example.org")
     assert r.returncode == 0
     env = dict(os.environ, SYFTBOX_CLIENT_CONFIG_PATH=str(conf))
@@ -280,28 +286,142 @@ def test_unwritable_workdir_is_one_line_not_a_traceback(app: Path, tmp_path: Pat
 
 
 def test_every_option_of_every_command_explains_itself():
-    """Introspect the parser (not a snapshot): every argument has help text."""
+    """Introspect the typer app (not a snapshot): every parameter has help text."""
     import argparse
 
-    from syft_flwr.cli import build_parser
+    import click
+
+    from syft_flwr.cli import get_command
     from syft_flwr.run import build_main_parser
 
-    def walk(parser: argparse.ArgumentParser, path: str) -> list[str]:
-        missing = []
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    missing += walk(sub, f"{path} {name}")
-                continue
-            if isinstance(action, argparse._HelpAction):
-                continue
-            if not (action.help and action.help.strip()):
-                missing.append(
-                    f"{path} {'/'.join(action.option_strings) or action.dest}"
-                )
+    def walk(command: click.Command, path: str) -> list[str]:
+        missing = [] if (command.help or "").strip() else [f"{path} (command)"]
+        for param in command.params:
+            if not (getattr(param, "help", None) or "").strip():
+                missing.append(f"{path} {'/'.join(param.opts)}")
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                missing += walk(sub, f"{path} {name}")
         return missing
 
-    assert walk(build_parser(), "syft_flwr") == []
-    assert walk(build_main_parser(), "main.py") == []
-    top = build_parser().format_help()
-    assert "party" not in top and "SUPPRESS" not in top
+    root = get_command()
+    assert walk(root, "syft_flwr") == []
+    # the walk reaches every command, hidden ones included
+    assert {"simulate", "keys", "audit", "party", "serve"} <= set(root.commands)
+    assert {"show", "trust", "rotate"} <= set(root.commands["keys"].commands)
+
+    def walk_argparse(parser: argparse.ArgumentParser) -> list[str]:
+        return [
+            "/".join(a.option_strings) or a.dest
+            for a in parser._actions
+            if not isinstance(a, argparse._HelpAction)
+            and not (a.help and a.help.strip())
+        ]
+
+    assert walk_argparse(build_main_parser()) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["simulate", "--help"], ["keys", "show", "--help"], ["-h"]],
+)
+def test_help_piped_is_plain_and_hides_internal_commands(args: list[str]):
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stdout + r.stderr
+    assert "Usage: syft_flwr" in r.stdout
+    assert "party" not in r.stdout and "SUPPRESS" not in r.stdout
+    if args[0] == "simulate":  # options and the argument are explained
+        for needle in ("--workdir", "--history-out", "--plot-out", "The Flower app"):
+            assert needle in r.stdout
+
+
+def test_usage_errors_are_one_plain_line_exit_2(app: Path):
+    for args in (["simulate", str(app), "--bogus"], ["reject", "abc123"], ["nope"]):
+        r = cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        lines = [ln for ln in r.stderr.strip().splitlines() if ln]
+        assert len(lines) == 1 and lines[0].startswith("syft_flwr: error:"), r.stderr
+        assert "\x1b" not in r.stderr and "Traceback" not in r.stderr
+    r = cli()  # no command: the help, as a usage error
+    assert r.returncode == 2 and "Commands" in r.stdout
+
+
+def test_json_output_for_scripts(tmp_path: Path):
+    r = cli("version", "--json")
+    assert r.returncode == 0 and set(json.loads(r.stdout)) == {"syft_flwr", "flwr"}
+    conf = syftbox_config(tmp_path, "do@example.org")
+    r = cli("keys", "--config", str(conf), "--json")
+    assert r.returncode == 0, r.stderr
+    own = json.loads(r.stdout)
+    assert own["email"] == "do@example.org" and own["role"] == "own"
+    r = cli("keys", "--config", str(conf), "show", "--json")
+    assert [k["email"] for k in json.loads(r.stdout)] == ["do@example.org"]
+    r = cli("projects", "--config", str(conf), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout) == [], r.stderr
+    r = cli("status", "--config", str(conf), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout) == [], r.stderr
+    r = cli("audit", "--config", str(conf), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout) == [], r.stderr
+
+
+@pytest.mark.slow
+def test_simulate_writes_history_json_and_png(app: Path, tmp_path: Path):
+    work = tmp_path / "work"
+    hist, png = tmp_path / "out" / "history.json", tmp_path / "out" / "plot.png"
+    r = cli(
+        "simulate",
+        str(app),
+        "-n",
+        "2",
+        "--run-config",
+        "num-server-rounds=3 min-nodes=2",
+        "--workdir",
+        str(work),
+        "--history-out",
+        str(hist),
+        "--plot-out",
+        str(png),
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    history = json.loads(hist.read_text())
+    assert history["rounds"] == [1, 2, 3]
+    # the toy app's data owners report their running mean when evaluated
+    evaluate = history["evaluate_metrics_clientapp"]
+    assert [evaluate[str(i)]["mean"] for i in (1, 2, 3)] == [1.0, 2.0, 3.0]
+    data = png.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
+    assert "\x1b" not in r.stdout + r.stderr  # piped: no escape codes anywhere
+    for log in (work / "logs").glob("*.log"):
+        assert "\x1b" not in log.read_text(), log.name
+
+
+@pytest.mark.slow
+def test_simulate_history_of_a_legacy_server_app(tmp_path: Path):
+    """A legacy ``server_fn`` app (flwr.server.Server.fit) has a history too."""
+    legacy = tmp_path / "legacy_numpy"
+    shutil.copytree(
+        TOY.parents[2] / "examples" / "legacy_numpy",
+        legacy,
+        ignore=shutil.ignore_patterns("__pycache__", "main.py"),
+    )
+    hist = tmp_path / "history.json"
+    r = cli(
+        "simulate",
+        str(legacy),
+        "-n",
+        "2",
+        "--run-config",
+        "num-server-rounds=2",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--history-out",
+        str(hist),
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    history = json.loads(hist.read_text())
+    assert history["rounds"] == [1, 2]
+    # the legacy History's losses become a "loss" metric; round 0 is the start
+    server = history["evaluate_metrics_serverapp"]
+    assert list(server) == ["0", "1", "2"] and server["2"]["loss"] < server["0"]["loss"]
+    assert set(history["evaluate_metrics_clientapp"]) == {"1", "2"}

@@ -373,6 +373,35 @@ def test_silent_owner_times_out_others_are_returned_and_its_request_is_withdrawn
     assert grid.pull_messages([silent_msg.metadata.message_id]) == []
 
 
+def test_waiting_for_replies_is_reported_to_the_progress_reporter(
+    net: Network,
+) -> None:
+    """Who answered and who is awaited reach ``syft_flwr.progress`` while waiting."""
+    from syft_flwr import progress
+
+    seen: list[tuple[int, list[str], list[str]]] = []
+    waits: list[progress.WaitHandle] = []
+
+    class Recording(progress.NullReporter):
+        def wait(self, what: str, total: int, timeout: float) -> progress.WaitHandle:
+            handle = super().wait(what, total, timeout)
+            handle.every = 0.2
+            handle._on_update = lambda: seen.append(  # type: ignore[method-assign]
+                (handle.count, handle.answered, handle.waiting)
+            )
+            waits.append(handle)
+            return handle
+
+    net.prepare_only(SILENT)
+    grid = net.grid([*DATA_OWNERS, SILENT])
+    with progress.use_reporter(Recording()):
+        replies = grid.send_and_receive(train_messages(grid, 1), timeout=1.5)
+    assert len(replies) == 3
+    assert [(w.what, w.total, w.finished) for w in waits] == [("replies", 4, True)]
+    count, answered, waiting = seen[-1]
+    assert count == 3 and answered == sorted(DATA_OWNERS) and waiting == [SILENT]
+
+
 def test_owner_that_never_started_gets_nothing_written_until_it_does(
     net: Network,
 ) -> None:

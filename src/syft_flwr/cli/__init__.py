@@ -1,26 +1,44 @@
-"""The ``syft_flwr`` command line: bootstrap, run, simulate, keys, review, version.
+"""The ``syft_flwr`` command line: bootstrap, run, simulate, keys, review, audit.
 
-Commands parse arguments and call public functions; errors become one line on
-stderr and a non-zero exit code (2 for configuration errors, 1 for failed runs,
-130 for Ctrl-C).
+Built on typer with rich help, as Flower's own ``flwr`` CLI is. Commands parse
+arguments and call public functions. :func:`main` turns every error into one
+plain line on stderr and an exit code: 0 done, 1 failed, 2 usage or
+configuration error, 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
 
 from syft_flwr import __version__
-from syft_flwr.cli.review import add_run_config_option
+from syft_flwr.cli._common import (
+    ConfigOpt,
+    JsonOpt,
+    RunConfigOpt,
+    client_for,
+    emails,
+    print_json,
+)
 from syft_flwr.errors import ConfigError, SyftFlwrError
 
-__all__ = ["main"]
+__all__ = ["app", "get_command", "main", "run_cli"]
 
-
-def _emails(value: str) -> list[str]:
-    return [e.strip() for e in value.split(",") if e.strip()]
+app = typer.Typer(
+    name="syft_flwr",
+    help="Run Flower apps across data owners over file sync (SyftBox, Google Drive).",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
 
 
 def _prompt(question: str, option: str) -> str:
@@ -47,86 +65,276 @@ def _prompt(question: str, option: str) -> str:
     return answer.strip()
 
 
-def _cmd_version(args: argparse.Namespace) -> int:
+@app.command()
+def version(json_: JsonOpt = False) -> None:
+    """Print the versions of syft_flwr and Flower."""
     import flwr
 
-    print(f"syft_flwr {__version__} (flwr {getattr(flwr, '__version__', '?')})")
-    return 0
+    flwr_version = getattr(flwr, "__version__", "?")
+    if json_:
+        print_json({"syft_flwr": __version__, "flwr": flwr_version})
+    else:
+        print(f"syft_flwr {__version__} (flwr {flwr_version})")
 
 
-def _cmd_bootstrap(args: argparse.Namespace) -> int:
-    from syft_flwr.project import bootstrap
+@app.command()
+def bootstrap(
+    project_dir: Annotated[
+        Path, typer.Argument(help="The Flower app folder to turn into a syft_flwr app.")
+    ],
+    aggregator: Annotated[
+        str | None,
+        typer.Option(
+            "-a",
+            "--aggregator",
+            "-s",
+            "--server",
+            help="The researcher's email (asked for if left out).",
+        ),
+    ] = None,
+    datasites: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-d",
+            "--datasites",
+            help="Data owner emails, comma-separated or repeated (asked for if "
+            "left out).",
+        ),
+    ] = None,
+    transport: Annotated[
+        str | None,
+        typer.Option(
+            "-t",
+            "--transport",
+            click_type=click.Choice(["syftbox", "p2p"]),
+            help="syftbox (default) or p2p (Google Drive).",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Replace an existing main.py (by default it is refused)."
+        ),
+    ] = False,
+) -> None:
+    """Turn a Flower app folder into a syft_flwr app."""
+    from syft_flwr.project import bootstrap as _bootstrap
 
-    aggregator = args.aggregator or _prompt(
+    aggregator = aggregator or _prompt(
         "Enter the datasite email of the Aggregator (Flower Server)", "-a/--aggregator"
     )
-    values = args.datasites or [
+    values = datasites or [
         _prompt(
             "Enter a comma-separated email of datasites of the Flower Clients",
             "-d/--datasites",
         )
     ]
-    datasites = [e for v in values for e in _emails(v)]
-    cfg = bootstrap(
-        args.project_dir, aggregator, datasites, args.transport, force=args.force
-    )
+    owners = [e for v in values for e in emails(v)]
+    cfg = _bootstrap(project_dir, aggregator, owners, transport, force=force)
     print(f"bootstrapped {cfg.app_dir} (app {cfg.app_name}, transport {cfg.transport})")
     print(f"  aggregator: {cfg.aggregator}")
     print(f"  data owners: {', '.join(cfg.datasites)}")
-    return 0
+
+
+# Options shared by ``simulate`` and ``run`` (both start a local simulation).
+AppDirArg = Annotated[Path, typer.Argument(help="The Flower app folder.")]
+WorkdirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--workdir",
+        help="Folder for the simulated network and outputs (default: a new "
+        "temporary folder); run again with the same folder to resume an "
+        "interrupted run.",
+    ),
+]
+FreshOpt = Annotated[
+    bool,
+    typer.Option(
+        "--fresh",
+        help="Start over instead of resuming an interrupted run in --workdir.",
+    ),
+]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option("--timeout", help="Seconds before the whole run is stopped."),
+]
+HistoryOutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--history-out",
+        help="Write the run's per-round metrics (its history) to this JSON file.",
+    ),
+]
+PlotOutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--plot-out",
+        help="Plot the run's per-round metrics to this PNG file (needs matplotlib).",
+    ),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class _SimulateOptions:
+    app_dir: Path
+    run_config: list[str] | None
+    workdir: Path | None
+    fresh: bool
+    timeout: float
+    history_out: Path | None
+    plot_out: Path | None
 
 
 def _simulate(
-    args: argparse.Namespace,
+    opts: _SimulateOptions,
+    num_data_owners: int | None,
     paths: list[str] | None,
     *,
     entry: str = "party",
     log_dir: Path | None = None,
-) -> int:
-    from syft_flwr.simulation import simulate
+) -> None:
+    from syft_flwr.simulation import simulate as _run_simulation
 
-    res = simulate(
-        args.app_dir,
-        args.num_data_owners,
+    res = _run_simulation(
+        opts.app_dir,
+        num_data_owners,
         mock_dataset_paths=paths,
-        run_config=" ".join(args.run_config) if args.run_config else None,
-        workdir=args.workdir,
-        timeout=args.timeout,
+        run_config=" ".join(opts.run_config) if opts.run_config else None,
+        workdir=opts.workdir,
+        timeout=opts.timeout,
         entry=entry,
         log_dir=log_dir,
-        fresh=args.fresh,
+        fresh=opts.fresh,
     )
-    return 0 if res.ok else 1
+    if not res.ok:
+        raise typer.Exit(1)
+    if opts.history_out or opts.plot_out:
+        _write_history(res, opts.history_out, opts.plot_out)
 
 
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    return _simulate(args, None)
+def _write_history(res: Any, history_out: Path | None, plot_out: Path | None) -> None:
+    """``--history-out`` / ``--plot-out`` of a successful simulation."""
+    from syft_flwr.history import plot_history, simulation_history
+
+    history = simulation_history(res)
+    if history is None:
+        raise SyftFlwrError(
+            "the run saved no per-round history (its ServerApp did not use a "
+            "Flower strategy's start())"
+        )
+    if history_out is not None:
+        history_out.parent.mkdir(parents=True, exist_ok=True)
+        history_out.write_text(json.dumps(history, indent=2, sort_keys=True) + "\n")
+        print(f"history of {len(history['rounds'])} round(s) written to {history_out}")
+    if plot_out is not None:
+        plot_out.parent.mkdir(parents=True, exist_ok=True)
+        plot_history(history, plot_out)
+        print(f"plot of the per-round metrics written to {plot_out}")
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+@app.command()
+def simulate(
+    app_dir: AppDirArg,
+    num_data_owners: Annotated[
+        int | None,
+        typer.Option(
+            "-n",
+            "--num-data-owners",
+            help="How many data owners (default: the app's datasites, else 2).",
+        ),
+    ] = None,
+    run_config: RunConfigOpt = None,
+    workdir: WorkdirOpt = None,
+    fresh: FreshOpt = False,
+    timeout: TimeoutOpt = 1800.0,
+    history_out: HistoryOutOpt = None,
+    plot_out: PlotOutOpt = None,
+) -> None:
+    """Run the researcher and N data owners as local processes."""
+    opts = _SimulateOptions(
+        app_dir, run_config, workdir, fresh, timeout, history_out, plot_out
+    )
+    _simulate(opts, num_data_owners, None)
+
+
+@app.command()
+def run(
+    app_dir: AppDirArg,
+    mock_dataset_paths: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-m",
+            "--mock-dataset-paths",
+            help="One data folder per data owner (its DATA_DIR), comma-separated "
+            "or repeated (asked for if left out); logs go to APP_DIR/simulation_logs.",
+        ),
+    ] = None,
+    run_config: RunConfigOpt = None,
+    workdir: WorkdirOpt = None,
+    fresh: FreshOpt = False,
+    timeout: TimeoutOpt = 1800.0,
+    history_out: HistoryOutOpt = None,
+    plot_out: PlotOutOpt = None,
+) -> None:
+    """Simulate with one data owner per mock dataset path (upstream's form)."""
     from syft_flwr.project import load_project
     from syft_flwr.run_simulation import LOG_DIR_NAME
 
-    cfg = load_project(args.app_dir)  # a clear error before any prompt
-    values = args.mock_dataset_paths or [
+    cfg = load_project(app_dir)  # a clear error before any prompt
+    values = mock_dataset_paths or [
         _prompt("Enter comma-separated paths to mock datasets", "--mock-dataset-paths")
     ]
     paths = [p.strip() for v in values for p in v.split(",") if p.strip()]
     if not paths:
         raise ConfigError("give --mock-dataset-paths (one folder per data owner)")
-    args.num_data_owners = None
     # A bootstrapped app runs through its own main.py, as upstream's `run` did.
     use_main = cfg.bootstrapped and (cfg.app_dir / "main.py").is_file()
-    return _simulate(
-        args,
+    opts = _SimulateOptions(
+        app_dir, run_config, workdir, fresh, timeout, history_out, plot_out
+    )
+    _simulate(
+        opts,
+        None,
         paths,
         entry="main.py" if use_main else "party",
         log_dir=cfg.app_dir / LOG_DIR_NAME,
     )
 
 
-def _cmd_party(args: argparse.Namespace) -> int:
-    """One party of a run (used by `simulate`; also usable by hand)."""
+@app.command(hidden=True)
+def party(
+    app_dir: AppDirArg,
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            click_type=click.Choice(["researcher", "data-owner"]),
+            help="Which side this process plays.",
+        ),
+    ],
+    config: Annotated[
+        str, typer.Option("--config", help="This party's SyftBox config.")
+    ],
+    app_name: Annotated[
+        str | None, typer.Option("--app-name", help="The app folder name on the wire.")
+    ] = None,
+    aggregator: Annotated[
+        str | None, typer.Option("--aggregator", help="The researcher's email.")
+    ] = None,
+    datasites: Annotated[
+        str | None,
+        typer.Option("--datasites", help="Data owner emails, comma-separated."),
+    ] = None,
+    run_config: RunConfigOpt = None,
+    node_config: Annotated[
+        list[str] | None,
+        typer.Option("--node-config", help="This node's config; repeatable."),
+    ] = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Start the run over instead of resuming it.")
+    ] = False,
+) -> None:
+    """Internal: one party of a `simulate` run (also usable by hand)."""
     from syft_flwr.client.syft_core_client import SyftCoreClient
     from syft_flwr.ids import normalize_email
     from syft_flwr.logs import setup_logging
@@ -134,49 +342,77 @@ def _cmd_party(args: argparse.Namespace) -> int:
     from syft_flwr.run import run_role
 
     setup_logging()
-    cfg = load_project(args.app_dir)
+    cfg = load_project(app_dir)
     changes: dict[str, object] = {}
-    if args.app_name:
-        changes["app_name"] = args.app_name
-    if args.datasites:
-        changes["datasites"] = tuple(_emails(args.datasites))
-    if args.aggregator:
-        changes["aggregator"] = normalize_email(args.aggregator)
+    if app_name:
+        changes["app_name"] = app_name
+    if datasites:
+        changes["datasites"] = tuple(emails(datasites))
+    if aggregator:
+        changes["aggregator"] = normalize_email(aggregator)
     cfg = dataclasses.replace(cfg, **changes)  # type: ignore[arg-type]
-    client = SyftCoreClient.load(args.config)
+    client = SyftCoreClient.load(config)
     run_role(
-        cfg,
-        client,
-        args.role,
-        run_config=args.run_config,
-        node_config=args.node_config,
-        fresh=args.fresh,
+        cfg, client, role, run_config=run_config, node_config=node_config, fresh=fresh
     )
-    return 0
 
 
-def _keys_client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from syft_flwr.client.factory import create_client
+keys_app = typer.Typer(
+    help="Your encryption keys and your peers' pinned fingerprints. Without a "
+    "subcommand: create your keys if needed and show your fingerprint.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(keys_app, name="keys")
 
-    return create_client(config_path=args.config)
+
+def _key_info_dict(info: Any) -> dict[str, Any]:
+    return dataclasses.asdict(info)
 
 
-def _cmd_keys(args: argparse.Namespace) -> int:
-    """``syft_flwr keys`` without a subcommand: create if needed, show own fingerprint."""
+@keys_app.callback()
+def keys(ctx: typer.Context, config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+    """Create your keys if needed and show your fingerprint."""
+    ctx.obj = {"config": config}
+    if ctx.invoked_subcommand is not None:
+        return
     from syft_flwr.crypto.identity import show_keys
 
-    own = show_keys(_keys_client(args))[0]
+    own = show_keys(client_for(config))[0]
+    if json_:
+        print_json(_key_info_dict(own))
+        return
     print(f"{own.email}")
     print(f"  fingerprint: {own.fingerprint}")
     print(f"  read aloud:  {own.digits}")
     print("  compare it with your peers over a channel you trust (call, in person)")
-    return 0
 
 
-def _cmd_keys_show(args: argparse.Namespace) -> int:
+def _keys_config(ctx: typer.Context, config: str | None) -> str | None:
+    """``--config`` given after the subcommand, else the one before it."""
+    parent = ctx.parent.obj if ctx.parent is not None and ctx.parent.obj else {}
+    return config if config is not None else parent.get("config")
+
+
+@keys_app.command("show")
+def keys_show(
+    ctx: typer.Context,
+    email: Annotated[
+        str | None,
+        typer.Argument(
+            help="Only this peer, also comparing its pin with what it publishes now."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Print your and your peers' fingerprints, to read aloud."""
     from syft_flwr.crypto.identity import show_keys
 
-    infos = show_keys(_keys_client(args), args.email)
+    infos = show_keys(client_for(_keys_config(ctx, config)), email)
+    if json_:
+        print_json([_key_info_dict(i) for i in infos])
+        return
     for info in infos:
         label = "you" if info.role == "own" else info.status
         print(f"{info.email}  [{label}]")
@@ -193,37 +429,64 @@ def _cmd_keys_show(args: argparse.Namespace) -> int:
             )
         elif info.status == "not pinned":
             print(f"  to pin it after checking: syft_flwr keys trust {info.email}")
-    if len(infos) == 1 and args.email is None:
+    if len(infos) == 1 and email is None:
         print("(no peers pinned yet: peers are pinned the first time you exchange)")
-    return 0
 
 
-def _cmd_keys_rotate(args: argparse.Namespace) -> int:
+@keys_app.command("trust")
+def keys_trust(
+    ctx: typer.Context,
+    email: Annotated[str, typer.Argument(help="The peer whose published key to pin.")],
+    fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            "--fingerprint",
+            help="The fingerprint the peer read to you; refused if it does not match.",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Accept a peer's (new) identity key after checking it."""
+    from syft_flwr.crypto.identity import trust_peer
+
+    pin = trust_peer(client_for(_keys_config(ctx, config)), email, fingerprint)
+    print(f"trusted {pin.email}")
+    print(f"  fingerprint: {pin.fingerprint}")
+    print(f"  read aloud:  {pin.fingerprint_digits}")
+    if fingerprint is None:
+        print("  (no --fingerprint given: make sure you compared it with them)")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    ctx: typer.Context,
+    grace: Annotated[
+        str | None,
+        typer.Option(
+            "--grace",
+            help="How long the old prekey still opens messages, e.g. 7d, 12h, 30m "
+            "or seconds (default: SYFT_FLWR_PREKEY_GRACE, else 7d).",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Publish a new signed prekey; destroy the old one after a grace period."""
     import time
 
     from syft_flwr.config import Settings, parse_duration
     from syft_flwr.crypto.identity import rotate_prekey
 
-    grace = None if args.grace is None else parse_duration(args.grace)
-    r = rotate_prekey(_keys_client(args), grace=grace, settings=Settings.from_env())
+    seconds = None if grace is None else parse_duration(grace)
+    r = rotate_prekey(
+        client_for(_keys_config(ctx, config)),
+        grace=seconds,
+        settings=Settings.from_env(),
+    )
     until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(r.retired.destroy_after))
     print(f"published a new signed prekey {r.new_prekey}")
     print(f"  the old one ({r.retired.id}) still opens messages until {until},")
     print("  then it is destroyed: messages sealed to it can no longer be opened")
     print(f"  your fingerprint is unchanged: {r.fingerprint}")
-    return 0
-
-
-def _cmd_keys_trust(args: argparse.Namespace) -> int:
-    from syft_flwr.crypto.identity import trust_peer
-
-    pin = trust_peer(_keys_client(args), args.email, args.fingerprint)
-    print(f"trusted {pin.email}")
-    print(f"  fingerprint: {pin.fingerprint}")
-    print(f"  read aloud:  {pin.fingerprint_digits}")
-    if args.fingerprint is None:
-        print("  (no --fingerprint given: make sure you compared it with them)")
-    return 0
 
 
 def _parse_since(value: str | None) -> float | None:
@@ -247,27 +510,53 @@ def _parse_since(value: str | None) -> float | None:
         ) from None
 
 
-def _cmd_audit(args: argparse.Namespace) -> int:
-    """Print the data owner's audit trail (what ran, for whom, when, what left)."""
-    import json as _json
-
-    from syft_flwr.client.factory import create_client
+@app.command()
+def audit(
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help="SyftBox client config path (default: SYFTBOX_CLIENT_CONFIG_PATH, "
+            "then ~/.syftbox/config.json).",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Only events since then: a duration like 1d or 12h, or an ISO date.",
+        ),
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Data owner: show what ran on your data, for whom, when, and what left."""
     from syft_flwr.events.audit import audit_entries, format_audit
 
-    entries = audit_entries(
-        create_client(config_path=args.config), since=_parse_since(args.since)
-    )
-    if args.json:
-        print(_json.dumps(entries, indent=2, sort_keys=True))
+    entries = audit_entries(client_for(config), since=_parse_since(since))
+    if json_:
+        print_json(entries)
     elif not entries:
         print("no audit events yet")
     else:
         print(format_audit(entries))
-    return 0
 
 
-def _cmd_gdrive_login(args: argparse.Namespace) -> int:
-    """Run Google's desktop OAuth flow and save the token file with mode 0600."""
+@app.command("gdrive-login")
+def gdrive_login(
+    client_secrets: Annotated[
+        Path, typer.Option("--client-secrets", help="The OAuth desktop client JSON.")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Where to save the token (default token.json, mode 0600)."
+        ),
+    ] = Path("token.json"),
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Print the URL instead of opening it.")
+    ] = False,
+) -> None:
+    """Create a Google Drive OAuth token file (desktop flow)."""
     try:
         from google_auth_oauthlib.flow import InstalledAppFlow
     except ImportError:
@@ -277,243 +566,115 @@ def _cmd_gdrive_login(args: argparse.Namespace) -> int:
     from syft_flwr.transports.gdrive import DRIVE_SCOPES, _write_private
 
     flow = InstalledAppFlow.from_client_secrets_file(
-        str(args.client_secrets), list(DRIVE_SCOPES)
+        str(client_secrets), list(DRIVE_SCOPES)
     )
-    creds = flow.run_local_server(port=0, open_browser=not args.no_browser)
-    _write_private(Path(args.out), creds.to_json())
-    print(
-        f"saved the token to {args.out} (mode 0600); set GDRIVE_TOKEN_PATH={args.out}"
-    )
-    return 0
+    creds = flow.run_local_server(port=0, open_browser=not no_browser)
+    _write_private(Path(out), creds.to_json())
+    print(f"saved the token to {out} (mode 0600); set GDRIVE_TOKEN_PATH={out}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="syft_flwr",
-        description="Run Flower apps across data owners over file sync (SyftBox, Google Drive).",
-    )
-    # The metavar lists only the public commands; `party` (internal, used by
-    # `simulate`) is added without help, so it is not listed anywhere.
-    sub = p.add_subparsers(
-        dest="command",
-        required=True,
-        metavar="{version,bootstrap,simulate,run,keys,audit,gdrive-login}",
-    )
+from syft_flwr.cli import review as _review  # noqa: E402  (registers its commands)
 
-    s = sub.add_parser("version", help="print versions")
-    s.set_defaults(func=_cmd_version)
+_review.register(app)
 
-    s = sub.add_parser(
-        "bootstrap", help="turn a Flower app folder into a syft_flwr app"
-    )
-    s.add_argument("project_dir", type=Path, help="the Flower app folder")
-    s.add_argument(
-        "-a",
-        "--aggregator",
-        "-s",
-        "--server",
-        default=None,
-        help="the researcher's email (asked for if left out)",
-    )
-    s.add_argument(
-        "-d",
-        "--datasites",
-        action="append",
-        default=None,
-        help="data owner emails, comma-separated or repeated (asked for if left out)",
-    )
-    s.add_argument(
-        "-t",
-        "--transport",
-        choices=["syftbox", "p2p"],
-        default=None,
-        help="syftbox (default) or p2p (Google Drive)",
-    )
-    s.add_argument(
-        "--force",
-        action="store_true",
-        help="replace an existing main.py (by default bootstrap refuses)",
-    )
-    s.set_defaults(func=_cmd_bootstrap)
 
-    for name, helptext in (
-        ("simulate", "run researcher + N data owners as local processes"),
-        ("run", "simulate with one data owner per mock dataset path (upstream form)"),
-    ):
-        s = sub.add_parser(name, help=helptext)
-        s.add_argument("app_dir", type=Path, help="the Flower app folder")
-        if name == "simulate":
-            s.add_argument(
-                "-n",
-                "--num-data-owners",
-                type=int,
-                default=None,
-                help="how many data owners (default: the app's datasites, else 2)",
-            )
-            s.set_defaults(func=_cmd_simulate)
-        else:
-            s.add_argument(
-                "-m",
-                "--mock-dataset-paths",
-                action="append",
-                help="one data folder per data owner (its DATA_DIR), comma-separated "
-                "or repeated (asked for if left out); logs go to "
-                "APP_DIR/simulation_logs",
-            )
-            s.set_defaults(func=_cmd_run)
-        add_run_config_option(s)
-        s.add_argument(
-            "--workdir",
-            type=Path,
-            default=None,
-            help="folder for the simulated network and outputs (default: a new "
-            "temporary folder); run again with the same folder to resume an "
-            "interrupted run",
+# click >= 8.2 raises this for a bare `syft_flwr`; older clicks print help themselves
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _restore_argument_help(group: click.Group, typer_app: typer.Typer) -> None:
+    """Copy each argument's help from its typer declaration onto the click one.
+
+    Click 8.5 gave ``click.Argument`` a ``help`` parameter of its own; typer 0.20
+    sets ``help`` and then calls click's constructor, which resets it to None, so
+    ``--help`` would list arguments unexplained. Drop this once typer passes
+    ``help`` on.
+    """
+    for info in typer_app.registered_commands:
+        callback = info.callback
+        assert callback is not None
+        name = info.name or typer.main.get_command_name(callback.__name__)
+        declared = typer.utils.get_params_from_function(callback)
+        for param in group.commands[name].params:
+            meta = declared.get(param.name or "")
+            if isinstance(param, click.Argument) and meta is not None:
+                param.help = param.help or getattr(meta.default, "help", None)
+    for sub in typer_app.registered_groups:
+        assert sub.name is not None and sub.typer_instance is not None
+        child = group.commands[sub.name]
+        assert isinstance(child, click.Group)
+        _restore_argument_help(child, sub.typer_instance)
+
+
+def get_command() -> click.Group:
+    """The ``syft_flwr`` command as a click group (for introspection and docs).
+
+    Returns
+    -------
+    click.Group
+        :data:`app` built by typer, every argument's help in place.
+    """
+    command = typer.main.get_command(app)
+    assert isinstance(command, click.Group)
+    _restore_argument_help(command, app)
+    return command
+
+
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run the command line on ``argv`` and return its exit code (never raises).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 done, 1 failed, 2 usage or configuration error, 130 interrupted.
+    """
+    command = get_command()
+    try:
+        # standalone_mode=False: errors reach us, so each is one plain line.
+        result = command.main(args=argv, prog_name="syft_flwr", standalone_mode=False)
+    except _NO_ARGS_IS_HELP as exc:
+        # `syft_flwr` alone: show the help (rich on a terminal), exit as a usage error
+        help_text = exc.ctx.get_help()  # rich prints it itself and returns ""
+        if help_text:
+            click.echo(help_text)
+        return 2
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "syft_flwr"
+        print(
+            f"syft_flwr: error: {_one_line(exc.format_message())} "
+            f"(see: {where} --help)",
+            file=sys.stderr,
         )
-        s.add_argument(
-            "--fresh",
-            action="store_true",
-            help="start over instead of resuming an interrupted run in --workdir",
-        )
-        s.add_argument(
-            "--timeout",
-            type=float,
-            default=1800.0,
-            help="seconds before the whole run is stopped (default 1800)",
-        )
-
-    config_help = "SyftBox client config path (default: SYFTBOX_CLIENT_CONFIG_PATH)"
-    s = sub.add_parser(
-        "keys",
-        help="your encryption keys and your peers' pinned fingerprints",
-        description="Without a subcommand: create your keys if needed and show "
-        "your fingerprint.",
-    )
-    s.add_argument("--config", default=None, help=config_help)
-    s.set_defaults(func=_cmd_keys)
-    keys_sub = s.add_subparsers(dest="keys_command", metavar="{show,trust,rotate}")
-    k = keys_sub.add_parser(
-        "show", help="print your and your peers' fingerprints, to read aloud"
-    )
-    k.add_argument(
-        "email",
-        nargs="?",
-        default=None,
-        help="only this peer, also comparing its pin with what it publishes now",
-    )
-    k.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
-    k.set_defaults(func=_cmd_keys_show)
-    k = keys_sub.add_parser(
-        "trust", help="accept a peer's (new) identity key after checking it"
-    )
-    k.add_argument("email", help="the peer whose published key to pin")
-    k.add_argument(
-        "--fingerprint",
-        default=None,
-        help="the fingerprint the peer read to you; refused if it does not match",
-    )
-    k.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
-    k.set_defaults(func=_cmd_keys_trust)
-    k = keys_sub.add_parser(
-        "rotate",
-        help="publish a new signed prekey; destroy the old one after a grace period",
-    )
-    k.add_argument(
-        "--grace",
-        default=None,
-        help="how long the old prekey still opens messages, e.g. 7d, 12h, 30m or "
-        "seconds (default: SYFT_FLWR_PREKEY_GRACE, else 7d)",
-    )
-    k.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
-    k.set_defaults(func=_cmd_keys_rotate)
-
-    from syft_flwr.cli.review import add_commands
-
-    add_commands(sub, config_help)
-
-    s = sub.add_parser(
-        "audit",
-        help="show what ran on your data, for whom, when, and what left (data owner)",
-    )
-    s.add_argument(
-        "--config",
-        default=None,
-        help="SyftBox client config path (default: SYFTBOX_CLIENT_CONFIG_PATH, "
-        "then ~/.syftbox/config.json)",
-    )
-    s.add_argument(
-        "--since",
-        default=None,
-        help="only events since then: a duration like 1d or 12h, or an ISO date",
-    )
-    s.add_argument(
-        "--json", action="store_true", help="print the events as JSON, for scripts"
-    )
-    s.set_defaults(func=_cmd_audit)
-
-    s = sub.add_parser(
-        "gdrive-login", help="create a Google Drive OAuth token file (desktop flow)"
-    )
-    s.add_argument(
-        "--client-secrets", type=Path, required=True, help="OAuth desktop client JSON"
-    )
-    s.add_argument(
-        "--out",
-        type=Path,
-        default=Path("token.json"),
-        help="where to save the token (default token.json, mode 0600)",
-    )
-    s.add_argument(
-        "--no-browser", action="store_true", help="print the URL instead of opening it"
-    )
-    s.set_defaults(func=_cmd_gdrive_login)
-
-    s = sub.add_parser("party", description="Internal: one party of a `simulate` run.")
-    s.add_argument("app_dir", type=Path, help="the Flower app folder")
-    s.add_argument(
-        "--role",
-        choices=["researcher", "data-owner"],
-        required=True,
-        help="which side this process plays",
-    )
-    s.add_argument("--config", required=True, help="this party's SyftBox config")
-    s.add_argument("--app-name", default=None, help="the app folder name on the wire")
-    s.add_argument("--aggregator", default=None, help="the researcher's email")
-    s.add_argument(
-        "--datasites", default=None, help="data owner emails, comma-separated"
-    )
-    s.add_argument(
-        "--run-config", action="append", default=None, help="app config overrides"
-    )
-    s.add_argument(
-        "--node-config", action="append", default=None, help="this node's config"
-    )
-    s.add_argument(
-        "--fresh",
-        action="store_true",
-        help="start the run over instead of resuming it",
-    )
-    s.set_defaults(func=_cmd_party)
-    return p
+        return 2
+    except click.ClickException as exc:
+        print(f"syft_flwr: error: {_one_line(exc.format_message())}", file=sys.stderr)
+        return exc.exit_code
+    except ConfigError as exc:
+        print(f"syft_flwr: error: {exc}", file=sys.stderr)
+        return 2
+    except SyftFlwrError as exc:
+        print(f"syft_flwr: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, click.Abort):
+        return 130
+    except OSError as exc:  # e.g. a read-only or full work folder: no traceback
+        print(f"syft_flwr: error: {exc}", file=sys.stderr)
+        return 1
+    return result if isinstance(result, int) else 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``syft_flwr`` command."""
-    args = build_parser().parse_args(argv)
-    try:
-        code = args.func(args)
-    except ConfigError as exc:
-        print(f"syft_flwr: error: {exc}", file=sys.stderr)
-        code = 2
-    except SyftFlwrError as exc:
-        print(f"syft_flwr: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        code = 1
-    except KeyboardInterrupt:
-        code = 130
-    except OSError as exc:  # e.g. a read-only or full work folder: no traceback
-        print(f"syft_flwr: error: {exc}", file=sys.stderr)
-        code = 1
-    sys.exit(code)
+    """Entry point of the ``syft_flwr`` command (and ``python -m syft_flwr``)."""
+    sys.exit(run_cli(argv))
 
 
 if __name__ == "__main__":

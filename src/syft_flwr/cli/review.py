@@ -1,33 +1,34 @@
 """The review commands: ``submit``, ``status``, ``projects``, ``show``, ``approve``,
 ``reject`` and ``serve``.
 
-Each ``cmd_*`` function takes the parsed arguments, calls
-:mod:`syft_flwr.review.api` and prints; the parser lives in :func:`add_commands`.
+Each command calls :mod:`syft_flwr.review.api` and prints; :func:`register`
+adds them to the ``syft_flwr`` typer app.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any
+
+import click
+import typer
+
+from syft_flwr.cli._common import (
+    ConfigOpt,
+    JsonOpt,
+    RunConfigOpt,
+    client_for,
+    print_json,
+)
+from syft_flwr.cli._common import emails as _emails
 
 if TYPE_CHECKING:  # the CLI imports the review machinery only when a command runs
     from syft_flwr.review.api import Submission
     from syft_flwr.review.store import ProjectRecord
 
-__all__ = [
-    "add_commands",
-    "add_run_config_option",
-    "format_projects",
-    "format_status",
-]
-
-
-def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from syft_flwr.client.factory import create_client
-
-    return create_client(config_path=args.config)
+__all__ = ["format_projects", "format_status", "register"]
 
 
 def _when(ts: float) -> str:
@@ -65,170 +66,183 @@ def format_status(subs: list[Submission]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    """``syft_flwr submit``."""
-    from syft_flwr.review.api import submit
+def _record_dict(rec: ProjectRecord, *, files: bool = True) -> dict[str, Any]:
+    """A project record for ``--json`` (no request internals, files optional)."""
+    out = dataclasses.asdict(rec)
+    del out["request_key"]
+    if files:
+        out["files"] = [
+            {"path": path, "sha256": digest, "size": size}
+            for path, digest, size in rec.files
+        ]
+    else:
+        del out["files"]
+    return out
 
-    owners = [e.strip() for v in args.to for e in v.split(",") if e.strip()]
-    subs = submit(args.app_dir, owners, client=_client(args), name=args.name)
+
+ProjectArg = Annotated[
+    str, typer.Argument(help="Hash of the project (at least 6 leading digits).")
+]
+
+
+def submit(
+    app_dir: Annotated[
+        Path, typer.Argument(help="The Flower app folder (sources only).")
+    ],
+    to: Annotated[
+        list[str],
+        typer.Option("--to", help="Data owner emails, comma-separated or repeated."),
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Project name shown to them (default: folder)."),
+    ] = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Researcher: send an app to data owners for review."""
+    from syft_flwr.review.api import submit as _submit
+
+    owners = [e for v in to for e in _emails(v)]
+    subs = _submit(app_dir, owners, client=client_for(config), name=name)
+    if json_:
+        print_json([dataclasses.asdict(s) for s in subs])
+        return
     for s in subs:
         print(f"submitted {s.name} {s.project_hash[:12]} to {s.data_owner}")
     print(f"  project hash: {subs[0].project_hash}" if subs else "no data owners given")
     print("  see their decisions with: syft_flwr status")
-    return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    """``syft_flwr status``."""
+def status(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+    """Researcher: each data owner's decision on your submissions."""
     from syft_flwr.review.api import submission_status
 
-    print(format_status(submission_status(_client(args))), end="")
-    return 0
+    subs = submission_status(client_for(config))
+    if json_:
+        print_json([dataclasses.asdict(s) for s in subs])
+    else:
+        print(format_status(subs), end="")
 
 
-def cmd_projects(args: argparse.Namespace) -> int:
-    """``syft_flwr projects``: fetch new submissions, then list every project."""
+def projects(
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status",
+            click_type=click.Choice(["pending", "approved", "rejected"]),
+            help="List only projects with this status.",
+        ),
+    ] = None,
+    brief: Annotated[
+        bool, typer.Option("--brief", help="Leave out the file lists.")
+    ] = False,
+    researcher: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--researcher",
+            help="Open the review inbox to this researcher (needed on Google Drive, "
+            "which shares folders per peer); repeatable.",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Data owner: fetch new submissions, list pending, approved, rejected ones."""
     from syft_flwr.review.api import project_store, receive_projects
 
-    client = _client(args)
-    new = receive_projects(client, researchers=args.researcher or ())
+    client = client_for(config)
+    new = receive_projects(client, researchers=researcher or ())
+    records = project_store(client).records()
+    if status:
+        records = [r for r in records if r.status == status]
+    if json_:
+        print_json([_record_dict(r, files=not brief) for r in records])
+        return
     if new:
         print(f"{len(new)} new submission(s)")
-    records = project_store(client).records()
-    if args.status:
-        records = [r for r in records if r.status == args.status]
-    print(format_projects(records, files=not args.brief), end="")
-    return 0
+    print(format_projects(records, files=not brief), end="")
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    """``syft_flwr show PROJECT``."""
+def show(project: ProjectArg, config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+    """Data owner: print a project's code and its diff to the last approval."""
     from syft_flwr.review.api import project_store
     from syft_flwr.review.store import show_text
 
-    print(show_text(project_store(_client(args)), args.project), end="")
-    return 0
+    store = project_store(client_for(config))
+    if not json_:
+        print(show_text(store, project), end="")
+        return
+    rec = store.get(project)
+    prev = store.previous_approved(rec)
+    code = store.package(rec.project_hash).files
+    print_json(
+        _record_dict(rec)
+        | {
+            "previous_approved": None if prev is None else prev.project_hash,
+            "code": {
+                p: code[p].decode("utf-8", errors="replace") for p in sorted(code)
+            },
+        }
+    )
 
 
-def cmd_approve(args: argparse.Namespace) -> int:
-    """``syft_flwr approve PROJECT``."""
-    from syft_flwr.review.api import approve
+def approve(project: ProjectArg, config: ConfigOpt = None) -> None:
+    """Data owner: approve a project (the researcher is told)."""
+    from syft_flwr.review.api import approve as _approve
 
-    rec = approve(_client(args), args.project)
+    rec = _approve(client_for(config), project)
     print(f"approved {rec.name} {rec.project_hash} from {rec.researcher}")
     print("  the researcher was told; run it with: syft_flwr serve " + rec.short)
-    return 0
 
 
-def cmd_reject(args: argparse.Namespace) -> int:
-    """``syft_flwr reject PROJECT --reason TEXT``."""
-    from syft_flwr.review.api import reject
+def reject(
+    project: ProjectArg,
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why; sent to the researcher.")
+    ],
+    config: ConfigOpt = None,
+) -> None:
+    """Data owner: reject a project (the researcher is told)."""
+    from syft_flwr.review.api import reject as _reject
 
-    rec = reject(_client(args), args.project, args.reason)
+    rec = _reject(client_for(config), project, reason)
     print(f"rejected {rec.name} {rec.short} from {rec.researcher}: {rec.reason}")
-    return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """``syft_flwr serve [PROJECT]``."""
+def serve(
+    project: Annotated[
+        str | None,
+        typer.Argument(
+            help="Hash prefix of the approved project (default: the only approved one)."
+        ),
+    ] = None,
+    run_config: RunConfigOpt = None,
+    node_config: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--node-config",
+            help='Node config, e.g. "partition-id=0 num-partitions=2"; repeatable.',
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Data owner: run an approved project (only that code, in its own folder)."""
     from syft_flwr.logs import setup_logging
-    from syft_flwr.review.api import serve
+    from syft_flwr.review.api import serve as _serve
 
     setup_logging()
-    handler = serve(
-        _client(args),
-        args.project,
-        run_config=args.run_config,
-        node_config=args.node_config,
+    handler = _serve(
+        client_for(config),
+        project,
+        run_config=run_config,
+        node_config=node_config,
         on_ready=lambda work: print(f"serving the approved code in {work}"),
     )
     handler.check_outcome()
-    return 0
 
 
-def add_run_config_option(parser: argparse.ArgumentParser) -> None:
-    """The ``--run-config`` option shared by the commands that run an app."""
-    parser.add_argument(
-        "--run-config",
-        action="append",
-        default=None,
-        help='app config overrides, e.g. "num-server-rounds=5"; repeatable',
-    )
-
-
-def add_commands(sub: argparse._SubParsersAction, config_help: str) -> None:
-    """Add the review commands to the ``syft_flwr`` parser."""
-    s = sub.add_parser(
-        "submit", help="researcher: send an app to data owners for review"
-    )
-    s.add_argument("app_dir", type=Path, help="the Flower app folder (sources only)")
-    s.add_argument(
-        "--to",
-        action="append",
-        required=True,
-        help="data owner emails, comma-separated or repeated",
-    )
-    s.add_argument(
-        "--name", default=None, help="project name shown to them (default: folder)"
-    )
-    s.set_defaults(func=cmd_submit)
-
-    s = sub.add_parser(
-        "status", help="researcher: each data owner's decision on your submissions"
-    )
-    s.set_defaults(func=cmd_status)
-
-    s = sub.add_parser(
-        "projects",
-        help="data owner: fetch new submissions and list pending, approved and "
-        "rejected projects",
-    )
-    s.add_argument(
-        "--status",
-        choices=["pending", "approved", "rejected"],
-        default=None,
-        help="list only projects with this status",
-    )
-    s.add_argument("--brief", action="store_true", help="leave out the file lists")
-    s.add_argument(
-        "--researcher",
-        action="append",
-        default=None,
-        help="open the review inbox to this researcher (needed on Google Drive, "
-        "which shares folders per peer); repeatable",
-    )
-    s.set_defaults(func=cmd_projects)
-
-    project_help = "hash (at least 6 leading digits) from `projects`"
-    for name, helptext, func in (
-        ("show", "print a project's code and its diff to the last approval", cmd_show),
-        ("approve", "approve a project (the researcher is told)", cmd_approve),
-        ("reject", "reject a project (the researcher is told)", cmd_reject),
-    ):
-        s = sub.add_parser(name, help=f"data owner: {helptext}")
-        s.add_argument("project", help=project_help)
-        s.set_defaults(func=func)
-    sub.choices["reject"].add_argument(
-        "--reason", required=True, help="why; sent to the researcher"
-    )
-
-    s = sub.add_parser(
-        "serve",
-        help="data owner: run an approved project (only that code, in its own folder)",
-    )
-    s.add_argument(
-        "project",
-        nargs="?",
-        default=None,
-        help="hash prefix of the approved project (default: the only approved one)",
-    )
-    add_run_config_option(s)
-    s.add_argument(
-        "--node-config",
-        action="append",
-        default=None,
-        help='node config, e.g. "partition-id=0 num-partitions=2"; repeatable',
-    )
-    s.set_defaults(func=cmd_serve)
-    for name in ("submit", "status", "projects", "show", "approve", "reject", "serve"):
-        sub.choices[name].add_argument("--config", default=None, help=config_help)
+def register(app: typer.Typer) -> None:
+    """Add the review commands to the ``syft_flwr`` typer app."""
+    for command in (submit, status, projects, show, approve, reject, serve):
+        app.command()(command)

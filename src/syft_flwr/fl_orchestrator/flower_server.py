@@ -21,6 +21,7 @@ from syft_flwr.config import Settings
 from syft_flwr.errors import RunFailed
 from syft_flwr.fl_orchestrator.checkpoint import Journal
 from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+from syft_flwr.history import capture_history, save_history
 from syft_flwr.ids import new_run_id
 
 __all__ = ["run_researcher", "syftbox_flwr_server"]
@@ -143,7 +144,7 @@ def run_researcher(
     reason, outcome = "Training complete", "completed"
     try:
         grid.warm_up(wait=READY_WAIT)
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), capture_history() as histories:
             out = run_serverapp(
                 grid=grid,
                 context=context,
@@ -151,6 +152,10 @@ def run_researcher(
                 loaded_server_app=server_app,
             )
         _check_work(grid)
+        if histories:  # for `simulate --history-out/--plot-out` and notebooks
+            folder = _state_folder(grid, app_name, state_dir)
+            if folder is not None:
+                save_history(folder, histories[-1])
         if journal is not None:
             journal.finish()
         return out
@@ -176,6 +181,18 @@ def run_researcher(
         grid.close()
 
 
+def _state_folder(
+    grid: SyftGrid, app_name: str, state_dir: str | Path | None
+) -> Path | None:
+    """The researcher's private folder for this app (None: nowhere to keep state)."""
+    if state_dir is not None:
+        return Path(state_dir)
+    if grid.client is not None:
+        folder = grid.client.state_dir(app_name)
+        return None if folder is None else Path(folder)
+    return None
+
+
 def _open_journal(
     grid: SyftGrid,
     app_name: str,
@@ -185,9 +202,7 @@ def _open_journal(
     fresh: bool,
 ) -> Journal | None:
     """The resume journal in the researcher's private state (None: nowhere to keep it)."""
-    folder = Path(state_dir) if state_dir is not None else None
-    if folder is None and grid.client is not None:
-        folder = grid.client.state_dir(app_name)
+    folder = _state_folder(grid, app_name, state_dir)
     if folder is None:
         return None
     # "The same command": same app, same data owners, same run config.

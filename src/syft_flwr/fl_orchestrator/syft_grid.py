@@ -23,7 +23,7 @@ from flwr.app import ConfigRecord, Error, Message, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
-from syft_flwr import frames
+from syft_flwr import frames, progress
 from syft_flwr._flwr_compat import (
     AGGREGATOR_NODE_ID,
     SYSTEM_MESSAGE_TYPE,
@@ -970,51 +970,55 @@ class SyftGrid(Grid):
         wait_s = self._get_timeout(timeout)
         rescan = self._settings().poll_interval
         ids = self.push_messages(messages)
+        shown = progress.wait("replies", len(ids), wait_s)
         remaining = set(ids)
         replies: list[Message] = []
         start = time.monotonic()
         deadline = start + wait_s
-        next_progress = start + PROGRESS_EVERY
+        next_progress = start + min(PROGRESS_EVERY, shown.every)
         next_full = start  # the first pass reads everything
         beat_every, _ = self._heartbeat_limit()
         given_up: set[str] = set()
-        while remaining:
-            now = time.monotonic()
-            full = now >= next_full
-            if full:
-                next_full = now + rescan
-            for reply in self._pull(list(remaining), full=full):
-                remaining.discard(reply.metadata.reply_to_message_id)
-                replies.append(reply)
-            gone = self._give_up_on_silent(remaining)
-            given_up |= gone
-            remaining.difference_update(gone)
-            if not remaining:
-                break
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            if now >= next_progress:
-                self._log_progress(ids, remaining, now - start)
-                next_progress = now + PROGRESS_EVERY
-            with self._cv:
-                # File events wake us; deferred requests are retried often; a
-                # full pass every poll interval catches anything events missed.
-                step = 0.25 if self._unsent else rescan
-                self._cv.wait_for(
-                    lambda: bool(self._arrived & remaining) or self._ready_hint,
-                    timeout=max(
-                        0.0,
-                        min(
-                            deadline - now,
-                            step,
-                            next_progress - now,
-                            next_full - now,
-                            beat_every,
+        try:
+            while remaining:
+                now = time.monotonic()
+                full = now >= next_full
+                if full:
+                    next_full = now + rescan
+                for reply in self._pull(list(remaining), full=full):
+                    remaining.discard(reply.metadata.reply_to_message_id)
+                    replies.append(reply)
+                gone = self._give_up_on_silent(remaining)
+                given_up |= gone
+                remaining.difference_update(gone)
+                if not remaining:
+                    break
+                now = time.monotonic()
+                if now >= deadline:
+                    break
+                if now >= next_progress:
+                    self._log_progress(ids, remaining, replies, shown)
+                    next_progress = now + min(PROGRESS_EVERY, shown.every)
+                with self._cv:
+                    # File events wake us; deferred requests are retried often; a
+                    # full pass every poll interval catches anything events missed.
+                    step = 0.25 if self._unsent else rescan
+                    self._cv.wait_for(
+                        lambda: bool(self._arrived & remaining) or self._ready_hint,
+                        timeout=max(
+                            0.0,
+                            min(
+                                deadline - now,
+                                step,
+                                next_progress - now,
+                                next_full - now,
+                                beat_every,
+                            ),
                         ),
-                    ),
-                )
-                self._ready_hint = False
+                    )
+                    self._ready_hint = False
+        finally:
+            shown.done()
         answered = sorted(
             {self._node_to_email.get(r.metadata.src_node_id, "?") for r in replies}
         )
@@ -1038,18 +1042,20 @@ class SyftGrid(Grid):
         return replies
 
     def _log_progress(
-        self, ids: list[str], remaining: set[str], elapsed: float
+        self,
+        ids: list[str],
+        remaining: set[str],
+        replies: list[Message],
+        shown: progress.WaitHandle,
     ) -> None:
+        """Tell the progress reporter who answered and who is still awaited."""
         with self._lock:
-            waiting = sorted(
-                {self._pending[m].email for m in remaining if m in self._pending}
-            )
-        logger.info(
-            "%d/%d replies after %.0f s; waiting for %s",
-            len(ids) - len(remaining),
-            len(ids),
-            elapsed,
-            ", ".join(waiting),
+            waiting = {self._pending[m].email for m in remaining if m in self._pending}
+        answered = {self._node_to_email.get(r.metadata.src_node_id) for r in replies}
+        shown.update(
+            answered=sorted(e for e in answered if e),
+            waiting=waiting,
+            count=len(ids) - len(remaining),
         )
 
     def send_stop_signal(

@@ -1,0 +1,46 @@
+"""Options and helpers shared by the ``syft_flwr`` commands."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:  # the CLI imports the client machinery only when a command runs
+    from syft_flwr.client.protocol import SyftFlwrClient
+
+JSON_HELP = "Print the result as JSON, for scripts."
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        help="SyftBox client config path (default: SYFTBOX_CLIENT_CONFIG_PATH).",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
+RunConfigOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--run-config",
+        help='App config overrides, e.g. "num-server-rounds=5"; repeatable.',
+    ),
+]
+
+
+def emails(value: str) -> list[str]:
+    """Split a comma-separated list of emails, dropping blanks."""
+    return [e.strip() for e in value.split(",") if e.strip()]
+
+
+def client_for(config: str | None) -> SyftFlwrClient:
+    """The client of the user whose SyftBox config is ``config`` (or the default)."""
+    from syft_flwr.client.factory import create_client
+
+    return create_client(config_path=config)
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` as indented JSON with sorted keys (stable for scripts)."""
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
