@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from syft_flwr import frames
+from syft_flwr import frames, progress
 from syft_flwr._email import fold_domain
 from syft_flwr.blobs import (
     TAG_SIZE,
@@ -255,29 +255,32 @@ class SyftFlwrRpc:
         if not parts:
             return body
         refs = []
-        for k, part in enumerate(parts):
-            if isinstance(part, BlobRef):
-                refs.append(part)
-                continue
+        total = sum(len(p) for p in parts if not isinstance(p, BlobRef))
+        with progress.transfer(ctx.recipient, "send", total) as shown:
+            for k, part in enumerate(parts):
+                if isinstance(part, BlobRef):
+                    refs.append(part)
+                    continue
 
-            def put(i: int, data: bytes, k: int = k) -> None:
-                name = attachment_chunk_name(ctx.message_id, ctx.kind, k, i)
-                self.transport.put(f"{folder}/{name}", data)
+                def put(i: int, data: bytes, k: int = k) -> None:
+                    name = attachment_chunk_name(ctx.message_id, ctx.kind, k, i)
+                    self.transport.put(f"{folder}/{name}", data)
+                    shown.advance(len(data))
 
-            refs.append(
-                write_blob(
-                    part,
-                    put,
-                    blob_id=uuid.uuid4().hex,
-                    chunk_payload=self._blob_payload(encrypt),
-                    encrypt=encrypt,
-                    # A reply's reader sets a chunk that does not open aside and
-                    # reads again on the next change; a data owner answers a
-                    # request once, so its chunks carry digests to tell "still
-                    # syncing" from "altered".
-                    digests=ctx.kind == "request",
+                refs.append(
+                    write_blob(
+                        part,
+                        put,
+                        blob_id=uuid.uuid4().hex,
+                        chunk_payload=self._blob_payload(encrypt),
+                        encrypt=encrypt,
+                        # A reply's reader sets a chunk that does not open aside
+                        # and reads again on the next change; a data owner
+                        # answers a request once, so its chunks carry digests
+                        # to tell "still syncing" from "altered".
+                        digests=ctx.kind == "request",
+                    )
                 )
-            )
         return pack_attached(refs, body)
 
     def _blob_payload(self, encrypt: bool) -> int:
@@ -315,18 +318,20 @@ class SyftFlwrRpc:
         folder = self.shared_folder(self.identity, group)
         blob_id = uuid.uuid4().hex
         encrypt = self.policy.required
+        with progress.transfer("the data owners (shared)", "send", len(data)) as shown:
 
-        def put(i: int, chunk: bytes) -> None:
-            self.transport.put(f"{folder}/{blob_id}.{i:06d}.chunk", chunk)
+            def put(i: int, chunk: bytes) -> None:
+                self.transport.put(f"{folder}/{blob_id}.{i:06d}.chunk", chunk)
+                shown.advance(len(chunk))
 
-        return write_blob(
-            data,
-            put,
-            blob_id=blob_id,
-            chunk_payload=self._blob_payload(encrypt),
-            encrypt=encrypt,
-            shared=group,
-        )
+            return write_blob(
+                data,
+                put,
+                blob_id=blob_id,
+                chunk_payload=self._blob_payload(encrypt),
+                encrypt=encrypt,
+                shared=group,
+            )
 
     def delete_shared(self, group: str) -> None:
         """Delete shared folder ``group`` (its chunks, then its permission files)."""
@@ -535,6 +540,8 @@ class SyftFlwrRpc:
                 f"{head.kind} {head.id} from {head.sender} has a plaintext attachment "
                 "while encryption is on; refusing it"
             )
+        # No transfer progress here: a read that finds a chunk still syncing
+        # stops and is tried again later, which would read as a failed transfer.
         parts = []
         for k, ref in enumerate(refs):
             if ref.shared is None:
