@@ -429,3 +429,68 @@ def test_clear_refusals_are_written_but_never_trusted_when_encryption_is_require
     do.send_response(path2, request_id="r2", status_code=200, body=b"data")
     with pytest.raises(PlaintextRefused):
         strict_ds.response_for(DO, EP, "r2")
+
+
+# -- envelope v2: attachments; v1 still read ---------------------------------------------
+
+
+def _framed(parts: list[bytes]) -> bytes:
+    from syft_flwr import frames
+
+    slots = [frames.PartSlot("r", f"k{i}", len(p)) for i, p in enumerate(parts)]
+    return frames.pack(slots, b"\x0askeleton", parts)
+
+
+def test_large_parts_travel_as_attachments_next_to_the_message() -> None:
+    from syft_flwr.frames import FramedBody
+
+    hub, ds, do = _pair()
+    parts = [bytes(range(256)) * 40, b"\x07" * 9000]  # 10240 and 9000 bytes
+    mid = ds.send_request(DO, EP, _framed(parts), expires_at=_later())
+    names = sorted(k.rsplit("/", 1)[1] for k in hub.snapshot())
+    a0 = [n for n in names if ".request.a0." in n]
+    a1 = [n for n in names if ".request.a1." in n]
+    assert len(a0) == 3 and len(a1) == 3  # 4096-byte chunks
+    assert f"{mid}.request" in names
+    # The head is written last and the body it carries is small.
+    puts = ds.transport.puts  # type: ignore[attr-defined]
+    assert puts[-1] == f"{FOLDER}/{mid}.request"
+    inc = do.read(f"{FOLDER}/{mid}.request")
+    assert isinstance(inc.body, FramedBody)
+    assert list(inc.body.parts) == parts
+    assert inc.size == len(_framed(parts))
+    assert [r.size for r in inc.attachments] == [10240, 9000]
+    # Deleting the message deletes its attachments.
+    ds.withdraw(DO, EP, mid)
+    assert hub.snapshot() == {}
+
+
+def test_a_missing_or_altered_attachment_chunk_is_not_ready_yet() -> None:
+    hub, ds, do = _pair()
+    mid = ds.send_request(DO, EP, _framed([b"z" * 10000]), expires_at=_later())
+    key = f"{FOLDER}/{mid}.request.a0.000001.chunk"
+    data = hub.snapshot()[key]
+    ds.transport.delete(key)
+    with pytest.raises(IncompleteMessage, match="chunk 1 of attachment"):
+        do.read(f"{FOLDER}/{mid}.request")
+    ds.transport.put(key, data[:-1] + b"!")
+    with pytest.raises(IncompleteMessage, match="does not match its digest"):
+        do.read(f"{FOLDER}/{mid}.request")
+    ds.transport.put(key, data)
+    assert do.read(f"{FOLDER}/{mid}.request").body.parts[0] == b"z" * 10000  # type: ignore[attr-defined]
+
+
+def test_a_version_1_message_is_still_read() -> None:
+    # What syft_flwr before envelope v2 wrote: the same head with v = 1, a
+    # protobuf body in chunks, no attachments.
+    hub, ds, do = _pair()
+    body = bytes(range(256)) * 40
+    mid = ds.send_request(DO, EP, body, expires_at=_later())
+    key = f"{FOLDER}/{mid}.request"
+    doc = json.loads(hub.snapshot()[key])
+    assert doc["syft_flwr"]["v"] == 2
+    doc["syft_flwr"]["v"] = 1
+    doc["headers"]["x-syft-flwr-envelope"] = "1"
+    ds.transport.put(key, json.dumps(doc).encode())
+    inc = do.read(key)
+    assert inc.head.version == 1 and inc.body == body and inc.attachments == ()
