@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from syft_flwr.fl_orchestrator.checkpoint import Journal
+
 ROOT = Path(__file__).resolve().parents[2]
 TOY = ROOT / "tests" / "assets" / "toy_app"
 LEGACY = ROOT / "examples" / "legacy_numpy"
@@ -68,9 +70,13 @@ def _kill_researcher_after(work: Path, exchanges: int, proc: subprocess.Popen) -
     """kill -9 the researcher once ``exchanges`` calls are in its checkpoint."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        done = list((work / "SyftBox" / ".syft_flwr").rglob("resume/*.exchange"))
+        done = sum(
+            Journal.recorded(f)
+            for f in (work / "SyftBox" / ".syft_flwr").rglob("resume")
+            if f.is_dir()
+        )
         pid = _party_pid(work)
-        if len(done) >= exchanges and pid is not None:
+        if done >= exchanges and pid is not None:
             os.kill(pid, signal.SIGKILL)
             return
         time.sleep(0.01)
@@ -131,7 +137,7 @@ def test_kill_9_researcher_then_same_command_resumes(
     trained = (work / "logs" / "do1@example.org.log").read_text().count("running train")
     assert 0 < trained < rounds
     # The completed run left no checkpoint behind.
-    assert not list((work / "SyftBox" / ".syft_flwr").rglob("resume/*.exchange"))
+    assert not list((work / "SyftBox" / ".syft_flwr").rglob("resume"))
 
     # --fresh starts over: every round trained again.
     third = subprocess.run(
