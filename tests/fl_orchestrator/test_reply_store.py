@@ -198,3 +198,37 @@ def test_a_reply_cache_of_an_older_version_is_still_read(tmp_path: Path) -> None
     )
     h2(_train_request("w", value=3.0))
     assert runs == ["x", "z"] and h2.from_cache == 1
+
+
+def test_the_loop_keeps_the_alias_unless_the_handler_overran(tmp_path: Path) -> None:
+    from syft_flwr.events.watcher import RequestInfo, _current, _ReplyKeep
+
+    led = Ledger(tmp_path)
+    cache = ReplyCache.on_ledger(led)
+
+    def put_inside(keep: _ReplyKeep) -> None:
+        info = RequestInfo(
+            id="m",
+            sender=DS,
+            endpoint=EP,
+            created="",
+            expires="",
+            headers={},
+            encrypted=False,
+            ledger=led,
+            _keep=keep,
+        )
+        token = _current.set(info)
+        try:
+            cache.put("fp-open", b"reply")
+        finally:
+            _current.reset(token)
+
+    serving = _ReplyKeep()
+    put_inside(serving)
+    assert led.alias_reply("fp-open") is None  # the loop stores it, once
+    assert serving.close() == "fp-open"
+    gave_up = _ReplyKeep()
+    gave_up.close()  # the loop answered 504 at the deadline and moved on
+    put_inside(gave_up)
+    assert led.alias_reply("fp-open") == (200, b"reply")  # kept by the cache itself
