@@ -39,7 +39,6 @@ on it answers again without running the ClientApp twice.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -47,7 +46,6 @@ import os
 import shutil
 import struct
 import threading
-import zlib
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -102,7 +100,11 @@ def _write_durable(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def _pack(entries: Sequence[tuple[str, bytes | None]]) -> bytes:
@@ -126,51 +128,6 @@ def _unpack(data: bytes) -> list[tuple[str, bytes | None]]:
     if pos != len(data):
         raise ValueError("trailing bytes")
     return out
-
-
-#: The journal's records: ``MAGIC | length (4 bytes) | crc32 (4 bytes) | packed``,
-#: appended to one file and fsynced (one fsync per call, no new file).
-LOG = "journal.log"
-_REC_MAGIC = b"SFJ1"
-_REC_HEAD = struct.Struct(">4sII")
-
-
-def _fsync_dir(folder: Path) -> None:
-    dfd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def _read_log(path: Path) -> tuple[list[bytes], int]:
-    """The complete records of a journal log and the length of its good prefix.
-
-    A torn last record (a crash while appending) ends the log; a damaged record
-    before the end raises :class:`ValueError`.
-    """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return [], 0
-    records: list[bytes] = []
-    pos = 0
-    while pos < len(data):
-        end = pos + _REC_HEAD.size
-        if end > len(data):
-            break  # torn header
-        magic, size, crc = _REC_HEAD.unpack_from(data, pos)
-        body = data[end : end + size]
-        if magic == _REC_MAGIC and len(body) == size and zlib.crc32(body) == crc:
-            records.append(body)
-            pos = end + size
-            continue
-        if (magic == _REC_MAGIC and end + size >= len(data)) or not data[pos:].strip(
-            b"\0"
-        ):
-            break  # the last record, torn (or zero-filled) by a crash
-        raise ValueError(f"damaged record at byte {pos}")
-    return records, pos
 
 
 class Journal:
@@ -199,8 +156,8 @@ class Journal:
         self._lock = threading.Lock()
         self._records: dict[str, deque[bytes | None]] = {}
         self._unused = 0
+        self._next = 0
         self._live = False
-        self._fd: int | None = None
         self.replayed = 0
         if fresh and self.folder.exists():
             logger.info("--fresh: discarding the saved progress in %s", self.folder)
@@ -232,22 +189,10 @@ class Journal:
             shutil.rmtree(self.folder)
             return
         self.run_id = int(meta["run_id"])
-        # Older versions wrote one file per call; they come first.
-        calls = [(f, f.read_bytes()) for f in sorted(self.folder.glob("*.exchange"))]
-        log = self.folder / LOG
-        try:
-            records, good = _read_log(log)
-        except ValueError as exc:
-            raise CheckpointError(
-                f"corrupt checkpoint file {log}: {exc}; run with --fresh to start over"
-            ) from exc
-        if log.exists() and good < log.stat().st_size:
-            logger.info("resume: dropping a half-written last record of %s", log)
-            os.truncate(log, good)  # the next record goes right after the good ones
-        calls += [(log, r) for r in records]
-        for f, data in calls:
+        files = sorted(self.folder.glob("*.exchange"))
+        for f in files:
             try:
-                entries = _unpack(data)
+                entries = _unpack(f.read_bytes())
             except (ValueError, struct.error) as exc:
                 raise CheckpointError(
                     f"corrupt checkpoint file {f}: {exc}; run with --fresh to start over"
@@ -255,33 +200,18 @@ class Journal:
             for fp, body in entries:
                 self._records.setdefault(fp, deque()).append(body)
                 self._unused += 1
-
-    @staticmethod
-    def recorded(folder: Path) -> int:
-        """How many completed calls the journal in ``folder`` holds (0 if none)."""
-        folder = Path(folder)
-        try:
-            records, _ = _read_log(folder / LOG)
-        except ValueError:
-            records = []
-        return len(records) + len(list(folder.glob("*.exchange")))
+        self._next = len(files)
 
     def begin(self, run_id: int) -> None:
         """Start recording a new run ``run_id`` (records of another run are dropped)."""
         if self.run_id != run_id:
             with self._lock:
                 self._records.clear()
-                self._unused = 0
-                self._close()
+                self._unused = self._next = 0
             for f in self.folder.glob("*.exchange"):
                 f.unlink(missing_ok=True)
-            (self.folder / LOG).unlink(missing_ok=True)
         self.run_id = run_id
         meta = {"version": JOURNAL_VERSION, "key": self.key, "run_id": run_id}
-        # run.json's folder fsync also makes the log's entry durable: every
-        # record after this is one append and one fsync.
-        (self.folder / LOG).parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(self.folder / LOG, os.O_WRONLY | os.O_CREAT, 0o600))
         _write_durable(self.folder / "run.json", json.dumps(meta).encode())
 
     def replay(self, fingerprints: Sequence[str]) -> list[bytes | None] | None:
@@ -314,46 +244,17 @@ class Journal:
             return None
 
     def record(self, entries: Sequence[tuple[str, bytes | None]]) -> None:
-        """Durably append the outcome of one completed call (reply bytes or None).
-
-        One append to the journal log and one fsync (a crash mid-append leaves
-        a torn last record, which the next start drops: that call goes out
-        again and the data owners answer it from their reply caches).
-        """
+        """Durably append the outcome of one completed call (reply bytes or None)."""
         if not entries:
             return
-        body = _pack(entries)
-        rec = _REC_HEAD.pack(_REC_MAGIC, len(body), zlib.crc32(body)) + body
         with self._lock:
-            if self._fd is None:
-                self.folder.mkdir(parents=True, exist_ok=True)
-                path = self.folder / LOG
-                new = not path.exists()
-                self._fd = os.open(
-                    path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-                )
-                if new:  # not created by begin(): make its entry durable once
-                    _fsync_dir(self.folder)
-            view = memoryview(rec)
-            while view:
-                view = view[os.write(self._fd, view) :]
-            os.fsync(self._fd)
-
-    def _close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            n = self._next
+            self._next += 1
+        _write_durable(self.folder / f"{n:08d}.exchange", _pack(entries))
 
     def finish(self) -> None:
         """The run completed: forget it, so the next command starts a new run."""
-        with self._lock:
-            self._close()
         shutil.rmtree(self.folder, ignore_errors=True)
-
-    def __del__(self) -> None:
-        if getattr(self, "_fd", None) is not None:
-            self._close()
 
 
 class ReplyCache:
