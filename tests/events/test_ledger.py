@@ -70,3 +70,60 @@ def test_drop_reply_and_memory_mode(tmp_path: Path) -> None:
     disk.store_reply("b", 200, b"z", 1.0)
     disk.drop_reply("b")
     assert not list((tmp_path / Ledger.REPLIES).iterdir())
+
+
+def test_an_aliased_reply_is_one_file_found_by_id_and_by_alias(tmp_path: Path) -> None:
+    led = Ledger(tmp_path)
+    led.mark("a", RUNNING, 100.0)
+    led.store_reply("a", 200, b"trained", 100.0, durable=False, alias="fp-1")
+    assert led.alias_reply("fp-1") == led.stored_reply("a") == (200, b"trained")
+    assert [p.name for p in (tmp_path / Ledger.REPLIES).iterdir()] == ["a.reply"]
+    again = Ledger(tmp_path)  # a restart: the alias is in the log
+    assert again.alias_reply("fp-1") == (200, b"trained")
+    assert again.state("a") == STORED and again.alias_reply("fp-2") is None
+
+
+def test_aliased_replies_outlive_their_request_until_newer_ones_push_them_out(
+    tmp_path: Path,
+) -> None:
+    now = [10_000.0]
+    led = Ledger(tmp_path, clock=lambda: now[0], keep_aliases=2)
+    led.store_reply("a", 200, b"A", 10_500.0, alias="fa")
+    led.drop_reply("a")  # the researcher read it: kept, an alias names it
+    assert led.alias_reply("fa") == (200, b"A")
+    now[0] = 1e6  # long past every expiry: entries go, aliased replies stay
+    led.store_reply("b", 200, b"B", 10_500.0, alias="fb")
+    assert led.trim() == 2
+    assert led.alias_reply("fa") == (200, b"A") and led.alias_reply("fb") == (200, b"B")
+    again = Ledger(tmp_path, keep_aliases=2)  # compaction kept the aliases
+    assert again.alias_reply("fa") == (200, b"A") and again.state("a") is None
+    led.store_reply("c", 200, b"C", 2e6, alias="fc")  # pushes "fa" out
+    assert led.alias_reply("fa") is None and led.stored_reply("a") is None
+    led.store_reply("d", 200, b"D", 2e6, alias="fd")  # pushes "fb" (expired) out
+    assert led.stored_reply("b") is None
+    led.store_reply("e", 200, b"E", 2e6, alias="fe")  # "c" is live: kept for it
+    assert led.alias_reply("fc") is None and led.stored_reply("c") == (200, b"C")
+    names = sorted(p.name for p in (tmp_path / Ledger.REPLIES).iterdir())
+    assert names == ["c.reply", "d.reply", "e.reply"]
+
+
+def test_a_reply_kept_under_an_alias_only(tmp_path: Path) -> None:
+    led = Ledger(tmp_path, keep_aliases=1)
+    led.keep_alias("fp-x", b"cached")
+    assert led.alias_reply("fp-x") == (200, b"cached")
+    assert len(led) == 0  # no request id: no entry
+    assert Ledger(tmp_path).alias_reply("fp-x") == (200, b"cached")
+    led.keep_alias("fp-y", b"newer")
+    assert led.alias_reply("fp-x") is None
+    assert len(list((tmp_path / Ledger.REPLIES).iterdir())) == 1
+
+
+def test_sync_reply_and_trim_sweep_stray_files(tmp_path: Path) -> None:
+    led = Ledger(tmp_path)
+    led.store_reply("a", 200, b"x", 1e12, durable=False)
+    led.sync_reply("a")  # fsynced in place; nothing else changes
+    assert led.stored_reply("a") == (200, b"x")
+    stray = tmp_path / Ledger.REPLIES / "gone.reply"  # written, never recorded
+    stray.write_bytes(b"\x00\xc8y")
+    led.trim()
+    assert not stray.exists() and led.stored_reply("a") == (200, b"x")

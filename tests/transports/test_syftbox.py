@@ -364,3 +364,34 @@ def test_watchdog_shutdown_chatter_is_silenced(caplog: pytest.LogCaptureFixture)
         log.debug("InotifyEmitter.queue_events() called when the thread is inactive")
         log.debug("a real inotify problem")
     assert [r.getMessage() for r in caplog.records] == ["a real inotify problem"]
+
+
+@pytest.mark.parametrize("proc_fd", [True, False], ids=["proc-fd", "realpath"])
+def test_read_limited_refuses_a_folder_link_out_of_the_datasites(
+    root: Path,
+    tmp_path: Path,
+    ds: SyftBoxTransport,
+    proc_fd: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import syft_flwr.transports.syftbox as sb
+    from syft_flwr.errors import UnsafeFileError
+
+    if not proc_fd:
+        monkeypatch.setattr(sb, "_PROC_FD", None)
+    elif sb._PROC_FD is None:
+        pytest.skip("no /proc/self/fd here")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.request").write_bytes(b"secret")
+    inside = root / DO / "app_data" / "a" / "rpc" / "ep"
+    inside.mkdir(parents=True)
+    (inside / "eve@example.org").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UnsafeFileError, match="link out of the datasites"):
+        ds.read_limited(f"{DO}/app_data/a/rpc/ep/eve@example.org/x.request", 100)
+    # A link that stays inside the datasites, and a plain file, are read.
+    (inside / "real").mkdir()
+    (inside / "real" / "y.request").write_bytes(b"fine")
+    (inside / "alias").symlink_to(inside / "real", target_is_directory=True)
+    assert ds.read_limited(f"{DO}/app_data/a/rpc/ep/alias/y.request", 100) == b"fine"
+    assert ds.read_limited(f"{DO}/app_data/a/rpc/ep/real/y.request", 100) == b"fine"

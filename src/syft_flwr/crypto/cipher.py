@@ -148,7 +148,14 @@ def ed25519_private_to_x25519(private: Ed25519PrivateKey) -> X25519PrivateKey:
     -------
     X25519PrivateKey
     """
-    digest = hashlib.sha512(private.private_bytes_raw()).digest()
+    return _ed_seed_to_x25519(private.private_bytes_raw())
+
+
+@functools.lru_cache(maxsize=16)
+def _ed_seed_to_x25519(seed: bytes) -> X25519PrivateKey:
+    """Cached: a party's own identity key takes part in every message it seals
+    or opens (the result lives in this process's memory, as the key does)."""
+    digest = hashlib.sha512(seed).digest()
     return X25519PrivateKey.from_private_bytes(digest[:32])
 
 

@@ -16,6 +16,13 @@ the data owner knows, for every id it has seen:
 * ``replied``: the reply is on the transport. A resend of the same id gets the
   stored reply again while it is kept, never a false "already executed".
 
+A stored reply may also be kept under an *alias* (the data owner's reply cache
+uses the request's fingerprint, so a request re-sent under a new id by a resumed
+researcher gets it without the ClientApp running again): the reply is written
+once, here, and the alias only points at it. The newest ``keep_aliases`` aliased
+replies are kept whatever their request's expiry; older ones go with their
+request.
+
 Entries and stored replies are trimmed once the request's expiry has passed
 (plus a grace period); the log is compacted when it grows. ``executed.log``
 from older versions is read as ``replied``.
@@ -23,6 +30,7 @@ from older versions is read as ``replied``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -41,6 +49,11 @@ KEEP_AFTER_EXPIRY = 3600.0  # seconds
 COMPACT_SLACK = 1000
 #: Expiry of entries that never expire (ids from older versions' logs).
 NEVER = 1e18
+#: How many aliased replies (the data owner's reply cache) are kept.
+DEFAULT_KEEP_ALIASES = 8
+#: Stored-reply file name prefix of a reply kept under an alias only (no request
+#: id: ``+`` never occurs in one, so no request can name this file).
+_ALIAS_ONLY = "alias+"
 
 
 @dataclass(frozen=True)
@@ -64,12 +77,21 @@ class Ledger:
     REPLIES = "replies"
 
     def __init__(
-        self, state_dir: Path | None, *, clock: Callable[[], float] = time.time
+        self,
+        state_dir: Path | None,
+        *,
+        clock: Callable[[], float] = time.time,
+        keep_aliases: int = DEFAULT_KEEP_ALIASES,
     ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
         self._entries: dict[str, LedgerEntry] = {}
         self._memory_replies: dict[str, tuple[int, bytes]] = {}
+        #: alias -> id of the stored reply it names, oldest first.
+        self._aliases: dict[str, str] = {}
+        #: ids whose reply the requester has read, kept only for an alias.
+        self._released: set[str] = set()
+        self.keep_aliases = keep_aliases
         self._lines = 0
         self._fd: int | None = None
         self.dir = None if state_dir is None else Path(state_dir)
@@ -94,13 +116,22 @@ class Ledger:
                 self._lines += 1
                 try:  # our own file; a torn last line (crash mid-write) is skipped
                     rec = json.loads(line)
-                    entry = LedgerEntry(
-                        str(rec["id"]), str(rec["s"]), float(rec["exp"])
+                    mid = str(rec["id"])
+                    alias = rec.get("fp")
+                    entry = (
+                        None
+                        if "s" not in rec  # an alias record only
+                        else LedgerEntry(mid, str(rec["s"]), float(rec["exp"]))
                     )
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, AttributeError):
                     continue
-                if entry.state in _ORDER:
-                    self._entries[entry.mid] = entry
+                if entry is not None and entry.state in _ORDER:
+                    self._entries[mid] = entry
+                if isinstance(alias, str):
+                    self._aliases.pop(alias, None)  # newest last
+                    self._aliases[alias] = mid
+        while len(self._aliases) > self.keep_aliases:
+            self._aliases.pop(next(iter(self._aliases)))
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -150,21 +181,38 @@ class Ledger:
         if state not in _ORDER:
             raise ValueError(f"unknown ledger state {state!r}")
         with self._lock:
-            old = self._entries.get(mid)
-            if old is not None and _ORDER[old.state] >= _ORDER[state]:
+            self._mark_locked(mid, state, expires_at, durable=durable)
+
+    def _mark_locked(
+        self,
+        mid: str,
+        state: str,
+        expires_at: float,
+        *,
+        durable: bool,
+        alias: str | None = None,
+    ) -> None:
+        old = self._entries.get(mid)
+        if old is not None and _ORDER[old.state] >= _ORDER[state]:
+            if alias is None:
                 return
-            self._entries[mid] = LedgerEntry(mid, state, expires_at)
-            if self.path is None:
-                return
-            line = json.dumps({"id": mid, "s": state, "exp": expires_at}) + "\n"
-            if self._fd is None:  # kept open: one open per process, not per mark
-                self._fd = os.open(
-                    self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
-                )
-            os.write(self._fd, line.encode())
-            if durable:
-                os.fsync(self._fd)
-            self._lines += 1
+            state = old.state  # the alias is news even if the state is not
+        self._entries[mid] = LedgerEntry(mid, state, expires_at)
+        rec: dict[str, object] = {"id": mid, "s": state, "exp": expires_at}
+        if alias is not None:
+            rec["fp"] = alias
+        self._append_locked(rec, durable=durable)
+
+    def _append_locked(self, rec: dict[str, object], *, durable: bool) -> None:
+        if self.path is None:
+            return
+        line = json.dumps(rec) + "\n"
+        if self._fd is None:  # kept open: one open per process, not per mark
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.write(self._fd, line.encode())
+        if durable:
+            os.fsync(self._fd)
+        self._lines += 1
 
     def add(self, mid: str) -> None:
         """Record ``mid`` as replied (the simple form older callers use)."""
@@ -183,33 +231,95 @@ class Ledger:
         expires_at: float,
         *,
         durable: bool = True,
+        alias: str | None = None,
     ) -> None:
         """Keep the reply (fsynced with ``durable``), then mark ``mid`` ``stored``.
 
         A reply already delivered is kept without an fsync (it only serves a
-        rare resend); one that still has to be delivered is kept durably.
+        rare resend); one that still has to be delivered is kept durably (or
+        made so later with :meth:`sync_reply`). With ``alias`` the same file
+        is also found by :meth:`alias_reply` (no second copy is written).
         """
+        self._write_reply(mid, status, body, durable=durable)
+        with self._lock:
+            # The reply file itself is the durable record; a lost "stored" line
+            # only leaves "running" plus a kept reply, which is read the same way.
+            self._mark_locked(mid, STORED, expires_at, durable=False, alias=alias)
+            evicted = [] if alias is None else self._add_alias_locked(alias, mid)
+        self._delete_files(evicted)
+
+    def keep_alias(self, alias: str, body: bytes, *, durable: bool = True) -> None:
+        """Keep a successful reply under ``alias`` only (no request id names it)."""
+        mid = _ALIAS_ONLY + hashlib.sha256(alias.encode()).hexdigest()[:40]
+        self._write_reply(mid, 200, body, durable=durable)
+        with self._lock:
+            self._append_locked({"id": mid, "fp": alias}, durable=False)
+            evicted = self._add_alias_locked(alias, mid)
+        self._delete_files(evicted)
+
+    def sync_reply(self, mid: str) -> None:
+        """Make the kept reply of ``mid`` durable (a reply that could not leave).
+
+        The file and the folder entry are fsynced: the reply survives a crash
+        of the machine and is sent when the data owner serves again.
+        """
+        if self.dir is None:
+            return
+        fd = os.open(self._reply_path(mid), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(self.dir / self.REPLIES)
+
+    def _write_reply(
+        self, mid: str, status: int, body: bytes, *, durable: bool
+    ) -> None:
         if self.dir is None:
             with self._lock:
                 self._memory_replies[mid] = (status, bytes(body))
-        else:
-            path = self._reply_path(mid)
-            tmp = path.with_name(path.name + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            return
+        path = self._reply_path(mid)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, status.to_bytes(2, "big"))
+            view = memoryview(body)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        if durable:
+            _fsync_dir(path.parent)
+
+    def _add_alias_locked(self, alias: str, mid: str) -> list[str]:
+        """Point ``alias`` at ``mid``; return ids whose reply nothing needs any more."""
+        self._aliases.pop(alias, None)
+        self._aliases[alias] = mid
+        evicted: list[str] = []
+        while len(self._aliases) > self.keep_aliases:
+            old = self._aliases.pop(next(iter(self._aliases)))
+            if old in self._aliases.values():
+                continue  # still named by a newer alias
+            if old not in self._entries or old in self._released:
+                self._released.discard(old)
+                evicted.append(old)
+        return evicted
+
+    def _delete_files(self, mids: list[str]) -> None:
+        for m in mids:
+            if self.dir is None:
+                with self._lock:
+                    self._memory_replies.pop(m, None)
+                continue
             try:
-                os.write(fd, status.to_bytes(2, "big"))
-                view = memoryview(body)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-                if durable:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        # The reply file itself is the durable record; a lost "stored" line only
-        # leaves "running" plus a kept reply, which is read the same way.
-        self.mark(mid, STORED, expires_at, durable=False)
+                self._reply_path(m).unlink()
+            except FileNotFoundError:
+                pass
 
     def stored_reply(self, mid: str) -> tuple[int, bytes] | None:
         """The stored ``(status, body)`` of ``mid``, if it is still kept."""
@@ -224,21 +334,30 @@ class Ledger:
             return None
         return int.from_bytes(data[:2], "big"), data[2:]
 
+    def alias_reply(self, alias: str) -> tuple[int, bytes] | None:
+        """The stored reply ``alias`` names (see :meth:`store_reply`), if kept."""
+        with self._lock:
+            mid = self._aliases.get(alias)
+        return None if mid is None else self.stored_reply(mid)
+
     def drop_reply(self, mid: str) -> None:
-        """Forget the stored reply of ``mid`` (the requester has read it)."""
-        if self.dir is None:
-            with self._lock:
-                self._memory_replies.pop(mid, None)
-            return
-        try:
-            self._reply_path(mid).unlink()
-        except FileNotFoundError:
-            pass
+        """Forget the stored reply of ``mid`` (the requester has read it).
+
+        A reply an alias still names is kept for it (until newer aliases push
+        it out).
+        """
+        with self._lock:
+            if mid in self._aliases.values():
+                self._released.add(mid)
+                return
+        self._delete_files([mid])
 
     # -- housekeeping -------------------------------------------------------------
     def trim(self) -> int:
         """Drop entries (and stored replies) long past their expiry; compact the log.
 
+        Replies an alias names stay until newer aliases push them out; stray
+        reply files (a crash between writing and recording) are removed.
         Returns how many entries were dropped.
         """
         now = self._clock()
@@ -248,20 +367,42 @@ class Ledger:
                 for m, e in self._entries.items()
                 if e.expires_at + KEEP_AFTER_EXPIRY < now
             ]
+            aliased = set(self._aliases.values())
             for m in old:
                 del self._entries[m]
-                self._memory_replies.pop(m, None)
+                self._released.discard(m)
             if self.path is not None and (
                 old
-                or self._lines > len(self._entries) + COMPACT_SLACK
+                or self._lines > len(self._entries) + len(self._aliases) + COMPACT_SLACK
                 or (self.path.parent / self.LEGACY_FILE).exists()
             ):
                 # Under the lock: no mark() may append between snapshot and swap.
                 self._rewrite_locked(list(self._entries.values()))
+            keep = set(self._entries) | aliased
+        self._delete_files([m for m in old if m not in aliased])
         if self.dir is not None:
-            for m in old:
-                self.drop_reply(m)
+            self._sweep_replies(keep, now)
         return len(old)
+
+    def _sweep_replies(self, keep: set[str], now: float) -> None:
+        folder = self.dir / self.REPLIES if self.dir is not None else None
+        if folder is None:
+            return
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return
+        for name in names:
+            p = folder / name
+            try:
+                if name.endswith(".reply"):
+                    if name[: -len(".reply")] in keep:
+                        continue
+                elif not name.endswith(".tmp") or p.stat().st_mtime > now - 3600:
+                    continue
+                p.unlink()
+            except OSError:
+                continue
 
     def _rewrite_locked(self, entries: list[LedgerEntry]) -> None:
         assert self.path is not None and self.dir is not None
@@ -270,11 +411,28 @@ class Ledger:
             for e in entries:
                 f.write(json.dumps({"id": e.mid, "s": e.state, "exp": e.expires_at}))
                 f.write("\n")
+            for alias, mid in self._aliases.items():  # oldest first, as loaded
+                f.write(json.dumps({"id": mid, "fp": alias}))
+                f.write("\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
         self._close_fd()  # the next mark appends to the new file
-        self._lines = len(entries)
+        self._lines = len(entries) + len(self._aliases)
         legacy = self.dir / self.LEGACY_FILE
         if legacy.exists():  # folded into the new log above
             legacy.unlink()
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist a folder's entries (a rename into it), where the OS allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some systems refuse fsync on a folder
+    finally:
+        os.close(fd)

@@ -73,6 +73,27 @@ class RequestInfo:
     #: What the handler ran (message type, round group, run id...), for the
     #: data owner's audit trail; a handler may add names, never private values.
     audit: dict[str, object] = field(default_factory=dict)
+    #: Where this request's reply is kept (see :meth:`keep_reply_as`).
+    ledger: Ledger | None = field(default=None, repr=False, compare=False)
+    _keep: _ReplyKeep | None = field(default=None, repr=False, compare=False)
+
+    def keep_reply_as(self, alias: str) -> bool:
+        """Ask for this request's reply to be findable under ``alias`` too.
+
+        The reply is stored once, in :attr:`ledger`, when the handler returns
+        (and before it is sent); ``ledger.alias_reply(alias)`` then finds it.
+        A reply cache uses this instead of writing a second copy. Returns False
+        when the reply is no longer the handler's to give (it overran its
+        deadline, or there is no ledger): the caller keeps it itself.
+        """
+        keep = self._keep
+        if keep is None:
+            return False
+        with keep.lock:
+            if keep.closed:
+                return False
+            keep.alias = alias
+            return True
 
 
 _current: contextvars.ContextVar[RequestInfo | None] = contextvars.ContextVar(
@@ -83,6 +104,22 @@ _current: contextvars.ContextVar[RequestInfo | None] = contextvars.ContextVar(
 def current_request() -> RequestInfo | None:
     """Return the request being served by the current handler call, if any."""
     return _current.get()
+
+
+class _ReplyKeep:
+    """A handler's :meth:`RequestInfo.keep_reply_as` request, until the reply is taken."""
+
+    __slots__ = ("alias", "closed", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.alias: str | None = None
+        self.closed = False
+
+    def close(self) -> str | None:
+        with self.lock:
+            self.closed = True
+            return self.alias
 
 
 @dataclass
@@ -554,7 +591,9 @@ class TransportEvents(SyftFlwrEvents):
         self.ledger.mark(mid, RUNNING, expires_at)
         started = self.clock()
         info_box: dict[str, object] = {}
-        outcome = self._run_handler(ep, incoming, expires_at, info_box)
+        keep = _ReplyKeep()
+        outcome = self._run_handler(ep, incoming, expires_at, info_box, keep)
+        alias = keep.close()  # a handler past its deadline may no longer ask
         self.audit.record(
             "run",
             id=mid,
@@ -568,16 +607,51 @@ class TransportEvents(SyftFlwrEvents):
         if outcome is None:  # stopping: the run's result is not awaited
             return
         status, body = outcome
-        # Deliver first (the researcher waits for it), then keep it durably for
-        # a retry after a restart or a resend: a crash in between leaves the
-        # reply on the transport, which a restarted data owner recognises.
+        if status != 200:
+            alias = None  # only the handler's own answer is worth reusing
+        if alias is not None:
+            # The handler's reply cache names this reply (a resumed researcher
+            # re-sends the request under a new id): kept before it leaves, so
+            # no crash after sending can make the ClientApp run twice. This is
+            # the only copy the data owner writes.
+            self._keep_reply(mid, status, body, expires_at, alias=alias)
+        # Deliver (the researcher waits for it), then make sure the reply is
+        # kept: durably if it could not be delivered (retried with backoff,
+        # and after a restart). A crash between delivering and keeping a plain
+        # reply leaves it on the transport, which a restarted data owner
+        # recognises.
         delivered = self._deliver(
             incoming.path, mid, status, body, head.expires, expires_at
         )
-        try:
-            self.ledger.store_reply(
-                mid, status, body, expires_at, durable=not delivered
+        if alias is None or not delivered:
+            self._keep_reply(
+                mid,
+                status,
+                body,
+                expires_at,
+                durable=not delivered,
+                again=alias is not None,
             )
+
+    def _keep_reply(
+        self,
+        mid: str,
+        status: int,
+        body: bytes,
+        expires_at: float,
+        *,
+        durable: bool = False,
+        alias: str | None = None,
+        again: bool = False,
+    ) -> None:
+        """Store the reply in the ledger (``again``: already stored, make it durable)."""
+        try:
+            if again:
+                self.ledger.sync_reply(mid)
+            else:
+                self.ledger.store_reply(
+                    mid, status, body, expires_at, durable=durable, alias=alias
+                )
         except OSError as exc:
             logger.error("could not keep the reply to %s durably: %s", mid, exc)
 
@@ -587,6 +661,7 @@ class TransportEvents(SyftFlwrEvents):
         incoming: Incoming,
         expires_at: float,
         audit_out: dict[str, object] | None = None,
+        keep: _ReplyKeep | None = None,
     ) -> tuple[int, bytes] | None:
         """Call the handler in a worker thread, never past the request's expiry.
 
@@ -605,6 +680,8 @@ class TransportEvents(SyftFlwrEvents):
             headers=dict(incoming.head.headers),
             encrypted=incoming.head.encrypted,
             audit=audit_out if audit_out is not None else {},
+            ledger=self.ledger,
+            _keep=keep,
         )
         box: dict[str, object] = {}
 

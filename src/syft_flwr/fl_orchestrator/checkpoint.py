@@ -60,6 +60,7 @@ from flwr.app import Message
 from syft_flwr import frames
 from syft_flwr.blobs import BlobRef, read_blob
 from syft_flwr.errors import CheckpointError, SyftFlwrError
+from syft_flwr.events.ledger import Ledger
 from syft_flwr.serde import (
     bytes_to_flower_message,
     flower_message_to_bytes,
@@ -377,6 +378,16 @@ def _sync_kept(parts_dir: Path, stems: Sequence[str]) -> None:
 class ReplyCache:
     """A data owner's last replies, keyed by :func:`request_fingerprint`.
 
+    Two ways to keep them:
+
+    * on the serving loop's ledger (:meth:`on_ledger`, what
+      :func:`~syft_flwr.fl_orchestrator.flower_client.run_data_owner` uses):
+      the reply the loop stores for the request anyway gets the fingerprint as
+      an alias, so each reply is written once, before it is sent; the ledger
+      keeps the newest ``keep`` of them;
+    * in a folder of its own (``ReplyCache(folder)``): one file per reply,
+      fsynced before it is sent (a handler called without a serving loop).
+
     Parameters
     ----------
     folder:
@@ -389,15 +400,37 @@ class ReplyCache:
         self.folder = Path(folder)
         self.keep = keep
         self._lock = threading.Lock()
+        self.ledger: Ledger | None = None
+        self._legacy = False  # on a ledger: an older version's folder to read too
+
+    @classmethod
+    def on_ledger(cls, ledger: Ledger, legacy: Path | None = None) -> ReplyCache:
+        """A reply cache kept as aliases of ``ledger``'s stored replies.
+
+        ``legacy`` is the folder an older version kept its cached replies in;
+        they are still found there (read only) when the ledger has none.
+        """
+        folder = legacy if legacy is not None else (ledger.dir or Path())
+        cache = cls(folder, ledger.keep_aliases)
+        cache.ledger = ledger
+        cache._legacy = legacy is not None and any(legacy.glob("*.reply"))
+        return cache
 
     def _path(self, fp: str) -> Path:
         return self.folder / f"{fp}.reply"
 
     def get(self, fp: str) -> Message | None:
         """Return the cached reply for ``fp``, or ``None``."""
-        try:
-            data = self._path(fp).read_bytes()
-        except FileNotFoundError:
+        data: bytes | None = None
+        if self.ledger is not None:
+            stored = self.ledger.alias_reply(fp)
+            data = None if stored is None else stored[1]
+        if data is None and (self.ledger is None or self._legacy):
+            try:
+                data = self._path(fp).read_bytes()
+            except FileNotFoundError:
+                return None
+        if data is None:
             return None
         try:
             return bytes_to_flower_message(data)
@@ -406,11 +439,22 @@ class ReplyCache:
             return None
 
     def put(self, fp: str, reply: Message | bytes) -> None:
-        """Store ``reply`` durably before it is sent, then drop the oldest.
+        """Keep ``reply`` under ``fp``; it is kept before it is sent.
 
         ``reply`` may be the message or its serialized bytes (callers that
         already serialized it for sending pass those: no second serialization).
+        On a ledger, inside a request its serving loop runs, ``reply`` must be
+        what the handler returns: the loop keeps that, once, under ``fp``.
         """
+        if self.ledger is not None:
+            from syft_flwr.events.watcher import current_request
+
+            req = current_request()
+            if req is not None and req.ledger is self.ledger and req.keep_reply_as(fp):
+                return  # the serving loop stores it, once, before sending it
+            data = reply if isinstance(reply, bytes) else flower_message_to_bytes(reply)
+            self.ledger.keep_alias(fp, data)
+            return
         data = reply if isinstance(reply, bytes) else flower_message_to_bytes(reply)
         _write_durable(self._path(fp), data)
         with self._lock:

@@ -202,8 +202,9 @@ class ClientAppHandler:
         else:
             self.succeeded += 1
             if self.reply_cache is not None:
-                # Durable before the reply leaves: a crash after sending must
-                # not make the re-sent request train a second time.
+                # Kept before the reply leaves (under the serving loop: the one
+                # copy the loop stores anyway): a crash after sending must not
+                # make the re-sent request train a second time.
                 self.reply_cache.put(fp, data)
         if req is not None:
             req.audit["outcome"] = "error" if reply.has_error() else "ok"
@@ -398,9 +399,7 @@ def run_data_owner(
         run_config=run_config,
         on_stop=lambda _reason: ev.stop(),
         check=check,
-        reply_cache=None
-        if state_dir is None
-        else ReplyCache(Path(state_dir) / "reply_cache"),
+        reply_cache=_reply_cache(ev, state_dir),
     )
     ev.on_request(endpoint, handler)
     heartbeat = _start_heartbeat(ev, app_name, endpoint, aggregators, settings)
@@ -422,6 +421,27 @@ def run_data_owner(
         if events is None and isinstance(ev, TransportEvents):
             ev.close()
     return handler
+
+
+def _reply_cache(ev: SyftFlwrEvents, state_dir: str | Path | None) -> ReplyCache | None:
+    """The reply cache: on the serving loop's ledger when it keeps it in ``state_dir``.
+
+    There each reply is written once (the ledger's stored reply, with the
+    request's fingerprint as an alias); replies an older version cached in
+    ``state_dir/reply_cache`` are still read.
+    """
+    if state_dir is None:
+        return None
+    folder = Path(state_dir) / "reply_cache"
+    ledger = getattr(ev, "ledger", None)
+    if (
+        isinstance(ev, TransportEvents)
+        and ledger is not None
+        and ledger.dir is not None
+        and ledger.dir.resolve() == Path(state_dir).resolve()
+    ):
+        return ReplyCache.on_ledger(ledger, legacy=folder if folder.is_dir() else None)
+    return ReplyCache(folder)
 
 
 def _start_heartbeat(

@@ -110,6 +110,26 @@ def _rejection_base(name: str) -> str | None:
     return None
 
 
+#: Where Linux names the file behind an open descriptor (one readlink instead
+#: of resolving every folder on the way with lstat).
+_PROC_FD = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else None
+
+
+def _opened_path(fd: int, path: Path) -> str:
+    """The real path of the file open at ``fd`` (opened from ``path``).
+
+    On Linux the kernel's own answer for the descriptor, so it is the file
+    actually read, whatever was swapped in on the way; elsewhere the resolved
+    folder of ``path`` (whose last part was opened with O_NOFOLLOW) plus its name.
+    """
+    if _PROC_FD is not None:
+        try:
+            return os.readlink(f"{_PROC_FD}/{fd}")
+        except OSError:
+            pass
+    return os.path.join(os.path.realpath(path.parent), path.name)
+
+
 _WRITE_EVENTS = frozenset({"created", "modified", "moved", "closed"})
 
 
@@ -148,6 +168,7 @@ class SyftBoxTransport(Transport):
         super().__init__(identity)
         self.root = Path(datasites_dir).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._root_prefix = str(self.root) + os.sep
         self._lock = threading.Lock()
         self._schedule_lock = threading.Lock()
         self._watches: list[Watch] = []
@@ -175,15 +196,24 @@ class SyftBoxTransport(Transport):
     def put(self, key: str, data: bytes) -> None:
         self._check_open()
         path = self.path_of(key)
-        tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        tmp = f"{path}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(data)
+            try:
+                fd = os.open(tmp, flags, 0o666)
+            except FileNotFoundError:  # a new folder (most are there already)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(tmp, flags, 0o666)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
             os.replace(tmp, path)
         except OSError as exc:
             try:
-                tmp.unlink(missing_ok=True)
+                os.unlink(tmp)
             except OSError:
                 pass
             raise TransportError(f"cannot write {key}: {exc}") from exc
@@ -223,10 +253,7 @@ class SyftBoxTransport(Transport):
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise UnsafeFileError(f"{key} is not a regular file; not read")
-            real_parent = os.path.realpath(path.parent)
-            if real_parent != str(self.root) and not real_parent.startswith(
-                str(self.root) + os.sep
-            ):
+            if not _opened_path(fd, path).startswith(self._root_prefix):
                 raise UnsafeFileError(f"{key} lies behind a link out of the datasites")
             if st.st_size > max_bytes:
                 raise UnsafeFileError(
