@@ -262,7 +262,12 @@ class _ChangesMixin:
                 channels={
                     cid: [c.writer, c.reader]
                     for cid, c in self._channels.items()
-                    if cid in self._loaded
+                    if cid in self._loaded and c.shared is None
+                },
+                shared={
+                    cid: [c.writer, c.shared]
+                    for cid, c in self._channels.items()
+                    if cid in self._loaded and c.shared is not None
                 },
                 page_token=self._page_token,
                 index={
