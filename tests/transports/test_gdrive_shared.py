@@ -135,6 +135,8 @@ def test_one_upload_is_read_by_every_reader_and_deleted_with_its_folder(
     for r in readers:  # running data owners: the share arrives in their feed
         r.watch(f"{r.identity}/app_data", lambda _k: None)
     ds.prepare(APP, "messages", [DO1, DO2])
+    for r in readers:  # their one-time listing of the researcher's channels
+        wait_until(lambda r=r: r.is_prepared(DS, APP, "messages"))
     folder = group_folder()
     big = bytes(range(256)) * 8192  # 2 MiB
     keys = [f"{folder}/b1.000000.chunk", f"{folder}/b1.000001.chunk"]
@@ -153,6 +155,12 @@ def test_one_upload_is_read_by_every_reader_and_deleted_with_its_folder(
     for r in readers:
         assert r.read_limited(keys[0], len(big)) == big
         assert r.read_limited(keys[1], 4) == b"tail"
+    # Readers learn of the folder and its files from their changes feed: no
+    # search, no listing; one files.get per chunk download.
+    reads = [n for n, u, _ in drive.request_log if u in (DO1, DO2)]
+    assert "files.list" not in reads
+    assert reads.count("files.get") == 2 * 2
+    for r in readers:
         assert r.exists(keys[1])
         assert r.list(folder) == keys
     assert ds.list(BASE) == keys

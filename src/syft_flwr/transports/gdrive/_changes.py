@@ -208,6 +208,11 @@ class _ChangesMixin:
                 return False
             if channel.writer == self.identity:
                 return False  # made by this process: known and empty
+            if channel.shared is not None:
+                # A peer's shared blob folder: shared before its files were
+                # written, so they follow in the feed; a key the feed did not
+                # bring lists it then (saves a listing per broadcast).
+                return False
             # A newly shared channel: its files may predate the share.
             for entry in self._list_channel(channel):
                 self._notify(entry, from_changes=False)

@@ -234,7 +234,7 @@ class _IndexMixin:
                 channel = self._channels.get(cid)
                 loaded = cid in self._loaded
                 entry = self._index.get((cid, key))
-            if channel is not None and not loaded:
+            if channel is not None and not loaded and entry is None:
                 self._list_channel(channel)
                 with self._lock:
                     entry = self._index.get((cid, key))
