@@ -55,7 +55,8 @@ def make(drive: FakeDriveServer) -> Iterator[MakeTransport]:
     def factory(identity: str, **kw: Any) -> GDriveTransport:
         kw.setdefault("sleep", lambda _s: None)
         kw.setdefault("poll_interval", 0.3)
-        t = GDriveTransport(identity, lambda: drive.service(identity), **kw)
+        server = kw.pop("service", drive)  # another server, for some tests
+        t = GDriveTransport(identity, lambda: server.service(identity), **kw)
         made.append(t)
         return t
 
@@ -380,3 +381,37 @@ def test_the_name_search_is_the_fallback_and_is_rate_limited(
         with pytest.raises(MessageNotFound):
             do.read_limited(other, 1)
     assert drive.count("files.list") == 3  # one search for the missing folder
+
+
+def test_a_failed_share_leaves_no_folder(
+    make: MakeTransport, drive: FakeDriveServer
+) -> None:
+    from syft_flwr.errors import RemoteServiceError
+
+    ds = make(DS, max_retries=0)
+    ds.prepare(APP, "messages", [DO1, DO2])
+    drive.inject_faults([(500, None)], methods=["permissions.create"])
+    with pytest.raises(RemoteServiceError):
+        ds.share(group_folder(), [DO1, DO2])
+    assert not shared_folders(drive, DS)
+    assert ds.list(BASE) == []
+
+
+def test_nothing_relies_on_name_search_while_the_name_index_lags(
+    make: MakeTransport,
+) -> None:
+    with FakeDriveServer(name_index_delay=3600.0, name_lag_with_parents=True) as lag:
+
+        def on(email: str) -> GDriveTransport:
+            return make(email, service=lag)
+
+        ds, running = on(DS), on(DO1)
+        running.watch(f"{DO1}/app_data", lambda _k: None)
+        folder = group_folder()
+        key = f"{folder}/b.000000.chunk"
+        ds.share(folder, [DO1, DO2])
+        ds.put(key, b"model")
+        assert running.read_limited(key, 5) == b"model"  # from the feed
+        assert on(DO2).read_limited(key, 5) == b"model"  # first start: sharedWithMe
+        ds.delete_many(ds.list(folder))
+        assert ds.list(BASE) == []

@@ -14,7 +14,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from syft_flwr.errors import ConfigError, MessageNotFound, PermissionDenied
+from syft_flwr.errors import (
+    ConfigError,
+    MessageNotFound,
+    PermissionDenied,
+    TransportError,
+)
 from syft_flwr.transports.base import Transport
 from syft_flwr.transports.gdrive._layout import (
     FOLDER_MIME,
@@ -328,10 +333,22 @@ class _FoldersMixin:
             if not self._allowed_peer(email):
                 raise PermissionDenied(f"{email} is not an allowed peer")
         folder_key = "{}/app_data/{}/blobs/{}".format(*parsed)
+        with self._lock:
+            existed = any(c.shared == folder_key for c in self._channels.values())
         cid = self._shared_id(folder_key, create=True)
         assert cid is not None
-        for email in emails:
-            self._share(cid, email, what="share blob folder")
+        try:
+            for email in emails:
+                self._share(cid, email, what="share blob folder")
+        except Exception:
+            if not existed:  # nothing was written yet: leave no empty folder behind
+                try:
+                    self._execute(lambda s: s.files().delete(fileId=cid), "delete")
+                except TransportError:
+                    logger.warning("could not remove blob folder %s", cid)
+                self._forget_channel(cid)
+                self._save_state()
+            raise
 
     def _shared_id(self, folder_key: str, *, create: bool = False) -> str | None:
         """Return the id of the shared folder ``folder_key`` I may read, if known.
