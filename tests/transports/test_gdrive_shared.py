@@ -383,7 +383,7 @@ def test_the_name_search_is_the_fallback_and_is_rate_limited(
     assert drive.count("files.list") == 3  # one search for the missing folder
 
 
-def test_a_failed_share_leaves_no_folder(
+def test_a_failed_share_or_first_upload_leaves_no_folder(
     make: MakeTransport, drive: FakeDriveServer
 ) -> None:
     from syft_flwr.errors import RemoteServiceError
@@ -395,6 +395,21 @@ def test_a_failed_share_leaves_no_folder(
         ds.share(group_folder(), [DO1, DO2])
     assert not shared_folders(drive, DS)
     assert ds.list(BASE) == []
+    # Shared, but the first upload fails: the empty folder goes too (the grid
+    # then sends a copy per request, and an empty folder is never swept).
+    folder = group_folder()
+    ds.share(folder, [DO1])
+    drive.inject_faults([(500, None)], methods=["files.create"])
+    with pytest.raises(RemoteServiceError):
+        ds.put(f"{folder}/b.000000.chunk", b"model")
+    assert not shared_folders(drive, DS)
+    # Once a chunk is stored, a failed upload keeps the folder (listed, swept).
+    ds.share(folder, [DO1])
+    ds.put(f"{folder}/b.000000.chunk", b"model")
+    drive.inject_faults([(500, None)], methods=["files.create"])
+    with pytest.raises(RemoteServiceError):
+        ds.put(f"{folder}/b.000001.chunk", b"model")
+    assert ds.list(BASE) == [f"{folder}/b.000000.chunk"]
 
 
 def test_nothing_relies_on_name_search_while_the_name_index_lags(

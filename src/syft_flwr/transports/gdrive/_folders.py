@@ -342,13 +342,26 @@ class _FoldersMixin:
                 self._share(cid, email, what="share blob folder")
         except Exception:
             if not existed:  # nothing was written yet: leave no empty folder behind
-                try:
-                    self._execute(lambda s: s.files().delete(fileId=cid), "delete")
-                except TransportError:
-                    logger.warning("could not remove blob folder %s", cid)
-                self._forget_channel(cid)
-                self._save_state()
+                self._drop_if_empty(cid)
             raise
+
+    def _drop_if_empty(self, cid: str) -> None:
+        """Delete my shared folder ``cid`` if I hold no file in it (best effort).
+
+        An empty shared folder is never listed, so nothing would sweep it.
+        """
+        with self._lock:
+            loaded = cid in self._loaded
+            held = any(c == cid for c, _ in self._index)
+        if not loaded or held:
+            return
+        try:
+            self._execute(lambda s: s.files().delete(fileId=cid), "delete folder")
+        except TransportError:
+            logger.warning("could not remove the empty blob folder %s", cid)
+            return
+        self._forget_channel(cid)
+        self._save_state()
 
     def _shared_id(self, folder_key: str, *, create: bool = False) -> str | None:
         """Return the id of the shared folder ``folder_key`` I may read, if known.

@@ -19,6 +19,7 @@ from syft_flwr.errors import (
     PermissionDenied,
     RemoteServiceError,
     TransportClosed,
+    TransportError,
 )
 from syft_flwr.transports.base import HEARTBEAT_NAME, Transport, Watch, check_key
 from syft_flwr.transports.gdrive._api import (
@@ -265,6 +266,11 @@ class GDriveTransport(
                 # Deleted behind our back: its readers are gone with it, so a
                 # new folder would not reach them. Forget it and fail loudly.
                 self._forget_channel(cid)
+                raise
+            except TransportError:
+                # The caller falls back to a copy per request: a folder still
+                # empty would never be listed, hence never swept. Remove it.
+                self._drop_if_empty(cid)
                 raise
         self._activity.set()
 
