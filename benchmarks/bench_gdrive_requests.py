@@ -21,6 +21,13 @@ Drive's 12,000 requests per minute per user is::
 Each data owner has its own account and quota; its requests per round at one
 round per minute are at most its per-round count plus a minute of idle polls.
 No timing is asserted anywhere; these are counts.
+
+``--model-size`` sets the toy model's float32 values (default 1000: inline in
+the requests). From 262,144 values (1 MiB) on, the model is an attachment that
+the researcher broadcasts through one shared Drive folder per round
+(``files.create`` + one ``permissions.create`` per data owner + one upload per
+chunk); ``--copies`` turns shared folders off, so each request carries its own
+copy (the behaviour before Drive could share), for comparison.
 """
 
 from __future__ import annotations
@@ -62,7 +69,7 @@ def _client(server: Any, email: str, tmp: Path, peers: list[str], poll: float) -
 
 
 def run_job(
-    n_owners: int, rounds: int, train_seconds: float, poll: float
+    n_owners: int, rounds: int, train_seconds: float, poll: float, model_size: int
 ) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
     """Run one job; return requests per Drive user and per (user, method)."""
     from syft_flwr.config import Settings
@@ -81,7 +88,7 @@ def run_job(
         **{
             "num-server-rounds": rounds,
             "min-nodes": n_owners,
-            "model-size": 1000,
+            "model-size": model_size,
             "slow-seconds": train_seconds,
         },
     )
@@ -179,6 +186,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--breakdown", action="store_true", help="requests per method")
     p.add_argument(
+        "--model-size", type=int, default=1000, help="float32 values in the model"
+    )
+    p.add_argument(
+        "--copies",
+        action="store_true",
+        help="no shared Drive folders: one model copy per request",
+    )
+    p.add_argument(
         "--idle-only", action="store_true", help="only measure the idle cost"
     )
     p.add_argument("--quick", action="store_true", help="2 data owners, 2 rounds")
@@ -197,8 +212,13 @@ def main(argv: list[str] | None = None) -> None:
         )
         return
     poll = args.poll_interval
-    (short, short_m) = run_job(n, 1, args.train_seconds, poll)
-    (full, full_m) = run_job(n, r, args.train_seconds, poll)
+    if args.copies:
+        from syft_flwr.transports.gdrive import GDriveTransport
+
+        GDriveTransport.can_share = False  # type: ignore[misc]
+    size = args.model_size
+    (short, short_m) = run_job(n, 1, args.train_seconds, poll, size)
+    (full, full_m) = run_job(n, r, args.train_seconds, poll, size)
     owners = [f"do{i}@example.org" for i in range(n)]
 
     def side(counts: dict[str, int]) -> tuple[int, float]:
@@ -213,7 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     carried = int((QUOTA_PER_MIN - idle["researcher"]) // max(ds_per, 1e-9))
     print(
         f"Drive requests, {n} data owners, encryption on, {args.train_seconds:g} s "
-        f"training, polling ceiling {poll:g} s (loopback server)\n"
+        f"training, polling ceiling {poll:g} s, model {4 * size:,} bytes"
+        f"{' (one copy per request)' if args.copies else ''} (loopback server)\n"
     )
     print(
         "| side | whole job, 1 round | whole job, "

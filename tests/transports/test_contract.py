@@ -152,6 +152,63 @@ class Recorder:
             return list(self.keys)
 
 
+# -- shared folders (one copy for several readers) ----------------------------------
+
+SHARED_BASE = f"{WRITER}/app_data/contract/blobs"
+
+
+def _shared_folder() -> str:
+    return f"{SHARED_BASE}/g{int(time.time()) + 600}-{secrets.token_hex(8)}"
+
+
+def _chunks(keys: list[str]) -> list[str]:
+    return [k for k in keys if k.endswith(".chunk")]  # SyftBox adds permission files
+
+
+def test_every_backend_can_share(backend: Backend) -> None:
+    assert backend.writer.can_share is True
+
+
+def test_shared_folder_round_trip(backend: Backend) -> None:
+    folder = _shared_folder()
+    keys = [f"{folder}/b.{i:06d}.chunk" for i in range(3)]
+    data = [bytes([i]) * (1000 + i) for i in range(3)]
+    backend.writer.share(folder, [READER])
+    for key, blob in zip(keys, data, strict=True):
+        backend.writer.put(key, blob)
+    for key, blob in zip(keys, data, strict=True):
+        assert backend.reader.read_limited(key, len(blob)) == blob
+    assert _chunks(backend.writer.list(folder)) == keys
+    assert _chunks(backend.writer.list(SHARED_BASE)) == keys
+    assert _chunks(backend.reader.list(folder)) == keys
+    backend.writer.delete_many(_chunks(backend.writer.list(folder)))
+    backend.writer.delete_many(backend.writer.list(folder))
+    assert backend.writer.list(SHARED_BASE) == []
+    for key in keys:
+        with pytest.raises(MessageNotFound):
+            backend.reader.read_limited(key, 2000)
+
+
+def test_a_shared_chunk_over_the_limit_is_refused(backend: Backend) -> None:
+    from syft_flwr.errors import UnsafeFileError
+
+    folder = _shared_folder()
+    backend.writer.share(folder, [READER])
+    backend.writer.put(f"{folder}/b.000000.chunk", b"x" * 100)
+    with pytest.raises(UnsafeFileError):
+        backend.reader.read_limited(f"{folder}/b.000000.chunk", 99)
+
+
+def test_two_shared_folders_are_independent(backend: Backend) -> None:
+    one, two = _shared_folder(), _shared_folder()
+    for folder in (one, two):
+        backend.writer.share(folder, [READER])
+        backend.writer.put(f"{folder}/b.000000.chunk", folder.encode())
+    backend.writer.delete_many(backend.writer.list(one))
+    assert _chunks(backend.writer.list(SHARED_BASE)) == [f"{two}/b.000000.chunk"]
+    assert backend.reader.read_limited(f"{two}/b.000000.chunk", 200) == two.encode()
+
+
 # -- put / get / exists / delete ---------------------------------------------------
 
 

@@ -71,7 +71,7 @@ def test_fl_job_over_drive_encrypted_with_faults(server, tmp_path, capsys):
     settings = Settings(poll_interval=0.5, chunk_size=256 * 1024)  # many chunks
     rc = dict(
         cfg.app_config,
-        **{"num-server-rounds": 2, "min-nodes": 3, "model-size": 200_000},
+        **{"num-server-rounds": 2, "min-nodes": 3, "model-size": 300_000},
     )
     done: dict[str, object] = {}
     threads = []
@@ -92,6 +92,17 @@ def test_fl_job_over_drive_encrypted_with_faults(server, tmp_path, capsys):
         th.start()
         threads.append(th)
 
+    # The model (1.2 MB) goes to the three data owners once, in a shared folder.
+    shared_chunks: list[str] = []
+    create = server.store.create
+
+    def on_create(user, meta, *a, **kw):
+        rec = create(user, meta, *a, **kw)
+        if "/blobs/" in rec.name:
+            shared_chunks.append(rec.name)
+        return rec
+
+    server.store.create = on_create
     stop_faults = threading.Event()
 
     def faults() -> None:
@@ -151,6 +162,8 @@ def test_fl_job_over_drive_encrypted_with_faults(server, tmp_path, capsys):
         for email in [DS, *[d.lower() for d in DOS]]
     }
     assert leftovers == {e: [] for e in leftovers}, leftovers
+    assert shared_chunks and all(n.startswith(f"{DS}/") for n in shared_chunks)
+    assert not [f for f in server.files_of(DS) if "#shared#" in f["name"]]
     assert elapsed < 120
 
 

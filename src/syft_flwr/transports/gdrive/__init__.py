@@ -18,6 +18,17 @@ Files are stored **flat**: a file's Drive name is its whole transport key
 in it, a ``changes.list`` entry (name + parent) maps straight back to a key, and
 no nested folders have to be created or walked.
 
+Shared blob folders
+-------------------
+Keys ``<owner>/app_data/<app>/blobs/<group>/<file>`` (one model stored once for
+several readers, :meth:`Transport.share`) live in their own folder
+``syft_flwr#v1#<owner>#shared#<app>#<group>`` in the owner's root, shared
+**reader** with exactly the readers named (one permission each). A reader takes
+such a folder only when its name re-parses to the key's folder and its Drive
+owner is the key's owner, learning of it from the changes feed (else one search
+by exact name and owner); the owner deletes it, files and permissions at once,
+with one ``files.delete`` when its last file is deleted.
+
 Channels
 --------
 A key's two parties are its ``owner`` and ``peer`` (``owner`` twice for keys that

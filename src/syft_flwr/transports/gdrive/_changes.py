@@ -208,6 +208,11 @@ class _ChangesMixin:
                 return False
             if channel.writer == self.identity:
                 return False  # made by this process: known and empty
+            if channel.shared is not None:
+                # A peer's shared blob folder: shared before its files were
+                # written, so they follow in the feed; a key the feed did not
+                # bring lists it then (saves a listing per broadcast).
+                return False
             # A newly shared channel: its files may predate the share.
             for entry in self._list_channel(channel):
                 self._notify(entry, from_changes=False)
@@ -262,7 +267,12 @@ class _ChangesMixin:
                 channels={
                     cid: [c.writer, c.reader]
                     for cid, c in self._channels.items()
-                    if cid in self._loaded
+                    if cid in self._loaded and c.shared is None
+                },
+                shared={
+                    cid: [c.writer, c.shared]
+                    for cid, c in self._channels.items()
+                    if cid in self._loaded and c.shared is not None
                 },
                 page_token=self._page_token,
                 index={

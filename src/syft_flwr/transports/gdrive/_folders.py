@@ -14,13 +14,22 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from syft_flwr.errors import ConfigError, MessageNotFound, PermissionDenied
+from syft_flwr.errors import (
+    ConfigError,
+    MessageNotFound,
+    PermissionDenied,
+    TransportError,
+)
 from syft_flwr.transports.base import Transport
 from syft_flwr.transports.gdrive._layout import (
     FOLDER_MIME,
     _Channel,
     channel_folder_name,
+    escape_query_value,
     parse_channel_folder_name,
+    parse_shared_folder_key,
+    parse_shared_folder_name,
+    shared_folder_name,
 )
 from syft_flwr.transports.gdrive._state import DriveState
 
@@ -31,6 +40,8 @@ logger = logging.getLogger("syft_flwr.transports.gdrive")
 #: Role a reader gets on a channel folder: reading is all it needs, because
 #: every file lives in its writer's channel and only owners delete.
 READER_ROLE = "reader"
+#: Least seconds between two name searches for the same peer's shared folder.
+_SHARED_SEARCH_EVERY = 10.0
 
 
 class _FoldersMixin:
@@ -80,8 +91,11 @@ class _FoldersMixin:
         """Resume from the saved state: no search, no listing."""
         for cid, (writer, reader) in saved.channels.items():
             self._register(_Channel(cid, writer, reader))
+        for cid, (owner, folder_key) in saved.shared.items():
+            self._register(_Channel(cid, owner, owner, shared=folder_key))
         with self._lock:
             self._loaded.update(saved.channels)
+            self._loaded.update(saved.shared)
             self._page_token = saved.page_token
         for fid, (cid, key, md5, size, modified) in saved.index.items():
             with self._lock:
@@ -190,12 +204,20 @@ class _FoldersMixin:
     def _load_my_channels(self, root_id: str) -> None:
         q = f"'{root_id}' in parents and mimeType = '{FOLDER_MIME}' and trashed = false"
         by_name: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        shared: dict[str, list[dict[str, Any]]] = {}
         for f in self._list_all(q, "list my channels"):
-            parsed = parse_channel_folder_name(f.get("name", ""))
+            name = f.get("name", "")
+            parsed = parse_channel_folder_name(name)
             if parsed and parsed[0] == self.identity and self._owned_by_me(f):
                 by_name.setdefault(parsed, []).append(f)
+            mine = parse_shared_folder_name(name)
+            if mine and mine[0] == self.identity and self._owned_by_me(f):
+                shared.setdefault(mine[1], []).append(f)
         for (writer, reader), same in by_name.items():
             self._register(_Channel(self._keep_oldest(same), writer, reader))
+        for folder_key, same in shared.items():
+            cid = self._keep_oldest(same)
+            self._register(_Channel(cid, self.identity, self.identity, folder_key))
 
     # -- channels ------------------------------------------------------------------------
     def _register(self, channel: _Channel) -> bool:
@@ -204,7 +226,7 @@ class _FoldersMixin:
             if channel.id in self._channels:
                 return False
             self._channels[channel.id] = channel
-            if channel.writer == self.identity:
+            if channel.writer == self.identity and channel.shared is None:
                 self._write_ids.setdefault(channel.reader, channel.id)
             return True
 
@@ -259,7 +281,13 @@ class _FoldersMixin:
         with self._lock:
             self._public_shared.add((cid, peer))
 
-    def _share(self, folder_id: str, email: str, role: str = READER_ROLE) -> None:
+    def _share(
+        self,
+        folder_id: str,
+        email: str,
+        role: str = READER_ROLE,
+        what: str = "share channel folder",
+    ) -> None:
         """Give ``email`` access to ``folder_id`` (idempotent on Drive)."""
         if not self._allowed_peer(email):
             raise PermissionDenied(f"{email} is not an allowed peer")
@@ -271,8 +299,154 @@ class _FoldersMixin:
                 sendNotificationEmail=False,
                 fields="id",
             ),
-            "share channel folder",
+            what,
         )
+
+    # -- shared blob folders -------------------------------------------------------------
+    def share(self, folder: str, readers: Sequence[str]) -> None:
+        """Create my shared blob folder ``folder`` and let ``readers`` (only) read it.
+
+        ``folder`` must be ``<me>/app_data/<app>/blobs/<group>``. It becomes one
+        Drive folder in my root (``syft_flwr#v1#<me>#shared#<app>#<group>``) with a
+        ``reader`` permission per reader: one ``files.create`` plus one
+        ``permissions.create`` per reader. Re-sharing an existing folder adds the
+        permissions again (Drive keeps one per user).
+
+        Raises
+        ------
+        PermissionDenied
+            If the folder is not this identity's, or a reader is not an allowed peer.
+        ConfigError
+            If ``folder`` is not a shared blob folder key.
+        """
+        self._check_open()
+        parsed = parse_shared_folder_key(folder.strip("/"))
+        if parsed is None:
+            raise ConfigError(
+                f"not a shared folder key (<me>/app_data/<app>/blobs/<group>): "
+                f"{folder!r}"
+            )
+        if parsed[0] != self.identity:
+            raise PermissionDenied(f"{folder!r} is not in {self.identity}'s datasite")
+        emails = sorted({r.strip().lower() for r in readers} - {self.identity})
+        for email in emails:
+            if not self._allowed_peer(email):
+                raise PermissionDenied(f"{email} is not an allowed peer")
+        folder_key = "{}/app_data/{}/blobs/{}".format(*parsed)
+        with self._lock:
+            existed = any(c.shared == folder_key for c in self._channels.values())
+        cid = self._shared_id(folder_key, create=True)
+        assert cid is not None
+        try:
+            for email in emails:
+                self._share(cid, email, what="share blob folder")
+        except Exception:
+            if not existed:  # nothing was written yet: leave no empty folder behind
+                self._drop_if_empty(cid)
+            raise
+
+    def _drop_if_empty(self, cid: str) -> None:
+        """Delete my shared folder ``cid`` if I hold no file in it (best effort).
+
+        An empty shared folder is never listed, so nothing would sweep it.
+        """
+        with self._lock:
+            loaded = cid in self._loaded
+            held = any(c == cid for c, _ in self._index)
+        if not loaded or held:
+            return
+        try:
+            self._execute(lambda s: s.files().delete(fileId=cid), "delete folder")
+        except TransportError:
+            logger.warning("could not remove the empty blob folder %s", cid)
+            return
+        self._forget_channel(cid)
+        self._save_state()
+
+    def _shared_id(self, folder_key: str, *, create: bool = False) -> str | None:
+        """Return the id of the shared folder ``folder_key`` I may read, if known.
+
+        My own are known from their creation (or the first start's listing) and
+        created here if asked. A peer's is taken only when its name parses to
+        ``folder_key`` and Drive says the peer owns it: first from what the
+        changes feed reported, then one feed poll, then (at most every 10 s per
+        folder) a search by exact name and owner.
+        """
+        self._ensure_root()
+        owner = folder_key.split("/", 1)[0]
+
+        def known() -> str | None:
+            with self._lock:
+                for c in self._channels.values():
+                    if c.shared == folder_key and c.writer == owner:
+                        return c.id
+            return None
+
+        cid = known()
+        if cid is not None:
+            return cid
+        if owner == self.identity:
+            if not create:
+                return None  # only I create my shared folders: none exists
+            with self._setup_lock:
+                cid = known()
+                if cid is not None:
+                    return cid
+                _, app, group = parse_shared_folder_key(folder_key) or ("", "", "")
+                cid = self._create_folder(
+                    shared_folder_name(owner, app, group),
+                    self._ensure_root(),
+                    f"shared:{folder_key}",
+                )
+                with self._lock:
+                    self._loaded.add(cid)  # new and empty: the index is complete
+                self._register(_Channel(cid, owner, owner, folder_key))
+                self._save_state()
+            return cid
+        if not self._allowed_peer(owner):
+            return None
+        self._sync_for(f"shared:{folder_key}")  # a new share arrives in the feed
+        cid = known()
+        if cid is None:
+            cid = self._search_shared(folder_key)
+        return cid
+
+    def _search_shared(self, folder_key: str) -> str | None:
+        """Find a peer's shared folder by exact name and owner (rate limited)."""
+        now = self._clock()
+        with self._lock:
+            last = self._shared_searched.get(folder_key)
+            if last is not None and now - last < _SHARED_SEARCH_EVERY:
+                return None
+            self._shared_searched[folder_key] = now
+            while len(self._shared_searched) > 1000:
+                del self._shared_searched[next(iter(self._shared_searched))]
+        parsed = parse_shared_folder_key(folder_key)
+        assert parsed is not None
+        owner = parsed[0]
+        q = (
+            f"name = '{escape_query_value(shared_folder_name(*parsed))}' and "
+            f"'{escape_query_value(owner)}' in owners and "
+            f"mimeType = '{FOLDER_MIME}' and trashed = false"
+        )
+        found = [
+            c
+            for c in map(
+                self._as_incoming_channel, self._list_all(q, "find blob folder")
+            )
+            if c is not None and c.shared == folder_key and c.writer == owner
+        ]
+        if not found:
+            return None
+        channel = found[0]  # oldest first (the listing is ordered by createdTime)
+        if self._register(channel):
+            self._list_channel(channel)
+            self._save_state()
+        with self._lock:
+            for c in self._channels.values():
+                if c.shared == folder_key and c.writer == owner:
+                    return c.id
+        return None
 
     def _ensure_shared(self, folder_id: str, email: str) -> None:
         """Share ``folder_id`` read-only with ``email``; lower an older writer share."""
@@ -326,6 +500,13 @@ class _FoldersMixin:
         """Return the channel ``f`` is, if it is a valid one shared with me."""
         if f.get("mimeType") != FOLDER_MIME or f.get("trashed"):
             return None
+        shared = parse_shared_folder_name(str(f.get("name", "")))
+        if shared is not None:
+            owner, folder_key = shared
+            # Named after someone else (a planted folder): never trust it.
+            if self._file_owner(f) != owner or not self._allowed_peer(owner):
+                return None
+            return _Channel(f["id"], owner, owner, folder_key)
         parsed = parse_channel_folder_name(str(f.get("name", "")))
         if parsed is None:
             return None

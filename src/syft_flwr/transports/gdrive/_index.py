@@ -27,6 +27,7 @@ from syft_flwr.transports.gdrive._layout import (
     _Channel,
     _Entry,
     key_parties,
+    shared_folder_of,
 )
 
 __all__: list[str] = []
@@ -41,13 +42,19 @@ class _IndexMixin:
         if f.get("mimeType") == FOLDER_MIME or f.get("trashed"):
             return None
         key = str(f.get("name", ""))
-        try:
-            parties = frozenset(key_parties(key))
-        except ConfigError:
-            return None
-        # Files a stranger (or the reader) put into the channel are ignored.
-        if parties != channel.parties or self._file_owner(f) != channel.writer:
-            return None
+        if self._file_owner(f) != channel.writer:
+            return None  # a stranger (or the reader) put it there: ignored
+        if channel.shared is not None:
+            # A shared blob folder holds only files directly under its key.
+            if shared_folder_of(key) != channel.shared:
+                return None
+        else:
+            try:
+                parties = frozenset(key_parties(key))
+            except ConfigError:
+                return None
+            if parties != channel.parties or shared_folder_of(key) is not None:
+                return None
         return self._make_entry(
             channel,
             str(f["id"]),
@@ -161,7 +168,9 @@ class _IndexMixin:
                 mine = [
                     c
                     for c in self._channels.values()
-                    if c.writer == self.identity and c.reader == other
+                    if c.writer == self.identity
+                    and c.reader == other
+                    and c.shared is None
                 ]
             return [c for c in mine + self._incoming(other) if c.parties == parties]
 
@@ -179,12 +188,17 @@ class _IndexMixin:
             return [
                 c
                 for c in self._channels.values()
-                if c.writer == other and c.reader in (self.identity, other)
+                if c.writer == other
+                and c.reader in (self.identity, other)
+                and c.shared is None
             ]
 
     def _lookup(self, key: str, *, sync: bool = True) -> list[_Entry]:
         """Entries of ``key`` (mine first); on a miss, one shared feed poll first."""
         check_key(key)
+        folder_key = shared_folder_of(key)
+        if folder_key is not None:
+            return self._lookup_shared(key, folder_key, sync=sync)
         try:
             _, other = self._parties_for(key, read=True)
         except PermissionDenied:
@@ -206,6 +220,26 @@ class _IndexMixin:
             if entries or not sync or attempt or mine_only:
                 # My own channels need no poll: only I write there.
                 return entries
+            self._sync_for(key)
+        return []
+
+    def _lookup_shared(self, key: str, folder_key: str, *, sync: bool) -> list[_Entry]:
+        """The entry of ``key`` in its shared blob folder (only its owner's folder)."""
+        mine = folder_key.split("/", 1)[0] == self.identity
+        for attempt in range(2):
+            cid = self._shared_id(folder_key)
+            if cid is None:
+                return []
+            with self._lock:
+                channel = self._channels.get(cid)
+                loaded = cid in self._loaded
+                entry = self._index.get((cid, key))
+            if channel is not None and not loaded and entry is None:
+                self._list_channel(channel)
+                with self._lock:
+                    entry = self._index.get((cid, key))
+            if entry is not None or mine or not sync or attempt:
+                return [entry] if entry is not None else []
             self._sync_for(key)
         return []
 

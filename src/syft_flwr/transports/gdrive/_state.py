@@ -31,12 +31,14 @@ class DriveState:
 
     root_id: str | None = None
     #: Ids reserved (``files.generateIds``) for folders not yet known to exist:
-    #: ``"root"`` or ``"to:<reader>"``. Saved before the create, so a crash
+    #: ``"root"``, ``"to:<reader>"`` or ``"shared:<folder key>"``. Saved before the create, so a crash
     #: between the two re-uses the id instead of making a second folder.
     reserved: dict[str, str] = field(default_factory=dict)
     #: Channel folder id -> ``[writer, reader]``.
     channels: dict[str, list[str]] = field(default_factory=dict)
     page_token: str | None = None
+    #: Shared blob folder id -> ``[owner, folder key]`` (mine and peers').
+    shared: dict[str, list[str]] = field(default_factory=dict)
     #: File id -> ``[channel id, key, md5, size, modifiedTime]``.
     index: dict[str, list[Any]] = field(default_factory=dict)
 
@@ -75,6 +77,7 @@ class StateFile:
                 reserved=dict(raw.get("reserved") or {}),
                 channels={k: list(v) for k, v in (raw.get("channels") or {}).items()},
                 page_token=raw.get("page_token"),
+                shared={k: list(v) for k, v in (raw.get("shared") or {}).items()},
                 index={k: list(v) for k, v in (raw.get("index") or {}).items()},
             )
         except (OSError, ValueError, TypeError, AttributeError) as exc:

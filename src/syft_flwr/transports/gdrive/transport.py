@@ -19,6 +19,7 @@ from syft_flwr.errors import (
     PermissionDenied,
     RemoteServiceError,
     TransportClosed,
+    TransportError,
 )
 from syft_flwr.transports.base import HEARTBEAT_NAME, Transport, Watch, check_key
 from syft_flwr.transports.gdrive._api import (
@@ -32,7 +33,7 @@ from syft_flwr.transports.gdrive._auth import _ConstructorsMixin
 from syft_flwr.transports.gdrive._changes import _ChangesMixin
 from syft_flwr.transports.gdrive._folders import _FoldersMixin
 from syft_flwr.transports.gdrive._index import _IndexMixin
-from syft_flwr.transports.gdrive._layout import _Channel, _Entry
+from syft_flwr.transports.gdrive._layout import _Channel, _Entry, shared_folder_of
 from syft_flwr.transports.gdrive._state import StateFile
 
 __all__ = ["GDriveTransport"]
@@ -101,6 +102,8 @@ class GDriveTransport(
 
     name = "gdrive"
     max_file_size = None
+    #: One Drive folder per shared group, with a reader permission per reader.
+    can_share = True
     default_rescan_interval = 2.0
     #: Each beat is a Drive write; the reader learns of it from the change feed
     #: it polls anyway, so a slower beat only delays noticing a dead data owner.
@@ -180,6 +183,7 @@ class GDriveTransport(
         self._by_file: dict[str, tuple[str, str]] = {}  # file id -> (channel id, key)
         self._index_changed = False
         self._last_discovery: float | None = None
+        self._shared_searched: dict[str, float] = {}  # folder key -> last search
 
         self._watches: list[Watch] = []
         self._notified: dict[tuple[str, str], tuple[str, str, str | None]] = {}
@@ -222,7 +226,11 @@ class GDriveTransport(
             If Drive keeps failing after the retries.
         """
         self._check_open()
-        _, other = self._parties_for(check_key(key))
+        folder_key = shared_folder_of(check_key(key))
+        if folder_key is not None:
+            self._put_shared(key, folder_key, bytes(data))
+            return
+        _, other = self._parties_for(key)
         if not self._allowed_peer(other):
             raise PermissionDenied(f"{other} is not an allowed peer")
         data = bytes(data)
@@ -243,6 +251,28 @@ class GDriveTransport(
                         self._rescan = True
         if not _is_heartbeat(key):  # a beat is not work: polling stays slow
             self._activity.set()
+
+    def _put_shared(self, key: str, folder_key: str, data: bytes) -> None:
+        """Upload into my shared blob folder (created unshared if :meth:`share`
+        did not make it first)."""
+        if folder_key.split("/", 1)[0] != self.identity:
+            raise PermissionDenied(f"{key!r} is in another datasite's shared folder")
+        with self._key_locks[hash(key) % len(self._key_locks)]:
+            cid = self._shared_id(folder_key, create=True)
+            assert cid is not None
+            try:
+                self._put_in(cid, key, data)
+            except MessageNotFound:
+                # Deleted behind our back: its readers are gone with it, so a
+                # new folder would not reach them. Forget it and fail loudly.
+                self._forget_channel(cid)
+                raise
+            except TransportError:
+                # The caller falls back to a copy per request: a folder still
+                # empty would never be listed, hence never swept. Remove it.
+                self._drop_if_empty(cid)
+                raise
+        self._activity.set()
 
     def _put_in(self, cid: str, key: str, data: bytes) -> None:
         with self._lock:
@@ -328,6 +358,9 @@ class GDriveTransport(
         """
         self._check_open()
         check_key(key)
+        if shared_folder_of(key) is not None:
+            self.delete_many([key])  # the folder goes with its last file
+            return
         try:
             _, other = self._parties_for(key)
         except PermissionDenied:
@@ -359,15 +392,55 @@ class GDriveTransport(
         """Delete several of this identity's keys with batched ``files.delete`` calls."""
         self._check_open()
         targets: list[tuple[str, str]] = []
+        shared: dict[str, set[str]] = {}  # my shared folder id -> keys to delete
         for key in keys:
             check_key(key)
+            folder_key = shared_folder_of(key)
+            if folder_key is not None:
+                cid = self._my_shared_id(folder_key)
+                if cid is not None:
+                    shared.setdefault(cid, set()).add(key)
+                continue
             try:
                 _, other = self._parties_for(key)
             except PermissionDenied:
                 continue
             targets += [(fid, key) for fid in self._my_file_ids(key, other)]
+        for cid, doomed in shared.items():
+            targets += self._delete_shared(cid, doomed)
         for start in range(0, len(targets), 100):  # Drive's per-batch cap
             self._delete_batch(targets[start : start + 100])
+
+    def _my_shared_id(self, folder_key: str) -> str | None:
+        if folder_key.split("/", 1)[0] != self.identity:
+            return None  # only its owner deletes a shared folder's files
+        return self._shared_id(folder_key)
+
+    def _delete_shared(self, cid: str, doomed: set[str]) -> list[tuple[str, str]]:
+        """Delete ``doomed`` keys of my shared folder ``cid``.
+
+        When they are all it holds (my index of it is complete: only I write
+        there), the folder itself goes, with one ``files.delete``; its readers'
+        access goes with it. Otherwise returns the files to delete one by one.
+        """
+        with self._lock:
+            channel = self._channels.get(cid)
+            loaded = cid in self._loaded
+        if channel is None:
+            return []
+        if not loaded:
+            self._list_channel(channel)
+        with self._lock:
+            held = {k: e.file_id for (c, k), e in self._index.items() if c == cid}
+        if set(held) <= doomed:
+            try:
+                self._execute(lambda s: s.files().delete(fileId=cid), "delete folder")
+            except (MessageNotFound, PermissionDenied):
+                pass  # already gone
+            self._forget_channel(cid)
+            self._save_state()
+            return []
+        return [(held[k], k) for k in sorted(doomed) if k in held]
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def close(self) -> None:
