@@ -582,12 +582,18 @@ class SyftGrid(Grid):
         self._sweep_shared_once()
         readers = set().union(*wanted.values())
         expires = max(m.metadata.created_at + m.metadata.ttl for _, m, _ in batch)
+        group = None
         try:
             group = self._rpc.new_shared_group(readers, expires)
             return {k: self._rpc.put_shared(group, data[k]) for k in wanted}
         except TransportError as exc:
             # Not fatal: each request then carries its own copy.
             logger.warning("could not store the shared model once: %s", exc)
+            if group is not None:
+                try:
+                    self._rpc.delete_shared(group)
+                except TransportError as again:
+                    logger.debug("could not remove shared folder %s: %s", group, again)
             return {}
 
     def _sweep_shared_once(self) -> None:
