@@ -360,3 +360,30 @@ def test_previous_replies_leave_memory_and_read_back_exactly(
     journal.finish()
     with pytest.raises(CheckpointError, match="kept only while their run lasts"):
         _ = arrays[0].data
+
+
+def test_a_failed_shared_upload_falls_back_to_copies_and_leaves_nothing(
+    net: Net,
+) -> None:
+    from syft_flwr.errors import TransportError
+
+    grid, counter = net.grid()
+    original = counter.transport.put
+
+    def put(key: str, data: bytes) -> None:
+        if "/blobs/" in key and key.endswith("000002.chunk"):
+            raise TransportError("disk full (test)")
+        original(key, data)
+
+    counter.transport.put = put  # type: ignore[method-assign]
+    model = _model(8)
+    replies = grid.send_and_receive(
+        _broadcast(grid, RecordDict({"arrays": ArrayRecord({"w": model})})), timeout=30
+    )
+    assert len(replies) == 3 and not any(r.has_error() for r in replies)
+    assert all(r.content["arrays"]["w"].data == model.data for r in replies)
+    # Each request carried its own copy instead, and the half-written shared
+    # folder was removed at once.
+    for email in DATA_OWNERS:
+        assert counter.written(f"{email}/app_data") >= len(model.data)
+    assert not [p for p in net.shared_files() if p.suffix == ".chunk"]
