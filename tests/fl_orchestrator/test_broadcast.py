@@ -294,6 +294,7 @@ def test_resume_journal_keeps_large_replies_without_writing_them_again(
     fps = [request_fingerprint(m) for m in msgs]
     replies = grid.send_and_receive(msgs, timeout=30)
     assert len(replies) == 3 and not any(r.has_error() for r in replies)
+    journal.flush()  # records are written off the ServerApp's path
     # The replies' sealed chunks were moved into the journal, not written again:
     # the researcher wrote the model once (shared) and small files only.
     kept = sorted(journal.parts_dir.glob("*.chunk"))
@@ -322,6 +323,7 @@ def test_journal_refuses_a_kept_chunk_that_was_altered(
     grid.journal = journal
     record = RecordDict({"arrays": ArrayRecord({"w": _model(6)})})
     assert len(grid.send_and_receive(_broadcast(grid, record), timeout=30)) == 3
+    journal.flush()
     victim = sorted(journal.parts_dir.glob("*.chunk"))[0]
     data = bytearray(victim.read_bytes())
     data[100] ^= 1

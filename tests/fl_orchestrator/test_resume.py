@@ -141,6 +141,7 @@ def test_journal_refuses_a_corrupt_file_and_discards_another_key(tmp_path):
     j = Journal(tmp_path / "j", "key-a")
     j.begin(7)
     j.record([("fp1", b"reply"), ("fp2", None)])
+    j.flush()
     again = Journal(tmp_path / "j", "key-a")
     assert again.run_id == 7 and again.resuming
     assert again.replay(["fp2", "fp1"]) == [None, b"reply"]
@@ -150,6 +151,7 @@ def test_journal_refuses_a_corrupt_file_and_discards_another_key(tmp_path):
     j = Journal(tmp_path / "j", "key-a")
     j.begin(1)
     j.record([("fp1", b"old")])
+    j.flush()
     j = Journal(tmp_path / "j", "key-a")
     j.begin(2)  # an explicit other run id: the old records are not replayed
     assert Journal(tmp_path / "j", "key-a").replay(["fp1"]) is None
@@ -246,6 +248,7 @@ def test_journal_writes_a_large_reply_from_its_own_buffers(tmp_path):
     j = Journal(tmp_path / "j", "k")
     j.begin(3)
     j.record([("fp", reply), ("none", None)])
+    j.flush()
     size = sum(f.stat().st_size for f in (tmp_path / "j").glob("*.exchange"))
     assert weights.nbytes < size < weights.nbytes + 4096
     body, nothing = Journal(tmp_path / "j", "k").replay(["fp", "none"])
@@ -254,3 +257,26 @@ def test_journal_writes_a_large_reply_from_its_own_buffers(tmp_path):
     assert np.array_equal(
         got.content.array_records["arrays"].to_numpy_ndarrays()[0], weights
     )
+
+
+def test_journal_records_are_written_in_order_off_the_callers_path(tmp_path):
+    j = Journal(tmp_path / "j", "k")
+    j.begin(4)
+    for i in range(20):
+        j.record([(f"fp{i}", f"reply {i}".encode())])
+    j.flush()
+    names = sorted(p.name for p in (tmp_path / "j").glob("*.exchange"))
+    assert names == [f"{i:08d}.exchange" for i in range(20)]
+    again = Journal(tmp_path / "j", "k")
+    assert [again.replay([f"fp{i}"]) for i in range(20)] == [
+        [f"reply {i}".encode()] for i in range(20)
+    ]
+
+
+def test_a_journal_write_that_fails_is_reported(tmp_path):
+    j = Journal(tmp_path / "j", "k")
+    j.begin(4)
+    (tmp_path / "j" / "00000000.exchange").mkdir()  # the record cannot be written
+    j.record([("fp", b"x")])
+    with pytest.raises(CheckpointError, match="could not write the resume checkpoint"):
+        j.flush()

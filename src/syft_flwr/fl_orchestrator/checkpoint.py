@@ -51,7 +51,7 @@ import shutil
 import struct
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +228,7 @@ class Journal:
         self._next = 0
         self._live = False
         self.replayed = 0
+        self._writer = _Writer("syft_flwr-journal")
         if fresh and self.folder.exists():
             logger.info("--fresh: discarding the saved progress in %s", self.folder)
             shutil.rmtree(self.folder)
@@ -295,6 +296,7 @@ class Journal:
 
     def begin(self, run_id: int) -> None:
         """Start recording a new run ``run_id`` (records of another run are dropped)."""
+        self._writer.flush()
         if self.run_id != run_id:
             with self._lock:
                 self._records.clear()
@@ -349,13 +351,96 @@ class Journal:
             n = self._next
             self._next += 1
         stems = [st for _, e in entries if isinstance(e, tuple) for st in e[2]]
-        if stems:
-            _sync_kept(self.parts_dir, stems)
-        _write_durable(self.folder / f"{n:08d}.exchange", _pack(entries))
+        # Packed now (references to the replies' immutable buffers, no copy);
+        # written and fsynced by the writer thread, off the ServerApp's path.
+        pieces = _pack(entries)
+        path = self.folder / f"{n:08d}.exchange"
+
+        def write() -> None:
+            if stems:
+                _sync_kept(self.parts_dir, stems)
+            _write_durable(path, pieces)
+
+        self._writer.submit(write)
+
+    def flush(self) -> None:
+        """Wait until every recorded call is on disk.
+
+        A record appears only once it and the attachments it names are durable;
+        a crash before that loses the record, and a resume runs that call again
+        live, which is correct, only slower.
+
+        Raises
+        ------
+        CheckpointError
+            A record could not be written.
+        """
+        self._writer.flush()
 
     def finish(self) -> None:
         """The run completed: forget it, so the next command starts a new run."""
+        self._writer.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class _Writer:
+    """One background thread that runs write jobs in order (FIFO)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._jobs: deque[Callable[[], None]] = deque()
+        self._cv = threading.Condition()
+        self._busy = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._cv:
+            self._raise_locked()
+            self._jobs.append(job)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name=self._name, daemon=True
+                )
+                self._thread.start()
+            self._cv.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                if not self._cv.wait_for(lambda: bool(self._jobs), timeout=30.0):
+                    self._thread = None
+                    return
+                job = self._jobs[0]
+                self._busy = True
+            try:
+                job()
+            except BaseException as exc:  # surfaced by the next submit/flush
+                logger.error("could not write the resume checkpoint: %s", exc)
+                with self._cv:
+                    self._error = exc
+            finally:
+                with self._cv:
+                    self._jobs.popleft()
+                    self._busy = False
+                    self._cv.notify_all()
+
+    def _raise_locked(self) -> None:
+        if self._error is not None:
+            exc, self._error = self._error, None
+            raise CheckpointError(
+                f"could not write the resume checkpoint: {exc}"
+            ) from exc
+
+    def flush(self) -> None:
+        with self._cv:
+            self._cv.wait_for(lambda: not self._jobs)
+            self._raise_locked()
+
+    def close(self) -> None:
+        with self._cv:
+            self._cv.wait_for(lambda: not self._jobs)
+            self._error = None
 
 
 def _sync_kept(parts_dir: Path, stems: Sequence[str]) -> None:

@@ -18,7 +18,7 @@ from flwr.serverapp import ServerApp
 
 from syft_flwr._flwr_compat import AGGREGATOR_NODE_ID
 from syft_flwr.config import Settings
-from syft_flwr.errors import RunFailed
+from syft_flwr.errors import CheckpointError, RunFailed
 from syft_flwr.fl_orchestrator.checkpoint import Journal
 from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
 from syft_flwr.history import capture_history, save_history
@@ -172,6 +172,11 @@ def run_researcher(
         logger.error("the ServerApp failed: %s", exc)
         raise
     finally:
+        if journal is not None:
+            try:  # what a resume needs is on disk before this process ends
+                journal.flush()
+            except CheckpointError as exc:
+                logger.error("%s", exc)
         try:
             grid.send_stop_signal(
                 group_id="final", reason=reason, wait=stop_wait, outcome=outcome
