@@ -32,6 +32,9 @@ from syft_flwr.errors import SerializationError
 
 __all__ = [
     "FramedBody",
+    "inline",
+    "pieces",
+    "total_size",
     "Frame",
     "MAGIC",
     "PartSlot",
@@ -91,6 +94,29 @@ class FramedBody(bytes):
     def total_size(self) -> int:
         """Bytes of the prefix plus every part."""
         return len(self) + sum(len(p) for p in self.parts)
+
+
+def pieces(body: bytes) -> list[bytes | memoryview]:
+    """The buffers that make up ``body`` as self-contained bytes, in order.
+
+    A :class:`FramedBody` is its prefix followed by its parts (the inline
+    framed form, written without joining); anything else is itself.
+    """
+    if isinstance(body, FramedBody):
+        return [memoryview(body), *body.parts]
+    return [body]
+
+
+def total_size(body: bytes) -> int:
+    """Bytes of ``body`` in its self-contained form."""
+    return body.total_size if isinstance(body, FramedBody) else len(body)
+
+
+def inline(body: bytes) -> bytes:
+    """``body`` as one self-contained ``bytes`` (joins a FramedBody's parts)."""
+    if isinstance(body, FramedBody):
+        return b"".join(pieces(body))
+    return body
 
 
 def is_framed(data: bytes | bytearray | memoryview) -> bool:

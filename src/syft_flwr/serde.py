@@ -78,6 +78,17 @@ class SplitMessage:
             return self.prefix
         return b"".join((self.prefix, *self.parts))
 
+    def framed(self) -> bytes:
+        """The message as bytes without joining: a FramedBody when it has parts.
+
+        For handing a reply to code that writes it out (the event loop, the
+        ledger, the transport), which writes the prefix and each part from
+        their own buffers; never a 95 MB join.
+        """
+        if not self.parts:
+            return self.prefix
+        return frames.FramedBody(self.prefix, self.parts)
+
 
 class SpillableArray(Array):
     """An ``Array`` whose bytes can leave memory and be read back when needed.

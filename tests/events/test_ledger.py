@@ -127,3 +127,19 @@ def test_sync_reply_and_trim_sweep_stray_files(tmp_path: Path) -> None:
     stray.write_bytes(b"\x00\xc8y")
     led.trim()
     assert not stray.exists() and led.stored_reply("a") == (200, b"x")
+
+
+def test_a_framed_reply_is_stored_self_contained_without_a_join(tmp_path: Path) -> None:
+    from syft_flwr import frames
+
+    parts = [b"a" * 5000, b"b" * 7000]
+    slots = [frames.PartSlot("r", f"k{i}", len(p)) for i, p in enumerate(parts)]
+    prefix = frames.pack(slots, b"\x0askel")
+    body = frames.FramedBody(prefix, parts)
+    for folder in (tmp_path / "l", None):
+        ledger = Ledger(folder)
+        ledger.store_reply("m1", 200, body, 9e9, durable=True)
+        status, stored = ledger.stored_reply("m1")  # type: ignore[misc]
+        # The inline framed form: prefix then parts, readable on its own.
+        assert status == 200 and stored == prefix + b"".join(parts)
+        assert [bytes(p) for p in frames.parse_frame(stored).parts] == parts

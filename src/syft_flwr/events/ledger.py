@@ -39,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from syft_flwr import frames
+
 __all__ = ["Ledger", "LedgerEntry", "RECEIVED", "REPLIED", "RUNNING", "STORED"]
 
 RECEIVED, RUNNING, STORED, REPLIED = "received", "running", "stored", "replied"
@@ -277,17 +279,18 @@ class Ledger:
     ) -> None:
         if self.dir is None:
             with self._lock:
-                self._memory_replies[mid] = (status, bytes(body))
+                self._memory_replies[mid] = (status, frames.inline(body))
             return
         path = self._reply_path(mid)
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, status.to_bytes(2, "big"))
-            view = memoryview(body)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            for piece in frames.pieces(body):  # a FramedBody: no join
+                view = memoryview(piece).cast("B")
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
             if durable:
                 os.fsync(fd)
         finally:

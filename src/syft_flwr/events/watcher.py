@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from syft_flwr import frames
 from syft_flwr._email import fold_domain
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings, parse_duration
@@ -722,7 +723,10 @@ class TransportEvents(SyftFlwrEvents):
         result = box.get("result")
         if isinstance(result, str):
             return 200, result.encode("utf-8")
-        return 200, b"" if result is None else bytes(result)  # type: ignore[arg-type]
+        if result is None:
+            return 200, b""
+        # bytes (a FramedBody included, whose parts bytes() would drop) as is.
+        return 200, result if isinstance(result, bytes) else bytes(result)  # type: ignore[arg-type]
 
     def _wait_idle(self, expires_at: float) -> bool:
         """Wait for a handler that overran its deadline; False if we must give up."""
@@ -771,7 +775,7 @@ class TransportEvents(SyftFlwrEvents):
             app=self.app_name,
             sender=path.peer,
             status=status,
-            bytes=len(body),
+            bytes=frames.total_size(body),
         )
         self._answered.add(mid)
         self.served += 1

@@ -106,11 +106,8 @@ def _write_durable(path: Path, data: bytes | Sequence[bytes | memoryview]) -> No
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb", opener=lambda p, f: os.open(p, f, 0o600)) as fh:
-        if isinstance(data, bytes):
-            fh.write(data)
-        else:
-            for piece in data:
-                fh.write(piece)
+        for piece in frames.pieces(data) if isinstance(data, bytes) else data:
+            fh.write(piece)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)

@@ -26,7 +26,7 @@ from syft_flwr.fl_orchestrator.checkpoint import ReplyCache, request_fingerprint
 from syft_flwr.fl_orchestrator.syft_grid import DEFAULT_ENDPOINT
 from syft_flwr.ids import node_id_for
 from syft_flwr.review.guard import take_project_hash
-from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
+from syft_flwr.serde import bytes_to_flower_message, split_message
 from syft_flwr.transports.base import Transport, heartbeat_key
 
 __all__ = ["ClientAppHandler", "Heartbeat", "run_data_owner", "syftbox_flwr_client"]
@@ -112,7 +112,9 @@ class ClientAppHandler:
 
     def _finish(self, reply: Message) -> bytes:
         set_message_id(reply, str(uuid.uuid4()))
-        return flower_message_to_bytes(reply)
+        # Large arrays stay in their own buffers (no join): the loop, the
+        # ledger and the transport write them piece by piece.
+        return split_message(reply).framed()
 
     def __call__(self, body: bytes) -> bytes | None:
         try:
