@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from syft_flwr import strict_json
@@ -297,11 +298,13 @@ def read_blob(ref: BlobRef, read: ReadChunk) -> bytes:
         A chunk has the right digest but does not open: tampered by whoever
         wrote the reference, or sealed for another blob.
     """
+    # TAG_SIZE bytes of slack: GCM's update_into wants room for a block more
+    # than it writes; cut off again before the buffer is handed over.
+    slack = TAG_SIZE if ref.key is not None else 0
     buf = io.BytesIO()
-    if ref.size:
-        buf.seek(ref.size - 1)
+    if ref.size + slack:
+        buf.seek(ref.size + slack - 1)
         buf.write(b"\0")
-    aead = AESGCM(ref.key) if ref.key is not None else None
     with buf.getbuffer() as out:
         for i, start, end in chunk_plan(ref.size, ref.chunk):
             want = ref.stored_size(i)
@@ -318,23 +321,38 @@ def read_blob(ref: BlobRef, read: ReadChunk) -> bytes:
                     f"chunk {i} of attachment {ref.id} does not match its digest "
                     f"yet ({len(stored)} of {want} bytes)"
                 )
-            if aead is not None:
-                try:
-                    stored = aead.decrypt(
-                        _nonce(i), stored, _aad(ref.id, ref.size, ref.count, i)
-                    )
-                except InvalidTag:
-                    raise DecryptionError(
-                        f"chunk {i} of {ref.count} of attachment {ref.id} failed "
-                        "authentication (tampered, reordered or from another blob)"
-                    ) from None
-            if len(stored) != end - start:
-                raise DecryptionError(
-                    f"chunk {i} of attachment {ref.id} has {len(stored)} bytes, "
-                    f"expected {end - start}"
-                )
-            out[start:end] = stored
+            if ref.key is None:
+                out[start:end] = stored
+            else:
+                _open_into(ref, i, stored, out[start : end + slack])
+    buf.truncate(ref.size)
     return buf.getvalue()
+
+
+def _open_into(ref: BlobRef, index: int, stored: bytes, out: memoryview) -> None:
+    """Decrypt chunk ``index`` straight into ``out`` (no plaintext copy).
+
+    The plaintext lands in ``out`` before the tag is checked; on a bad tag the
+    caller's buffer is thrown away with the error.
+    """
+    assert ref.key is not None
+    view = memoryview(stored)
+    body, tag = view[:-TAG_SIZE], bytes(view[-TAG_SIZE:])
+    if len(body) != len(out) - TAG_SIZE:
+        raise DecryptionError(
+            f"chunk {index} of attachment {ref.id} has {len(body)} bytes, "
+            f"expected {len(out) - TAG_SIZE}"
+        )
+    dec = Cipher(algorithms.AES(ref.key), modes.GCM(_nonce(index), tag)).decryptor()
+    dec.authenticate_additional_data(_aad(ref.id, ref.size, ref.count, index))
+    dec.update_into(body, out)
+    try:
+        dec.finalize()
+    except InvalidTag:
+        raise DecryptionError(
+            f"chunk {index} of {ref.count} of attachment {ref.id} failed "
+            "authentication (tampered, reordered or from another blob)"
+        ) from None
 
 
 def refs_to_json(refs: list[BlobRef]) -> list[dict[str, Any]]:

@@ -259,15 +259,24 @@ class SyftBoxTransport(Transport):
                 raise UnsafeFileError(
                     f"{key} holds {st.st_size} bytes, more than the {max_bytes} allowed"
                 )
-            buf = bytearray()
-            while len(buf) <= max_bytes:
-                part = os.read(fd, min(1 << 20, max_bytes + 1 - len(buf)))
-                if not part:
-                    break
-                buf += part
-            if len(buf) > max_bytes:  # grew while we read it
+            # One read of the whole file (plus one byte, to notice a file that
+            # grew since fstat): one buffer, no joins, never past the limit.
+            data = os.read(fd, min(max_bytes, st.st_size) + 1)
+            if len(data) <= max_bytes:
+                more = os.read(fd, max_bytes + 1 - len(data))
+                if more:  # a short read, or written to meanwhile: go on to the limit
+                    parts = [data, more]
+                    size = len(data) + len(more)
+                    while size <= max_bytes:
+                        more = os.read(fd, max_bytes + 1 - size)
+                        if not more:
+                            break
+                        parts.append(more)
+                        size += len(more)
+                    data = b"".join(parts)
+            if len(data) > max_bytes:  # grew while we read it
                 raise UnsafeFileError(f"{key} holds more than {max_bytes} bytes")
-            return bytes(buf)
+            return data
         except OSError as exc:
             raise TransportError(f"cannot read {key}: {exc}") from exc
         finally:
