@@ -241,3 +241,18 @@ def test_digests_are_required_for_plaintext_and_shared_attachments() -> None:
     del doc["sha256"]
     with pytest.raises(EnvelopeError, match="no chunk digests"):
         BlobRef.from_json(doc, max_size=10**9)
+
+
+def test_an_announced_size_costs_no_memory_until_its_chunks_exist() -> None:
+    # A reference claiming 512 MiB whose chunks were never written: refused as
+    # "not ready yet" without allocating the buffer.
+    size = 512 * 1024 * 1024
+    ref = BlobRef("huge", size, CHUNK * 1000, ("0" * 64,) * -(-size // (CHUNK * 1000)))
+    tracemalloc.start()
+    try:
+        with pytest.raises(IncompleteMessage, match="not available yet"):
+            read_blob(ref, _reader({}))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024, peak

@@ -301,32 +301,43 @@ def read_blob(ref: BlobRef, read: ReadChunk) -> bytes:
     # TAG_SIZE bytes of slack: GCM's update_into wants room for a block more
     # than it writes; cut off again before the buffer is handed over.
     slack = TAG_SIZE if ref.key is not None else 0
+    # The last chunk first: until it is there (chunks are written in order)
+    # nothing is allocated, so an announced size costs memory only once the
+    # sender has really stored that much.
+    last = ref.count - 1
+    tail = _read_checked(ref, read, last)
     buf = io.BytesIO()
     if ref.size + slack:
         buf.seek(ref.size + slack - 1)
         buf.write(b"\0")
     with buf.getbuffer() as out:
         for i, start, end in chunk_plan(ref.size, ref.chunk):
-            want = ref.stored_size(i)
-            try:
-                stored = read(i, want)
-            except OSError as exc:
-                raise IncompleteMessage(
-                    f"chunk {i} of attachment {ref.id} is not available yet"
-                ) from exc
-            if len(stored) != want or (
-                ref.sha256 and hashlib.sha256(stored).hexdigest() != ref.sha256[i]
-            ):
-                raise IncompleteMessage(
-                    f"chunk {i} of attachment {ref.id} does not match its digest "
-                    f"yet ({len(stored)} of {want} bytes)"
-                )
+            stored = tail if i == last else _read_checked(ref, read, i)
             if ref.key is None:
                 out[start:end] = stored
             else:
                 _open_into(ref, i, stored, out[start : end + slack])
     buf.truncate(ref.size)
     return buf.getvalue()
+
+
+def _read_checked(ref: BlobRef, read: ReadChunk, i: int) -> bytes:
+    """Stored chunk ``i``, its size and digest checked ("not ready yet" if not)."""
+    want = ref.stored_size(i)
+    try:
+        stored = read(i, want)
+    except OSError as exc:
+        raise IncompleteMessage(
+            f"chunk {i} of attachment {ref.id} is not available yet"
+        ) from exc
+    if len(stored) != want or (
+        ref.sha256 and hashlib.sha256(stored).hexdigest() != ref.sha256[i]
+    ):
+        raise IncompleteMessage(
+            f"chunk {i} of attachment {ref.id} does not match its digest "
+            f"yet ({len(stored)} of {want} bytes)"
+        )
+    return stored
 
 
 def _open_into(ref: BlobRef, index: int, stored: bytes, out: memoryview) -> None:
