@@ -494,3 +494,47 @@ def test_a_version_1_message_is_still_read() -> None:
     ds.transport.put(key, json.dumps(doc).encode())
     inc = do.read(key)
     assert inc.head.version == 1 and inc.body == body and inc.attachments == ()
+
+
+class _Recorder:
+    """A progress reporter that keeps every transfer handle."""
+
+    def __init__(self) -> None:
+        from syft_flwr import progress
+
+        self.handles: list[progress.TransferHandle] = []
+        self._base = progress.Reporter()
+
+    def transfer(self, peer, direction, total_bytes):  # noqa: ANN001, ANN201
+        h = self._base.transfer(peer, direction, total_bytes)
+        self.handles.append(h)
+        return h
+
+    def wait(self, what, total, timeout):  # noqa: ANN001, ANN201
+        return self._base.wait(what, total, timeout)
+
+    def close(self) -> None:
+        pass
+
+
+def test_attachments_report_transfer_progress_but_not_while_still_syncing() -> None:
+    from syft_flwr import progress
+
+    hub, ds, do = _pair()
+    rec = _Recorder()
+    with progress.use_reporter(rec):  # type: ignore[arg-type]
+        mid = ds.send_request(DO, EP, _framed([b"q" * 10000]), expires_at=_later())
+        sent = [h for h in rec.handles if h.direction == "send"]
+        assert [(h.peer, h.total_bytes, h.completed) for h in sent] == [
+            (DO, 10000, 10000)
+        ]
+        last = f"{FOLDER}/{mid}.request.a0.000002.chunk"
+        data = hub.snapshot()[last]
+        ds.transport.delete(last)
+        with pytest.raises(IncompleteMessage):
+            do.read(f"{FOLDER}/{mid}.request")
+        assert not [h for h in rec.handles if h.direction == "receive"]
+        ds.transport.put(last, data)
+        do.read(f"{FOLDER}/{mid}.request")
+    got = [h for h in rec.handles if h.direction == "receive"]
+    assert [(h.peer, h.total_bytes, h.completed) for h in got] == [(DS, 10000, 10000)]

@@ -540,23 +540,43 @@ class SyftFlwrRpc:
                 f"{head.kind} {head.id} from {head.sender} has a plaintext attachment "
                 "while encryption is on; refusing it"
             )
-        # No transfer progress here: a read that finds a chunk still syncing
-        # stops and is tried again later, which would read as a failed transfer.
         parts = []
         for k, ref in enumerate(refs):
             if ref.shared is None:
                 base = f"{path.folder}/{head.id}.{head.kind}.a{k}"
                 parts.append(
-                    self._read_blob(ref, lambda i, b=base: f"{b}.{i:06d}.chunk")
+                    self._read_blob(
+                        ref, lambda i, b=base: f"{b}.{i:06d}.chunk", head.sender
+                    )
                 )
             else:
                 parts.append(self._read_shared(head.sender, ref))
         return frames.FramedBody(bytes(inner), parts), refs
 
-    def _read_blob(self, ref: BlobRef, name_of: Callable[[int], str]) -> bytes:
-        return read_blob(
-            ref, lambda i, limit: self.transport.read_limited(name_of(i), limit)
-        )
+    def _read_blob(
+        self, ref: BlobRef, name_of: Callable[[int], str], peer: str
+    ) -> bytes:
+        # Progress starts once the last chunk is there (read_blob reads it
+        # first): a read that finds the attachment still syncing stops before
+        # and shows nothing, instead of a "failed" transfer at every retry.
+        shown: list[progress.TransferHandle] = []
+
+        def read(i: int, limit: int) -> bytes:
+            data = self.transport.read_limited(name_of(i), limit)
+            if not shown:
+                shown.append(progress.transfer(peer, "receive", ref.size))
+            shown[0].advance(ref.stored_size(i) - ref.overhead)  # plaintext bytes
+            return data
+
+        try:
+            out = read_blob(ref, read)
+        except BaseException:
+            if shown:
+                shown[0].done(ok=False)
+            raise
+        if shown:
+            shown[0].done()
+        return out
 
     def _read_shared(self, owner: str, ref: BlobRef) -> bytes:
         """Read a blob from ``owner``'s shared folder; the last one is kept a while."""
@@ -572,7 +592,7 @@ class SyftFlwrRpc:
                 return hit[3]
             self._shared_cache = None  # release the old one before reading
         folder = self.shared_folder(owner, ref.shared)
-        data = self._read_blob(ref, lambda i: f"{folder}/{ref.id}.{i:06d}.chunk")
+        data = self._read_blob(ref, lambda i: f"{folder}/{ref.id}.{i:06d}.chunk", owner)
         with self._shared_lock:
             self._shared_cache = (now, owner, ref, data)
         return data
