@@ -52,6 +52,7 @@ __all__ = [
     "BLOB_ALG",
     "BlobRef",
     "TAG_SIZE",
+    "chunk_file_name",
     "chunk_plan",
     "pack_attached",
     "read_blob",
@@ -187,6 +188,11 @@ class BlobRef:
             # digests the sender signed tell its chunks from anybody else's.
             raise EnvelopeError("attachment lists no chunk digests")
         return cls(blob_id, size, chunk, tuple(digests), key, shared)
+
+
+def chunk_file_name(stem: str, index: int) -> str:
+    """``<stem>.<nnnnnn>.chunk``: chunk ``index`` of a blob stored under ``stem``."""
+    return f"{stem}.{index:06d}.chunk"
 
 
 def chunk_count(size: int, chunk: int) -> int:

@@ -26,6 +26,7 @@ from syft_flwr._email import fold_domain
 from syft_flwr.blobs import (
     TAG_SIZE,
     BlobRef,
+    chunk_file_name,
     pack_attached,
     read_blob,
     unpack_attached,
@@ -78,7 +79,7 @@ def attachment_chunk_name(message_id: str, kind: Kind, part: int, index: int) ->
     ``<id>.<kind>.a<part>.<nnnnnn>.chunk``: it starts with ``<id>.<kind>.``, so
     deleting a message's files deletes its attachments too.
     """
-    return f"{message_id}.{kind}.a{part}.{index:06d}.chunk"
+    return chunk_file_name(f"{message_id}.{kind}.a{part}", index)
 
 
 class CodecPolicy(Protocol):
@@ -132,9 +133,7 @@ class Incoming:
     @property
     def size(self) -> int:
         """Plaintext bytes of the body, attachments included."""
-        if isinstance(self.body, frames.FramedBody):
-            return self.body.total_size
-        return len(self.body)
+        return frames.total_size(self.body)
 
     @property
     def sender(self) -> str:
@@ -321,7 +320,7 @@ class SyftFlwrRpc:
         with progress.transfer("the data owners (shared)", "send", len(data)) as shown:
 
             def put(i: int, chunk: bytes) -> None:
-                self.transport.put(f"{folder}/{blob_id}.{i:06d}.chunk", chunk)
+                self.transport.put(f"{folder}/{chunk_file_name(blob_id, i)}", chunk)
                 shown.advance(len(chunk))
 
             return write_blob(
@@ -339,7 +338,7 @@ class SyftFlwrRpc:
         keys = self.transport.list(folder)
         chunks = [k for k in keys if k.endswith(".chunk")]
         self.transport.delete_many(chunks)
-        self.transport.delete_many([k for k in keys if k not in set(chunks)])
+        self.transport.delete_many([k for k in keys if not k.endswith(".chunk")])
 
     def sweep_shared(self, now: float | None = None) -> int:
         """Delete this party's shared blob folders whose requests have expired.
@@ -543,12 +542,12 @@ class SyftFlwrRpc:
         parts = []
         for k, ref in enumerate(refs):
             if ref.shared is None:
-                base = f"{path.folder}/{head.id}.{head.kind}.a{k}"
-                parts.append(
-                    self._read_blob(
-                        ref, lambda i, b=base: f"{b}.{i:06d}.chunk", head.sender
-                    )
-                )
+
+                def name_of(i: int, k: int = k) -> str:
+                    chunk = attachment_chunk_name(head.id, head.kind, k, i)
+                    return f"{path.folder}/{chunk}"
+
+                parts.append(self._read_blob(ref, name_of, head.sender))
             else:
                 parts.append(self._read_shared(head.sender, ref))
         return frames.FramedBody(bytes(inner), parts), refs
@@ -592,7 +591,9 @@ class SyftFlwrRpc:
                 return hit[3]
             self._shared_cache = None  # release the old one before reading
         folder = self.shared_folder(owner, ref.shared)
-        data = self._read_blob(ref, lambda i: f"{folder}/{ref.id}.{i:06d}.chunk", owner)
+        data = self._read_blob(
+            ref, lambda i: f"{folder}/{chunk_file_name(ref.id, i)}", owner
+        )
         with self._shared_lock:
             self._shared_cache = (now, owner, ref, data)
         return data
@@ -618,15 +619,10 @@ class SyftFlwrRpc:
             stem = f"{incoming.id}.a{k}"
             for i in range(ref.count):
                 key = f"{incoming.path.folder}/{attachment_chunk_name(incoming.id, kind, k, i)}"
-                if not self.transport.move_out(key, dest / f"{stem}.{i:06d}.chunk"):
+                if not self.transport.move_out(key, dest / chunk_file_name(stem, i)):
                     return None
             stems.append(stem)
         return stems
-
-    def forget_shared(self) -> None:
-        """Drop the kept shared attachment (frees its memory at once)."""
-        with self._shared_lock:
-            self._shared_cache = None
 
     def read_head_bytes(self, key: str) -> bytes:
         """The bytes of a head file, read under the head size limit.

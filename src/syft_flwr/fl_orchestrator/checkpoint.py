@@ -58,7 +58,7 @@ from typing import Any
 from flwr.app import Message
 
 from syft_flwr import frames
-from syft_flwr.blobs import BlobRef, read_blob
+from syft_flwr.blobs import BlobRef, chunk_file_name, read_blob
 from syft_flwr.errors import CheckpointError, SyftFlwrError
 from syft_flwr.events.ledger import Ledger
 from syft_flwr.serde import (
@@ -171,7 +171,11 @@ def _unpack(data: bytes, parts_dir: Path) -> list[tuple[str, bytes | None]]:
         pos += size
         if kept:
             body = frames.FramedBody(
-                body, [_read_kept(parts_dir, ref, stem) for ref, stem in kept]
+                body,
+                [
+                    _read_kept(parts_dir, BlobRef.from_json(doc, max_size=2**62), stem)
+                    for doc, stem in kept
+                ],
             )
         out.append((fp, body))
     if pos != len(data):
@@ -179,14 +183,17 @@ def _unpack(data: bytes, parts_dir: Path) -> list[tuple[str, bytes | None]]:
     return out
 
 
-def _read_kept(parts_dir: Path, doc: Any, stem: str) -> bytes:
+def _kept_chunk(parts_dir: Path, stem: str, index: int) -> Path:
+    return parts_dir / chunk_file_name(stem, index)
+
+
+def _read_kept(parts_dir: Path, ref: BlobRef, stem: str) -> bytes:
     """Open an attachment kept in the journal (checked and decrypted as on receipt)."""
-    ref = BlobRef.from_json(doc, max_size=2**62)
     if "/" in stem or stem.startswith("."):
         raise ValueError(f"bad attachment name {stem!r}")
 
     def read(i: int, limit: int) -> bytes:
-        fd = os.open(parts_dir / f"{stem}.{i:06d}.chunk", os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(_kept_chunk(parts_dir, stem, i), os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as fh:
             return fh.read(limit)
 
@@ -246,7 +253,7 @@ class Journal:
             removed) or do not open.
         """
         try:
-            return _read_kept(self.parts_dir, ref.to_json(), stem)
+            return _read_kept(self.parts_dir, ref, stem)
         except (OSError, ValueError) as exc:
             raise CheckpointError(
                 f"a received array kept in {self.parts_dir} cannot be read back "
@@ -347,15 +354,20 @@ class Journal:
         with self._lock:
             n = self._next
             self._next += 1
-        stems = [st for _, e in entries if isinstance(e, tuple) for st in e[2]]
+        kept = [
+            pair
+            for _, e in entries
+            if isinstance(e, tuple)
+            for pair in zip(e[1], e[2], strict=True)
+        ]
         # Packed now (references to the replies' immutable buffers, no copy);
         # written and fsynced by the writer thread, off the ServerApp's path.
         pieces = _pack(entries)
         path = self.folder / f"{n:08d}.exchange"
 
         def write() -> None:
-            if stems:
-                _sync_kept(self.parts_dir, stems)
+            if kept:
+                _sync_kept(self.parts_dir, kept)
             _write_durable(path, pieces)
 
         self._writer.submit(write)
@@ -440,12 +452,11 @@ class _Writer:
             self._error = None
 
 
-def _sync_kept(parts_dir: Path, stems: Sequence[str]) -> None:
+def _sync_kept(parts_dir: Path, kept: Sequence[tuple[BlobRef, str]]) -> None:
     """fsync the moved attachment chunks and their folder (the renames)."""
-    wanted = set(stems)
-    for path in parts_dir.iterdir():
-        if path.name.rsplit(".", 2)[0] in wanted:  # <stem>.<nnnnnn>.chunk
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    for ref, stem in kept:
+        for i in range(ref.count):
+            fd = os.open(_kept_chunk(parts_dir, stem, i), os.O_RDONLY | os.O_NOFOLLOW)
             try:
                 os.fsync(fd)
             finally:

@@ -792,9 +792,10 @@ class SyftGrid(Grid):
             logger.debug("could not keep the attachments of %s: %s", mid, exc)
             return
         if stems is not None:
+            prefix = bytes(inc.body)  # the FramedBody's prefix, without its parts
             with self._lock:
-                self._kept[mid] = (bytes(inc.body), inc.attachments, stems)
-            self._make_spillable(reply, bytes(inc.body), inc.attachments, stems)
+                self._kept[mid] = (prefix, inc.attachments, stems)
+            self._make_spillable(reply, prefix, inc.attachments, stems)
 
     def _make_spillable(
         self,

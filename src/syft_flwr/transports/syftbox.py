@@ -366,9 +366,7 @@ class SyftBoxTransport(Transport):
             src = self.path_of(key)
             # The file itself and every folder above it inside the datasites:
             # a link planted by a peer never moves anything else.
-            inside = os.path.realpath(src).startswith(
-                os.path.realpath(self.root) + os.sep
-            )
+            inside = os.path.realpath(src).startswith(self._root_prefix)
             if not inside or not stat.S_ISREG(os.lstat(src).st_mode):
                 return False
             os.rename(src, dest)
