@@ -30,8 +30,9 @@ import io
 import json
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -39,12 +40,14 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from syft_flwr import strict_json
+from syft_flwr._fs import fsync_dir
 from syft_flwr.envelope import ID_PATTERN
 from syft_flwr.errors import (
     DecryptionError,
     EncryptionError,
     EnvelopeError,
     IncompleteMessage,
+    SyftFlwrError,
 )
 
 __all__ = [
@@ -54,8 +57,10 @@ __all__ = [
     "TAG_SIZE",
     "chunk_file_name",
     "chunk_plan",
+    "fsync_local_chunks",
     "pack_attached",
     "read_blob",
+    "read_local_blob",
     "refs_from_json",
     "refs_to_json",
     "unpack_attached",
@@ -325,6 +330,47 @@ def read_blob(ref: BlobRef, read: ReadChunk) -> bytes:
                 _open_into(ref, i, stored, out[start : end + slack])
     buf.truncate(ref.size)
     return buf.getvalue()
+
+
+def read_local_blob(folder: Path, ref: BlobRef, stem: str) -> bytes:
+    """Read a blob whose chunks are private files ``folder/<stem>.<nnnnnn>.chunk``.
+
+    The chunks a party kept of a message (the researcher's resume journal, the
+    data owner's stored replies) are checked and opened as on receipt.
+
+    Raises
+    ------
+    ValueError
+        A bad name, or a chunk that is missing, short, altered or does not open.
+    """
+    if "/" in stem or stem.startswith("."):
+        raise ValueError(f"bad attachment name {stem!r}")
+
+    def read(i: int, limit: int) -> bytes:
+        fd = os.open(folder / chunk_file_name(stem, i), os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read(limit)
+
+    try:
+        return read_blob(ref, read)
+    except SyftFlwrError as exc:
+        raise ValueError(f"kept attachment {stem}: {exc}") from exc
+
+
+def fsync_local_chunks(folder: Path, kept: Sequence[tuple[BlobRef, str]]) -> None:
+    """fsync the chunk files of ``kept`` ``(ref, stem)`` blobs and ``folder`` itself.
+
+    For chunks moved or linked into ``folder`` (a rename or link is durable only
+    once the folder is synced).
+    """
+    for ref, stem in kept:
+        for i in range(ref.count):
+            fd = os.open(folder / chunk_file_name(stem, i), os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fsync_dir(folder)
 
 
 def _read_checked(ref: BlobRef, read: ReadChunk, i: int) -> bytes:

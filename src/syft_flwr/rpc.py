@@ -61,6 +61,7 @@ __all__ = [
     "Incoming",
     "Part",
     "PlaintextPolicy",
+    "StoredParts",
     "SyftFlwrRpc",
     "attachment_chunk_name",
 ]
@@ -80,6 +81,22 @@ def attachment_chunk_name(message_id: str, kind: Kind, part: int, index: int) ->
     deleting a message's files deletes its attachments too.
     """
     return chunk_file_name(f"{message_id}.{kind}.a{part}", index)
+
+
+@dataclass(frozen=True)
+class StoredParts:
+    """A message as stored before its head is written (the head commits it).
+
+    Handed to ``send_response(before_head=...)`` so the data owner can keep the
+    reply it is about to send without writing it again (:meth:`SyftFlwrRpc.link_parts`).
+    """
+
+    #: The plaintext the head seals: with attachments, their references
+    #: (content keys included) followed by the body without its parts
+    #: (:func:`~syft_flwr.blobs.pack_attached`); else the body itself.
+    body: bytes | memoryview
+    #: Transport key of every stored chunk, per attachment (empty: none).
+    chunks: tuple[tuple[str, ...], ...] = ()
 
 
 class CodecPolicy(Protocol):
@@ -212,9 +229,10 @@ class SyftFlwrRpc:
         headers: Mapping[str, str] | None = None,
         plaintext: bool = False,
         parts: Sequence[Part] | None = None,
+        before_head: Callable[[StoredParts], None] | None = None,
     ) -> None:
         codec = PlainCodec() if plaintext else self.policy.for_sending(ctx)
-        sealed = self._attach(
+        sealed, stored = self._attach(
             folder, ctx, body, parts, encrypt=codec.algorithm is not None
         )
         head, chunks = encode_message(
@@ -231,6 +249,8 @@ class SyftFlwrRpc:
         # Chunks first, head last: the head's appearance commits the message.
         for name, data in chunks:
             self.transport.put(f"{folder}/{name}", data)
+        if before_head is not None:
+            before_head(StoredParts(sealed, stored))
         self.transport.put(f"{folder}/{head_name(ctx.message_id, ctx.kind)}", head)
 
     def _attach(
@@ -241,29 +261,36 @@ class SyftFlwrRpc:
         parts: Sequence[Part] | None,
         *,
         encrypt: bool,
-    ) -> bytes | memoryview:
+    ) -> tuple[bytes | memoryview, tuple[tuple[str, ...], ...]]:
         """Store a body's large parts as attachments; return the body to seal.
 
         ``parts=None`` takes them from an inline framed body (without copying).
         Each part not already stored (a :class:`BlobRef`) is written next to the
         message under a fresh content key; the references, keys included, go
-        into the sealed body.
+        into the sealed body. Also returns the keys of the chunks written, per
+        attachment (none for a shared one).
         """
         if parts is None:
             body, parts = frames.detach(body)
         if not parts:
-            return body
+            return body, ()
         refs = []
+        keys: list[tuple[str, ...]] = []
         total = sum(len(p) for p in parts if not isinstance(p, BlobRef))
         with progress.transfer(ctx.recipient, "send", total) as shown:
             for k, part in enumerate(parts):
                 if isinstance(part, BlobRef):
                     refs.append(part)
+                    keys.append(())
                     continue
+                written: list[str] = []
 
-                def put(i: int, data: bytes, k: int = k) -> None:
+                def put(
+                    i: int, data: bytes, k: int = k, out: list[str] = written
+                ) -> None:
                     name = attachment_chunk_name(ctx.message_id, ctx.kind, k, i)
                     self.transport.put(f"{folder}/{name}", data)
+                    out.append(f"{folder}/{name}")
                     shown.advance(len(data))
 
                 refs.append(
@@ -280,7 +307,8 @@ class SyftFlwrRpc:
                         digests=ctx.kind == "request",
                     )
                 )
-        return pack_attached(refs, body)
+                keys.append(tuple(written))
+        return pack_attached(refs, body), tuple(keys)
 
     def _blob_payload(self, encrypt: bool) -> int:
         return self.chunk_size - (TAG_SIZE if encrypt else 0)
@@ -406,11 +434,14 @@ class SyftFlwrRpc:
         body: bytes | memoryview = b"",
         headers: Mapping[str, str] | None = None,
         plaintext: bool = False,
+        before_head: Callable[[StoredParts], None] | None = None,
     ) -> None:
         """Answer a request (decoded, or only located when it could not be read).
 
         ``plaintext`` is only for refusals that cannot be sealed: their body is
-        the refusal reason, never data.
+        the refusal reason, never data. ``before_head`` is called once the
+        reply's attachments (if any) are stored and before its head makes it
+        visible: the data owner keeps the reply there (:meth:`link_parts`).
         """
         if plaintext and status_code == 200:
             raise ValueError("only refusals may be sent unencrypted")
@@ -437,7 +468,31 @@ class SyftFlwrRpc:
             status_code=status_code,
             headers=headers,
             plaintext=plaintext,
+            before_head=before_head,
         )
+
+    def link_parts(self, stored: StoredParts, dest: Path, stem: str) -> bool:
+        """Give the chunks of ``stored``'s attachments private names in ``dest``.
+
+        Chunk ``i`` of attachment ``k`` becomes ``dest/<stem>.a<k>.<i:06d>.chunk``
+        (:func:`~syft_flwr.blobs.chunk_file_name`), a hard link where the
+        backend allows it: the sealed bytes are stored once and stay when the
+        message's files are deleted. Returns False (and links nothing) when
+        there are no attachments or they cannot all be linked (another
+        backend, another disk, a shared attachment): the caller keeps a copy.
+        """
+        if not stored.chunks or any(not c for c in stored.chunks):
+            return False
+        made: list[Path] = []
+        for k, keys in enumerate(stored.chunks):
+            for i, key in enumerate(keys):
+                target = dest / chunk_file_name(f"{stem}.a{k}", i)
+                if not self.transport.link_out(key, target):
+                    for p in made:
+                        p.unlink(missing_ok=True)
+                    return False
+                made.append(target)
+        return True
 
     # -- reading ------------------------------------------------------------------
     def read(self, key: str, *, raw_head: bytes | None = None) -> Incoming:

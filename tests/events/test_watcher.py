@@ -396,7 +396,8 @@ def test_replay_after_a_restart_gets_the_stored_reply(
     states = [
         json.loads(x)["s"] for x in (state / "ledger.jsonl").read_text().splitlines()
     ]
-    assert states == ["received", "running", "replied"]  # reply kept in replies/
+    # kept in replies/ before it was sent
+    assert states == ["received", "running", "stored", "replied"]
     assert (state / "replies" / f"{mid}.reply").is_file()
     assert not state.is_relative_to(do_client.datasites)
 

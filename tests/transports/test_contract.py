@@ -209,6 +209,24 @@ def test_two_shared_folders_are_independent(backend: Backend) -> None:
     assert backend.reader.read_limited(f"{two}/b.000000.chunk", 200) == two.encode()
 
 
+def test_link_out_gives_a_private_name_or_declines(
+    backend: Backend, tmp_path: Path
+) -> None:
+    key = f"{FOLDER}/m.response.a0.000000.chunk"
+    backend.writer.put(key, b"sealed bytes")
+    dest = tmp_path / "private" / "kept.chunk"
+    dest.parent.mkdir()
+    if backend.writer.link_out(key, dest):
+        assert dest.read_bytes() == b"sealed bytes"
+        backend.writer.delete(key)  # the shared name goes, the private one stays
+        assert dest.read_bytes() == b"sealed bytes"
+    else:
+        # Remote backends keep no local file: the caller writes its own copy.
+        assert backend.name == "gdrive" or backend.name == "memory"
+        assert not dest.exists()
+        assert backend.reader.read_limited(key, 100) == b"sealed bytes"
+
+
 # -- put / get / exists / delete ---------------------------------------------------
 
 

@@ -395,3 +395,33 @@ def test_read_limited_refuses_a_folder_link_out_of_the_datasites(
     (inside / "alias").symlink_to(inside / "real", target_is_directory=True)
     assert ds.read_limited(f"{DO}/app_data/a/rpc/ep/alias/y.request", 100) == b"fine"
     assert ds.read_limited(f"{DO}/app_data/a/rpc/ep/real/y.request", 100) == b"fine"
+
+
+@pytest.mark.parametrize("how", ["link_out", "move_out"])
+def test_link_out_and_move_out_never_follow_a_planted_link(
+    root: Path, do: SyftBoxTransport, tmp_path: Path, how: str
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"not yours")
+    key = f"{DO}/app_data/x/rpc/messages/{DS}/m.response.a0.000000.chunk"
+    path = do.path_of(key)
+    path.parent.mkdir(parents=True)
+    path.symlink_to(secret)
+    dest = tmp_path / "kept.chunk"
+    assert getattr(do, how)(key, dest) is False
+    assert not dest.exists() and secret.read_bytes() == b"not yours"
+
+
+def test_link_out_is_a_hard_link_that_outlives_the_shared_name(
+    do: SyftBoxTransport, tmp_path: Path
+) -> None:
+    key = f"{DO}/app_data/x/rpc/messages/{DS}/m.response.a0.000000.chunk"
+    do.put(key, b"sealed")
+    dest = tmp_path / "kept.chunk"
+    assert do.link_out(key, dest) is True
+    assert os.stat(dest).st_ino == os.stat(do.path_of(key)).st_ino
+    do.delete(key)
+    assert dest.read_bytes() == b"sealed"
+    # a second link to an existing name is declined, never overwritten
+    do.put(key, b"other")
+    assert do.link_out(key, dest) is False and dest.read_bytes() == b"sealed"

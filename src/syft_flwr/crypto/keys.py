@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import (
 from pydantic import AnyHttpUrl, TypeAdapter, ValidationError
 
 from syft_flwr._email import fold_domain
+from syft_flwr._fs import fsync_dir
 from syft_flwr.errors import (
     BadSignatureError,
     ConfigError,
@@ -167,19 +168,7 @@ def _atomic_write(
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename durable on POSIX; not possible (nor needed) on Windows.
-    if os.name == "nt":
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    fsync_dir(path.parent)
 
 
 def _read_json(path: Path, what: str) -> Any:

@@ -23,6 +23,12 @@ once, here, and the alias only points at it. The newest ``keep_aliases`` aliased
 replies are kept whatever their request's expiry; older ones go with their
 request.
 
+A reply with attachments (large arrays, sealed by the transport layer) is kept
+without writing it again: its sealed chunk files get a second name in
+``replies/`` (a hard link, where the state folder and the datasites share a
+disk), and the stored reply holds their references and content keys. It is
+checked and opened again only if it is ever re-sent.
+
 Entries and stored replies are trimmed once the request's expiry has passed
 (plus a grace period); the log is compacted when it grows. ``executed.log``
 from older versions is read as ``replied``.
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -40,6 +47,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from syft_flwr import frames
+from syft_flwr._fs import fsync_dir
+from syft_flwr.blobs import ATTACHED_MAGIC, read_local_blob, unpack_attached
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Ledger", "LedgerEntry", "RECEIVED", "REPLIED", "RUNNING", "STORED"]
 
@@ -56,6 +67,10 @@ DEFAULT_KEEP_ALIASES = 8
 #: Stored-reply file name prefix of a reply kept under an alias only (no request
 #: id: ``+`` never occurs in one, so no request can name this file).
 _ALIAS_ONLY = "alias+"
+#: A stored reply's attachments are kept as ``<id>.a<k>.<nnnnnn>.chunk``.
+_CHUNK_SUFFIX = ".chunk"
+#: Sizes in our own stored replies are not limited below what memory allows.
+_NO_LIMIT = 2**62
 
 
 @dataclass(frozen=True)
@@ -250,6 +265,38 @@ class Ledger:
             evicted = [] if alias is None else self._add_alias_locked(alias, mid)
         self._delete_files(evicted)
 
+    def store_sealed(
+        self,
+        mid: str,
+        status: int,
+        attached: bytes | memoryview,
+        link: Callable[[Path, str], bool],
+        expires_at: float,
+        *,
+        durable: bool = True,
+        alias: str | None = None,
+    ) -> bool:
+        """Keep a reply whose attachments are already stored, sealed, by linking them.
+
+        ``attached`` is the sealed body's plaintext (references with content
+        keys, then the body without its parts); ``link(folder, stem)`` gives
+        each attachment chunk a name ``<stem>.a<k>.<nnnnnn>.chunk`` in
+        ``folder`` (see :meth:`syft_flwr.rpc.SyftFlwrRpc.link_parts`). Returns
+        False, keeping nothing, when there is no state folder or the chunks
+        cannot be linked: the caller then stores the reply itself
+        (:meth:`store_reply`).
+        """
+        magic = bytes(memoryview(attached)[: len(ATTACHED_MAGIC)])
+        if self.dir is None or magic != ATTACHED_MAGIC:
+            return False
+        self._delete_chunks(mid)  # a link never replaces: an earlier attempt's go
+        if not link(self.dir / self.REPLIES, mid):
+            return False
+        self.store_reply(
+            mid, status, attached, expires_at, durable=durable, alias=alias
+        )
+        return True
+
     def keep_alias(self, alias: str, body: bytes, *, durable: bool = True) -> None:
         """Keep a successful reply under ``alias`` only (no request id names it)."""
         mid = _ALIAS_ONLY + hashlib.sha256(alias.encode()).hexdigest()[:40]
@@ -267,12 +314,13 @@ class Ledger:
         """
         if self.dir is None:
             return
-        fd = os.open(self._reply_path(mid), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _fsync_dir(self.dir / self.REPLIES)
+        for path in [self._reply_path(mid), *self._chunk_paths(mid)]:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(self.dir / self.REPLIES)
 
     def _write_reply(
         self, mid: str, status: int, body: bytes, *, durable: bool
@@ -297,7 +345,7 @@ class Ledger:
             os.close(fd)
         os.replace(tmp, path)
         if durable:
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     def _add_alias_locked(self, alias: str, mid: str) -> list[str]:
         """Point ``alias`` at ``mid``; return ids whose reply nothing needs any more."""
@@ -323,9 +371,30 @@ class Ledger:
                 self._reply_path(m).unlink()
             except FileNotFoundError:
                 pass
+            self._delete_chunks(m)
+
+    def _chunk_paths(self, mid: str) -> list[Path]:
+        """The attachment chunks kept for ``mid``'s reply (see :meth:`store_sealed`)."""
+        if self.dir is None:
+            return []
+        folder = self.dir / self.REPLIES
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return []
+        return [folder / n for n in names if _chunk_owner(n) == mid]
+
+    def _delete_chunks(self, mid: str) -> None:
+        for p in self._chunk_paths(mid):
+            p.unlink(missing_ok=True)
 
     def stored_reply(self, mid: str) -> tuple[int, bytes] | None:
-        """The stored ``(status, body)`` of ``mid``, if it is still kept."""
+        """The stored ``(status, body)`` of ``mid``, if it is still kept.
+
+        A reply kept with its sealed attachments (:meth:`store_sealed`) comes
+        back as a :class:`~syft_flwr.frames.FramedBody`, its chunks checked and
+        opened; one that no longer opens is reported and treated as gone.
+        """
         if self.dir is None:
             with self._lock:
                 return self._memory_replies.get(mid)
@@ -335,7 +404,20 @@ class Ledger:
             return None
         if len(data) < 2:
             return None
-        return int.from_bytes(data[:2], "big"), data[2:]
+        status, body = int.from_bytes(data[:2], "big"), data[2:]
+        if not body.startswith(ATTACHED_MAGIC):
+            return status, body
+        try:
+            refs, inner = unpack_attached(body, max_total=_NO_LIMIT)
+            folder = self.dir / self.REPLIES
+            parts = [
+                read_local_blob(folder, ref, f"{mid}.a{k}")
+                for k, ref in enumerate(refs)
+            ]
+        except (OSError, ValueError) as exc:  # EnvelopeError is a ValueError
+            logger.warning("the kept reply to %s cannot be read back: %s", mid, exc)
+            return None
+        return status, frames.FramedBody(bytes(inner), parts)
 
     def alias_reply(self, alias: str) -> tuple[int, bytes] | None:
         """The stored reply ``alias`` names (see :meth:`store_reply`), if kept."""
@@ -401,6 +483,9 @@ class Ledger:
                 if name.endswith(".reply"):
                     if name[: -len(".reply")] in keep:
                         continue
+                elif name.endswith(_CHUNK_SUFFIX):
+                    if _chunk_owner(name) in keep:
+                        continue
                 elif not name.endswith(".tmp") or p.stat().st_mtime > now - 3600:
                     continue
                 p.unlink()
@@ -427,15 +512,10 @@ class Ledger:
             legacy.unlink()
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Persist a folder's entries (a rename into it), where the OS allows it."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some systems refuse fsync on a folder
-    finally:
-        os.close(fd)
+def _chunk_owner(name: str) -> str | None:
+    """The request id of a kept chunk ``<id>.a<k>.<nnnnnn>.chunk``, else None."""
+    if not name.endswith(_CHUNK_SUFFIX):
+        return None
+    mid, _, rest = name[: -len(_CHUNK_SUFFIX)].rpartition(".a")
+    k, _, index = rest.partition(".")
+    return mid if mid and k.isdigit() and index.isdigit() else None

@@ -49,7 +49,7 @@ from syft_flwr.errors import (
 from syft_flwr.events.audit import AuditLog
 from syft_flwr.events.ledger import RECEIVED, REPLIED, RUNNING, STORED, Ledger
 from syft_flwr.events.protocol import MessageHandler, SyftFlwrEvents
-from syft_flwr.rpc import CodecPolicy, Incoming, SyftFlwrRpc
+from syft_flwr.rpc import CodecPolicy, Incoming, StoredParts, SyftFlwrRpc
 from syft_flwr.transports.base import RpcPath, Transport, Watch
 
 __all__ = ["RequestInfo", "TransportEvents", "current_request"]
@@ -610,28 +610,34 @@ class TransportEvents(SyftFlwrEvents):
         status, body = outcome
         if status != 200:
             alias = None  # only the handler's own answer is worth reusing
-        if alias is not None:
-            # The handler's reply cache names this reply (a resumed researcher
-            # re-sends the request under a new id): kept before it leaves, so
-            # no crash after sending can make the ClientApp run twice. This is
-            # the only copy the data owner writes.
-            self._keep_reply(mid, status, body, expires_at, alias=alias)
-        # Deliver (the researcher waits for it), then make sure the reply is
-        # kept: durably if it could not be delivered (retried with backoff,
-        # and after a restart). A crash between delivering and keeping a plain
-        # reply leaves it on the transport, which a restarted data owner
-        # recognises.
+        # The reply is kept once its attachments are stored and before its
+        # head makes it visible: no crash after it leaves can make the
+        # ClientApp run twice (the handler's reply cache finds it under
+        # ``alias`` when a resumed researcher re-sends the request under a new
+        # id). Attachments are kept by linking the sealed chunks just written,
+        # so the data owner stores a large reply once.
+        kept: list[bool] = []
+
+        def keep(stored: StoredParts) -> None:
+            kept.append(
+                self._keep_reply(
+                    mid, status, body, expires_at, alias=alias, stored=stored
+                )
+            )
+
         delivered = self._deliver(
-            incoming.path, mid, status, body, head.expires, expires_at
+            incoming.path, mid, status, body, head.expires, expires_at, keep
         )
-        if alias is None or not delivered:
+        if not delivered:
+            # Kept durably, retried with backoff (and after a restart).
             self._keep_reply(
                 mid,
                 status,
                 body,
                 expires_at,
-                durable=not delivered,
-                again=alias is not None,
+                durable=True,
+                again=any(kept),
+                alias=None if any(kept) else alias,
             )
 
     def _keep_reply(
@@ -644,17 +650,33 @@ class TransportEvents(SyftFlwrEvents):
         durable: bool = False,
         alias: str | None = None,
         again: bool = False,
-    ) -> None:
-        """Store the reply in the ledger (``again``: already stored, make it durable)."""
+        stored: StoredParts | None = None,
+    ) -> bool:
+        """Store the reply in the ledger (``again``: already stored, make it durable).
+
+        With ``stored`` (the reply as just written, before its head) its sealed
+        attachments are linked rather than written again where the backend
+        allows it. Returns whether the reply is kept.
+        """
         try:
             if again:
                 self.ledger.sync_reply(mid)
-            else:
+            elif stored is None or not self.ledger.store_sealed(
+                mid,
+                status,
+                stored.body,
+                lambda folder, stem: self.rpc.link_parts(stored, folder, stem),
+                expires_at,
+                durable=durable,
+                alias=alias,
+            ):
                 self.ledger.store_reply(
                     mid, status, body, expires_at, durable=durable, alias=alias
                 )
         except OSError as exc:
             logger.error("could not keep the reply to %s durably: %s", mid, exc)
+            return False
+        return True
 
     def _run_handler(
         self,
@@ -743,14 +765,22 @@ class TransportEvents(SyftFlwrEvents):
         body: bytes,
         expires: str,
         expires_at: float,
+        before_head: Callable[[StoredParts], None] | None = None,
     ) -> bool:
         """Write the reply; on failure keep it and retry with backoff until expiry.
 
-        Returns whether the reply is on the transport now.
+        Returns whether the reply is on the transport now. ``before_head`` is
+        passed to :meth:`~syft_flwr.rpc.SyftFlwrRpc.send_response` (first
+        attempt only: a retried reply is already kept).
         """
         try:
             self.rpc.send_response(
-                path, request_id=mid, expires=expires, status_code=status, body=body
+                path,
+                request_id=mid,
+                expires=expires,
+                status_code=status,
+                body=body,
+                before_head=before_head,
             )
         except Exception as exc:  # noqa: BLE001 - any write failure is retried
             retry = self._retries.get(mid)

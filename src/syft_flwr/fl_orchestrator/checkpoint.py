@@ -58,8 +58,12 @@ from typing import Any
 from flwr.app import Message
 
 from syft_flwr import frames
-from syft_flwr.blobs import BlobRef, chunk_file_name, read_blob
-from syft_flwr.errors import CheckpointError, SyftFlwrError
+from syft_flwr.blobs import (
+    BlobRef,
+    fsync_local_chunks,
+    read_local_blob,
+)
+from syft_flwr.errors import CheckpointError
 from syft_flwr.events.ledger import Ledger
 from syft_flwr.serde import (
     bytes_to_flower_message,
@@ -183,24 +187,9 @@ def _unpack(data: bytes, parts_dir: Path) -> list[tuple[str, bytes | None]]:
     return out
 
 
-def _kept_chunk(parts_dir: Path, stem: str, index: int) -> Path:
-    return parts_dir / chunk_file_name(stem, index)
-
-
 def _read_kept(parts_dir: Path, ref: BlobRef, stem: str) -> bytes:
     """Open an attachment kept in the journal (checked and decrypted as on receipt)."""
-    if "/" in stem or stem.startswith("."):
-        raise ValueError(f"bad attachment name {stem!r}")
-
-    def read(i: int, limit: int) -> bytes:
-        fd = os.open(_kept_chunk(parts_dir, stem, i), os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as fh:
-            return fh.read(limit)
-
-    try:
-        return read_blob(ref, read)
-    except SyftFlwrError as exc:
-        raise ValueError(f"kept attachment {stem}: {exc}") from exc
+    return read_local_blob(parts_dir, ref, stem)
 
 
 class Journal:
@@ -454,18 +443,7 @@ class _Writer:
 
 def _sync_kept(parts_dir: Path, kept: Sequence[tuple[BlobRef, str]]) -> None:
     """fsync the moved attachment chunks and their folder (the renames)."""
-    for ref, stem in kept:
-        for i in range(ref.count):
-            fd = os.open(_kept_chunk(parts_dir, stem, i), os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    dfd = os.open(parts_dir, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    fsync_local_chunks(parts_dir, kept)
 
 
 class ReplyCache:

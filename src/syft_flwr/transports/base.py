@@ -282,6 +282,16 @@ class Transport(ABC):
         """
         return False
 
+    def link_out(self, key: str, dest: Path) -> bool:
+        """Give our own file under ``key`` a second, private name ``dest``, if cheap.
+
+        Backends whose files are local (one disk) make a hard link and return
+        ``True``: the bytes are stored once and stay under ``dest`` when the
+        shared name is deleted. Others return ``False`` and the caller keeps
+        its own copy. The file must be a regular file (never a link).
+        """
+        return False
+
     def share(self, folder: str, readers: Sequence[str]) -> None:
         """Make ``folder`` (under our own datasite) readable by ``readers`` only.
 
