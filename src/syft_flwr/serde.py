@@ -99,6 +99,10 @@ class SpillableArray(Array):
     back with ``reload`` (checked and decrypted again) and does not keep them,
     so replies Flower no longer needs stop holding memory while code that still
     reads them gets the same bytes.
+
+    With ``release_on_read`` the bytes also leave memory once they have been
+    read: a strategy aggregating replies one after the other (``numpy()``
+    copies them) frees each reply as it goes instead of holding them all.
     """
 
     def __init__(  # noqa: D107 - documented on the class
@@ -108,9 +112,12 @@ class SpillableArray(Array):
         stype: str,
         data: bytes,
         reload: Callable[[], bytes],
+        *,
+        release_on_read: bool = False,
     ) -> None:
+        fields = {"dtype": dtype, "shape": tuple(shape), "stype": stype}
         self.__dict__.update(
-            dtype=dtype, shape=tuple(shape), stype=stype, _data=data, _reload=reload
+            fields, _data=data, _reload=reload, _release=release_on_read
         )
 
     @property  # type: ignore[override]
@@ -118,6 +125,8 @@ class SpillableArray(Array):
         """The array's bytes (read back from disk after :meth:`spill`)."""
         held = self.__dict__.get("_data")
         if held is not None:
+            if self.__dict__.get("_release"):
+                self.spill()  # the caller holds them now; later reads reload
             return held
         reload = self.__dict__.get("_reload")
         if reload is None:  # pragma: no cover - data was set to None by hand
@@ -127,7 +136,7 @@ class SpillableArray(Array):
     @data.setter
     def data(self, value: bytes) -> None:
         # Assigned bytes are the array's own from now on: nothing to reload.
-        self.__dict__.update(_data=value, _reload=None)
+        self.__dict__.update(_data=value, _reload=None, _release=False)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Copies and pickles are plain Arrays holding the bytes.

@@ -280,6 +280,17 @@ def test_a_data_owner_not_addressed_cannot_open_the_shared_model(
     outsider_rpc.transport.close()
 
 
+def _journaled_grid(net: Net, tmp_path: Path) -> tuple[Any, Any]:
+    """A grid over ``net`` recording into a fresh resume journal."""
+    from syft_flwr.fl_orchestrator.checkpoint import Journal
+
+    journal = Journal(tmp_path / "resume", "key")
+    journal.begin(7)
+    grid, _ = net.grid()
+    grid.journal = journal
+    return grid, journal
+
+
 def test_resume_journal_keeps_large_replies_without_writing_them_again(
     net: Net, tmp_path: Path
 ) -> None:
@@ -315,12 +326,8 @@ def test_journal_refuses_a_kept_chunk_that_was_altered(
     net: Net, tmp_path: Path
 ) -> None:
     from syft_flwr.errors import CheckpointError
-    from syft_flwr.fl_orchestrator.checkpoint import Journal
 
-    journal = Journal(tmp_path / "resume", "key")
-    journal.begin(7)
-    grid, _ = net.grid()
-    grid.journal = journal
+    grid, journal = _journaled_grid(net, tmp_path)
     record = RecordDict({"arrays": ArrayRecord({"w": _model(6)})})
     assert len(grid.send_and_receive(_broadcast(grid, record), timeout=30)) == 3
     journal.flush()
@@ -329,26 +336,28 @@ def test_journal_refuses_a_kept_chunk_that_was_altered(
     data[100] ^= 1
     victim.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="corrupt checkpoint"):
-        Journal(tmp_path / "resume", "key")
+        type(journal)(tmp_path / "resume", "key")
 
 
 def test_previous_replies_leave_memory_and_read_back_exactly(
     net: Net, tmp_path: Path
 ) -> None:
     from syft_flwr.errors import CheckpointError
-    from syft_flwr.fl_orchestrator.checkpoint import Journal
     from syft_flwr.serde import SpillableArray
 
-    journal = Journal(tmp_path / "resume", "key")
-    journal.begin(7)
-    grid, _ = net.grid()
-    grid.journal = journal
+    grid, journal = _journaled_grid(net, tmp_path)
     model = _model(7)
     first = grid.send_and_receive(
         _broadcast(grid, RecordDict({"arrays": ArrayRecord({"w": model})})), timeout=30
     )
     arrays = [r.content["arrays"]["w"] for r in first]
     assert all(isinstance(a, SpillableArray) and not a.spilled for a in arrays)
+    # FedAvg-style, each reply is read once (numpy() copies it) and then no
+    # longer held; the others stay until they are read. A second read gets
+    # the same bytes back from the journal.
+    assert np.array_equal(arrays[0].numpy(), model.numpy())
+    assert arrays[0].spilled and not any(a.spilled for a in arrays[1:])
+    assert arrays[0].data == model.data and arrays[0].spilled
     # The next call: Flower's loop still references `first`, but their bytes
     # are on disk (the journal) and leave memory...
     grid.send_and_receive(
@@ -358,6 +367,9 @@ def test_previous_replies_leave_memory_and_read_back_exactly(
     # ...while reading them still gives the exact bytes (checked and decrypted again).
     assert all(a.data == model.data for a in arrays)
     assert np.array_equal(arrays[0].numpy(), model.numpy())
+    # Bytes assigned by hand are the array's own: kept, not released.
+    arrays[1].data = bytes(len(model.data))
+    assert arrays[1].data == bytes(len(model.data)) and not arrays[1].spilled
     # Once the run is over and its journal removed, the reason is plain.
     journal.finish()
     with pytest.raises(CheckpointError, match="kept only while their run lasts"):

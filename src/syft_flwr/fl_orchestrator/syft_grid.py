@@ -818,12 +818,15 @@ class SyftGrid(Grid):
                 arr.stype,
                 arr.data,
                 functools.partial(journal.read_kept, ref, stem),
+                # Aggregation reads each reply once (``numpy()`` copies it):
+                # then it need not stay in memory beside the others.
+                release_on_read=True,
             )
             record[slot.key] = spillable
             self._spillable.append(spillable)
 
     def _spill(self) -> None:
-        """Release the previous call's large reply arrays from memory.
+        """Release the previous call's large reply arrays that were never read.
 
         Flower's strategy loops keep the previous phase's replies referenced
         while the next phase runs; their bytes are on disk (the journal), so
