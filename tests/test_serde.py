@@ -354,3 +354,62 @@ def test_framed_table_must_match_the_skeleton() -> None:
         join_message(wrong, split.parts)
     with pytest.raises(SerializationError, match="lists 2 parts, 1 were given"):
         join_message(split.prefix, split.parts[:1])
+
+
+def test_a_framed_body_may_name_its_content_hash() -> None:
+    from syft_flwr import frames
+    from syft_flwr.errors import SerializationError
+    from syft_flwr.serde import split_message
+
+    msg = Message(
+        metadata=_metadata(),
+        content=RecordDict({"a": ArrayRecord({"w": Array(np.zeros(300_000))})}),
+    )
+    plain = split_message(msg)
+    named = split_message(msg, content_id="0f" * 32)
+    # Version 1 unless a hash is named; readers see the same message either way.
+    assert plain.prefix[4] == frames.VERSION and named.prefix[4] == frames.VERSION_NAMED
+    assert frames.content_id(plain.prefix) is None
+    assert frames.content_id(named.prefix) == "0f" * 32
+    assert frames.content_id(named.inline()) == "0f" * 32
+    back = bytes_to_flower_message(named.inline())
+    assert back.content["a"]["w"].data == msg.content["a"]["w"].data
+    # A small message is plain protobuf: nothing to name.
+    small = split_message(
+        Message(metadata=_metadata(), content=RecordDict()), content_id="0f" * 32
+    )
+    assert frames.content_id(small.prefix) is None
+    with pytest.raises(SerializationError, match="64 lowercase hex"):
+        split_message(msg, content_id="NOT-HEX")
+
+
+@pytest.mark.parametrize(
+    ("table", "why"),
+    [
+        (b'{"parts":[],"content":"zz"}', "64 hex"),
+        (b'{"parts":[],"content":"' + b"ab" * 32 + b'","more":1}', "exactly"),
+        (b'[["a","w",0]]', "exactly"),
+        (b'{"content":"' + b"ab" * 32 + b'"}', "exactly"),
+    ],
+)
+def test_a_named_table_is_parsed_strictly(table: bytes, why: str) -> None:
+    import struct
+
+    from syft_flwr import frames
+    from syft_flwr.errors import SerializationError
+
+    body = struct.pack(">4sBIQ", frames.MAGIC, 2, len(table), 0) + table
+    with pytest.raises(SerializationError, match=why):
+        frames.parse_frame(body)
+    assert frames.content_id(body) is None  # never raises
+
+
+def test_a_framed_body_of_a_newer_version_asks_for_an_upgrade() -> None:
+    import struct
+
+    from syft_flwr import frames
+    from syft_flwr.errors import SerializationError
+
+    body = struct.pack(">4sBIQ", frames.MAGIC, 3, 2, 0) + b"[]"
+    with pytest.raises(SerializationError, match="upgrade syft_flwr"):
+        frames.parse_frame(body)

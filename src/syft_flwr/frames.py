@@ -6,9 +6,15 @@ large buffers (the ``data`` of big ``Array`` objects) out of the protobuf: a
 small *prefix* holds a table of the parts and the protobuf of everything else,
 and the parts follow as raw bytes::
 
-    b"\\x00SFM" | version (u8, 1) | table length (u32) | skeleton length (u64)
-    | table (JSON: [[record, key, size], ...]) | skeleton (protobuf)
+    b"\\x00SFM" | version (u8, 1 or 2) | table length (u32) | skeleton length (u64)
+    | table (JSON) | skeleton (protobuf)
     | part 0 | part 1 | ...                    <- only when the parts are inline
+
+The table is ``[[record, key, size], ...]`` in version 1. Version 2 (written
+only when the sender names the content) is ``{"parts": [[record, key, size],
+...], "content": "<64 hex>"}``: ``content`` is the Merkle hash Flower computes
+for the message's content (``RecordDict.object_id``), so a data owner can
+recognise a re-sent request without hashing the arrays again.
 
 The first byte is 0x00, which no protobuf message starts with (field number 0
 does not exist), so a reader tells a framed body from a plain protobuf one by
@@ -32,6 +38,7 @@ from syft_flwr.errors import SerializationError
 
 __all__ = [
     "FramedBody",
+    "content_id",
     "inline",
     "pieces",
     "total_size",
@@ -46,6 +53,9 @@ __all__ = [
 
 MAGIC = b"\x00SFM"
 VERSION = 1
+#: The table is an object that may name the content (see the module docs).
+VERSION_NAMED = 2
+_HEX = frozenset("0123456789abcdef")
 _HEADER = struct.Struct(">4sBIQ")  # magic, version, table length, skeleton length
 #: A table lists (record, key, size) per part; a few KB for real models.
 MAX_TABLE_BYTES = 4 * 1024 * 1024
@@ -72,6 +82,8 @@ class Frame:
     parts: tuple[memoryview, ...]
     #: Length of the prefix (header + table + skeleton).
     prefix_size: int
+    #: The content's hash as the sender named it (version 2), else None.
+    content_id: str | None = None
 
 
 class FramedBody(bytes):
@@ -128,6 +140,8 @@ def pack(
     slots: Sequence[PartSlot],
     skeleton: bytes,
     parts: Sequence[bytes | memoryview] = (),
+    *,
+    content_id: str | None = None,
 ) -> bytes:
     """Return a framed body: the prefix, followed by ``parts`` if given (inline).
 
@@ -139,11 +153,19 @@ def pack(
         Protobuf of the message with the parts' bytes left out.
     parts
         The parts for an inline (self-contained) body; empty for a detached prefix.
+    content_id
+        The content's hash (64 lowercase hex) to name in the table (version 2);
+        without it the body is version 1, as older writers wrote it.
     """
-    table = json.dumps(
-        [[s.record, s.key, s.size] for s in slots], separators=(",", ":")
-    ).encode("utf-8")
-    head = _HEADER.pack(MAGIC, VERSION, len(table), len(skeleton))
+    listed = [[s.record, s.key, s.size] for s in slots]
+    version = VERSION
+    doc: object = listed
+    if content_id is not None:
+        if not _is_hex64(content_id):
+            raise SerializationError("a content id is 64 lowercase hex digits")
+        version, doc = VERSION_NAMED, {"parts": listed, "content": content_id}
+    table = json.dumps(doc, separators=(",", ":")).encode("utf-8")
+    head = _HEADER.pack(MAGIC, version, len(table), len(skeleton))
     if parts and len(parts) != len(slots):
         raise SerializationError("an inline framed body needs one part per slot")
     return b"".join((head, table, skeleton, *parts))
@@ -163,9 +185,10 @@ def parse_frame(data: bytes | memoryview, *, max_total: int = 2**63) -> Frame:
     magic, version, table_len, skel_len = _HEADER.unpack_from(view)
     if magic != MAGIC:
         raise SerializationError("not a framed body")
-    if version != VERSION:
+    if version not in (VERSION, VERSION_NAMED):
         raise SerializationError(
-            f"framed body version {version} is not {VERSION}; upgrade syft_flwr"
+            f"framed body version {version} is not {VERSION} or {VERSION_NAMED}; "
+            "upgrade syft_flwr"
         )
     if table_len > MAX_TABLE_BYTES:
         raise SerializationError(f"framed body table of {table_len} bytes is too big")
@@ -173,14 +196,14 @@ def parse_frame(data: bytes | memoryview, *, max_total: int = 2**63) -> Frame:
     prefix = start + table_len + skel_len
     if prefix > len(view):
         raise SerializationError("framed body is shorter than its table and skeleton")
-    slots = _parse_table(view[start : start + table_len])
+    slots, content_id = _parse_table(view[start : start + table_len], version)
     total = sum(s.size for s in slots)
     if total > max_total:
         raise SerializationError(f"framed body parts total {total} bytes: too large")
     skeleton = view[start + table_len : prefix]
     rest = len(view) - prefix
     if rest == 0:
-        return Frame(slots, skeleton, (), prefix)
+        return Frame(slots, skeleton, (), prefix, content_id)
     if rest != total:
         raise SerializationError(
             f"framed body carries {rest} bytes of parts, its table says {total}"
@@ -189,14 +212,34 @@ def parse_frame(data: bytes | memoryview, *, max_total: int = 2**63) -> Frame:
     for s in slots:
         parts.append(view[at : at + s.size])
         at += s.size
-    return Frame(slots, skeleton, tuple(parts), prefix)
+    return Frame(slots, skeleton, tuple(parts), prefix, content_id)
 
 
-def _parse_table(raw: memoryview) -> tuple[PartSlot, ...]:
+def _is_hex64(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and not set(value) - _HEX
+
+
+def _parse_table(
+    raw: memoryview, version: int
+) -> tuple[tuple[PartSlot, ...], str | None]:
     try:
         doc = strict_json.loads(bytes(raw), max_bytes=MAX_TABLE_BYTES)
     except ValueError as exc:  # EnvelopeError / IncompleteMessage are ValueErrors
         raise SerializationError(f"framed body table is not valid JSON: {exc}") from exc
+    content_id = None
+    if version == VERSION_NAMED:
+        if not isinstance(doc, dict) or set(doc) != {"parts", "content"}:
+            raise SerializationError(
+                "framed body table must name exactly 'parts' and 'content'"
+            )
+        content_id = doc["content"]
+        if not _is_hex64(content_id):
+            raise SerializationError("framed body content id is not 64 hex digits")
+        doc = doc["parts"]
+    return _parse_slots(doc), content_id
+
+
+def _parse_slots(doc: object) -> tuple[PartSlot, ...]:
     if not isinstance(doc, list) or len(doc) > MAX_PARTS:
         raise SerializationError("framed body table is not a list of parts")
     slots = []
@@ -214,6 +257,28 @@ def _parse_table(raw: memoryview) -> tuple[PartSlot, ...]:
     if len({(s.record, s.key) for s in slots}) != len(slots):
         raise SerializationError("framed body table names an array twice")
     return tuple(slots)
+
+
+def content_id(body: bytes | memoryview) -> str | None:
+    """The content hash a framed body's sender named (version 2), else None.
+
+    Reads only the prefix; a body that is not framed, or does not parse,
+    names nothing.
+    """
+    if not is_framed(body):
+        return None
+    try:
+        view = memoryview(body).cast("B")
+        if len(view) < _HEADER.size or view[4] != VERSION_NAMED:
+            return None
+        return parse_frame(bytes(view[: _prefix_size(view)])).content_id
+    except SerializationError:
+        return None
+
+
+def _prefix_size(view: memoryview) -> int:
+    _, _, table_len, skel_len = _HEADER.unpack_from(view)
+    return _HEADER.size + table_len + skel_len
 
 
 def detach(

@@ -44,6 +44,7 @@ from syft_flwr.errors import SerializationError
 
 __all__ = [
     "PART_MIN_BYTES",
+    "has_large_array",
     "SpillableArray",
     "SplitMessage",
     "bytes_to_flower_message",
@@ -205,7 +206,12 @@ def _skeleton(
     return proto.SerializeToString(), slots, parts
 
 
-def split_message(message: Message, *, min_bytes: int = PART_MIN_BYTES) -> SplitMessage:
+def split_message(
+    message: Message,
+    *,
+    min_bytes: int = PART_MIN_BYTES,
+    content_id: str | None = None,
+) -> SplitMessage:
     """Split ``message`` into a small framed prefix and its large arrays' bytes.
 
     Parameters
@@ -214,6 +220,10 @@ def split_message(message: Message, *, min_bytes: int = PART_MIN_BYTES) -> Split
         Any Flower message.
     min_bytes:
         Arrays at least this large become parts.
+    content_id:
+        The content's hash (``message.content.object_id``) to name in a framed
+        body, so the receiver need not hash the arrays again; ignored for a
+        message without large arrays.
 
     Returns
     -------
@@ -226,16 +236,18 @@ def split_message(message: Message, *, min_bytes: int = PART_MIN_BYTES) -> Split
         If Flower cannot encode the message.
     """
     try:
-        if not _has_large_array(message, min_bytes):
+        if not has_large_array(message, min_bytes):
             # Flower's own serializer: small messages stay exactly as before.
             return SplitMessage(message_to_proto(message).SerializeToString(), ())
         skeleton, slots, parts = _skeleton(message, min_bytes)
     except (ValueError, TypeError) as exc:
         raise SerializationError(f"cannot serialize Flower message: {exc}") from exc
-    return SplitMessage(frames.pack(slots, skeleton), tuple(parts))
+    prefix = frames.pack(slots, skeleton, content_id=content_id)
+    return SplitMessage(prefix, tuple(parts))
 
 
-def _has_large_array(message: Message, min_bytes: int) -> bool:
+def has_large_array(message: Message, min_bytes: int = PART_MIN_BYTES) -> bool:
+    """Whether ``message`` has an array that :func:`split_message` keeps apart."""
     if not message.has_content():
         return False
     return any(

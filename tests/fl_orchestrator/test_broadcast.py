@@ -401,3 +401,25 @@ def test_a_failed_shared_upload_falls_back_to_copies_and_leaves_nothing(
     for email in DATA_OWNERS:
         assert counter.written(f"{email}/app_data") >= len(model.data)
     assert not [p for p in net.shared_files() if p.suffix == ".chunk"]
+
+
+def test_a_request_with_large_arrays_names_its_content_hash(net: Net) -> None:
+    from syft_flwr import frames
+    from syft_flwr.review.guard import PROJECT_RECORD, take_project_hash
+
+    grid, _ = net.grid()
+    grid.project_hash = "ab" * 32
+    record = RecordDict(
+        {"arrays": ArrayRecord({"w": _model(10)}), "config": ConfigRecord({"lr": 0.1})}
+    )
+    msg = _broadcast(grid, record)[0]
+    split = grid._split(msg)
+    # The hash the data owner would compute: without the project record,
+    # which it takes out before the ClientApp (and its reply cache) see it.
+    seen = bytes_to_flower_message(split.inline())
+    assert take_project_hash(seen) == "ab" * 32
+    assert frames.content_id(split.prefix) == seen.content.object_id
+    assert PROJECT_RECORD not in msg.content  # the strategy's record is untouched
+    # A message without large arrays stays plain protobuf (nothing named).
+    small = grid._split(_broadcast(grid, RecordDict({"c": ConfigRecord({"x": 1})}))[0])
+    assert not small.parts and frames.content_id(small.prefix) is None

@@ -280,3 +280,52 @@ def test_a_journal_write_that_fails_is_reported(tmp_path):
     j.record([("fp", b"x")])
     with pytest.raises(CheckpointError, match="could not write the resume checkpoint"):
         j.flush()
+
+
+def _big_request(value: float, message_id: str, content_id: str | None) -> bytes:
+    """A framed request (a 1.2 MB array) naming ``content_id`` as its content."""
+    import numpy as np
+
+    from syft_flwr.serde import split_message
+
+    msg = _request(node_id_for("do1@example.org"), value, message_id)
+    msg.content["arrays"] = ArrayRecord([np.full(300_000, value, dtype=np.float32)])
+    return split_message(msg, content_id=content_id).inline()
+
+
+def test_data_owner_uses_the_content_hash_the_request_names(tmp_path):
+    from syft_flwr import frames
+
+    runs: list[str] = []
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context):
+        runs.append(msg.metadata.message_id)
+        return Message(RecordDict({"m": MetricRecord({"n": len(runs)})}), reply_to=msg)
+
+    h = ClientAppHandler(
+        app, email="do1@example.org", reply_cache=ReplyCache(tmp_path / "r")
+    )
+    body = _big_request(1.0, "a", "ab" * 32)
+    assert frames.content_id(body) == "ab" * 32
+    h(body)
+    # The named hash is what the data owner goes by (no second pass over the
+    # arrays): the same name is the same request, even re-sent under a new id...
+    h(_big_request(1.0, "b", "ab" * 32))
+    assert runs == ["a"] and h.from_cache == 1
+    # ...and another name is new work.
+    h(_big_request(1.0, "c", "cd" * 32))
+    assert runs == ["a", "c"]
+    # Without a name the data owner hashes the content itself, as before.
+    h(_big_request(1.0, "d", None))
+    assert runs == ["a", "c", "d"]
+
+
+def test_fingerprint_takes_a_named_content_hash_and_the_sender():
+    a = _request(7, 1.0, "x")
+    named = request_fingerprint(a, with_sender=True, content_id=a.content.object_id)
+    assert named == request_fingerprint(a, with_sender=True)
+    one = request_fingerprint(a, with_sender=True, sender="ds@example.org")
+    other = request_fingerprint(a, with_sender=True, sender="eve@example.org")
+    assert one != other != named  # a sender only ever finds its own replies

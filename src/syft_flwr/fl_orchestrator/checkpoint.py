@@ -80,7 +80,13 @@ JOURNAL_VERSION = 2
 DEFAULT_CACHED_REPLIES = 8
 
 
-def request_fingerprint(msg: Message, *, with_sender: bool = False) -> str:
+def request_fingerprint(
+    msg: Message,
+    *,
+    with_sender: bool = False,
+    content_id: str | None = None,
+    sender: str | None = None,
+) -> str:
     """A hash that is the same for a request and its re-send after a resume.
 
     Parameters
@@ -90,6 +96,12 @@ def request_fingerprint(msg: Message, *, with_sender: bool = False) -> str:
     with_sender:
         Include ``run_id`` and ``src_node_id`` (the data owner's view: two
         researchers or runs never share a cached reply).
+    content_id:
+        The content's Merkle hash as the (authenticated) sender named it in the
+        request, instead of hashing the content here. A sender that names the
+        wrong hash only ever gets its own earlier replies: pass ``sender``.
+    sender:
+        The authenticated sender's email, included when given.
 
     Returns
     -------
@@ -98,10 +110,12 @@ def request_fingerprint(msg: Message, *, with_sender: bool = False) -> str:
         Merkle hash (message id and creation time are left out on purpose).
     """
     md = msg.metadata
-    content = msg.content.object_id if msg.has_content() else "-"
+    content = content_id or (msg.content.object_id if msg.has_content() else "-")
     parts = [md.message_type, md.group_id, str(md.dst_node_id), content]
     if with_sender:
         parts += [str(md.run_id), str(md.src_node_id)]
+    if sender is not None:
+        parts.append(sender)
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 

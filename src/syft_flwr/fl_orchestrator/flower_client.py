@@ -14,6 +14,7 @@ from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 
+from syft_flwr import frames
 from syft_flwr._flwr_compat import SYSTEM_MESSAGE_TYPE, set_message_id, set_reply_to
 from syft_flwr.client.factory import wrap_client
 from syft_flwr.client.syft_p2p_client import restrict_peers
@@ -162,7 +163,16 @@ class ClientAppHandler:
         logger.info(
             "running %s (round group %r) for %s", md.message_type, md.group_id, who
         )
-        fp = request_fingerprint(msg, with_sender=True)
+        # The researcher names the content's hash in a body with large arrays
+        # (sealed and signed with it): no second pass over the arrays here.
+        # Keyed by the authenticated sender too, so a wrong name only ever
+        # finds that sender's own earlier replies.
+        fp = request_fingerprint(
+            msg,
+            with_sender=True,
+            content_id=frames.content_id(body),
+            sender=req.sender if req is not None else None,
+        )
         cached = self.reply_cache.get(fp) if self.reply_cache is not None else None
         if cached is not None:
             logger.info(

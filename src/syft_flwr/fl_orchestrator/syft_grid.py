@@ -64,6 +64,7 @@ from syft_flwr.serde import (
     SpillableArray,
     SplitMessage,
     bytes_to_flower_message,
+    has_large_array,
     split_message,
 )
 from syft_flwr.transports.base import Transport, Watch
@@ -550,14 +551,27 @@ class SyftGrid(Grid):
         return ids
 
     def _split(self, msg: Message) -> SplitMessage:
-        """The message as a small body plus its large arrays (not copied)."""
+        """The message as a small body plus its large arrays (not copied).
+
+        A body with large arrays names its content's hash (Flower's Merkle
+        ``object_id``, without the project record, as the data owner sees the
+        content): the data owner recognises a re-sent request by it without
+        hashing the arrays again. Strategies share one content object between
+        messages, so it is computed once per push (and is already cached when
+        the resume journal fingerprinted the call).
+        """
+        content_id = (
+            msg.content.object_id
+            if msg.has_content() and has_large_array(msg)
+            else None
+        )
         if self.project_hash is None:
-            return split_message(msg)
+            return split_message(msg, content_id=content_id)
         # Inside the (sealed, signed) body; removed again at once because
         # strategies may share one content object between messages.
         attach_project_hash(msg, self.project_hash)
         try:
-            return split_message(msg)
+            return split_message(msg, content_id=content_id)
         finally:
             take_project_hash(msg)
 
