@@ -259,3 +259,30 @@ def test_store_sealed_refuses_without_a_folder_or_attachments(tmp_path: Path) ->
 
 def _later() -> float:
     return time.time() + 600
+
+
+def test_a_linked_reply_whose_head_cannot_be_written_is_kept_and_retried(
+    do_client: SyftCoreClient,
+    researcher: SyftFlwrRpc,
+    events_runner: EventsRunner,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import shutil
+
+    caplog.set_level(logging.INFO, logger="syft_flwr")
+    handler = Counter()
+    mid = "blocked-large-reply-1"
+    folder = do_client.datasites / DO / "app_data" / APP / "rpc" / EP / DS
+    events_runner.start(serve(do_client, handler))  # publishes its keys
+    (folder / f"{mid}.response").mkdir(parents=True)  # the head cannot be written
+    researcher.send_request(DO, EP, b"train", expires_at=_later(), message_id=mid)
+    wait_until(lambda: "it is kept and retried" in caplog.text, timeout=20)
+    # Kept already (linked before the head), durably now.
+    assert kept_chunks(do_client, mid)
+    shutil.rmtree(folder / f"{mid}.response")
+    resp = wait_response(researcher, mid)
+    assert resp.head.status_code == 200
+    np.testing.assert_array_equal(
+        weights_of(resp.body), np.arange(VALUES, dtype=np.float32)
+    )
+    assert handler.calls == 1
