@@ -104,6 +104,9 @@ class Ledger:
         self._clock = clock
         self._entries: dict[str, LedgerEntry] = {}
         self._memory_replies: dict[str, tuple[int, bytes]] = {}
+        #: ids whose stored reply has linked attachment chunks (found at load,
+        #: added by store_sealed): only those need their chunks looked up.
+        self._linked: set[str] = set()
         #: alias -> id of the stored reply it names, oldest first.
         self._aliases: dict[str, str] = {}
         #: ids whose reply the requester has read, kept only for an alias.
@@ -117,6 +120,11 @@ class Ledger:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             (self.dir / self.REPLIES).mkdir(exist_ok=True, mode=0o700)
             self._load()
+            self._linked = {
+                m
+                for n in os.listdir(self.dir / self.REPLIES)
+                if (m := _chunk_owner(n)) is not None
+            }
 
     # -- loading ----------------------------------------------------------------
     def _load(self) -> None:
@@ -290,7 +298,11 @@ class Ledger:
         if self.dir is None or magic != ATTACHED_MAGIC:
             return False
         self._delete_chunks(mid)  # a link never replaces: an earlier attempt's go
+        with self._lock:
+            self._linked.add(mid)
         if not link(self.dir / self.REPLIES, mid):
+            with self._lock:
+                self._linked.discard(mid)
             return False
         self.store_reply(
             mid, status, attached, expires_at, durable=durable, alias=alias
@@ -375,8 +387,9 @@ class Ledger:
 
     def _chunk_paths(self, mid: str) -> list[Path]:
         """The attachment chunks kept for ``mid``'s reply (see :meth:`store_sealed`)."""
-        if self.dir is None:
-            return []
+        with self._lock:
+            if self.dir is None or mid not in self._linked:
+                return []  # no folder listing for a reply without attachments
         folder = self.dir / self.REPLIES
         try:
             names = os.listdir(folder)
@@ -387,6 +400,8 @@ class Ledger:
     def _delete_chunks(self, mid: str) -> None:
         for p in self._chunk_paths(mid):
             p.unlink(missing_ok=True)
+        with self._lock:
+            self._linked.discard(mid)
 
     def stored_reply(self, mid: str) -> tuple[int, bytes] | None:
         """The stored ``(status, body)`` of ``mid``, if it is still kept.
