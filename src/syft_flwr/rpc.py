@@ -654,28 +654,36 @@ class SyftFlwrRpc:
         return data
 
     def keep_attachments(self, incoming: Incoming, dest: Path) -> list[str] | None:
-        """Move a message's attachment chunks into private folder ``dest``.
+        """Give a message's attachment chunks private names in folder ``dest``.
 
         For a record that must outlive the exchange (the researcher's resume
-        journal): where the backend can move a file (local folders on one disk)
+        journal): where the backend can link a file (local folders on one disk)
         the chunks already on disk are kept as they are, sealed, without writing
-        them again. Returns the file stem of each attachment
-        (``<stem>.<i:06d>.chunk``), or ``None`` when they could not all be moved
-        (shared attachments, another backend, another disk): the caller then
-        writes the bytes it has.
+        them again; deleting the exchange later removes only their shared
+        names. (A link, not a rename: a file renamed out of a watched folder
+        holds up watchdog's event queue for half a second, waiting for a
+        matching arrival.) Returns the file stem of each attachment
+        (``<stem>.<i:06d>.chunk``), or ``None``, linking nothing, when they
+        could not all be linked (shared attachments, another backend, another
+        disk): the caller then writes the bytes it has.
         """
         refs = incoming.attachments
         if not refs or any(r.shared is not None for r in refs):
             return None
         dest.mkdir(parents=True, exist_ok=True)
-        stems = []
+        stems: list[str] = []
+        made: list[Path] = []
         kind = incoming.head.kind
         for k, ref in enumerate(refs):
             stem = f"{incoming.id}.a{k}"
             for i in range(ref.count):
                 key = f"{incoming.path.folder}/{attachment_chunk_name(incoming.id, kind, k, i)}"
-                if not self.transport.move_out(key, dest / chunk_file_name(stem, i)):
+                target = dest / chunk_file_name(stem, i)
+                if not self.transport.link_out(key, target):
+                    for p in made:
+                        p.unlink(missing_ok=True)
                     return None
+                made.append(target)
             stems.append(stem)
         return stems
 

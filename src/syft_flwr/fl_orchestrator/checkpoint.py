@@ -28,7 +28,7 @@ grid says so and goes on live from there.
 The cost is disk: the journal keeps every reply of the run (about the size of
 the model per data owner per phase); it is deleted when the run completes. Large
 replies cost no writing where the backend allows: their attachment chunks, as
-received and still sealed, are moved into the journal (a rename on local
+received and still sealed, are linked into the journal (a hard link on local
 folders) instead of being written again; elsewhere the reply is written from its
 own buffers, never joined into one copy first.
 
@@ -136,7 +136,7 @@ def _write_durable(path: Path, data: bytes | Sequence[bytes | memoryview]) -> No
         os.close(dfd)
 
 
-#: A reply kept with its attachments moved into the journal: the framed prefix,
+#: A reply kept with its attachments linked into the journal: the framed prefix,
 #: the references (content keys included) and the file stem of each attachment.
 Kept = tuple[bytes, Sequence[BlobRef], Sequence[str]]
 #: What :meth:`Journal.record` takes per request: a reply (or its bytes), a kept
@@ -349,7 +349,7 @@ class Journal:
 
         Each entry is a reply :class:`~flwr.app.Message` (or its serialized
         bytes), a :data:`Kept` reply
-        (its attachments already moved into :attr:`parts_dir`, made durable
+        (its attachments already linked into :attr:`parts_dir`, made durable
         here), or ``None`` (no reply).
         """
         if not entries:
@@ -456,7 +456,7 @@ class _Writer:
 
 
 def _sync_kept(parts_dir: Path, kept: Sequence[tuple[BlobRef, str]]) -> None:
-    """fsync the moved attachment chunks and their folder (the renames)."""
+    """fsync the linked attachment chunks and their folder (the new names)."""
     fsync_local_chunks(parts_dir, kept)
 
 

@@ -219,7 +219,7 @@ class SyftGrid(Grid):
         self._groups: dict[str, set[str]] = {}
         self._group_of: dict[str, str] = {}
         self._swept_shared = False
-        # Replies whose attachments were moved into the journal (message id ->
+        # Replies whose attachments were linked into the journal (message id ->
         # prefix, references, stems), while a journaled call is in flight.
         self._kept: dict[str, Kept] = {}
         self._keeping = False
@@ -798,7 +798,7 @@ class SyftGrid(Grid):
         return out
 
     def _keep(self, mid: str, inc: Incoming, reply: Message) -> None:
-        """Move a large reply's sealed attachments into the journal (no rewrite)."""
+        """Link a large reply's sealed attachments into the journal (no rewrite)."""
         assert self.journal is not None
         try:
             stems = self._rpc.keep_attachments(inc, self.journal.parts_dir)

@@ -273,15 +273,6 @@ class Transport(ABC):
         """
         return False
 
-    def move_out(self, key: str, dest: Path) -> bool:
-        """Move the file under ``key`` to private path ``dest`` if that is cheap.
-
-        Backends whose files are local (one disk) rename the file and return
-        ``True``; others return ``False`` and the caller keeps its own copy. The
-        file must be a regular file (never a link).
-        """
-        return False
-
     def link_out(self, key: str, dest: Path) -> bool:
         """Give our own file under ``key`` a second, private name ``dest``, if cheap.
 

@@ -23,7 +23,7 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -361,23 +361,19 @@ class SyftBoxTransport(Transport):
 
     can_share = True
 
-    def move_out(self, key: str, dest: Path) -> bool:
-        return self._out(key, dest, os.rename)
-
     def link_out(self, key: str, dest: Path) -> bool:
         # A hard link: EXDEV (state kept on another disk) returns False and the
         # caller writes its own copy.
-        return self._out(key, dest, os.link)
-
-    def _out(self, key: str, dest: Path, how: Callable[[str, Path], None]) -> bool:
         try:
             src = self.path_of(key)
             # The file itself and every folder above it inside the datasites:
-            # a link planted by a peer never moves anything else.
+            # a symlink planted by a peer never gets anything else linked (and
+            # one swapped in after the check is linked as a symlink, which
+            # every reader opens with O_NOFOLLOW).
             inside = os.path.realpath(src).startswith(self._root_prefix)
             if not inside or not stat.S_ISREG(os.lstat(src).st_mode):
                 return False
-            how(str(src), dest)
+            os.link(src, dest, follow_symlinks=False)
         except (OSError, TransportError, ValueError):
             return False
         return True
