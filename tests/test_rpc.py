@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,12 @@ from syft_flwr.errors import (
     TransportError,
     UnknownSenderError,
 )
-from syft_flwr.rpc import Incoming, PlaintextPolicy, SyftFlwrRpc
+from syft_flwr.rpc import (
+    Incoming,
+    PlaintextPolicy,
+    SyftFlwrRpc,
+    attachment_chunk_name,
+)
 from syft_flwr.transports.base import RpcPath
 from syft_flwr.transports.memory import MemoryHub, MemoryTransport
 
@@ -538,3 +544,33 @@ def test_attachments_report_transfer_progress_but_not_while_still_syncing() -> N
         do.read(f"{FOLDER}/{mid}.request")
     got = [h for h in rec.handles if h.direction == "receive"]
     assert [(h.peer, h.total_bytes, h.completed) for h in got] == [(DS, 10000, 10000)]
+
+
+def test_keep_attachments_links_the_chunks_and_leaves_the_message_whole(
+    tmp_path: Path,
+) -> None:
+    import os
+
+    from syft_flwr.blobs import read_local_blob
+    from syft_flwr.transports.syftbox import SyftBoxTransport
+
+    root = tmp_path / "datasites"
+    ds = SyftFlwrRpc(SyftBoxTransport(root, DS), APP, settings=SMALL)
+    do = SyftFlwrRpc(SyftBoxTransport(root, DO), APP, settings=SMALL)
+    parts = [bytes(range(256)) * 40]
+    mid = ds.send_request(DO, EP, _framed(parts), expires_at=_later())
+    inc = do.read(f"{FOLDER}/{mid}.request")
+    kept = tmp_path / "kept"
+    stems = do.keep_attachments(inc, kept)
+    assert stems == [f"{mid}.a0"]
+    # Linked, not moved: a file renamed out of a watched folder holds up
+    # watchdog's event queue for half a second; a link raises no such event.
+    for i in range(inc.attachments[0].count):
+        shared = root / FOLDER / attachment_chunk_name(mid, "request", 0, i)
+        private = kept / f"{mid}.a0.{i:06d}.chunk"
+        assert os.stat(shared).st_ino == os.stat(private).st_ino
+    assert do.read(f"{FOLDER}/{mid}.request").body.parts == inc.body.parts  # type: ignore[attr-defined]
+    ds.withdraw(DO, EP, mid)  # the exchange goes; the kept copy stays
+    assert read_local_blob(kept, inc.attachments[0], stems[0]) == parts[0]
+    ds.transport.close()
+    do.transport.close()
