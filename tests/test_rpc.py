@@ -538,3 +538,23 @@ def test_attachments_report_transfer_progress_but_not_while_still_syncing() -> N
         do.read(f"{FOLDER}/{mid}.request")
     got = [h for h in rec.handles if h.direction == "receive"]
     assert [(h.peer, h.total_bytes, h.completed) for h in got] == [(DS, 10000, 10000)]
+
+
+def test_read_with_a_parsed_head_checks_its_kind_and_parses_no_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import syft_flwr.rpc as rpc_module
+    from syft_flwr.envelope import parse_head
+
+    _, ds, do = _pair()
+    mid = ds.send_request(DO, EP, b"q" * 3000, expires_at=_later())
+    key = f"{FOLDER}/{mid}.request"
+    head = parse_head(do.read_head_bytes(key), expected_kind="request")
+    calls: list[bytes] = []
+    monkeypatch.setattr(
+        rpc_module, "parse_head", lambda data, **kw: calls.append(data) or head
+    )
+    assert do.read(key, head=head).body == b"q" * 3000
+    assert calls == []
+    with pytest.raises(EnvelopeError, match="expected a response"):
+        do.read(f"{FOLDER}/{mid}.response", head=head)

@@ -49,6 +49,7 @@ from syft_flwr.envelope import (
 )
 from syft_flwr.errors import (
     EncryptionError,
+    EnvelopeError,
     MessageNotFound,
     PermissionDenied,
     PlaintextRefused,
@@ -440,11 +441,15 @@ class SyftFlwrRpc:
         )
 
     # -- reading ------------------------------------------------------------------
-    def read(self, key: str, *, raw_head: bytes | None = None) -> Incoming:
+    def read(
+        self, key: str, *, raw_head: bytes | None = None, head: Head | None = None
+    ) -> Incoming:
         """Read and decode the head file at ``key`` and its chunks.
 
         ``raw_head`` is the head's bytes when the caller already read them (saves
-        a second read, which on Drive is a second download).
+        a second read, which on Drive is a second download); ``head`` is the
+        head already parsed from them by :func:`parse_head` with this side's
+        ``max_message_bytes`` (saves a second parse). Every other check runs.
 
         Raises
         ------
@@ -463,12 +468,15 @@ class SyftFlwrRpc:
         if path is None or path.app != self.app_name:
             raise MessageNotFound(f"{key} is not a message of app {self.app_name}")
         kind: Kind = "response" if path.name.endswith(".response") else "request"
-        data = raw_head if raw_head is not None else self.read_head_bytes(key)
-        head = parse_head(
-            data,
-            expected_kind=kind,
-            max_message_bytes=self.settings.max_message_bytes,
-        )
+        if head is None:
+            data = raw_head if raw_head is not None else self.read_head_bytes(key)
+            head = parse_head(
+                data,
+                expected_kind=kind,
+                max_message_bytes=self.settings.max_message_bytes,
+            )
+        elif head.kind != kind:
+            raise EnvelopeError(f"expected a {kind}, got a {head.kind}")
         # Who may have written this file: the requester writes into its own
         # sub-folder, the folder owner answers next to it.
         expected_sender = path.peer if kind == "request" else path.owner
