@@ -64,6 +64,7 @@ __all__ = [
     "PlaintextPolicy",
     "SyftFlwrRpc",
     "attachment_chunk_name",
+    "message_files",
 ]
 
 #: A large part of a message: bytes to store next to it, or a blob already stored
@@ -72,6 +73,9 @@ Part = bytes | memoryview | BlobRef
 #: Seconds a data owner keeps the last shared attachment it read, so several
 #: requests naming the same blob read it once.
 SHARED_CACHE_SECONDS = 60.0
+#: Messages whose chunk files this side remembers having written (so deleting
+#: them needs no folder listing); the oldest are forgotten past this number.
+MAX_REMEMBERED_WRITES = 4096
 
 
 def attachment_chunk_name(message_id: str, kind: Kind, part: int, index: int) -> str:
@@ -81,6 +85,23 @@ def attachment_chunk_name(message_id: str, kind: Kind, part: int, index: int) ->
     deleting a message's files deletes its attachments too.
     """
     return chunk_file_name(f"{message_id}.{kind}.a{part}", index)
+
+
+def message_files(message: Incoming) -> tuple[str, ...]:
+    """Names of the files stored next to ``message``'s head: chunks, attachments.
+
+    Taken from its head (chunk count) and its attachment references (shared
+    attachments live elsewhere and are not named).
+    """
+    head = message.head
+    names = [chunk_name(head.id, head.kind, i) for i in range(len(head.chunks))]
+    for k, ref in enumerate(message.attachments):
+        if ref.shared is None:
+            names.extend(
+                attachment_chunk_name(head.id, head.kind, k, i)
+                for i in range(ref.count)
+            )
+    return tuple(names)
 
 
 class CodecPolicy(Protocol):
@@ -178,6 +199,9 @@ class SyftFlwrRpc:
         self.chunk_size = chunk
         self._shared_cache: tuple[float, str, BlobRef, bytes] | None = None
         self._shared_lock = threading.Lock()
+        # head key -> names of the chunk files written next to it (often none)
+        self._written: dict[str, tuple[str, ...]] = {}
+        self._written_lock = threading.Lock()
 
     @property
     def identity(self) -> str:
@@ -215,8 +239,9 @@ class SyftFlwrRpc:
         parts: Sequence[Part] | None = None,
     ) -> None:
         codec = PlainCodec() if plaintext else self.policy.for_sending(ctx)
+        stored: list[str] = []
         sealed = self._attach(
-            folder, ctx, body, parts, encrypt=codec.algorithm is not None
+            folder, ctx, body, parts, encrypt=codec.algorithm is not None, into=stored
         )
         head, chunks = encode_message(
             ctx=ctx,
@@ -232,7 +257,17 @@ class SyftFlwrRpc:
         # Chunks first, head last: the head's appearance commits the message.
         for name, data in chunks:
             self.transport.put(f"{folder}/{name}", data)
-        self.transport.put(f"{folder}/{head_name(ctx.message_id, ctx.kind)}", head)
+            stored.append(name)
+        key = f"{folder}/{head_name(ctx.message_id, ctx.kind)}"
+        self._remember(key, stored)
+        self.transport.put(key, head)
+
+    def _remember(self, head_key: str, files: Sequence[str]) -> None:
+        with self._written_lock:
+            self._written.pop(head_key, None)
+            self._written[head_key] = tuple(files)
+            while len(self._written) > MAX_REMEMBERED_WRITES:
+                del self._written[next(iter(self._written))]
 
     def _attach(
         self,
@@ -242,13 +277,14 @@ class SyftFlwrRpc:
         parts: Sequence[Part] | None,
         *,
         encrypt: bool,
+        into: list[str],
     ) -> bytes | memoryview:
         """Store a body's large parts as attachments; return the body to seal.
 
         ``parts=None`` takes them from an inline framed body (without copying).
         Each part not already stored (a :class:`BlobRef`) is written next to the
         message under a fresh content key; the references, keys included, go
-        into the sealed body.
+        into the sealed body. The names of the files written are added to ``into``.
         """
         if parts is None:
             body, parts = frames.detach(body)
@@ -264,6 +300,7 @@ class SyftFlwrRpc:
 
                 def put(i: int, data: bytes, k: int = k) -> None:
                     name = attachment_chunk_name(ctx.message_id, ctx.kind, k, i)
+                    into.append(name)
                     self.transport.put(f"{folder}/{name}", data)
                     shown.advance(len(data))
 
@@ -670,9 +707,26 @@ class SyftFlwrRpc:
                 ) from None
             return None
 
-    def delete_message(self, folder: str, mid: str, kind: Kind) -> None:
-        """Delete a head and its chunks (head first, so readers stop at once)."""
-        self.transport.delete(f"{folder}/{head_name(mid, kind)}")
+    def delete_message(
+        self, folder: str, mid: str, kind: Kind, *, read: Incoming | None = None
+    ) -> None:
+        """Delete a head and its chunks (head first, so readers stop at once).
+
+        The chunk files are known without listing the folder when this side
+        wrote the message, or when ``read`` is the message as read from it
+        (its head names its chunks and attachments); otherwise the folder is
+        listed for files named after the message.
+        """
+        key = f"{folder}/{head_name(mid, kind)}"
+        with self._written_lock:
+            known = self._written.pop(key, None)
+        if known is None and read is not None and read.path.folder == folder:
+            known = message_files(read)
+        self.transport.delete(key)
+        if known is not None:
+            if known:
+                self.transport.delete_many([f"{folder}/{n}" for n in known])
+            return
         prefix = f"{folder}/{mid}.{kind}."
         chunks = [k for k in self.transport.list(folder) if k.startswith(prefix)]
         if chunks:
@@ -684,11 +738,21 @@ class SyftFlwrRpc:
             self.folder(recipient, endpoint, self.identity), mid, "request"
         )
 
-    def finish(self, recipient: str, endpoint: str, mid: str) -> None:
-        """Delete both sides of a completed exchange that this side may delete."""
+    def finish(
+        self,
+        recipient: str,
+        endpoint: str,
+        mid: str,
+        *,
+        response: Incoming | None = None,
+    ) -> None:
+        """Delete both sides of a completed exchange that this side may delete.
+
+        ``response`` is the reply as read (its files are then known).
+        """
         folder = self.folder(recipient, endpoint, self.identity)
         self.delete_message(folder, mid, "request")
-        self.delete_message(folder, mid, "response")
+        self.delete_message(folder, mid, "response", read=response)
 
     # -- watching -----------------------------------------------------------------
     def watch_responses(

@@ -779,7 +779,7 @@ class SyftGrid(Grid):
             if self._keeping and not reply.has_error():
                 self._keep(mid, inc, reply)
             out.append(reply)
-            self._complete(mid, p)
+            self._complete(mid, p, response=inc)
         self._count(out)
         return out
 
@@ -873,7 +873,14 @@ class SyftGrid(Grid):
                 else:
                     self.tally.succeeded += 1
 
-    def _complete(self, mid: str, p: _Pending, *, delete: bool = True) -> None:
+    def _complete(
+        self,
+        mid: str,
+        p: _Pending,
+        *,
+        delete: bool = True,
+        response: Incoming | None = None,
+    ) -> None:
         with self._lock:
             self._pending.pop(mid, None)
             self._arrived.discard(mid)
@@ -881,7 +888,7 @@ class SyftGrid(Grid):
         self._release_shared(mid)
         if delete:
             try:
-                self._rpc.finish(p.email, self.endpoint, mid)
+                self._rpc.finish(p.email, self.endpoint, mid, response=response)
             except TransportError as exc:
                 logger.debug("could not clean up exchange %s: %s", mid, exc)
 
