@@ -725,13 +725,18 @@ class SyftGrid(Grid):
         """Return the replies available now (never blocks)."""
         return self._pull(list(message_ids), full=True)
 
-    def _pull(self, ids: list[str], *, full: bool) -> list[Message]:
+    def _pull(
+        self, ids: list[str], *, full: bool, check_rejected: bool | None = None
+    ) -> list[Message]:
         """Read replies; with ``full=False`` only those a file event announced.
 
-        A full pass reads every pending reply and checks for rejection markers;
-        between full passes (every poll interval) file events say what to read, so
-        a wake-up costs no I/O (and no Drive API call) for replies not there yet.
+        A full pass reads every pending reply and checks for rejection markers
+        (unless ``check_rejected=False``); between full passes (every poll
+        interval) file events say what to read, so a wake-up costs no I/O (and
+        no Drive API call) for replies not there yet.
         """
+        if check_rejected is None:
+            check_rejected = full
         self._flush_unsent(ids)
         with self._lock:
             if not full:
@@ -752,7 +757,7 @@ class SyftGrid(Grid):
                 continue
             try:
                 inc = self._rpc.response_for(
-                    p.email, self.endpoint, mid, check_rejected=full
+                    p.email, self.endpoint, mid, check_rejected=check_rejected
                 )
             except IncompleteMessage:
                 continue  # partial reply: not ready yet
@@ -993,13 +998,22 @@ class SyftGrid(Grid):
         next_full = start  # the first pass reads everything
         beat_every, _ = self._heartbeat_limit()
         given_up: set[str] = set()
+        first = True
         try:
             while remaining:
                 now = time.monotonic()
                 full = now >= next_full
                 if full:
                     next_full = now + rescan
-                for reply in self._pull(list(remaining), full=full):
+                # The first pass comes right after the requests were written:
+                # no sync client has refused them yet, so no rejection marker
+                # is looked for (a folder listing per data owner). Every later
+                # full pass looks.
+                pulled = self._pull(
+                    list(remaining), full=full, check_rejected=full and not first
+                )
+                first = False
+                for reply in pulled:
                     remaining.discard(reply.metadata.reply_to_message_id)
                     replies.append(reply)
                 gone = self._give_up_on_silent(remaining)
