@@ -55,7 +55,7 @@ from syft_flwr.fl_orchestrator.checkpoint import (
     Entry,
     Journal,
     Kept,
-    request_fingerprint,
+    request_fingerprints,
 )
 from syft_flwr.ids import node_id_map, normalize_email
 from syft_flwr.review.guard import attach_project_hash, take_project_hash
@@ -941,7 +941,7 @@ class SyftGrid(Grid):
             return self._send_and_receive(messages, timeout)
         # Resume: a call recorded before a crash is answered from the journal; a
         # completed live call is recorded before the ServerApp sees its replies.
-        fps = [request_fingerprint(m) for m in messages]
+        fps = request_fingerprints(messages)
         recorded = self.journal.replay(fps)
         if recorded is not None:
             return self._replay(messages, recorded)
