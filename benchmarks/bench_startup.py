@@ -10,6 +10,12 @@ encryption on, the test app ``tests/assets/toy_app``: FedAvg, 1,000 floats):
   next one (the last round is left out: it ends with the stop signal), read by
   tailing the researcher's log every 5 ms; steady is the median of rounds 2..R-1;
 * **total**: the whole command, processes ended.
+* **CPU / steady round**: user + system CPU of every process of the run (the
+  ``simulate`` command and every process under it, from ``/proc/<pid>/stat``)
+  sampled at each ``[ROUND n/R]`` line, averaged over rounds 2..R-1; also the
+  researcher's share (found in ``parties.json``, where the checkout writes it). Steadier than wall time on a shared box.
+  Linux only (``nan`` elsewhere); take ``--rounds 20`` or more for a figure finer
+  than the 10 ms clock tick.
 
 Reference rows, measured in the same run:
 
@@ -53,7 +59,12 @@ class _FirstRequest:
     """Time of the first ``*.request`` file under a folder (watchdog)."""
 
     def __init__(self, folder: Path) -> None:
-        from watchdog.events import FileSystemEventHandler
+        from watchdog.events import (
+            FileClosedEvent,
+            FileCreatedEvent,
+            FileMovedEvent,
+            FileSystemEventHandler,
+        )
         from watchdog.observers import Observer
 
         self.at: float | None = None
@@ -67,7 +78,14 @@ class _FirstRequest:
 
         folder.mkdir(parents=True, exist_ok=True)
         self._obs = Observer()
-        self._obs.schedule(_H(), str(folder), recursive=True)
+        # Writes only: the reads of every party must not cost this process CPU
+        # (it shares the cores with the run it measures).
+        self._obs.schedule(
+            _H(),
+            str(folder),
+            recursive=True,
+            event_filter=[FileCreatedEvent, FileMovedEvent, FileClosedEvent],
+        )
         self._obs.start()
 
     def stop(self) -> None:
@@ -75,12 +93,76 @@ class _FirstRequest:
         self._obs.join(5)
 
 
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` (``/proc/<pid>/stat``), nan if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (``/proc/<pid>/task/*/children``)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except OSError:
+                pass
+    return out
+
+
+class _CpuSampler:
+    """CPU seconds of the run's processes: the command and every party under it.
+
+    The processes are found once, at the first sample (every party runs by the
+    first round); the researcher by ``parties.json`` where the checkout writes it.
+    """
+
+    def __init__(self, root_pid: int, workdir: Path) -> None:
+        self.root_pid = root_pid
+        self.parties_file = workdir / "parties.json"
+        self.pids: list[int] | None = None
+        self.researcher: int | None = None
+
+    def sample(self) -> tuple[float, float]:
+        """(all processes, researcher) CPU seconds now."""
+        if self.pids is None:
+            self.pids = _descendants(self.root_pid)
+            try:
+                parties = json.loads(self.parties_file.read_text())
+                self.researcher = next(
+                    int(p["pid"]) for p in parties if p.get("role") == "researcher"
+                )
+            except (OSError, ValueError, StopIteration):
+                self.researcher = None
+        total = sum(_cpu_seconds(p) for p in self.pids)
+        if self.researcher is None:
+            return total, float("nan")
+        return total, _cpu_seconds(self.researcher)
+
+
 class _LogMarks:
     """First-seen times of ``[ROUND n/`` lines in a growing log file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, cpu: _CpuSampler | None = None) -> None:
         self.path = path
         self.marks: dict[int, float] = {}
+        self.cpu_marks: dict[int, tuple[float, float]] = {}
+        self._cpu = cpu
         self._pos = 0
         self._buf = ""
         self._stop = threading.Event()
@@ -106,7 +188,10 @@ class _LogMarks:
         for line in lines:
             if "[ROUND " in line:
                 n = int(line.split("[ROUND ", 1)[1].split("/", 1)[0])
-                self.marks.setdefault(n, now)
+                if n not in self.marks:
+                    self.marks[n] = now
+                    if self._cpu is not None:
+                        self.cpu_marks[n] = self._cpu.sample()
 
     def stop(self) -> None:
         self._stop.set()
@@ -119,6 +204,18 @@ def _rounds(marks: dict[int, float]) -> list[float]:
     return [marks[b] - marks[a] for a, b in zip(ns, ns[1:], strict=False)]
 
 
+def _steady_cpu(cpu_marks: dict[int, tuple[float, float]]) -> tuple[float, float]:
+    """Mean CPU seconds per round over rounds 2..R-1: (all, researcher)."""
+    ns = sorted(cpu_marks)
+    if len(ns) < 3:
+        return float("nan"), float("nan")
+    a, b = ns[1], ns[-1]
+    rounds = b - a
+    return tuple(  # type: ignore[return-value]
+        (cpu_marks[b][i] - cpu_marks[a][i]) / rounds for i in (0, 1)
+    )
+
+
 def run_simulate(n: int, rounds: int, src: Path | None, tmp: Path) -> dict[str, float]:
     """One ``syft_flwr simulate`` command; its start-up and round times."""
     app = tmp / "toy_app"
@@ -129,7 +226,6 @@ def run_simulate(n: int, rounds: int, src: Path | None, tmp: Path) -> dict[str, 
     if src is not None:
         env["PYTHONPATH"] = str(src)
     first = _FirstRequest(work / "SyftBox" / "datasites")
-    marks = _LogMarks(work / "logs" / f"{DS}.log")
     cmd = [
         sys.executable,
         "-m",
@@ -144,19 +240,26 @@ def run_simulate(n: int, rounds: int, src: Path | None, tmp: Path) -> dict[str, 
         f"num-server-rounds={rounds}",
     ]
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    marks = _LogMarks(work / "logs" / f"{DS}.log", _CpuSampler(proc.pid, work))
+    stdout, stderr = proc.communicate(timeout=600)
     total = time.monotonic() - t0
     first.stop()
     marks.stop()
     if proc.returncode != 0:
-        raise RuntimeError(f"simulate failed:\n{proc.stdout[-3000:]}{proc.stderr}")
+        raise RuntimeError(f"simulate failed:\n{stdout[-3000:]}{stderr}")
     per_round = _rounds(marks.marks)
+    cpu_all, cpu_researcher = _steady_cpu(marks.cpu_marks)
     shutil.rmtree(work, ignore_errors=True)
     return {
         "first_request": (first.at - t0) if first.at else float("nan"),
         "round1": per_round[0],
         "steady": statistics.median(per_round[1:]),
         "total": total,
+        "cpu": cpu_all,
+        "cpu_researcher": cpu_researcher,
     }
 
 
@@ -244,7 +347,13 @@ def run_in_process(n: int, rounds: int, tmp: Path) -> dict[str, float]:
         "round1": per_round[0],
         "steady": statistics.median(per_round[1:]),
         "total": total,
+        "cpu": float("nan"),
+        "cpu_researcher": float("nan"),
     }
+
+
+def _ms(seconds: float) -> str:
+    return "-" if seconds != seconds else f"{seconds * 1000:.0f}"  # nan: not measured
 
 
 def _median(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -278,16 +387,20 @@ def main(argv: list[str] | None = None) -> int:
         f"Start-up and round times, toy app, {args.rounds} rounds, encryption on, "
         f"median of {args.repeats} (seconds)\n"
     )
-    print("| setup | N | command -> first request | round 1 | steady round | total |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| setup | N | command -> first request | round 1 | steady round | total "
+        "| CPU / steady round (ms) | researcher CPU / round (ms) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, n, r in rows:
         print(
             f"| {name} | {n} | {r['first_request']:.2f} | {r['round1']:.3f} | "
-            f"{r['steady']:.3f} | {r['total']:.2f} |"
+            f"{r['steady']:.3f} | {r['total']:.2f} | {_ms(r['cpu'])} | "
+            f"{_ms(r['cpu_researcher'])} |"
         )
     print(
         "| Flower simulation engine (Ray), quoted from flower-api.md, not measured "
-        "here | 2 | - | 7.8-9.9 | 0.21-0.42 | 15-20 |"
+        "here | 2 | - | 7.8-9.9 | 0.21-0.42 | 15-20 | - | - |"
     )
     if args.json:
         args.json.write_text(

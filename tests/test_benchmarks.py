@@ -134,6 +134,8 @@ def test_startup_benchmark_prints_its_table() -> None:
         "round 1",
         "steady round",
         "total",
+        "CPU / steady round (ms)",
+        "researcher CPU / round (ms)",
     ]
     measured = {r[0]: r for r in rows[1:] if "not measured" not in r[0]}
     assert set(measured) == {
@@ -142,8 +144,13 @@ def test_startup_benchmark_prints_its_table() -> None:
     }
     for cells in measured.values():
         assert cells[1] == "2"
-        assert all(_number(c) >= 0 for c in cells[2:])
+        assert all(_number(c) >= 0 for c in cells[2:6])
         assert _number(cells[5]) > 0
+    # CPU is measured for the processes of simulate (Linux /proc), not in-process.
+    assert measured["in-process limit (threads, memory)"][6:] == ["-", "-"]
+    if Path("/proc/self/stat").exists():
+        sim = measured["syft_flwr simulate (processes, folders)"]
+        assert _number(sim[6]) >= _number(sim[7]) >= 0
 
 
 LARGE_BENCH = BENCH.parent / "bench_large_model.py"

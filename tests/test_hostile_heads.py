@@ -229,3 +229,31 @@ def test_strict_json_refuses_before_building_objects() -> None:
     }
     # brackets inside strings do not count as nesting
     assert strict_json.loads(b'{"a": "[[[[[[[[[[[["}', max_bytes=100, max_depth=2)
+
+
+@pytest.mark.parametrize(
+    ("data", "deep"),
+    [
+        # more brackets than the limit, but side by side: not deep
+        (b'{"a": [[1], [2], [3], [4]], "b": {"c": {}}}', False),
+        # brackets inside strings, escaped quotes included, do not count
+        (b'{"a": "\\"[[[[\\\\", "b": ["{{{{{{"]}', False),
+        (b'[[[["x"]]]]', True),
+        # a bracket after an escaped quote is still inside the string
+        (b'{"a": "x\\"]]]]]]", "b": [[[["y"]]]]}', True),
+        (b'{"a": "\\\\", "b": [[[[1]]]]}', True),  # the string ends after \\
+    ],
+)
+def test_nesting_is_counted_outside_strings_only(data: bytes, deep: bool) -> None:
+    assert json.loads(data) is not None  # all valid JSON
+    if deep:
+        with pytest.raises(EnvelopeError, match="nested deeper than 3"):
+            strict_json.loads(data, max_bytes=1000, max_depth=3)
+    else:
+        assert strict_json.loads(data, max_bytes=1000, max_depth=3) == json.loads(data)
+
+
+def test_an_unterminated_string_does_not_hide_nesting() -> None:
+    # a partial write: the open string is not skipped, its brackets count
+    with pytest.raises(EnvelopeError, match="nested deeper"):
+        strict_json.loads(b'{"a": "[[[[[[', max_bytes=100, max_depth=3)

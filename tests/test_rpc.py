@@ -17,6 +17,7 @@ from syft_flwr.errors import (
     EnvelopeError,
     IncompleteMessage,
     MessageNotFound,
+    PermissionDenied,
     PlaintextRefused,
     TransportError,
     UnknownSenderError,
@@ -574,3 +575,110 @@ def test_keep_attachments_links_the_chunks_and_leaves_the_message_whole(
     assert read_local_blob(kept, inc.attachments[0], stems[0]) == parts[0]
     ds.transport.close()
     do.transport.close()
+
+
+class ListingTransport(MemoryTransport):
+    """Counts folder listings."""
+
+    def __init__(self, hub: MemoryHub, identity: str) -> None:
+        super().__init__(hub, identity)
+        self.listed: list[str] = []
+
+    def list(self, prefix: str) -> list[str]:
+        self.listed.append(prefix)
+        return super().list(prefix)
+
+
+def _listing_pair() -> tuple[MemoryHub, SyftFlwrRpc, SyftFlwrRpc]:
+    hub = MemoryHub()
+    ds = SyftFlwrRpc(
+        ListingTransport(hub, DS), APP, settings=SMALL, policy=PlaintextPolicy()
+    )
+    do = SyftFlwrRpc(
+        ListingTransport(hub, DO), APP, settings=SMALL, policy=PlaintextPolicy()
+    )
+    return hub, ds, do
+
+
+@pytest.mark.parametrize("size", [10, 3000])  # inline, chunked
+def test_finishing_an_exchange_read_or_written_here_lists_no_folder(size: int) -> None:
+    hub, ds, do = _listing_pair()
+    mid = ds.send_request(DO, EP, b"q" * size, expires_at=_later())
+    do.send_response(do.read(f"{FOLDER}/{mid}.request"), body=b"r" * size)
+    reply = ds.response_for(DO, EP, mid, check_rejected=False)
+    assert reply is not None and reply.body == b"r" * size
+    if size > SMALL.inline_limit:
+        assert sum(mid in k for k in hub.snapshot()) > 2  # chunks on both sides
+    ds.finish(DO, EP, mid, response=reply)
+    assert not any(mid in k for k in hub.snapshot())  # chunks included
+    assert ds.transport.listed == []  # type: ignore[attr-defined]
+
+
+def test_a_data_owner_deletes_its_own_reply_without_listing() -> None:
+    hub, ds, do = _listing_pair()
+    mid = ds.send_request(DO, EP, b"q", expires_at=_later())
+    do.send_response(do.read(f"{FOLDER}/{mid}.request"), body=b"r" * 3000)
+    do.delete_message(FOLDER, mid, "response")
+    assert not any(k.startswith(f"{FOLDER}/{mid}.response") for k in hub.snapshot())
+    assert do.transport.listed == []  # type: ignore[attr-defined]
+
+
+def test_a_message_not_known_here_is_found_by_listing() -> None:
+    """Written by an earlier process (or another device): its chunks are listed."""
+    hub, ds, do = _listing_pair()
+    mid = ds.send_request(DO, EP, b"q" * 3000, expires_at=_later())
+    later = SyftFlwrRpc(
+        ListingTransport(hub, DS), APP, settings=SMALL, policy=PlaintextPolicy()
+    )
+    later.withdraw(DO, EP, mid)
+    assert not any(mid in k for k in hub.snapshot())
+    assert later.transport.listed == [FOLDER]  # type: ignore[attr-defined]
+    # a reply read from another folder does not name this one's files
+    mid2 = ds.send_request(DO, EP, b"q" * 3000, expires_at=_later())
+    other = do.read(f"{FOLDER}/{mid2}.request")
+    later.delete_message(f"{FOLDER}x", mid2, "request", read=other)
+    assert later.transport.listed == [FOLDER, f"{FOLDER}x"]  # type: ignore[attr-defined]
+
+
+def test_remembered_writes_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import syft_flwr.rpc as rpc_module
+
+    monkeypatch.setattr(rpc_module, "MAX_REMEMBERED_WRITES", 3)
+    hub, ds, _ = _listing_pair()
+    mids = [ds.send_request(DO, EP, b"q", expires_at=_later()) for _ in range(5)]
+    assert len(ds._written) == 3
+    ds.withdraw(DO, EP, mids[0])  # forgotten: found by listing
+    ds.withdraw(DO, EP, mids[4])  # remembered: no listing
+    assert ds.transport.listed == [FOLDER]  # type: ignore[attr-defined]
+    assert not any(m in k for k in hub.snapshot() for m in (mids[0], mids[4]))
+
+
+def test_a_rejected_request_is_reported_by_response_for() -> None:
+    hub = MemoryHub(reject=lambda writer, key: key.endswith(".request"))
+    ds = SyftFlwrRpc(
+        MemoryTransport(hub, DS), APP, settings=SMALL, policy=PlaintextPolicy()
+    )
+    mid = ds.send_request(DO, EP, b"q", expires_at=_later())
+    assert ds.response_for(DO, EP, mid, check_rejected=False) is None
+    with pytest.raises(PermissionDenied, match="refused request"):
+        ds.response_for(DO, EP, mid)
+
+
+def test_read_with_a_parsed_head_checks_its_kind_and_parses_no_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import syft_flwr.rpc as rpc_module
+    from syft_flwr.envelope import parse_head
+
+    _, ds, do = _pair()
+    mid = ds.send_request(DO, EP, b"q" * 3000, expires_at=_later())
+    key = f"{FOLDER}/{mid}.request"
+    head = parse_head(do.read_head_bytes(key), expected_kind="request")
+    calls: list[bytes] = []
+    monkeypatch.setattr(
+        rpc_module, "parse_head", lambda data, **kw: calls.append(data) or head
+    )
+    assert do.read(key, head=head).body == b"q" * 3000
+    assert calls == []
+    with pytest.raises(EnvelopeError, match="expected a response"):
+        do.read(f"{FOLDER}/{mid}.response", head=head)

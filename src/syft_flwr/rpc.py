@@ -49,6 +49,7 @@ from syft_flwr.envelope import (
 )
 from syft_flwr.errors import (
     EncryptionError,
+    EnvelopeError,
     MessageNotFound,
     PermissionDenied,
     PlaintextRefused,
@@ -64,6 +65,7 @@ __all__ = [
     "StoredParts",
     "SyftFlwrRpc",
     "attachment_chunk_name",
+    "message_files",
 ]
 
 #: A large part of a message: bytes to store next to it, or a blob already stored
@@ -72,6 +74,9 @@ Part = bytes | memoryview | BlobRef
 #: Seconds a data owner keeps the last shared attachment it read, so several
 #: requests naming the same blob read it once.
 SHARED_CACHE_SECONDS = 60.0
+#: Messages whose chunk files this side remembers having written (so deleting
+#: them needs no folder listing); the oldest are forgotten past this number.
+MAX_REMEMBERED_WRITES = 4096
 
 
 def attachment_chunk_name(message_id: str, kind: Kind, part: int, index: int) -> str:
@@ -97,6 +102,23 @@ class StoredParts:
     body: bytes | memoryview
     #: Transport key of every stored chunk, per attachment (empty: none).
     chunks: tuple[tuple[str, ...], ...] = ()
+
+
+def message_files(message: Incoming) -> tuple[str, ...]:
+    """Names of the files stored next to ``message``'s head: chunks, attachments.
+
+    Taken from its head (chunk count) and its attachment references (shared
+    attachments live elsewhere and are not named).
+    """
+    head = message.head
+    names = [chunk_name(head.id, head.kind, i) for i in range(len(head.chunks))]
+    for k, ref in enumerate(message.attachments):
+        if ref.shared is None:
+            names.extend(
+                attachment_chunk_name(head.id, head.kind, k, i)
+                for i in range(ref.count)
+            )
+    return tuple(names)
 
 
 class CodecPolicy(Protocol):
@@ -194,6 +216,9 @@ class SyftFlwrRpc:
         self.chunk_size = chunk
         self._shared_cache: tuple[float, str, BlobRef, bytes] | None = None
         self._shared_lock = threading.Lock()
+        # head key -> names of the chunk files written next to it (often none)
+        self._written: dict[str, tuple[str, ...]] = {}
+        self._written_lock = threading.Lock()
 
     @property
     def identity(self) -> str:
@@ -232,8 +257,14 @@ class SyftFlwrRpc:
         before_head: Callable[[StoredParts], None] | None = None,
     ) -> None:
         codec = PlainCodec() if plaintext else self.policy.for_sending(ctx)
+        written: list[str] = []
         sealed, stored = self._attach(
-            folder, ctx, body, parts, encrypt=codec.algorithm is not None
+            folder,
+            ctx,
+            body,
+            parts,
+            encrypt=codec.algorithm is not None,
+            into=written,
         )
         head, chunks = encode_message(
             ctx=ctx,
@@ -249,9 +280,19 @@ class SyftFlwrRpc:
         # Chunks first, head last: the head's appearance commits the message.
         for name, data in chunks:
             self.transport.put(f"{folder}/{name}", data)
+            written.append(name)
         if before_head is not None:
             before_head(StoredParts(sealed, stored))
-        self.transport.put(f"{folder}/{head_name(ctx.message_id, ctx.kind)}", head)
+        key = f"{folder}/{head_name(ctx.message_id, ctx.kind)}"
+        self._remember(key, written)
+        self.transport.put(key, head)
+
+    def _remember(self, head_key: str, files: Sequence[str]) -> None:
+        with self._written_lock:
+            self._written.pop(head_key, None)
+            self._written[head_key] = tuple(files)
+            while len(self._written) > MAX_REMEMBERED_WRITES:
+                del self._written[next(iter(self._written))]
 
     def _attach(
         self,
@@ -261,14 +302,16 @@ class SyftFlwrRpc:
         parts: Sequence[Part] | None,
         *,
         encrypt: bool,
+        into: list[str],
     ) -> tuple[bytes | memoryview, tuple[tuple[str, ...], ...]]:
         """Store a body's large parts as attachments; return the body to seal.
 
         ``parts=None`` takes them from an inline framed body (without copying).
         Each part not already stored (a :class:`BlobRef`) is written next to the
         message under a fresh content key; the references, keys included, go
-        into the sealed body. Also returns the keys of the chunks written, per
-        attachment (none for a shared one).
+        into the sealed body. The names of the files written are added to
+        ``into``; the transport keys of each attachment's chunks are returned
+        too (none for a shared one).
         """
         if parts is None:
             body, parts = frames.detach(body)
@@ -289,6 +332,7 @@ class SyftFlwrRpc:
                     i: int, data: bytes, k: int = k, out: list[str] = written
                 ) -> None:
                     name = attachment_chunk_name(ctx.message_id, ctx.kind, k, i)
+                    into.append(name)
                     self.transport.put(f"{folder}/{name}", data)
                     out.append(f"{folder}/{name}")
                     shown.advance(len(data))
@@ -495,11 +539,15 @@ class SyftFlwrRpc:
         return True
 
     # -- reading ------------------------------------------------------------------
-    def read(self, key: str, *, raw_head: bytes | None = None) -> Incoming:
+    def read(
+        self, key: str, *, raw_head: bytes | None = None, head: Head | None = None
+    ) -> Incoming:
         """Read and decode the head file at ``key`` and its chunks.
 
         ``raw_head`` is the head's bytes when the caller already read them (saves
-        a second read, which on Drive is a second download).
+        a second read, which on Drive is a second download); ``head`` is the
+        head already parsed from them by :func:`parse_head` with this side's
+        ``max_message_bytes`` (saves a second parse). Every other check runs.
 
         Raises
         ------
@@ -518,12 +566,15 @@ class SyftFlwrRpc:
         if path is None or path.app != self.app_name:
             raise MessageNotFound(f"{key} is not a message of app {self.app_name}")
         kind: Kind = "response" if path.name.endswith(".response") else "request"
-        data = raw_head if raw_head is not None else self.read_head_bytes(key)
-        head = parse_head(
-            data,
-            expected_kind=kind,
-            max_message_bytes=self.settings.max_message_bytes,
-        )
+        if head is None:
+            data = raw_head if raw_head is not None else self.read_head_bytes(key)
+            head = parse_head(
+                data,
+                expected_kind=kind,
+                max_message_bytes=self.settings.max_message_bytes,
+            )
+        elif head.kind != kind:
+            raise EnvelopeError(f"expected a {kind}, got a {head.kind}")
         # Who may have written this file: the requester writes into its own
         # sub-folder, the folder owner answers next to it.
         expected_sender = path.peer if kind == "request" else path.owner
@@ -725,9 +776,26 @@ class SyftFlwrRpc:
                 ) from None
             return None
 
-    def delete_message(self, folder: str, mid: str, kind: Kind) -> None:
-        """Delete a head and its chunks (head first, so readers stop at once)."""
-        self.transport.delete(f"{folder}/{head_name(mid, kind)}")
+    def delete_message(
+        self, folder: str, mid: str, kind: Kind, *, read: Incoming | None = None
+    ) -> None:
+        """Delete a head and its chunks (head first, so readers stop at once).
+
+        The chunk files are known without listing the folder when this side
+        wrote the message, or when ``read`` is the message as read from it
+        (its head names its chunks and attachments); otherwise the folder is
+        listed for files named after the message.
+        """
+        key = f"{folder}/{head_name(mid, kind)}"
+        with self._written_lock:
+            known = self._written.pop(key, None)
+        if known is None and read is not None and read.path.folder == folder:
+            known = message_files(read)
+        self.transport.delete(key)
+        if known is not None:
+            if known:
+                self.transport.delete_many([f"{folder}/{n}" for n in known])
+            return
         prefix = f"{folder}/{mid}.{kind}."
         chunks = [k for k in self.transport.list(folder) if k.startswith(prefix)]
         if chunks:
@@ -739,11 +807,21 @@ class SyftFlwrRpc:
             self.folder(recipient, endpoint, self.identity), mid, "request"
         )
 
-    def finish(self, recipient: str, endpoint: str, mid: str) -> None:
-        """Delete both sides of a completed exchange that this side may delete."""
+    def finish(
+        self,
+        recipient: str,
+        endpoint: str,
+        mid: str,
+        *,
+        response: Incoming | None = None,
+    ) -> None:
+        """Delete both sides of a completed exchange that this side may delete.
+
+        ``response`` is the reply as read (its files are then known).
+        """
         folder = self.folder(recipient, endpoint, self.identity)
         self.delete_message(folder, mid, "request")
-        self.delete_message(folder, mid, "response")
+        self.delete_message(folder, mid, "response", read=response)
 
     # -- watching -----------------------------------------------------------------
     def watch_responses(

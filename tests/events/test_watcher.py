@@ -169,6 +169,35 @@ def test_reacts_to_new_requests_without_waiting_for_a_rescan(
     assert len(calls) == 5
 
 
+def test_each_request_head_is_parsed_once(
+    do_client: SyftCoreClient,
+    researcher: SyftFlwrRpc,
+    events_runner: EventsRunner,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import syft_flwr.events.watcher as watcher_module
+    import syft_flwr.rpc as rpc_module
+    from syft_flwr.envelope import parse_head
+
+    parsed: list[str] = []
+
+    def counting(data: bytes, **kwargs: Any) -> Any:
+        head = parse_head(data, **kwargs)
+        if head.kind == "request":
+            parsed.append(head.id)
+        return head
+
+    monkeypatch.setattr(watcher_module, "parse_head", counting)
+    monkeypatch.setattr(rpc_module, "parse_head", counting)
+    events_runner.start(make_events(do_client, poll_interval=60))
+    mids = []
+    for i in range(3):
+        mid = researcher.send_request(DO, EP, f"r{i}".encode(), expires_at=later())
+        assert wait_response(researcher, mid).body == f"echo:r{i}".encode()
+        mids.append(mid)
+    assert parsed == mids
+
+
 def test_chunked_request_and_reply(
     do_client: SyftCoreClient, ds_client: SyftCoreClient, events_runner: EventsRunner
 ) -> None:

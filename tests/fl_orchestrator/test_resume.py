@@ -17,6 +17,7 @@ from syft_flwr.fl_orchestrator.checkpoint import (
     Journal,
     ReplyCache,
     request_fingerprint,
+    request_fingerprints,
 )
 from syft_flwr.fl_orchestrator.flower_client import ClientAppHandler, run_data_owner
 from syft_flwr.fl_orchestrator.flower_server import run_researcher
@@ -223,6 +224,29 @@ def test_fingerprint_ignores_message_id_and_creation_time():
     )
     assert request_fingerprint(a) != request_fingerprint(_request(8, 1.0, "x"))
     assert request_fingerprint(a) != request_fingerprint(_request(7, 1.5, "x"))
+
+
+def test_fingerprints_of_a_broadcast_hash_the_shared_content_once(monkeypatch):
+    set_task_identity(5)
+    shared = _request(7, 1.0, "x").content
+    msgs = [
+        Message(shared, dst_node_id=n, message_type="train", group_id="2")
+        for n in (7, 8, 9)
+    ]
+    msgs.append(_request(7, 1.5, "own"))  # its own content
+    msgs.append(Message(shared, dst_node_id=7, message_type="evaluate", group_id="2"))
+    expected = [request_fingerprint(m) for m in msgs]
+    reads: list[int] = []
+    real = RecordDict.object_id
+
+    def counting(self):
+        reads.append(id(self))
+        return real.fget(self)
+
+    monkeypatch.setattr(RecordDict, "object_id", property(counting))
+    assert request_fingerprints(msgs) == expected
+    assert sorted(reads) == sorted([id(shared), id(msgs[3].content)])
+    assert len(set(expected)) == len(expected)  # every request its own print
 
 
 def test_reply_cache_keeps_only_the_newest(tmp_path):

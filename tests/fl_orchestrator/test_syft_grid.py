@@ -434,6 +434,42 @@ def test_owner_that_never_started_times_out_with_nothing_on_disk(net: Network) -
     assert not list((net.researcher.datasites / late).rglob("*.request"))
 
 
+def test_a_steady_round_costs_the_researcher_no_listing(
+    net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No rejection-marker check right after writing, no listing to clean up.
+
+    (A request refused by sync is still reported by the later full passes:
+    ``test_rejected_request_gives_node_unavailable``.)
+    """
+    from syft_flwr.transports.syftbox import SyftBoxTransport
+
+    grid = net.grid(settings=PLAIN.with_(poll_interval=30))
+    assert len(grid.send_and_receive(train_messages(grid, 0), timeout=30)) == 3
+    calls: list[tuple[str, str]] = []
+    real_list, real_rejected = SyftBoxTransport.list, SyftBoxTransport.is_rejected
+
+    def spy_list(self: SyftBoxTransport, prefix: str) -> list[str]:
+        calls.append(("list", self.identity))
+        return real_list(self, prefix)
+
+    def spy_rejected(self: SyftBoxTransport, key: str) -> bool:
+        calls.append(("is_rejected", self.identity))
+        return real_rejected(self, key)
+
+    monkeypatch.setattr(SyftBoxTransport, "list", spy_list)
+    monkeypatch.setattr(SyftBoxTransport, "is_rejected", spy_rejected)
+    for r in (1, 2):
+        replies = grid.send_and_receive(train_messages(grid, r), timeout=30)
+        assert len(replies) == 3 and not any(x.has_error() for x in replies)
+    assert [c for c in calls if c[1] == RESEARCHER] == []
+    wait_until(
+        lambda: all(not any(net.folder(e).iterdir()) for e in DATA_OWNERS),
+        timeout=5,
+        message="exchange folders empty",
+    )
+
+
 def test_rejected_request_gives_node_unavailable(net: Network) -> None:
     rejected = "strict@example.org"
     net.prepare_only(rejected)

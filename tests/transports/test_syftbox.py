@@ -155,6 +155,65 @@ def test_watch_ignores_temp_files(root: Path, do: SyftBoxTransport) -> None:
     assert f"{folder}/sentinel" in seen
 
 
+def test_watch_gets_every_kind_of_write_and_no_reads(
+    root: Path, do: SyftBoxTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The OS is asked for writes only: reads, listings and deletes never reach Python.
+
+    Every way a file arrives still fires the callback: an atomic write into a
+    folder made after the watch (a new peer), a file written in place in
+    pieces (the Python SyftBox client), and a file moved in.
+    """
+    import syft_flwr.transports.syftbox as syftbox_module
+
+    types: list[str] = []
+    real = syftbox_module._Handler.on_any_event
+
+    def spy(self: object, event: object) -> None:
+        types.append(event.event_type)  # type: ignore[attr-defined]
+        real(self, event)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(syftbox_module._Handler, "on_any_event", spy)
+    prefix = f"{DO}/app_data/{APP}/rpc/messages"
+    seen: list[str] = []
+    arrived = threading.Condition()
+
+    def cb(key: str) -> None:
+        with arrived:
+            seen.append(key)
+            arrived.notify_all()
+
+    def wait_for(key: str) -> None:
+        with arrived:
+            assert arrived.wait_for(lambda: key in seen, timeout=10), (key, seen)
+
+    do.watch(prefix, cb)
+    new_peer = f"{prefix}/new@example.org"
+    do.put(f"{new_peer}/a.request", b"atomic")  # folder made by this write
+    wait_for(f"{new_peer}/a.request")
+    with open(do.path_of(f"{new_peer}/b.request"), "wb") as f:  # in place
+        f.write(b"part 1, ")
+        f.flush()
+        f.write(b"part 2")
+    wait_for(f"{new_peer}/b.request")
+    outside = root / "outside.bin"
+    outside.write_bytes(b"moved")
+    os.rename(outside, do.path_of(f"{new_peer}/c.request"))
+    wait_for(f"{new_peer}/c.request")
+    # Reads, listings and a delete, then one write to know they were all seen.
+    with arrived:
+        types.clear()
+    for _ in range(5):
+        do.read_limited(f"{new_peer}/a.request", 100)
+        do.get(f"{new_peer}/b.request")
+        do.list(prefix)
+    do.delete(f"{new_peer}/c.request")
+    do.put(f"{new_peer}/sentinel", b"x")
+    wait_for(f"{new_peer}/sentinel")
+    assert types, "the sentinel's events reached the handler"
+    assert not {"opened", "closed_no_write", "deleted"} & set(types), types
+
+
 # -- permission files ------------------------------------------------------------------
 
 

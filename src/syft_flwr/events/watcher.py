@@ -493,7 +493,7 @@ class TransportEvents(SyftFlwrEvents):
             self._answer_again(path, mid, key, state, head.expires, expires_at)
             return
         try:
-            incoming = self.rpc.read(key, raw_head=raw_head)
+            incoming = self.rpc.read(key, head=head)  # parsed once, above
         except MessageNotFound:
             self._incomplete.pop(key, None)
             return

@@ -71,7 +71,7 @@ from syft_flwr.serde import (
     split_message,
 )
 
-__all__ = ["Journal", "ReplyCache", "request_fingerprint"]
+__all__ = ["Journal", "ReplyCache", "request_fingerprint", "request_fingerprints"]
 
 logger = logging.getLogger("syft_flwr.checkpoint")
 
@@ -109,8 +109,34 @@ def request_fingerprint(
         Hex sha256 of message type, group id, destination node and the content's
         Merkle hash (message id and creation time are left out on purpose).
     """
-    md = msg.metadata
     content = content_id or (msg.content.object_id if msg.has_content() else "-")
+    return _fingerprint(msg, content, with_sender=with_sender, sender=sender)
+
+
+def request_fingerprints(msgs: Sequence[Message]) -> list[str]:
+    """:func:`request_fingerprint` of each message, in order.
+
+    A content object several messages share (a broadcast: one ``RecordDict``
+    for every data owner) is hashed once: Flower recomputes the Merkle hash on
+    every ``object_id`` read.
+    """
+    hashed: dict[int, str] = {}  # id(content) -> object_id; all alive meanwhile
+    out = []
+    for msg in msgs:
+        content = "-"
+        if msg.has_content():
+            c = msg.content
+            if id(c) not in hashed:
+                hashed[id(c)] = c.object_id
+            content = hashed[id(c)]
+        out.append(_fingerprint(msg, content, with_sender=False))
+    return out
+
+
+def _fingerprint(
+    msg: Message, content: str, *, with_sender: bool, sender: str | None = None
+) -> str:
+    md = msg.metadata
     parts = [md.message_type, md.group_id, str(md.dst_node_id), content]
     if with_sender:
         parts += [str(md.run_id), str(md.src_node_id)]

@@ -55,7 +55,7 @@ from syft_flwr.fl_orchestrator.checkpoint import (
     Entry,
     Journal,
     Kept,
-    request_fingerprint,
+    request_fingerprints,
 )
 from syft_flwr.ids import node_id_map, normalize_email
 from syft_flwr.review.guard import attach_project_hash, take_project_hash
@@ -739,13 +739,18 @@ class SyftGrid(Grid):
         """Return the replies available now (never blocks)."""
         return self._pull(list(message_ids), full=True)
 
-    def _pull(self, ids: list[str], *, full: bool) -> list[Message]:
+    def _pull(
+        self, ids: list[str], *, full: bool, check_rejected: bool | None = None
+    ) -> list[Message]:
         """Read replies; with ``full=False`` only those a file event announced.
 
-        A full pass reads every pending reply and checks for rejection markers;
-        between full passes (every poll interval) file events say what to read, so
-        a wake-up costs no I/O (and no Drive API call) for replies not there yet.
+        A full pass reads every pending reply and checks for rejection markers
+        (unless ``check_rejected=False``); between full passes (every poll
+        interval) file events say what to read, so a wake-up costs no I/O (and
+        no Drive API call) for replies not there yet.
         """
+        if check_rejected is None:
+            check_rejected = full
         self._flush_unsent(ids)
         with self._lock:
             if not full:
@@ -766,7 +771,7 @@ class SyftGrid(Grid):
                 continue
             try:
                 inc = self._rpc.response_for(
-                    p.email, self.endpoint, mid, check_rejected=full
+                    p.email, self.endpoint, mid, check_rejected=check_rejected
                 )
             except IncompleteMessage:
                 continue  # partial reply: not ready yet
@@ -793,7 +798,7 @@ class SyftGrid(Grid):
             if self._keeping and not reply.has_error():
                 self._keep(mid, inc, reply)
             out.append(reply)
-            self._complete(mid, p)
+            self._complete(mid, p, response=inc)
         self._count(out)
         return out
 
@@ -890,7 +895,14 @@ class SyftGrid(Grid):
                 else:
                     self.tally.succeeded += 1
 
-    def _complete(self, mid: str, p: _Pending, *, delete: bool = True) -> None:
+    def _complete(
+        self,
+        mid: str,
+        p: _Pending,
+        *,
+        delete: bool = True,
+        response: Incoming | None = None,
+    ) -> None:
         with self._lock:
             self._pending.pop(mid, None)
             self._arrived.discard(mid)
@@ -898,7 +910,7 @@ class SyftGrid(Grid):
         self._release_shared(mid)
         if delete:
             try:
-                self._rpc.finish(p.email, self.endpoint, mid)
+                self._rpc.finish(p.email, self.endpoint, mid, response=response)
             except TransportError as exc:
                 logger.debug("could not clean up exchange %s: %s", mid, exc)
 
@@ -946,7 +958,7 @@ class SyftGrid(Grid):
             return self._send_and_receive(messages, timeout)
         # Resume: a call recorded before a crash is answered from the journal; a
         # completed live call is recorded before the ServerApp sees its replies.
-        fps = [request_fingerprint(m) for m in messages]
+        fps = request_fingerprints(messages)
         recorded = self.journal.replay(fps)
         if recorded is not None:
             return self._replay(messages, recorded)
@@ -1003,13 +1015,22 @@ class SyftGrid(Grid):
         next_full = start  # the first pass reads everything
         beat_every, _ = self._heartbeat_limit()
         given_up: set[str] = set()
+        first = True
         try:
             while remaining:
                 now = time.monotonic()
                 full = now >= next_full
                 if full:
                     next_full = now + rescan
-                for reply in self._pull(list(remaining), full=full):
+                # The first pass comes right after the requests were written:
+                # no sync client has refused them yet, so no rejection marker
+                # is looked for (a folder listing per data owner). Every later
+                # full pass looks.
+                pulled = self._pull(
+                    list(remaining), full=full, check_rejected=full and not first
+                )
+                first = False
+                for reply in pulled:
                     remaining.discard(reply.metadata.reply_to_message_id)
                     replies.append(reply)
                 gone = self._give_up_on_silent(remaining)

@@ -26,7 +26,14 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from syft_flwr.errors import (
@@ -131,6 +138,16 @@ def _opened_path(fd: int, path: Path) -> str:
 
 
 _WRITE_EVENTS = frozenset({"created", "modified", "moved", "closed"})
+#: The same events as watchdog classes, given to ``Observer.schedule``: the
+#: backend then asks the OS for these only (on Linux the inotify mask), so the
+#: opens, reads, closes after reading, listings and deletes of every party on
+#: the machine never reach Python. Recursive watches still follow new folders.
+_EVENT_FILTER: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+]
 
 
 class _Handler(FileSystemEventHandler):
@@ -331,7 +348,12 @@ class SyftBoxTransport(Transport):
                 if need:
                     self._scheduled.add(folder)
             if need:
-                obs.schedule(_Handler(self), str(folder), recursive=True)
+                obs.schedule(
+                    _Handler(self),
+                    str(folder),
+                    recursive=True,
+                    event_filter=_EVENT_FILTER,
+                )
         return w
 
     def _dispatch(self, path: str) -> None:
