@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import io
 import json
 import logging
@@ -110,8 +111,30 @@ def worker_syft(n: int, size: int, rounds: int, encrypted: bool) -> dict[str, An
         return _summary(_parse(log))
 
 
-def worker_flower(n: int, size: int, rounds: int) -> dict[str, Any]:
-    """The same app on Flower's Simulation Engine, in process, without Ray."""
+def _load_app() -> tuple[Any, Any]:
+    """The ServerApp and ClientApp objects of ``large_model_app`` (no syft_flwr needed)."""
+    import importlib
+    import tomllib
+
+    comps = tomllib.loads((APP_DIR / "pyproject.toml").read_text())["tool"]["flwr"][
+        "app"
+    ]["components"]
+    sys.path.insert(0, str(APP_DIR))
+    out = []
+    for ref in (comps["serverapp"], comps["clientapp"]):
+        module, _, attr = ref.partition(":")
+        out.append(getattr(importlib.import_module(module), attr))
+    return out[0], out[1]
+
+
+def worker_flower(n: int, size: int, rounds: int, ray: bool = False) -> dict[str, Any]:
+    """The same app on Flower's Simulation Engine: in process, or with its Ray backend.
+
+    ``ray=False`` replaces the Ray backend by one that calls the ClientApp in
+    the engine's worker thread (a strict lower bound: no Ray, no copies between
+    processes); ``ray=True`` is the engine as ``flwr run`` and
+    ``run_simulation`` use it (needs ``ray`` installed, e.g. ``flwr[simulation]``).
+    """
     import sys as _sys
     import types
 
@@ -125,8 +148,6 @@ def worker_flower(n: int, size: int, rounds: int) -> dict[str, Any]:
     from flwr.supercore.run import Run
     from flwr.supercore.task_identity import TaskIdentity
     from flwr.supercore.telemetry import EventType
-
-    from syft_flwr.project import load_component, load_project
 
     class InProcessBackend(Backend):
         """Runs the ClientApp in the vce worker thread (one worker)."""
@@ -152,9 +173,7 @@ def worker_flower(n: int, size: int, rounds: int) -> dict[str, Any]:
         ) -> tuple[Message, Context]:
             return self._app_fn()(message=message, context=context), context
 
-    cfg = load_project(APP_DIR)
-    server_app = load_component(cfg.serverapp, cfg.app_dir)
-    client_app = load_component(cfg.clientapp, cfg.app_dir)
+    server_app, client_app = _load_app()
     run_id = 4242
     run = Run.create_empty(run_id=run_id)
     run.primary_task_id = 1
@@ -164,16 +183,17 @@ def worker_flower(n: int, size: int, rounds: int) -> dict[str, Any]:
         node_id=0,
         node_config={},
         state=RecordDict(),
-        run_config=get_fused_config_from_dir(cfg.app_dir, _run_config(n, size, rounds)),
+        run_config=get_fused_config_from_dir(APP_DIR, _run_config(n, size, rounds)),
     )
     TaskIdentity.task_id = 1
     TaskIdentity.run_id = run_id
     TaskIdentity.node_id = SUPERLINK_NODE_ID
-    # _run_simulation builds its workers from RayBackend by name: a stub module
-    # in its place makes the engine call the ClientApp in process.
-    stub = types.ModuleType("flwr.server.superlink.fleet.vce.backend.raybackend")
-    stub.RayBackend = InProcessBackend  # type: ignore[attr-defined]
-    _sys.modules[stub.__name__] = stub
+    if not ray:
+        # _run_simulation builds its workers from RayBackend by name: a stub
+        # module in its place makes the engine call the ClientApp in process.
+        stub = types.ModuleType("flwr.server.superlink.fleet.vce.backend.raybackend")
+        stub.RayBackend = InProcessBackend  # type: ignore[attr-defined]
+        _sys.modules[stub.__name__] = stub
     telemetry.FLWR_TELEMETRY_ENABLED = "0"  # type: ignore[attr-defined]
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
@@ -182,8 +202,8 @@ def worker_flower(n: int, size: int, rounds: int) -> dict[str, Any]:
             exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
             client_app=client_app,
             server_app=server_app,
-            backend_name="in-process",
-            app_dir=str(cfg.app_dir),
+            backend_name="ray" if ray else "in-process",
+            app_dir=str(APP_DIR),
             is_app=True,
             run=run,
             server_app_context=server_ctx,
@@ -230,8 +250,9 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("SYFT_FLWR_")}
 
 
-def _run_worker(kind: str, **kwargs: Any) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--worker", json.dumps({"kind": kind, **kwargs})]
+def _run_worker(kind: str, python: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    spec = json.dumps({"kind": kind, **kwargs})
+    cmd = [python or sys.executable, __file__, "--worker", spec]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, env=_clean_env(), timeout=3600
     )
@@ -251,6 +272,7 @@ def run(
     quick: bool,
     skip_flower: bool,
     out: Callable[[str], None],
+    ray_python: str | None = None,
 ) -> None:
     import flwr
 
@@ -267,37 +289,61 @@ def run(
     serde = _run_worker("serde", size=size, reps=1 if quick else 3)
     limit_s = serde["ser_s"] + serde["de_s"]
     out(
-        "| N | engine | encryption | s/round | x Flower | round 1 (s) "
-        "| researcher peak RSS (MB) | researcher writes/round (MB) | writes / model |"
+        "| N | engine | encryption | s/round | x Flower (no Ray) | x Flower (Ray) "
+        "| round 1 (s) | researcher peak RSS (MB) | researcher writes/round (MB) "
+        "| writes / model |"
     )
-    out("|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    out("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
+
+    def reference(ray: bool) -> tuple[dict[str, Any] | None, str]:
+        if skip_flower:
+            return None, "skipped (--skip-flower)"
+        if ray and ray_python is None:
+            return None, "skipped (no Python with ray: --ray-python)"
+        try:
+            got = _run_worker(
+                "flower",
+                ray_python if ray else None,
+                n=n,
+                size=size,
+                rounds=rounds,
+                ray=ray,
+            )
+            return got, ""
+        except Exception as exc:  # the reference must never vanish silently
+            last = str(exc).strip().splitlines()[-1][:120]
+            return None, "could not run: " + last.replace("|", "/")
+
     for n in sizes_n:
-        flower: dict[str, Any] | None = None
-        why = "skipped (--skip-flower)"
-        if not skip_flower:
-            try:
-                flower = _run_worker("flower", n=n, size=size, rounds=rounds)
-            except Exception as exc:  # the reference must never vanish silently
-                last = str(exc).strip().splitlines()[-1][:120]
-                why = "could not run: " + last.replace("|", "/")
+        flower, why = reference(ray=False)
+        flower_ray, why_ray = reference(ray=True)
         for enc in (False, True):
             r = _run_worker("syft", n=n, size=size, rounds=rounds, encrypted=enc)
             ratio = r["round_s"] / flower["round_s"] if flower else None
+            ratio_ray = r["round_s"] / flower_ray["round_s"] if flower_ray else None
             per_model = r["write_mb"] / model_mb if r["write_mb"] is not None else None
             out(
                 f"| {n} | syft_flwr (processes, local folders) | "
                 f"{'on' if enc else 'off'} | {_f(r['round_s'])} | {_f(ratio, 1)} | "
-                f"{_f(r['round1_s'])} | {_f(r['peak_rss_mb'], 0)} | "
-                f"{_f(r['write_mb'], 1)} | {_f(per_model, 2)} |"
+                f"{_f(ratio_ray, 1)} | {_f(r['round1_s'])} | "
+                f"{_f(r['peak_rss_mb'], 0)} | {_f(r['write_mb'], 1)} | "
+                f"{_f(per_model, 2)} |"
             )
-        if flower is None:
-            out(f"| {n} | Flower simulation engine | - | {why} | | | | | |")
-        else:
-            out(
-                f"| {n} | Flower simulation engine (in process, no Ray) | - | "
-                f"{_f(flower['round_s'])} | 1.0 | {_f(flower['round1_s'])} | "
-                f"{_f(flower['peak_rss_mb'], 0)} | n/a | n/a |"
-            )
+        for label, ref, reason in (
+            ("in process, no Ray", flower, why),
+            ("Ray backend", flower_ray, why_ray),
+        ):
+            if ref is None:
+                empty = " |" * 6
+                out(
+                    f"| {n} | Flower simulation engine ({label}) | - | {reason} |{empty}"
+                )
+            else:
+                out(
+                    f"| {n} | Flower simulation engine ({label}) | - | "
+                    f"{_f(ref['round_s'])} | 1.0 | 1.0 | {_f(ref['round1_s'])} | "
+                    f"{_f(ref['peak_rss_mb'], 0)} | n/a | n/a |"
+                )
     out("")
     out(
         f"Serde limit, one train message ({model_mb:.1f} MB) in process: "
@@ -330,6 +376,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="leave out Flower's simulation engine (the table says so)",
     )
+    parser.add_argument(
+        "--ray-python",
+        type=str,
+        default=None,
+        help="a Python with flwr[simulation] (ray) installed, for Flower's engine "
+        "with its Ray backend (default: this Python if it has ray, else that row "
+        "says it was skipped)",
+    )
     parser.add_argument("--worker", type=str, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.getLogger("flwr").setLevel(logging.ERROR)
@@ -347,7 +401,18 @@ def main(argv: list[str] | None = None) -> int:
         else ([2] if args.quick else [2, 8])
     )
     rounds = args.rounds or (1 if args.quick else 3)
-    run(ns, size, rounds, args.quick, args.skip_flower, lambda s: print(s, flush=True))
+    ray_python = args.ray_python
+    if ray_python is None and importlib.util.find_spec("ray") is not None:
+        ray_python = sys.executable
+    run(
+        ns,
+        size,
+        rounds,
+        args.quick,
+        args.skip_flower,
+        lambda s: print(s, flush=True),
+        ray_python=ray_python,
+    )
     return 0
 
 

@@ -175,31 +175,37 @@ def test_large_model_benchmark_prints_the_expected_table() -> None:
         "engine",
         "encryption",
         "s/round",
-        "x Flower",
+        "x Flower (no Ray)",
+        "x Flower (Ray)",
         "round 1 (s)",
         "researcher peak RSS (MB)",
         "researcher writes/round (MB)",
         "writes / model",
     ]
     rows = [_cells(x) for x in lines if re.match(r"\| \d+ \|", x)]
-    # The reference row is always there: measured, or with the reason it is not.
+    assert all(len(c) == len(header) for c in rows), rows
+    # Both reference rows are always there: measured, or with the reason not.
     flower = [c for c in rows if c[1].startswith("Flower simulation engine")]
-    assert len(flower) == 1
-    measured = "could not run" not in flower[0][3]
-    if measured:
-        assert _number(flower[0][3]) > 0
-        assert _number(flower[0][6]) > 0
+    assert [c[1] for c in flower] == [
+        "Flower simulation engine (in process, no Ray)",
+        "Flower simulation engine (Ray backend)",
+    ]
+    measured = [not re.match(r"(could not run|skipped)", c[3]) for c in flower]
+    for cells, ok in zip(flower, measured, strict=True):
+        if ok:
+            assert _number(cells[3]) > 0 and _number(cells[7]) > 0
     syft = {c[2]: c for c in rows if c[1].startswith("syft_flwr")}
     assert set(syft) == {"off", "on"}
     for cells in syft.values():
         assert cells[0] == "2"
-        seconds, first, rss = (_number(c) for c in (cells[3], cells[5], cells[6]))
+        seconds, first, rss = (_number(c) for c in (cells[3], cells[6], cells[7]))
         assert seconds > 0 and first > 0 and rss > 0
-        assert _number(cells[4]) > 0 if measured else cells[4] == "n/a"
+        for col, ok in ((4, measured[0]), (5, measured[1])):
+            assert _number(cells[col]) > 0 if ok else cells[col] == "n/a"
         if sys.platform.startswith("linux"):
             # Every request carries the model to each of the 2 data owners.
-            assert _number(cells[7]) > 0
-            assert _number(cells[8]) >= 1.0
+            assert _number(cells[8]) > 0
+            assert _number(cells[9]) >= 1.0
     limit = next(x for x in lines if x.startswith("Serde limit"))
     assert re.search(r"= \d+\.\d+ s$", limit), limit
 
@@ -212,5 +218,11 @@ def test_large_model_benchmark_help() -> None:
         timeout=120,
     )
     assert proc.returncode == 0
-    for option in ("--quick", "--model-mb", "--data-owners", "--skip-flower"):
+    for option in (
+        "--quick",
+        "--model-mb",
+        "--data-owners",
+        "--skip-flower",
+        "--ray-python",
+    ):
         assert option in proc.stdout
