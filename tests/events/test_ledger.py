@@ -118,6 +118,30 @@ def test_a_reply_kept_under_an_alias_only(tmp_path: Path) -> None:
     assert len(list((tmp_path / Ledger.REPLIES).iterdir())) == 1
 
 
+def test_aliased_replies_are_kept_within_a_byte_budget(tmp_path: Path) -> None:
+    # Large replies: 8 of a 1 GB model would hold 8 GB of the data owner's
+    # disk; the oldest go once the kept ones pass the budget, never the newest.
+    led = Ledger(tmp_path, keep_aliases=8, keep_alias_bytes=2500)
+    for mid in ("a", "b", "c"):
+        led.store_reply(mid, 200, mid.encode() * 1000, 1e12, alias=f"f{mid}")
+        led.drop_reply(mid)  # the researcher has read it: kept for the alias only
+    assert led.alias_reply("fa") is None and led.stored_reply("a") is None
+    assert led.alias_reply("fb") == (200, b"b" * 1000)
+    assert led.alias_reply("fc") == (200, b"c" * 1000)
+    names = sorted(p.name for p in (tmp_path / Ledger.REPLIES).iterdir())
+    assert names == ["b.reply", "c.reply"]
+    # One reply larger than the whole budget is still kept: the newest always is.
+    led.store_reply("d", 200, b"d" * 5000, 1e12, alias="fd")
+    led.drop_reply("d")
+    assert led.alias_reply("fd") == (200, b"d" * 5000)
+    assert led.alias_reply("fb") is None and led.alias_reply("fc") is None
+    # The sizes are known again after a restart (read from the files).
+    again = Ledger(tmp_path, keep_alias_bytes=5500)
+    again.store_reply("e", 200, b"e" * 1000, 1e12, alias="fe")
+    assert again.alias_reply("fd") is None  # 5000 + 1000 > 5500
+    assert again.alias_reply("fe") == (200, b"e" * 1000)
+
+
 def test_sync_reply_and_trim_sweep_stray_files(tmp_path: Path) -> None:
     led = Ledger(tmp_path)
     led.store_reply("a", 200, b"x", 1e12, durable=False)

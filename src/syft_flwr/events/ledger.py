@@ -20,8 +20,8 @@ A stored reply may also be kept under an *alias* (the data owner's reply cache
 uses the request's fingerprint, so a request re-sent under a new id by a resumed
 researcher gets it without the ClientApp running again): the reply is written
 once, here, and the alias only points at it. The newest ``keep_aliases`` aliased
-replies are kept whatever their request's expiry; older ones go with their
-request.
+replies, up to ``keep_alias_bytes`` in all (the newest one always), are kept
+whatever their request's expiry; older ones go with their request.
 
 A reply with attachments (large arrays, sealed by the transport layer) is kept
 without writing it again: its sealed chunk files get a second name in
@@ -64,6 +64,9 @@ COMPACT_SLACK = 1000
 NEVER = 1e18
 #: How many aliased replies (the data owner's reply cache) are kept.
 DEFAULT_KEEP_ALIASES = 8
+#: ...and how many bytes of them at most (the newest is always kept): with a
+#: 1 GB model, 8 replies would hold 8 GB of the data owner's disk.
+DEFAULT_KEEP_ALIAS_BYTES = 2 * 1024**3
 #: Stored-reply file name prefix of a reply kept under an alias only (no request
 #: id: ``+`` never occurs in one, so no request can name this file).
 _ALIAS_ONLY = "alias+"
@@ -99,6 +102,7 @@ class Ledger:
         *,
         clock: Callable[[], float] = time.time,
         keep_aliases: int = DEFAULT_KEEP_ALIASES,
+        keep_alias_bytes: int = DEFAULT_KEEP_ALIAS_BYTES,
     ) -> None:
         self._lock = threading.Lock()
         self._clock = clock
@@ -112,6 +116,9 @@ class Ledger:
         #: ids whose reply the requester has read, kept only for an alias.
         self._released: set[str] = set()
         self.keep_aliases = keep_aliases
+        self.keep_alias_bytes = keep_alias_bytes
+        #: Bytes of each aliased stored reply (its plaintext size).
+        self._sizes: dict[str, int] = {}
         self._lines = 0
         self._fd: int | None = None
         self.dir = None if state_dir is None else Path(state_dir)
@@ -125,6 +132,7 @@ class Ledger:
                 for n in os.listdir(self.dir / self.REPLIES)
                 if (m := _chunk_owner(n)) is not None
             }
+            self._sizes = {m: self._size_on_disk(m) for m in self._aliases.values()}
 
     # -- loading ----------------------------------------------------------------
     def _load(self) -> None:
@@ -257,6 +265,7 @@ class Ledger:
         *,
         durable: bool = True,
         alias: str | None = None,
+        size: int | None = None,
     ) -> None:
         """Keep the reply (fsynced with ``durable``), then mark ``mid`` ``stored``.
 
@@ -270,7 +279,11 @@ class Ledger:
             # The reply file itself is the durable record; a lost "stored" line
             # only leaves "running" plus a kept reply, which is read the same way.
             self._mark_locked(mid, STORED, expires_at, durable=False, alias=alias)
-            evicted = [] if alias is None else self._add_alias_locked(alias, mid)
+            evicted = (
+                []
+                if alias is None
+                else self._add_alias_locked(alias, mid, size or frames.total_size(body))
+            )
         self._delete_files(evicted)
 
     def store_sealed(
@@ -304,8 +317,10 @@ class Ledger:
             with self._lock:
                 self._linked.discard(mid)
             return False
+        refs, _ = unpack_attached(attached, max_total=_NO_LIMIT)
+        size = len(attached) + sum(r.size for r in refs)
         self.store_reply(
-            mid, status, attached, expires_at, durable=durable, alias=alias
+            mid, status, attached, expires_at, durable=durable, alias=alias, size=size
         )
         return True
 
@@ -315,7 +330,7 @@ class Ledger:
         self._write_reply(mid, 200, body, durable=durable)
         with self._lock:
             self._append_locked({"id": mid, "fp": alias}, durable=False)
-            evicted = self._add_alias_locked(alias, mid)
+            evicted = self._add_alias_locked(alias, mid, frames.total_size(body))
         self._delete_files(evicted)
 
     def sync_reply(self, mid: str) -> None:
@@ -359,15 +374,43 @@ class Ledger:
         if durable:
             fsync_dir(path.parent)
 
-    def _add_alias_locked(self, alias: str, mid: str) -> list[str]:
-        """Point ``alias`` at ``mid``; return ids whose reply nothing needs any more."""
+    def _size_on_disk(self, mid: str) -> int:
+        """Bytes a stored reply takes (its file and kept chunks); 0 if gone."""
+        total = 0
+        for p in [self._reply_path(mid), *self._chunk_paths(mid)]:
+            try:
+                total += p.stat().st_size
+            except OSError:
+                continue
+        return total
+
+    def _over_budget_locked(self) -> bool:
+        if len(self._aliases) > self.keep_aliases:
+            return True
+        named = set(self._aliases.values())
+        return (
+            len(named) > 1
+            and sum(self._sizes.get(m, 0) for m in named) > self.keep_alias_bytes
+        )
+
+    def _add_alias_locked(
+        self, alias: str, mid: str, size: int | None = None
+    ) -> list[str]:
+        """Point ``alias`` at ``mid``; return ids whose reply nothing needs any more.
+
+        The oldest aliases go while there are more than ``keep_aliases`` or
+        their replies hold more than ``keep_alias_bytes`` (never the newest).
+        """
         self._aliases.pop(alias, None)
         self._aliases[alias] = mid
+        if size is not None:
+            self._sizes[mid] = size
         evicted: list[str] = []
-        while len(self._aliases) > self.keep_aliases:
+        while self._over_budget_locked():
             old = self._aliases.pop(next(iter(self._aliases)))
             if old in self._aliases.values():
                 continue  # still named by a newer alias
+            self._sizes.pop(old, None)
             if old not in self._entries or old in self._released:
                 self._released.discard(old)
                 evicted.append(old)
