@@ -317,10 +317,10 @@ def read_blob(ref: BlobRef, read: ReadChunk) -> bytes:
     # sender has really stored that much.
     last = ref.count - 1
     tail = _read_checked(ref, read, last)
-    buf = io.BytesIO()
-    if ref.size + slack:
-        buf.seek(ref.size + slack - 1)
-        buf.write(b"\0")
+    # bytes(n) comes from calloc: fresh pages the kernel zeroes when they are
+    # first written (by the decryption below), with no memset pass over them
+    # first. BytesIO takes it over as its buffer (the only reference: no copy).
+    buf = io.BytesIO(bytes(ref.size + slack))
     with buf.getbuffer() as out:
         for i, start, end in chunk_plan(ref.size, ref.chunk):
             stored = tail if i == last else _read_checked(ref, read, i)
