@@ -395,7 +395,10 @@ class SyftBoxTransport(Transport):
             inside = os.path.realpath(src).startswith(self._root_prefix)
             if not inside or not stat.S_ISREG(os.lstat(src).st_mode):
                 return False
-            os.link(src, dest, follow_symlinks=False)
+            if os.link in os.supports_follow_symlinks:
+                os.link(src, dest, follow_symlinks=False)
+            else:  # no linkat here: the lstat above is the check
+                os.link(src, dest)
         except (OSError, TransportError, ValueError):
             return False
         return True
