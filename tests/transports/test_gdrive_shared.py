@@ -153,6 +153,10 @@ def test_one_upload_is_read_by_every_reader_and_deleted_with_its_folder(
     (folder_meta,) = shared_folders(drive, DS)
     assert folder_meta["name"] == shared_folder_name(DS, APP, folder.rsplit("/")[-1])
     assert drive.grants_of(DS) >= {(DO1, "reader"), (DO2, "reader")}
+    for r in readers:  # the share reaches each reader's feed (its watch polls)
+        wait_until(
+            lambda r=r: any(c.shared == folder for c in list(r._channels.values()))
+        )
     for r in readers:
         assert r.read_limited(keys[0], len(big)) == big
         assert r.read_limited(keys[1], 4) == b"tail"
