@@ -411,6 +411,7 @@ class SyftFlwrRpc:
         chunks = [k for k in keys if k.endswith(".chunk")]
         self.transport.delete_many(chunks)
         self.transport.delete_many([k for k in keys if not k.endswith(".chunk")])
+        self.transport.unshare(folder)  # the folder itself: nothing left behind
 
     def sweep_shared(self, now: float | None = None) -> int:
         """Delete this party's shared blob folders whose requests have expired.
@@ -420,9 +421,10 @@ class SyftFlwrRpc:
         now = self.clock() if now is None else now
         base = join_key(self.identity, "app_data", self.app_name, "blobs")
         groups: set[str] = set()
-        for key in self.transport.list(base):
-            rest = key[len(base) + 1 :]
-            group = rest.split("/", 1)[0]
+        # Folders, not files: one left empty by a crash before its first
+        # upload is found too.
+        for key in self.transport.shared_folders(base):
+            group = key[len(base) + 1 :]
             stamp = group[1:].split("-", 1)[0]
             if group.startswith("g") and stamp.isdigit() and int(stamp) < now:
                 groups.add(group)

@@ -209,6 +209,28 @@ def test_two_shared_folders_are_independent(backend: Backend) -> None:
     assert backend.reader.read_limited(f"{two}/b.000000.chunk", 200) == two.encode()
 
 
+def test_an_expired_shared_folder_left_empty_is_swept(backend: Backend) -> None:
+    from syft_flwr.config import Settings
+    from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
+
+    rpc = SyftFlwrRpc(
+        backend.writer, "contract", settings=Settings(), policy=PlaintextPolicy()
+    )
+    # The researcher died after creating the folder, before its first upload.
+    gone = f"{SHARED_BASE}/g{int(time.time()) - 5}-{secrets.token_hex(8)}"
+    live = _shared_folder()
+    for folder in (gone, live):
+        backend.writer.share(folder, [READER])
+    keeps_folders = backend.name != "memory"  # memory has no folders, only files
+    assert (gone in backend.writer.shared_folders(SHARED_BASE)) is keeps_folders
+    # The next grid's sweep removes the expired one, folder and all.
+    assert rpc.sweep_shared() == (1 if keeps_folders else 0)
+    assert gone not in backend.writer.shared_folders(SHARED_BASE)
+    assert (live in backend.writer.shared_folders(SHARED_BASE)) is keeps_folders
+    rpc.delete_shared(live.rsplit("/", 1)[1])
+    assert backend.writer.shared_folders(SHARED_BASE) == []
+
+
 def test_link_out_gives_a_private_name_or_declines(
     backend: Backend, tmp_path: Path
 ) -> None:

@@ -434,3 +434,22 @@ def test_nothing_relies_on_name_search_while_the_name_index_lags(
         assert on(DO2).read_limited(key, 5) == b"model"  # first start: sharedWithMe
         ds.delete_many(ds.list(folder))
         assert ds.list(BASE) == []
+
+
+def test_a_folder_left_empty_by_a_crash_is_deleted_by_the_next_run(
+    make: MakeTransport, drive: FakeDriveServer
+) -> None:
+    from syft_flwr.config import Settings
+    from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
+
+    ds = make(DS)
+    expired = f"{BASE}/g{int(time.time()) - 5}-00000000deadbeef"
+    ds.share(expired, [DO1])  # created; the researcher dies before uploading
+    assert len(shared_folders(drive, DS)) == 1
+    ds.close()
+    again = make(DS)  # the next run: an empty folder holds no file to list
+    assert again.list(BASE) == [] and again.shared_folders(BASE) == [expired]
+    rpc = SyftFlwrRpc(again, APP, settings=Settings(), policy=PlaintextPolicy())
+    assert rpc.sweep_shared() == 1
+    assert shared_folders(drive, DS) == []  # gone from Drive, permissions too
+    assert again.shared_folders(BASE) == []

@@ -297,6 +297,26 @@ class Transport(ABC):
         """
         raise TransportError(f"{self.name} transport cannot share a folder")
 
+    def shared_folders(self, prefix: str) -> list[str]:
+        """Keys of this identity's shared folders directly under ``prefix``.
+
+        Empty ones included where the backend keeps folders (an upload that
+        never happened, a crash): :meth:`unshare` removes them. By default,
+        the folders that hold a file.
+        """
+        base = prefix.rstrip("/") + "/"
+        return sorted(
+            {base + k[len(base) :].split("/", 1)[0] for k in self.list(prefix)}
+        )
+
+    def unshare(self, folder: str) -> None:
+        """Remove shared ``folder`` itself, once its files are deleted.
+
+        Backends without folders of their own have nothing to do. Never
+        raises for a folder that is already gone.
+        """
+        return None
+
     def prepare(self, app: str, endpoint: str, peers: Sequence[str]) -> None:
         """Prepare this identity's side of ``app``/``endpoint`` for ``peers``.
 

@@ -403,6 +403,27 @@ class SyftBoxTransport(Transport):
             return False
         return True
 
+    def shared_folders(self, prefix: str) -> list[str]:
+        base = prefix.rstrip("/")
+        try:
+            path = self.path_of(base)
+            names = os.listdir(path)
+        except (OSError, TransportError, ValueError):
+            return []
+        return sorted(
+            f"{base}/{n}"
+            for n in names
+            if not n.startswith(".") and stat.S_ISDIR(os.lstat(path / n).st_mode)
+        )
+
+    def unshare(self, folder: str) -> None:
+        # The folder's files are gone by now; a folder that still holds
+        # something (a sync client's stray file) stays.
+        try:
+            os.rmdir(self.path_of(folder))
+        except (OSError, TransportError, ValueError):
+            pass
+
     def share(self, folder: str, readers: Sequence[str]) -> None:
         """Write permission files (both SyftBox formats) granting ``readers`` read.
 

@@ -345,6 +345,37 @@ class _FoldersMixin:
                 self._drop_if_empty(cid)
             raise
 
+    def shared_folders(self, prefix: str) -> list[str]:
+        """My shared folders under ``prefix``, empty ones included (from my channels)."""
+        self._check_open()
+        base = prefix.strip("/") + "/"
+        with self._lock:
+            return sorted(
+                c.shared
+                for c in self._channels.values()
+                if c.shared is not None
+                and c.writer == self.identity
+                and c.shared.startswith(base)
+                and "/" not in c.shared[len(base) :]
+            )
+
+    def unshare(self, folder: str) -> None:
+        """Delete my shared folder ``folder`` itself: one ``files.delete``.
+
+        Its files, if any are left, go with it (only I write there); its
+        readers' permissions go too.
+        """
+        self._check_open()
+        cid = self._my_shared_id(folder.strip("/"))
+        if cid is None:
+            return
+        try:
+            self._execute(lambda s: s.files().delete(fileId=cid), "delete folder")
+        except (MessageNotFound, PermissionDenied):
+            pass  # already gone
+        self._forget_channel(cid)
+        self._save_state()
+
     def _drop_if_empty(self, cid: str) -> None:
         """Delete my shared folder ``cid`` if I hold no file in it (best effort).
 
