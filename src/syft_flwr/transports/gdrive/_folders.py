@@ -367,8 +367,11 @@ class _FoldersMixin:
         """
         self._check_open()
         cid = self._my_shared_id(folder.strip("/"))
-        if cid is None:
-            return
+        if cid is not None:
+            self._delete_folder(cid)
+
+    def _delete_folder(self, cid: str) -> None:
+        """Delete my folder ``cid`` with what it holds, and forget it."""
         try:
             self._execute(lambda s: s.files().delete(fileId=cid), "delete folder")
         except (MessageNotFound, PermissionDenied):

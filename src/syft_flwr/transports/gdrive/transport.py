@@ -433,12 +433,7 @@ class GDriveTransport(
         with self._lock:
             held = {k: e.file_id for (c, k), e in self._index.items() if c == cid}
         if set(held) <= doomed:
-            try:
-                self._execute(lambda s: s.files().delete(fileId=cid), "delete folder")
-            except (MessageNotFound, PermissionDenied):
-                pass  # already gone
-            self._forget_channel(cid)
-            self._save_state()
+            self._delete_folder(cid)
             return []
         return [(held[k], k) for k in sorted(doomed) if k in held]
 
