@@ -326,15 +326,14 @@ class SyftFlwrRpc:
                     refs.append(part)
                     keys.append(())
                     continue
-                written: list[str] = []
+                names: list[str] = []
 
                 def put(
-                    i: int, data: bytes, k: int = k, out: list[str] = written
+                    i: int, data: bytes, k: int = k, out: list[str] = names
                 ) -> None:
                     name = attachment_chunk_name(ctx.message_id, ctx.kind, k, i)
-                    into.append(name)
                     self.transport.put(f"{folder}/{name}", data)
-                    out.append(f"{folder}/{name}")
+                    out.append(name)
                     shown.advance(len(data))
 
                 refs.append(
@@ -351,7 +350,8 @@ class SyftFlwrRpc:
                         digests=ctx.kind == "request",
                     )
                 )
-                keys.append(tuple(written))
+                into.extend(names)
+                keys.append(tuple(f"{folder}/{n}" for n in names))
         return pack_attached(refs, body), tuple(keys)
 
     def _blob_payload(self, encrypt: bool) -> int:
@@ -529,10 +529,22 @@ class SyftFlwrRpc:
         """
         if not stored.chunks or any(not c for c in stored.chunks):
             return False
+        stems = [f"{stem}.a{k}" for k in range(len(stored.chunks))]
+        return self._link_chunks(stored.chunks, dest, stems)
+
+    def _link_chunks(
+        self, keys: Sequence[Sequence[str]], dest: Path, stems: Sequence[str]
+    ) -> bool:
+        """Link every chunk of every part into ``dest``: all of them, or none.
+
+        Chunk ``i`` of part ``k`` (transport key ``keys[k][i]``) becomes
+        ``dest/<stems[k]>.<i:06d>.chunk``. Returns False, leaving no link, if
+        one cannot be made.
+        """
         made: list[Path] = []
-        for k, keys in enumerate(stored.chunks):
-            for i, key in enumerate(keys):
-                target = dest / chunk_file_name(f"{stem}.a{k}", i)
+        for part_keys, stem in zip(keys, stems, strict=True):
+            for i, key in enumerate(part_keys):
+                target = dest / chunk_file_name(stem, i)
                 if not self.transport.link_out(key, target):
                     for p in made:
                         p.unlink(missing_ok=True)
@@ -724,21 +736,16 @@ class SyftFlwrRpc:
         if not refs or any(r.shared is not None for r in refs):
             return None
         dest.mkdir(parents=True, exist_ok=True)
-        stems: list[str] = []
-        made: list[Path] = []
-        kind = incoming.head.kind
-        for k, ref in enumerate(refs):
-            stem = f"{incoming.id}.a{k}"
-            for i in range(ref.count):
-                key = f"{incoming.path.folder}/{attachment_chunk_name(incoming.id, kind, k, i)}"
-                target = dest / chunk_file_name(stem, i)
-                if not self.transport.link_out(key, target):
-                    for p in made:
-                        p.unlink(missing_ok=True)
-                    return None
-                made.append(target)
-            stems.append(stem)
-        return stems
+        mid, kind, folder = incoming.id, incoming.head.kind, incoming.path.folder
+        keys = [
+            [
+                f"{folder}/{attachment_chunk_name(mid, kind, k, i)}"
+                for i in range(ref.count)
+            ]
+            for k, ref in enumerate(refs)
+        ]
+        stems = [f"{mid}.a{k}" for k in range(len(refs))]
+        return stems if self._link_chunks(keys, dest, stems) else None
 
     def read_head_bytes(self, key: str) -> bytes:
         """The bytes of a head file, read under the head size limit.

@@ -252,8 +252,13 @@ def test_store_sealed_refuses_without_a_folder_or_attachments(tmp_path: Path) ->
     def link(folder: Path, stem: str) -> bool:
         raise AssertionError("nothing to link")
 
-    assert Ledger(None).store_sealed("m", 200, b"\x00SFA\x01...", link, 1e12) is False
-    assert Ledger(tmp_path).store_sealed("m", 200, b"plain", link, 1e12) is False
+    assert (
+        Ledger(None).store_sealed("m", 200, b"\x00SFA\x01...", link, 1e12, size=0)
+        is False
+    )
+    assert (
+        Ledger(tmp_path).store_sealed("m", 200, b"plain", link, 1e12, size=0) is False
+    )
     assert Ledger(tmp_path).stored_reply("m") is None
 
 

@@ -127,12 +127,7 @@ class Ledger:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             (self.dir / self.REPLIES).mkdir(exist_ok=True, mode=0o700)
             self._load()
-            self._linked = {
-                m
-                for n in os.listdir(self.dir / self.REPLIES)
-                if (m := _chunk_owner(n)) is not None
-            }
-            self._sizes = {m: self._size_on_disk(m) for m in self._aliases.values()}
+            self._scan_replies()
 
     # -- loading ----------------------------------------------------------------
     def _load(self) -> None:
@@ -294,6 +289,7 @@ class Ledger:
         link: Callable[[Path, str], bool],
         expires_at: float,
         *,
+        size: int,
         durable: bool = True,
         alias: str | None = None,
     ) -> bool:
@@ -302,7 +298,8 @@ class Ledger:
         ``attached`` is the sealed body's plaintext (references with content
         keys, then the body without its parts); ``link(folder, stem)`` gives
         each attachment chunk a name ``<stem>.a<k>.<nnnnnn>.chunk`` in
-        ``folder`` (see :meth:`syft_flwr.rpc.SyftFlwrRpc.link_parts`). Returns
+        ``folder`` (see :meth:`syft_flwr.rpc.SyftFlwrRpc.link_parts`); ``size``
+        is the reply's plaintext size, attachments included. Returns
         False, keeping nothing, when there is no state folder or the chunks
         cannot be linked: the caller then stores the reply itself
         (:meth:`store_reply`).
@@ -317,8 +314,6 @@ class Ledger:
             with self._lock:
                 self._linked.discard(mid)
             return False
-        refs, _ = unpack_attached(attached, max_total=_NO_LIMIT)
-        size = len(attached) + sum(r.size for r in refs)
         self.store_reply(
             mid, status, attached, expires_at, durable=durable, alias=alias, size=size
         )
@@ -374,15 +369,24 @@ class Ledger:
         if durable:
             fsync_dir(path.parent)
 
-    def _size_on_disk(self, mid: str) -> int:
-        """Bytes a stored reply takes (its file and kept chunks); 0 if gone."""
-        total = 0
-        for p in [self._reply_path(mid), *self._chunk_paths(mid)]:
-            try:
-                total += p.stat().st_size
-            except OSError:
-                continue
-        return total
+    def _scan_replies(self) -> None:
+        """One pass over ``replies/`` at start: linked ids, sizes of aliased ones."""
+        assert self.dir is not None
+        aliased = set(self._aliases.values())
+        sizes: dict[str, int] = {}
+        with os.scandir(self.dir / self.REPLIES) as found:
+            for e in found:
+                owner = _chunk_owner(e.name)
+                if owner is not None:
+                    self._linked.add(owner)
+                elif e.name.endswith(".reply"):
+                    owner = e.name[: -len(".reply")]
+                if owner in aliased:
+                    try:
+                        sizes[owner] = sizes.get(owner, 0) + e.stat().st_size
+                    except OSError:
+                        continue
+        self._sizes = sizes
 
     def _over_budget_locked(self) -> bool:
         if len(self._aliases) > self.keep_aliases:

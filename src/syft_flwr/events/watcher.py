@@ -667,6 +667,7 @@ class TransportEvents(SyftFlwrEvents):
                 stored.body,
                 lambda folder, stem: self.rpc.link_parts(stored, folder, stem),
                 expires_at,
+                size=frames.total_size(body),
                 durable=durable,
                 alias=alias,
             ):

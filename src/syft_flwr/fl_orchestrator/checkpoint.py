@@ -217,7 +217,9 @@ def _unpack(data: bytes, parts_dir: Path) -> list[tuple[str, bytes | None]]:
             body = frames.FramedBody(
                 body,
                 [
-                    _read_kept(parts_dir, BlobRef.from_json(doc, max_size=2**62), stem)
+                    read_local_blob(
+                        parts_dir, BlobRef.from_json(doc, max_size=2**62), stem
+                    )
                     for doc, stem in kept
                 ],
             )
@@ -225,11 +227,6 @@ def _unpack(data: bytes, parts_dir: Path) -> list[tuple[str, bytes | None]]:
     if pos != len(data):
         raise ValueError("trailing bytes")
     return out
-
-
-def _read_kept(parts_dir: Path, ref: BlobRef, stem: str) -> bytes:
-    """Open an attachment kept in the journal (checked and decrypted as on receipt)."""
-    return read_local_blob(parts_dir, ref, stem)
 
 
 class Journal:
@@ -282,7 +279,7 @@ class Journal:
             removed) or do not open.
         """
         try:
-            return _read_kept(self.parts_dir, ref, stem)
+            return read_local_blob(self.parts_dir, ref, stem)
         except (OSError, ValueError) as exc:
             raise CheckpointError(
                 f"a received array kept in {self.parts_dir} cannot be read back "
@@ -396,7 +393,8 @@ class Journal:
 
         def write() -> None:
             if kept:
-                _sync_kept(self.parts_dir, kept)
+                # The linked chunks and their new names, before the record.
+                fsync_local_chunks(self.parts_dir, kept)
             _write_durable(path, pieces)
 
         self._writer.submit(write)
@@ -479,11 +477,6 @@ class _Writer:
         with self._cv:
             self._cv.wait_for(lambda: not self._jobs)
             self._error = None
-
-
-def _sync_kept(parts_dir: Path, kept: Sequence[tuple[BlobRef, str]]) -> None:
-    """fsync the linked attachment chunks and their folder (the new names)."""
-    fsync_local_chunks(parts_dir, kept)
 
 
 class ReplyCache:
