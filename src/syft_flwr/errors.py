@@ -244,3 +244,11 @@ class ProjectSignatureError(ReviewError):
 
 class ProjectNotApproved(ReviewError):
     """A request names a project that is not approved, or whose files changed."""
+
+
+class StateIntegrityError(SecurityError):
+    """A record of a party's private state failed its integrity check.
+
+    The record was changed, copied from another party or another run, or written by
+    a version of syft_flwr that did not authenticate it. It is never acted on.
+    """
