@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -735,9 +736,43 @@ class SyftGrid(Grid):
             set_message_id(reply, str(uuid.uuid4()))
         return reply
 
-    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
-        """Return the replies available now (never blocks)."""
-        return self._pull(list(message_ids), full=True)
+    def pull_messages(
+        self,
+        reply_to_message_ids: Iterable[str] | None = None,
+        *,
+        message_ids: Iterable[str] | None = None,
+    ) -> list[Message]:
+        """Return the replies available now (never blocks).
+
+        Parameters
+        ----------
+        reply_to_message_ids : iterable of str, optional
+            Ids returned by :meth:`push_messages` whose replies to collect. ``None``
+            (the default) collects every reply that arrived for this grid.
+        message_ids : iterable of str, optional
+            Deprecated keyword alias of ``reply_to_message_ids`` (its name up to
+            Flower 1.42); accepted so that both Flower's current and next ``Grid``
+            signatures work. Passing both is a ``TypeError``.
+        """
+        if message_ids is not None:
+            if reply_to_message_ids is not None:
+                raise TypeError(
+                    "pull_messages() takes reply_to_message_ids or its deprecated "
+                    "alias message_ids, not both"
+                )
+            warnings.warn(
+                "pull_messages(message_ids=...) is deprecated; pass the ids as "
+                "reply_to_message_ids (Flower >= 1.43)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            reply_to_message_ids = message_ids
+        if reply_to_message_ids is None:
+            with self._lock:
+                ids = list(self._pending)
+        else:
+            ids = list(reply_to_message_ids)
+        return self._pull(ids, full=True)
 
     def _pull(
         self, ids: list[str], *, full: bool, check_rejected: bool | None = None
