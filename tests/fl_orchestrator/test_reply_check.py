@@ -374,3 +374,32 @@ def test_the_grid_accepts_nan_when_the_researcher_opts_down(
     assert not any("refused the reply" in m for m in messages)
     assert sum("replies holding NaN or Inf are accepted" in m for m in messages) == 1
     assert grid.tally.failed == 0
+
+
+def test_a_legacy_fitres_is_compared_with_the_fitins_it_answers() -> None:
+    """Legacy strategies: the model goes as ``fitins.parameters``, returns as
+    ``fitres.parameters`` (Flower's compat names, declared dtype/shape empty)."""
+    from flwr.common import Code, FitIns, FitRes, Status, ndarrays_to_parameters
+    from flwr.compat.common import recorddict_compat as compat
+
+    model = [np.zeros((4, 3), np.float32), np.zeros(3, np.float32)]
+    set_task_identity(7)
+    ins = compat.fitins_to_recorddict(
+        FitIns(ndarrays_to_parameters(model), {}), keep_input=True
+    )
+    req = Message(ins, dst_node_id=12345, message_type="train")
+    set_message_id(req, "req-legacy")
+
+    def fitres(arrays: list[np.ndarray]) -> Message:
+        res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(arrays), 10, {})
+        return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=req)
+
+    check_reply(req, fitres([a + 1 for a in model]))
+    with pytest.raises(
+        UnacceptableReply,
+        match=r"'fitres.parameters'/'0' is float32 of shape \(3, 4\), the model "
+        r"sent was float32 of shape \(4, 3\)",
+    ):
+        check_reply(req, fitres([np.ones((3, 4), np.float32), model[1]]))
+    with pytest.raises(UnacceptableReply, match=r"'fitres.parameters'/'1' holds"):
+        check_reply(req, fitres([model[0], np.full(3, np.nan, np.float32)]))

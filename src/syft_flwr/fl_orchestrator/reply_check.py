@@ -9,7 +9,8 @@ skip it and the round goes on with the others.
 
 What is refused, per ``Array`` of every ``ArrayRecord`` of a reply:
 
-* an array the request carried under the same record name and key, whose
+* an array the request carried under the same record name and key (for legacy
+  strategies: ``fitres.parameters`` answering ``fitins.parameters``), whose
   serialization type, dtype or shape differ from the request's;
 * a floating-point (or complex) array holding NaN or +-Inf, unless the
   researcher allowed it (``SyftGrid(allow_nonfinite=True)`` or
@@ -51,6 +52,9 @@ logger = logging.getLogger("syft_flwr.grid")
 BLOCK = 1 << 20
 #: Largest ``.npy`` header read (numpy's own default limit for ``np.load``).
 _MAX_HEADER = 10_000
+#: Legacy (``FitIns``/``FitRes``) strategies send the model under one record name
+#: and get it back under another (Flower's compat names): compare across them.
+_SENT_AS = {"fitres.parameters": "fitins.parameters"}
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,7 @@ def check_reply(
         )
     sent_records = request.content.array_records if request.has_content() else {}
     for name, record in reply.content.array_records.items():
-        sent_record = sent_records.get(name)
+        sent_record = sent_records.get(name, sent_records.get(_SENT_AS.get(name, "")))
         for key, arr in record.items():
             sent = sent_record.get(key) if sent_record is not None else None
             try:
