@@ -23,6 +23,7 @@ from syft_flwr.config import Settings
 from syft_flwr.errors import ConfigError, SecurityError, UnacceptableReply
 from syft_flwr.events import create_events_watcher
 from syft_flwr.fl_orchestrator import reply_check
+from syft_flwr.fl_orchestrator.checkpoint import Journal
 from syft_flwr.fl_orchestrator.reply_check import check_reply, screen_reply
 from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
@@ -313,9 +314,12 @@ def _plus_one(body: bytes) -> bytes:
 
 
 def _grid_round(
-    root: Path, runner: EventsRunner, **grid_kwargs: object
+    root: Path, runner: EventsRunner, *, serve: bool = True, **grid_kwargs: object
 ) -> tuple[SyftGrid, dict[str, Message]]:
+    """One train round: OWNER answers NaN, HONEST the model + 1 (if ``serve``)."""
     for email, handler in ((OWNER, _nan_in_the_model), (HONEST, _plus_one)):
+        if not serve:
+            break
         ev = create_events_watcher(
             APP, make_syft_client(root, email), poll_interval=0.25, settings=PLAIN
         )
@@ -403,3 +407,23 @@ def test_a_legacy_fitres_is_compared_with_the_fitins_it_answers() -> None:
         check_reply(req, fitres([np.ones((3, 4), np.float32), model[1]]))
     with pytest.raises(UnacceptableReply, match=r"'fitres.parameters'/'1' holds"):
         check_reply(req, fitres([model[0], np.full(3, np.nan, np.float32)]))
+
+
+def test_a_refused_reply_is_journaled_as_refused_and_resume_replays_the_refusal(
+    syft_root: Path, events_runner: EventsRunner
+) -> None:
+    """The journal records what the ServerApp saw: the error, never the NaN."""
+    journal = Journal(syft_root / "journal", "run-key")
+    journal.begin(42)
+    _, live = _grid_round(syft_root, events_runner, journal=journal)
+    journal.flush()
+    events_runner.stop_all()  # nobody answers now: replies come from the journal
+    resumed = Journal(syft_root / "journal", "run-key")
+    assert resumed.resuming
+    _, replayed = _grid_round(syft_root, events_runner, serve=False, journal=resumed)
+    assert set(replayed) == {OWNER, HONEST}  # nobody serves: from the journal
+    for by_owner in (live, replayed):
+        assert by_owner[OWNER].has_error()
+        assert "reply refused: array 'arrays'/'0'" in by_owner[OWNER].error.reason
+        model = by_owner[HONEST].content["arrays"].to_numpy_ndarrays()[0]
+        assert np.array_equal(model, np.ones(512 * 1024, np.float32))
