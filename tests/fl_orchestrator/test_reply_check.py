@@ -26,7 +26,11 @@ from syft_flwr.fl_orchestrator import reply_check
 from syft_flwr.fl_orchestrator.checkpoint import Journal
 from syft_flwr.fl_orchestrator.reply_check import check_reply, screen_reply
 from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
-from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
+from syft_flwr.serde import (
+    SpillableArray,
+    bytes_to_flower_message,
+    flower_message_to_bytes,
+)
 
 OWNER = "do1@example.org"
 HONEST = "do2@example.org"
@@ -287,6 +291,21 @@ def test_the_finiteness_check_makes_no_copy_of_the_model() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 4 * 1024 * 1024, peak  # model: 32 MiB; one block of bools: 1 MiB
+
+
+def test_the_model_sent_is_never_read_back_from_disk_to_be_compared() -> None:
+    """A sent array whose bytes were spilled is compared by its declared fields."""
+
+    def reload() -> bytes:
+        raise AssertionError("the sent model's bytes were read")
+
+    sent = SpillableArray("float32", (1000,), SType.NUMPY, _npy(MODEL), reload)
+    sent.spill()
+    req = _request(MODEL)
+    req.content["arrays"]["0"] = sent
+    check_reply(req, _reply(req, {"arrays": ArrayRecord([MODEL + 1])}))
+    with pytest.raises(UnacceptableReply, match=r"shape \(999,\)"):
+        check_reply(req, _reply(req, {"arrays": ArrayRecord([MODEL[:999]])}))
 
 
 def test_the_opt_down_is_read_from_the_environment() -> None:

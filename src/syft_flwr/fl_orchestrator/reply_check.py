@@ -98,6 +98,22 @@ def array_layout(arr: Array) -> ArrayLayout:
     return ArrayLayout(dtype, tuple(int(n) for n in shape), offset)
 
 
+def sent_layout(sent: Array) -> tuple[np.dtype, tuple[int, ...]]:
+    """Dtype and shape of an array the researcher sent.
+
+    Its declared fields when Flower filled them (``Array(ndarray)``): the
+    researcher built it, and its bytes are not read (they may have been spilled
+    to disk). Legacy ``Parameters`` leave them empty: then its ``.npy`` header.
+    """
+    if sent.dtype:
+        try:
+            return np.dtype(sent.dtype), tuple(int(n) for n in sent.shape)
+        except (TypeError, ValueError):
+            pass
+    layout = array_layout(sent)
+    return layout.dtype, layout.shape
+
+
 def _blocks(arr: Array, layout: ArrayLayout) -> Iterator[np.ndarray]:
     """The array's elements as views of its bytes, ``BLOCK`` at a time."""
     flat = np.frombuffer(
@@ -119,10 +135,6 @@ def is_finite(arr: Array, layout: ArrayLayout) -> bool:
     return all(bool(np.isfinite(block).all()) for block in _blocks(arr, layout))
 
 
-def _describe(layout: ArrayLayout) -> str:
-    return f"{layout.dtype} of shape {layout.shape}"
-
-
 def _check_array(arr: Array, sent: Array | None, *, allow_nonfinite: bool) -> None:
     """Raise :class:`UnacceptableReply` (reason without the array's name)."""
     if sent is not None and arr.stype != sent.stype:
@@ -139,10 +151,11 @@ def _check_array(arr: Array, sent: Array | None, *, allow_nonfinite: bool) -> No
         return
     layout = array_layout(arr)
     if sent is not None:
-        want = array_layout(sent)
-        if (layout.dtype, layout.shape) != (want.dtype, want.shape):
+        dtype, shape = sent_layout(sent)
+        if (layout.dtype, layout.shape) != (dtype, shape):
             raise UnacceptableReply(
-                f"is {_describe(layout)}, the model sent was {_describe(want)}"
+                f"is {layout.dtype} of shape {layout.shape}, the model sent was "
+                f"{dtype} of shape {shape}"
             )
     if not allow_nonfinite and not is_finite(arr, layout):
         raise UnacceptableReply("holds values that are not finite numbers (NaN or Inf)")
