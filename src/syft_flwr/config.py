@@ -28,7 +28,7 @@ variable                           default     meaning
 ``SYFT_FLWR_HEARTBEAT_MISSES``     ``4``       missed heartbeats before the researcher
                                                stops waiting for a data owner
 ``SYFT_FLWR_ALLOW_NONFINITE``      ``false``   accept NaN/Inf in data owners' reply arrays
-                                               (by default such a reply is refused)
+                                               and metrics (by default: refused)
 =================================  ==========  ============================================
 """
 

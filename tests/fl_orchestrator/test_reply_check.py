@@ -167,6 +167,36 @@ def test_non_finite_values_are_refused_with_an_error_reply_and_a_log_line(
     assert "the round goes on with the other data owners" in line
 
 
+@pytest.mark.parametrize(
+    "metrics",
+    [
+        {"num-examples": float("nan")},
+        {"num-examples": 10, "loss": float("inf")},
+        {"num-examples": 10, "per-class": [0.5, float("-inf")]},
+    ],
+    ids=["nan-weight", "inf-metric", "inf-in-list"],
+)
+def test_non_finite_metrics_are_refused_they_weight_the_aggregation(
+    metrics: dict, caplog
+) -> None:
+    req = _request(MODEL)
+    content = RecordDict(
+        {"arrays": ArrayRecord([MODEL + 1]), "metrics": MetricRecord(metrics)}
+    )
+    reply = Message(content, reply_to=req)
+    with caplog.at_level(logging.WARNING, "syft_flwr.grid"):
+        out = screen_reply(req, reply, sender=OWNER)
+    assert out.has_error() and "metric 'metrics'/" in out.error.reason
+    assert "is not a finite number" in caplog.records[0].getMessage()
+    check_reply(req, reply, allow_nonfinite=True)  # the opt-down covers metrics
+    big = {"num-examples": 2**62, "loss": 1e308, "ids": [1, 2]}
+    finite = Message(
+        RecordDict({"arrays": ArrayRecord([MODEL]), "m": MetricRecord(big)}),
+        reply_to=req,
+    )
+    check_reply(req, finite)
+
+
 def test_complex_arrays_are_checked_too() -> None:
     req = _request(np.zeros(4, dtype=np.complex64))
     bad = np.zeros(4, dtype=np.complex64)

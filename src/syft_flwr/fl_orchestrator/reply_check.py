@@ -12,8 +12,8 @@ What is refused, per ``Array`` of every ``ArrayRecord`` of a reply:
 * an array the request carried under the same record name and key (for legacy
   strategies: ``fitres.parameters`` answering ``fitins.parameters``), whose
   serialization type, dtype or shape differ from the request's;
-* a floating-point (or complex) array holding NaN or +-Inf, unless the
-  researcher allowed it (``SyftGrid(allow_nonfinite=True)`` or
+* a floating-point (or complex) array, or a metric (FedAvg weights replies by
+  ``num-examples``), holding NaN or +-Inf, unless the researcher allowed it (``SyftGrid(allow_nonfinite=True)`` or
   ``SYFT_FLWR_ALLOW_NONFINITE=true``);
 * a ``numpy.ndarray`` array whose bytes are not a plain ``.npy`` array (what
   ``Array.numpy()`` would fail on, or read as objects);
@@ -33,12 +33,13 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import Array, Error, Message
+from flwr.app import Array, Error, Message, MetricRecord
 from flwr.common.constant import ErrorCode, SType
 
 from syft_flwr._flwr_compat import set_message_id
@@ -178,7 +179,8 @@ def check_reply(
     Raises
     ------
     UnacceptableReply
-        Naming the record and key of the first array refused, and why.
+        Naming the record and key of the first array (or metric: strategies
+        weight by them) refused, and why.
     """
     if reply.has_error() or not reply.has_content():
         return
@@ -197,6 +199,20 @@ def check_reply(
                 _check_array(arr, sent, allow_nonfinite=allow_nonfinite)
             except UnacceptableReply as exc:
                 raise UnacceptableReply(f"array {name!r}/{key!r} {exc}") from None
+    if not allow_nonfinite:
+        for name, metrics in reply.content.metric_records.items():
+            _check_metrics(name, metrics)
+
+
+def _check_metrics(name: str, metrics: MetricRecord) -> None:
+    """Metrics weight the aggregation (``num-examples``): NaN/Inf poison it too."""
+    for key, value in metrics.items():
+        values = value if isinstance(value, list) else [value]
+        # Ints are always finite (and may not fit a float): floats only.
+        if not all(math.isfinite(v) for v in values if isinstance(v, float)):
+            raise UnacceptableReply(
+                f"metric {name!r}/{key!r} is not a finite number ({value!r})"
+            )
 
 
 def screen_reply(

@@ -20,6 +20,8 @@ def _hostile(kind: str, model: np.ndarray) -> np.ndarray:
         return np.ones(model.size - 1, dtype=model.dtype)
     if kind == "dtype":
         return model.astype(np.float64)
+    if kind == "nan-weight":
+        return model  # honest arrays; the weight is NaN (see train)
     if kind == "huge":
         # Finite and representable: within-range poisoning (not refused).
         return np.full_like(model, 1e38)
@@ -31,15 +33,18 @@ def train(msg: Message, context: Context) -> Message:
     cfg = context.run_config
     pid = int(context.node_config["partition-id"])
     model = msg.content["arrays"].to_numpy_ndarrays()[0]
+    examples = 10.0
     if pid == int(cfg["hostile-partition"]):
         model = _hostile(str(cfg["hostile-kind"]), model)
+        if cfg["hostile-kind"] == "nan-weight":
+            examples = float("nan")  # FedAvg weights every reply by it
     else:
         model = model + np.float32(pid + 1)
     return Message(
         RecordDict(
             {
                 "arrays": ArrayRecord([model]),
-                "metrics": MetricRecord({"num-examples": 10}),
+                "metrics": MetricRecord({"num-examples": examples}),
             }
         ),
         reply_to=msg,
