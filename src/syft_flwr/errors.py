@@ -34,7 +34,7 @@ either::
         ├── UnknownSenderError         sender is not an allowed aggregator/data owner
         ├── ReplayError                a request id was already executed
         ├── MessageExpired             the request's expiry has passed
-        ├── UnacceptableReply          a reply's arrays are not finite or not the model's shape
+        ├── UnacceptableReply          a reply's values are not finite or not the model's shape
         └── ReviewError                a project package or review decision is refused
             ├── UnsafeArchiveError     ``../``, absolute paths, links, devices, too big
             ├── ProjectSignatureError  not signed by the researcher's pinned identity key
@@ -259,7 +259,7 @@ class StateIntegrityError(SecurityError):
 class UnacceptableReply(SecurityError):
     """A data owner's reply carries values the researcher will not aggregate.
 
-    An array that is not finite (NaN, Inf), whose shape, dtype or serialization
-    differs from the model the data owner was sent, or that is not a readable
-    numpy array. The reply counts as that data owner's failure.
+    An array or metric that is not finite (NaN, Inf), an array whose shape, dtype
+    or serialization differs from the model the data owner was sent, or one that
+    is not a readable numpy array. The reply counts as that data owner's failure.
     """
