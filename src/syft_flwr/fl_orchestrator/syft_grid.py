@@ -58,6 +58,7 @@ from syft_flwr.fl_orchestrator.checkpoint import (
     Kept,
     request_fingerprints,
 )
+from syft_flwr.fl_orchestrator.reply_check import screen_reply
 from syft_flwr.ids import node_id_map, normalize_email
 from syft_flwr.review.guard import attach_project_hash, take_project_hash
 from syft_flwr.rpc import CodecPolicy, Incoming, Part, SyftFlwrRpc
@@ -154,6 +155,11 @@ class SyftGrid(Grid):
     journal:
         Resume record (see :mod:`syft_flwr.fl_orchestrator.checkpoint`): calls
         found in it are answered from disk, completed calls are appended.
+    allow_nonfinite:
+        Accept replies whose floating-point arrays hold NaN or Inf. Default
+        (``None``): ``SYFT_FLWR_ALLOW_NONFINITE``, else ``False``: such a reply
+        becomes an error reply for its data owner (see
+        :mod:`syft_flwr.fl_orchestrator.reply_check`).
 
     Raises
     ------
@@ -175,8 +181,11 @@ class SyftGrid(Grid):
         clock: Callable[[], float] = time.time,
         project_hash: str | None = None,
         journal: Journal | None = None,
+        allow_nonfinite: bool | None = None,
     ) -> None:
         self._explicit_settings = settings
+        self._explicit_allow_nonfinite = allow_nonfinite
+        self._said_nonfinite = False
         self.project_hash = project_hash
         self.journal = journal
         self._owns_transport = False
@@ -272,6 +281,19 @@ class SyftGrid(Grid):
     def _get_timeout(self, timeout: float | None) -> float:
         """Explicit argument > ``SYFT_FLWR_MSG_TIMEOUT`` > 120 s."""
         return float(timeout) if timeout is not None else self._settings().msg_timeout
+
+    def _allow_nonfinite(self) -> bool:
+        """Argument > ``SYFT_FLWR_ALLOW_NONFINITE`` > False; said once when on."""
+        allow = self._explicit_allow_nonfinite
+        if allow is None:
+            allow = self._settings().allow_nonfinite
+        if allow and not self._said_nonfinite:
+            self._said_nonfinite = True
+            logger.warning(
+                "replies holding NaN or Inf are accepted (allow_nonfinite is on): "
+                "one such reply can make the aggregated model NaN"
+            )
+        return allow
 
     def _ensure_watch(self, email: str) -> None:
         # Never hold the grid lock across a transport call: the transport's event
@@ -829,7 +851,14 @@ class SyftGrid(Grid):
                 continue
             if inc is None:
                 continue
-            reply = self._to_reply(p, mid, inc)
+            # Authentic is not harmless: NaN/Inf or another shape never reach
+            # the strategy; they become this data owner's error reply.
+            reply = screen_reply(
+                p.message,
+                self._to_reply(p, mid, inc),
+                sender=p.email,
+                allow_nonfinite=self._allow_nonfinite(),
+            )
             if self._keeping and not reply.has_error():
                 self._keep(mid, inc, reply)
             out.append(reply)
