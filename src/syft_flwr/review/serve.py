@@ -10,7 +10,7 @@ from typing import Any
 
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings
-from syft_flwr.errors import ProjectNotApproved
+from syft_flwr.errors import ConfigError, ProjectNotApproved
 from syft_flwr.review.store import APPROVED, ProjectRecord, ProjectStore, project_store
 from syft_flwr.review.unpack import write_tree
 
@@ -18,7 +18,7 @@ __all__ = ["prepare_work_dir", "serve"]
 
 
 def prepare_work_dir(
-    store: ProjectStore, ref: str | None
+    store: ProjectStore, ref: str | None, researcher: str | None = None
 ) -> tuple[ProjectRecord, Path]:
     """Unpack an approved project, fresh, into its own working folder.
 
@@ -27,6 +27,9 @@ def prepare_work_dir(
     store : ProjectStore
     ref : str or None
         Hash prefix; ``None`` picks the only approved project.
+    researcher : str, optional
+        Whose approved submission of it (default: any approved one; the files
+        are the same, and the guard checks each request's sender).
 
     Returns
     -------
@@ -37,18 +40,27 @@ def prepare_work_dir(
     ProjectNotApproved
         The project is not approved (or none / several are, with ``ref=None``).
     """
-    if ref is None:
-        approved = [r for r in store.records() if r.status == APPROVED]
-        if len(approved) != 1:
-            raise ProjectNotApproved(
-                f"{len(approved)} approved projects: name one (syft_flwr projects)"
-            )
-        rec = approved[0]
-    else:
-        rec = store.get(ref)
-    if rec.status != APPROVED:
-        raise ProjectNotApproved(f"project {rec.short} is {rec.status}, not approved")
-    pkg = store.package(rec.project_hash)
+    approved = [
+        r
+        for r in store.records()
+        if r.status == APPROVED
+        and (ref is None or r.project_hash.startswith(ref.strip().lower()))
+        and (researcher is None or r.researcher == researcher)
+    ]
+    hashes = {r.project_hash for r in approved}
+    if ref is None and len(hashes) != 1:
+        raise ProjectNotApproved(
+            f"{len(hashes)} approved projects: name one (syft_flwr projects)"
+        )
+    if not approved:
+        rec = store.get(ref or "", researcher)  # says why: unknown, ambiguous, ...
+        raise ProjectNotApproved(
+            f"project {rec.short} from {rec.researcher} is {rec.status}, not approved"
+        )
+    if len(hashes) != 1:
+        raise ConfigError(f"{len(hashes)} approved projects match {ref!r}")
+    rec = approved[0]
+    pkg = store.package(rec)
     if pkg.project_hash != rec.project_hash:
         raise ProjectNotApproved(f"stored package of {rec.short} changed")
     work = store.directory / "work" / rec.project_hash[:16]
@@ -91,11 +103,12 @@ def serve(
     run_config: str | list[str] | None = None,
     node_config: str | list[str] | dict[str, Any] | None = None,
     on_ready: Callable[[Path], None] | None = None,
+    researcher: str | None = None,
 ) -> Any:
     """Serve an approved project until its researcher's stop signal.
 
-    The ClientApp is loaded from the project's own working folder; only its
-    researcher may send work; every request must name the approved hash, and the
+    The ClientApp is loaded from the project's own working folder; only the
+    researchers whose own submission of it was approved may send work; every request must name the approved hash, and the
     folder is re-hashed before each one (:class:`~syft_flwr.review.guard.ProjectGuard`).
 
     Parameters
@@ -114,6 +127,8 @@ def serve(
         This data owner's node config (see :func:`syft_flwr.run.node_config_for`).
     on_ready : callable, optional
         Called with the working folder once the project is unpacked.
+    researcher : str, optional
+        Pick the project by this researcher's approved submission.
 
     Returns
     -------
@@ -125,7 +140,7 @@ def serve(
     from syft_flwr.run import node_config_for
 
     store = project_store(client)
-    rec, work = prepare_work_dir(store, ref)
+    rec, work = prepare_work_dir(store, ref, researcher)
     cfg = load_project(work)
     client_app = _load_from(work, cfg.clientapp, load_component)
     if on_ready is not None:
@@ -134,7 +149,9 @@ def serve(
         client_app,
         cfg.flwr_app_name,
         client=client,
-        aggregators=[rec.researcher],  # the signer, not what its pyproject says
+        # The researchers this data owner approved these files for (each one's
+        # own record; not what the pyproject says); the guard checks per request.
+        aggregators=store.approved_researchers(rec.project_hash),
         run_config=parse_run_config(cfg.app_config, run_config),
         node_config=node_config_for(cfg, node_config),
         settings=settings,

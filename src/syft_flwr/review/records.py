@@ -1,0 +1,175 @@
+"""One review record on disk: its fields, its integrity tag, and older formats.
+
+A record is keyed by *(researcher, project hash)*: two researchers who submit the
+same files get two records, each with its own decision, reason and reply path.
+Every record in ``projects.json`` carries an HMAC tag under the data owner's
+``StateKey(keys, "review")`` over all its fields, so a record that was edited,
+copied from another data owner's store or written without a tag is never acted
+on (:class:`~syft_flwr.errors.StateIntegrityError`).
+
+Records of the first store format (keyed by hash alone, untagged) cannot be
+trusted, so they are read as *pending* with a :data:`LEGACY_NOTE`: the data owner
+reviews and approves them again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from syft_flwr.crypto.state_mac import StateKey
+from syft_flwr.errors import StateIntegrityError
+
+__all__ = [
+    "APPROVED",
+    "LEGACY_NOTE",
+    "PENDING",
+    "REJECTED",
+    "STORE_VERSION",
+    "ProjectRecord",
+    "legacy_record",
+    "parse_record",
+    "record_slug",
+    "tagged",
+]
+
+PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
+#: Version of the ``projects.json`` layout written now (the first one had none).
+STORE_VERSION = 2
+#: Shown on records read from the first, unauthenticated store format.
+LEGACY_NOTE = (
+    "recorded by an older syft_flwr without an integrity check; its earlier "
+    "decision is not trusted: review it and approve or reject it again"
+)
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class ProjectRecord:
+    """One project submitted by one researcher, as the data owner sees it.
+
+    Attributes
+    ----------
+    project_hash : str
+        sha256 over the file list (what is approved).
+    name : str
+        The project's name as the researcher gave it.
+    researcher : str
+        The signer's email (the envelope's authenticated sender): the only
+        researcher this record's decision is for and approves.
+    fingerprint : str
+        Fingerprint of the researcher's identity key that signed the manifest.
+    files : list of list
+        ``[path, sha256, size]`` per file.
+    status : str
+        ``"pending"``, ``"approved"`` or ``"rejected"``.
+    reason : str
+        Why it was rejected (empty otherwise).
+    received, decided : float
+        POSIX times (``decided`` 0 while pending).
+    request_key : str
+        Transport key of the submission request (the decision answers it).
+    expires : str
+        Expiry of that request (the decision's expiry too).
+    note : str
+        A remark of the store itself (e.g. :data:`LEGACY_NOTE`); empty normally.
+    """
+
+    project_hash: str
+    name: str
+    researcher: str
+    fingerprint: str
+    files: list[list[Any]]
+    status: str
+    reason: str
+    received: float
+    decided: float
+    request_key: str
+    expires: str
+    note: str = ""
+
+    @property
+    def short(self) -> str:
+        return self.project_hash[:12]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """What a record is keyed by: ``(researcher, project_hash)``."""
+        return (self.researcher, self.project_hash)
+
+
+_FIELDS = {f.name for f in fields(ProjectRecord)}
+_TEXT = ("project_hash", "name", "researcher", "fingerprint", "status", "reason")
+_TEXT += ("request_key", "expires", "note")
+
+
+def record_slug(researcher: str) -> str:
+    """A file-name-safe id of a researcher (never the email itself in a path)."""
+    return hashlib.sha256(researcher.encode("utf-8")).hexdigest()[:16]
+
+
+def _canonical(rec: ProjectRecord) -> bytes:
+    return json.dumps(asdict(rec), sort_keys=True, separators=(",", ":")).encode()
+
+
+def tagged(rec: ProjectRecord, key: StateKey) -> dict[str, Any]:
+    """``rec`` as a JSON object with its integrity tag."""
+    tag = key.tag_hex(rec.researcher, rec.project_hash, _canonical(rec))
+    return asdict(rec) | {"tag": tag}
+
+
+def _build(doc: dict[str, Any], what: str) -> ProjectRecord:
+    """A record from ``doc``'s fields, each of the right type, or an error."""
+    given = {k: v for k, v in doc.items() if k in _FIELDS}
+    try:
+        rec = ProjectRecord(**given)
+    except TypeError as exc:
+        raise StateIntegrityError(f"{what} is not a review record: {exc}") from exc
+    ok = (
+        all(isinstance(getattr(rec, k), str) for k in _TEXT)
+        and isinstance(rec.received, (int, float))
+        and isinstance(rec.decided, (int, float))
+        and isinstance(rec.files, list)
+        and _HASH.fullmatch(rec.project_hash) is not None
+        and rec.status in (PENDING, APPROVED, REJECTED)
+    )
+    if not ok:
+        raise StateIntegrityError(f"{what} has a field of the wrong kind")
+    return rec
+
+
+def parse_record(doc: Any, key: StateKey, what: str) -> ProjectRecord:
+    """Check ``doc``'s tag and return its record.
+
+    Raises
+    ------
+    StateIntegrityError
+        Not a record, or its tag does not authenticate it under ``key``.
+    """
+    if not isinstance(doc, dict) or not isinstance(doc.get("tag"), str):
+        raise StateIntegrityError(
+            f"{what} has no integrity tag; it was not written by this data owner"
+        )
+    rec = _build(doc, what)
+    if set(doc) - {"tag"} != _FIELDS:
+        raise StateIntegrityError(f"{what} has missing or extra fields")
+    key.verify(doc["tag"], rec.researcher, rec.project_hash, _canonical(rec), what=what)
+    return rec
+
+
+def legacy_record(project_hash: str, doc: Any) -> ProjectRecord:
+    """A record of the first store format, read as pending with :data:`LEGACY_NOTE`.
+
+    Raises
+    ------
+    StateIntegrityError
+        ``doc`` is not a record of that format.
+    """
+    what = f"old review record {str(project_hash)[:12]!r}"
+    if not isinstance(doc, dict) or doc.get("project_hash") != project_hash:
+        raise StateIntegrityError(f"{what} is not a review record")
+    rec = _build(doc | {"note": ""}, what)
+    return replace(rec, status=PENDING, reason="", decided=0.0, note=LEGACY_NOTE)
