@@ -96,3 +96,29 @@ def test_submit_approve_serve_only_the_approved_code(tmp_path: Path):
     assert r.returncode != 0
     assert "refused the request" in r.stdout + r.stderr
     assert "is for project" in out and "but this data owner serves" in out
+
+
+def test_same_files_from_two_researchers_are_decided_apart(tmp_path: Path):
+    """B submits A's files first; the data owner approves A's submission by name."""
+    b = "b@example.org"
+    app = tmp_path / "toy_app"
+    shutil.copytree(TOY, app, ignore=shutil.ignore_patterns("__pycache__"))
+    r_conf, b_conf, do_conf = (_config(tmp_path, e) for e in (R, b, DO))
+    assert cli("projects", "--config", do_conf).returncode == 0  # opens the inbox
+    assert cli("submit", str(app), "--to", DO, "--config", b_conf).returncode == 0
+    r = cli("submit", str(app), "--to", DO, "--config", r_conf)
+    project = re.search(r"project hash: ([0-9a-f]{64})", r.stdout).group(1)
+    r = cli("projects", "--config", do_conf, "--brief")
+    assert r.stdout.count(f"{project[:12]}  [pending]") == 2
+    r = cli("approve", project[:8], "--config", do_conf)
+    assert r.returncode != 0 and "submitted by 2 researchers" in r.stderr
+    r = cli("approve", project[:8], "--researcher", R, "--config", do_conf)
+    assert r.returncode == 0 and f"for {R} only" in r.stdout
+    r = cli("reject", project[:8], "--researcher", b, "--reason", "who are you?",
+            "--config", do_conf)  # fmt: skip
+    assert r.returncode == 0
+    assert "[approved]" in cli("status", "--config", r_conf).stdout
+    r = cli("status", "--config", b_conf)
+    assert "[rejected]  reason: who are you?" in r.stdout and "approved" not in r.stdout
+    r = cli("show", project[:8], "--researcher", b, "--config", do_conf)
+    assert f"from {b}" in r.stdout and "reason: who are you?" in r.stdout

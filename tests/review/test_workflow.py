@@ -30,7 +30,7 @@ from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
 from syft_flwr.transports.memory import MemoryHub
 
 TOY = Path(__file__).resolve().parents[1] / "assets" / "toy_app"
-DS, DO = "ds@example.org", "do@example.org"
+DS, DO, OTHER = "ds@example.org", "do@example.org", "other@example.org"
 ENC = Settings(encryption_enabled=True, poll_interval=0.25)
 
 
@@ -254,3 +254,38 @@ def test_a_decision_not_sealed_by_the_data_owner_is_not_believed(parties, app: P
     )
     [st] = api.submission_status(researcher, settings=ENC)
     assert st.status == "undeliverable" and "not encrypted" in st.reason
+
+
+def _guarded(store: ProjectStore, project_hash: str, work: Path):
+    ran: list[Message] = []
+    capp = ClientApp()
+
+    @capp.train()
+    def train(msg, context):
+        ran.append(msg)
+        return Message(RecordDict(), reply_to=msg)
+
+    h = ClientAppHandler(capp, email=DO, check=ProjectGuard(store, project_hash, work))
+    return h, ran
+
+
+def test_the_guard_approves_the_researcher_not_the_files(tmp_path: Path, app: Path):
+    from syft_flwr.review.package import pack_app
+    from syft_flwr.review.unpack import read_package
+
+    store = ProjectStore(tmp_path / "s", key=StateKey(generate_keys(), "review"))
+    for who in (DS, OTHER):
+        data, manifest = pack_app(app, who, generate_keys().identity)
+        store.add(
+            read_package(data), researcher=who, fingerprint="f",
+            request_key=f"k-{who}", expires="e", data=data,
+        )  # fmt: skip
+    store.decide(manifest.project_hash, DS, "approved")
+    h, ran = _guarded(store, manifest.project_hash, app)
+    reply = _request(h, manifest.project_hash, sender=OTHER)
+    assert f"not approved for {OTHER}" in reply.error.reason and ran == []
+    assert (
+        "sender is not known" in _request(h, manifest.project_hash, None).error.reason
+    )
+    assert not _request(h, manifest.project_hash, sender=DS).has_error()
+    assert len(ran) == 1 and h.refused == 2
