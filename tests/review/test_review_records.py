@@ -251,3 +251,17 @@ def test_a_flooding_researcher_is_cut_off_at_its_quota_and_others_still_get_in(
     api.reject(owner, b_first.short, "one at a time", researcher=B, settings=ENC)
     more = api.receive_projects(owner, settings=ENC, max_pending=2)
     assert [r.researcher for r in more] == [B]
+
+
+def test_a_resubmission_while_pending_is_answered_with_the_decision_too(
+    parties, app: Path
+):
+    a, _, owner = parties
+    api.submit(app, [DO], client=a, settings=ENC)
+    api.submit(app, [DO], client=a, settings=ENC)  # the same files, sent again
+    [rec] = api.receive_projects(owner, settings=ENC)
+    assert len(rec.other_requests) == 1
+    assert api.receive_projects(owner, settings=ENC) == []  # not read again
+    api.reject(owner, rec.short, SECRET, settings=ENC)
+    assert _status(a) == [("rejected", SECRET), ("rejected", SECRET)]
+    assert api.receive_projects(owner, settings=ENC) == []

@@ -43,6 +43,7 @@ from syft_flwr.review.store import (
     ProjectRecord,
     ProjectStore,
     project_store,
+    requests_of,
 )
 from syft_flwr.review.unpack import read_package
 from syft_flwr.rpc import Incoming, SyftFlwrRpc
@@ -294,7 +295,7 @@ def receive_projects(
     rpc = _rpc(client, transport, settings)
     directory = KeyDirectory(transport, TrustStore(key_store_for(client)))
     new = []
-    recorded = {r.request_key for r in store.records()}
+    recorded = {k for r in store.records() for k, _ in requests_of(r)}
     quota = _InboxQuota(store, max_pending)
     for key in rpc.pending_request_keys(REVIEW_ENDPOINT):
         if key in recorded:
@@ -310,7 +311,7 @@ def receive_projects(
             continue
         rec = _check_and_store(inc, key, rpc, directory, store)
         if rec is not None:
-            new.append(rec)
+            new = [r for r in new if r.key != rec.key] + [rec]  # once per record
     quota.report()
     return new
 
@@ -442,17 +443,21 @@ def _decide(
     store = project_store(client)
     who = fold_domain(researcher) if researcher else None
     rec = store.get(ref, who)
+    latest, *earlier = requests_of(rec)
     rec = store.decide(rec.project_hash, rec.researcher, status, reason)  # durable
-    transport = transport or client.make_transport()
-    _reply(
-        _rpc(client, transport, settings),
-        rec.request_key,
-        rec.expires,
-        rec.project_hash,
-        rec.researcher,
-        status,
-        reason,
-    )
+    rpc = _rpc(client, transport or client.make_transport(), settings)
+    for key, expires in earlier:  # the same researcher's earlier submissions of it
+        try:
+            _reply(rpc, key, expires, rec.project_hash, rec.researcher, status, reason)
+        except (TransportError, EncryptionError) as exc:
+            logger.warning(
+                "could not answer an earlier submission of %s by %s: %s",
+                rec.short,
+                rec.researcher,
+                exc,
+            )
+    key, expires = latest  # a failure here reaches the caller: decide again to retry
+    _reply(rpc, key, expires, rec.project_hash, rec.researcher, status, reason)
     return rec
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from syft_flwr.crypto.state_mac import StateKey
@@ -76,6 +76,9 @@ class ProjectRecord:
         Expiry of that request (the decision's expiry too).
     note : str
         A remark of the store itself (e.g. :data:`LEGACY_NOTE`); empty normally.
+    other_requests : list of list
+        ``[request_key, expires]`` of this researcher's earlier submissions of
+        the same files while it was pending: the decision answers them too.
     """
 
     project_hash: str
@@ -90,6 +93,7 @@ class ProjectRecord:
     request_key: str
     expires: str
     note: str = ""
+    other_requests: list[list[str]] = field(default_factory=list)
 
     @property
     def short(self) -> str:
@@ -133,6 +137,11 @@ def _build(doc: dict[str, Any], what: str) -> ProjectRecord:
         and isinstance(rec.received, (int, float))
         and isinstance(rec.decided, (int, float))
         and isinstance(rec.files, list)
+        and isinstance(rec.other_requests, list)
+        and all(
+            isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r)
+            for r in rec.other_requests
+        )
         and _HASH.fullmatch(rec.project_hash) is not None
         and rec.status in (PENDING, APPROVED, REJECTED)
     )
@@ -171,5 +180,5 @@ def legacy_record(project_hash: str, doc: Any) -> ProjectRecord:
     what = f"old review record {str(project_hash)[:12]!r}"
     if not isinstance(doc, dict) or doc.get("project_hash") != project_hash:
         raise StateIntegrityError(f"{what} is not a review record")
-    rec = _build(doc | {"note": ""}, what)
+    rec = _build(doc | {"note": "", "other_requests": []}, what)
     return replace(rec, status=PENDING, reason="", decided=0.0, note=LEGACY_NOTE)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syft_flwr import strict_json
+from syft_flwr._email import fold_domain
 from syft_flwr.crypto.keys import _atomic_write
 from syft_flwr.crypto.state_mac import StateKey
 from syft_flwr.errors import (
@@ -64,6 +65,7 @@ __all__ = [
     "ProjectRecord",
     "ProjectStore",
     "project_store",
+    "requests_of",
     "show_text",
 ]
 
@@ -72,6 +74,8 @@ _THREAD_LOCK = threading.Lock()
 _INDEX = "projects.json"
 _MAX_INDEX_BYTES = 256 * 1024 * 1024
 Records = dict[tuple[str, str], ProjectRecord]
+#: Earlier requests of one pending record kept to answer (older ones are dropped).
+_MAX_OTHERS = 20
 
 
 class ProjectStore:
@@ -300,8 +304,12 @@ class ProjectStore:
 
     def is_approved(self, project_hash: str, researcher: str) -> bool:
         """Whether ``researcher``'s own record of ``project_hash`` is approved."""
-        rec = self._load().get((researcher, project_hash))
-        return rec is not None and rec.status == APPROVED
+        who = fold_domain(researcher)
+        return any(
+            r.status == APPROVED and fold_domain(r.researcher) == who
+            for r in self._load().values()
+            if r.project_hash == project_hash
+        )
 
     def approved_researchers(self, project_hash: str) -> list[str]:
         """Every researcher whose submission of ``project_hash`` is approved."""
@@ -340,7 +348,7 @@ class ProjectStore:
             known = records.get((researcher, package.project_hash))
             if known is not None:
                 # A resubmission: answer its newer request, keep the decision.
-                rec = replace(known, request_key=request_key, expires=expires)
+                rec = _resubmitted(known, request_key, expires)
             else:
                 path = self._package_path(package.project_hash, researcher)
                 path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -381,7 +389,12 @@ class ProjectStore:
             if known is None:
                 raise ReviewError(f"unknown project {project_hash} from {researcher}")
             rec = replace(
-                known, status=status, reason=reason, decided=self.clock(), note=""
+                known,
+                status=status,
+                reason=reason,
+                decided=self.clock(),
+                note="",
+                other_requests=[],  # the caller answers them (see requests_of)
             )
             records[rec.key] = rec
             self._save(records)
@@ -394,6 +407,25 @@ class ProjectStore:
         if self.directory.resolve() in path.resolve().parents:
             with contextlib.suppress(FileNotFoundError):
                 shutil.rmtree(path)
+
+
+def requests_of(rec: ProjectRecord) -> list[tuple[str, str]]:
+    """Every open submission request a decision on ``rec`` answers: ``(key, expires)``."""
+    return [(rec.request_key, rec.expires)] + [(k, e) for k, e in rec.other_requests]
+
+
+def _resubmitted(known: ProjectRecord, request_key: str, expires: str) -> ProjectRecord:
+    """``known`` answering the newer ``request_key``; a pending one answers both."""
+    if request_key in {known.request_key, *(k for k, _ in known.other_requests)}:
+        return known
+    others = list(known.other_requests)
+    if known.status == PENDING and known.request_key:
+        # Still waiting: the earlier request gets the decision too, or it would
+        # stay unanswered and be read again at every `projects`.
+        others = (others + [[known.request_key, known.expires]])[-_MAX_OTHERS:]
+    return replace(
+        known, request_key=request_key, expires=expires, other_requests=others
+    )
 
 
 def _dumps(doc: Any) -> bytes:
