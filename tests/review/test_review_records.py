@@ -240,7 +240,9 @@ def test_a_flooding_researcher_is_cut_off_at_its_quota_and_others_still_get_in(
     with caplog.at_level(logging.WARNING, logger="syft_flwr.review"):
         new = api.receive_projects(owner, settings=ENC, max_pending=2)
     assert sorted(r.researcher for r in new) == [A, B, B]
-    assert f"did not read 3 more submission(s) from {B}" in caplog.text
+    assert f"did not read 3 more submission(s) from {B}, who already has 2" in (
+        caplog.text
+    )
     assert "the limit per researcher is 2" in caplog.text
     store = api.project_store(owner)
     assert len(list((store.directory / "packages").iterdir())) == 3  # no more stored

@@ -35,6 +35,7 @@ from syft_flwr.errors import (
     SecurityError,
     TransportError,
 )
+from syft_flwr.review.inbox import MAX_PENDING_PER_RESEARCHER, InboxQuota
 from syft_flwr.review.package import pack_app, printable
 from syft_flwr.review.serve import prepare_work_dir, serve
 from syft_flwr.review.store import (
@@ -70,8 +71,6 @@ REVIEW_APP, REVIEW_ENDPOINT = "syft_flwr", "projects"
 #: How long a submission waits for a decision (seconds).
 SUBMISSION_TTL = 30 * 24 * 3600.0
 _MAX_DECISION_BYTES = 64 * 1024
-#: Projects of one researcher that may wait for review at once (the inbox quota).
-MAX_PENDING_PER_RESEARCHER = 20
 
 
 def _rpc(
@@ -296,7 +295,7 @@ def receive_projects(
     directory = KeyDirectory(transport, TrustStore(key_store_for(client)))
     new = []
     recorded = {k for r in store.records() for k, _ in requests_of(r)}
-    quota = _InboxQuota(store, max_pending)
+    quota = InboxQuota(store, max_pending)
     for key in rpc.pending_request_keys(REVIEW_ENDPOINT):
         if key in recorded:
             continue  # pending review: it is answered when decided
@@ -314,47 +313,6 @@ def receive_projects(
             new = [r for r in new if r.key != rec.key] + [rec]  # once per record
     quota.report()
     return new
-
-
-class _InboxQuota:
-    """At most ``limit`` projects per researcher waiting for review (reads included).
-
-    Counted per sender folder *before* anything of a submission is read, so a
-    researcher who floods the inbox costs the data owner no decryption, parsing
-    or storage beyond its limit, and other researchers' submissions are still
-    read. Submissions over the limit stay in the inbox, unread, until the data
-    owner decides some of that researcher's projects.
-    """
-
-    def __init__(self, store: ProjectStore, limit: int) -> None:
-        self.store = store
-        self.limit = limit
-        self.used: dict[str, int] = {}
-        self.skipped: dict[str, int] = {}
-
-    def admit(self, key: str) -> bool:
-        path = RpcPath.parse(key)
-        sender = fold_domain(path.peer) if path is not None else ""
-        if sender not in self.used:
-            self.used[sender] = self.store.pending_count(sender)
-        if self.used[sender] >= self.limit:
-            self.skipped[sender] = self.skipped.get(sender, 0) + 1
-            return False
-        self.used[sender] += 1
-        return True
-
-    def report(self) -> None:
-        for sender, n in sorted(self.skipped.items()):
-            logger.warning(
-                "did not read %d more submission(s) from %s: %s already has %d "
-                "project(s) waiting for your review (the limit per researcher is %d); "
-                "they are read once you approve or reject some",
-                n,
-                printable(sender)[:200],
-                printable(sender)[:200],
-                self.store.pending_count(sender),
-                self.limit,
-            )
 
 
 def _check_and_store(

@@ -29,10 +29,14 @@ __all__ = [
     "PENDING",
     "REJECTED",
     "STORE_VERSION",
+    "Index",
     "ProjectRecord",
     "legacy_record",
+    "parse_index",
     "parse_record",
     "record_slug",
+    "requests_of",
+    "resubmitted",
     "tagged",
 ]
 
@@ -45,6 +49,8 @@ LEGACY_NOTE = (
     "decision is not trusted: review it and approve or reject it again"
 )
 _HASH = re.compile(r"[0-9a-f]{64}")
+#: Earlier requests of one pending record kept to answer (older ones are dropped).
+_MAX_OTHERS = 20
 
 
 @dataclass(frozen=True)
@@ -182,3 +188,89 @@ def legacy_record(project_hash: str, doc: Any) -> ProjectRecord:
         raise StateIntegrityError(f"{what} is not a review record")
     rec = _build(doc | {"note": "", "other_requests": []}, what)
     return replace(rec, status=PENDING, reason="", decided=0.0, note=LEGACY_NOTE)
+
+
+def requests_of(rec: ProjectRecord) -> list[tuple[str, str]]:
+    """Every open request a decision on ``rec`` answers: ``(key, expires)``, latest first."""
+    return [(rec.request_key, rec.expires)] + [(k, e) for k, e in rec.other_requests]
+
+
+def resubmitted(known: ProjectRecord, request_key: str, expires: str) -> ProjectRecord:
+    """``known`` answering the newer ``request_key``; a pending one answers both."""
+    if request_key in {known.request_key, *(k for k, _ in known.other_requests)}:
+        return known
+    others = list(known.other_requests)
+    if known.status == PENDING and known.request_key:
+        # Still waiting: the earlier request gets the decision too, or it would
+        # stay unanswered and be read again at every `projects`.
+        others = (others + [[known.request_key, known.expires]])[-_MAX_OTHERS:]
+    return replace(
+        known, request_key=request_key, expires=expires, other_requests=others
+    )
+
+
+@dataclass
+class Index:
+    """What ``projects.json`` holds, as read.
+
+    Attributes
+    ----------
+    records : dict
+        ``(researcher, project_hash) -> ProjectRecord``, every one checked.
+    damaged : list of tuple
+        ``(project hash or "", raw entry, why)`` of entries that failed: kept as
+        they are when the index is written again (evidence), never acted on.
+    legacy : bool
+        The file is of the first, untagged format (records read as pending).
+    """
+
+    records: dict[tuple[str, str], ProjectRecord] = field(default_factory=dict)
+    damaged: list[tuple[str, Any, str]] = field(default_factory=list)
+    legacy: bool = False
+
+    def set_aside(self, entry: Any, why: str) -> None:
+        named = entry.get("project_hash") if isinstance(entry, dict) else None
+        self.damaged.append((named if isinstance(named, str) else "", entry, why))
+
+
+def parse_index(doc: Any, key: StateKey, where: str) -> Index:
+    """Check every record of a parsed ``projects.json``.
+
+    Raises
+    ------
+    StateIntegrityError
+        The file as a whole is not a review store this version can read.
+    """
+    if not isinstance(doc, dict):
+        raise StateIntegrityError(f"the review store {where} is not a store")
+    if "version" not in doc:  # the first format: {hash: record}, no tags
+        return _parse_legacy(doc)
+    if doc.get("version") != STORE_VERSION or not isinstance(doc.get("records"), list):
+        raise StateIntegrityError(
+            f"the review store {where} has a layout this syft_flwr cannot read "
+            f"(version {str(doc.get('version'))[:20]!r})"
+        )
+    index = Index()
+    for i, entry in enumerate(doc["records"], 1):
+        what = f"review record {i} in {where}"
+        try:
+            rec = parse_record(entry, key, what)
+            if rec.key in index.records:
+                raise StateIntegrityError(f"{what} is a second copy of a record")
+        except StateIntegrityError as exc:
+            index.set_aside(entry, str(exc))
+            continue
+        index.records[rec.key] = rec
+    return index
+
+
+def _parse_legacy(doc: dict[str, Any]) -> Index:
+    index = Index(legacy=True)
+    for project_hash, entry in doc.items():
+        try:
+            rec = legacy_record(project_hash, entry)
+        except StateIntegrityError as exc:
+            index.set_aside(entry, str(exc))
+            continue
+        index.records[rec.key] = rec
+    return index

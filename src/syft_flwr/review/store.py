@@ -47,10 +47,12 @@ from syft_flwr.review.records import (
     PENDING,
     REJECTED,
     STORE_VERSION,
+    Index,
     ProjectRecord,
-    legacy_record,
-    parse_record,
+    parse_index,
     record_slug,
+    requests_of,
+    resubmitted,
     tagged,
 )
 from syft_flwr.review.unpack import read_package
@@ -74,8 +76,6 @@ _THREAD_LOCK = threading.Lock()
 _INDEX = "projects.json"
 _MAX_INDEX_BYTES = 256 * 1024 * 1024
 Records = dict[tuple[str, str], ProjectRecord]
-#: Earlier requests of one pending record kept to answer (older ones are dropped).
-_MAX_OTHERS = 20
 
 
 class ProjectStore:
@@ -107,84 +107,46 @@ class ProjectStore:
         self._warned: set[str] = set()
 
     # -- storage ------------------------------------------------------------------
-    def _parse(self) -> tuple[Records, bool]:
-        """The records on disk, and whether they are in the first (legacy) format."""
+    def _parse(self) -> Index:
+        """The index on disk, every record checked (failures logged once each)."""
         path = self.directory / _INDEX
-        self.damaged = []
         try:
             doc = strict_json.loads(path.read_bytes(), max_bytes=_MAX_INDEX_BYTES)
         except FileNotFoundError:
-            return {}, False
+            return Index()
         except EnvelopeError as exc:
             raise StateIntegrityError(
                 f"the review store {path} is damaged ({exc}); no project in it is "
                 "treated as approved"
             ) from exc
-        if not isinstance(doc, dict):
-            raise StateIntegrityError(f"the review store {path} is not a store")
-        if "version" not in doc:  # the first format: {hash: record}, no tags
-            return self._parse_legacy(doc), True
-        if doc.get("version") != STORE_VERSION or not isinstance(
-            doc.get("records"), list
-        ):
-            raise StateIntegrityError(
-                f"the review store {path} has a layout this syft_flwr cannot read "
-                f"(version {str(doc.get('version'))[:20]!r})"
-            )
-        return self._parse_tagged(doc["records"]), False
-
-    def _parse_tagged(self, entries: list[Any]) -> Records:
-        records: Records = {}
-        for i, entry in enumerate(entries, 1):
-            what = f"review record {i} in {self.directory / _INDEX}"
-            try:
-                rec = parse_record(entry, self.key, what)
-                if rec.key in records:
-                    raise StateIntegrityError(f"{what} is a second copy of a record")
-            except StateIntegrityError as exc:
-                self._set_aside(entry, str(exc))
-                continue
-            records[rec.key] = rec
-        return records
-
-    def _parse_legacy(self, doc: dict[str, Any]) -> Records:
-        records: Records = {}
-        for project_hash, entry in doc.items():
-            try:
-                rec = legacy_record(project_hash, entry)
-            except StateIntegrityError as exc:
-                self._set_aside(entry, str(exc))
-                continue
-            records[rec.key] = rec
-        return records
-
-    def _set_aside(self, entry: Any, why: str) -> None:
-        named = entry.get("project_hash") if isinstance(entry, dict) else None
-        self.damaged.append((named if isinstance(named, str) else "", entry, why))
-        if why not in self._warned:  # the store is read at every request
-            self._warned.add(why)
-            logger.warning("ignored a review record: %s", why)
+        index = parse_index(doc, self.key, str(path))
+        self.damaged = index.damaged
+        for _, _, why in index.damaged:
+            if why not in self._warned:  # the store is read at every request
+                self._warned.add(why)
+                logger.warning("ignored a review record: %s", why)
+        return index
 
     def _load(self) -> Records:
-        records, legacy = self._parse()
-        if legacy:
+        index = self._parse()
+        if index.legacy:
             with self._writing():  # upgraded once, durably, with the note
-                records, legacy = self._parse()
-                if legacy:
+                index = self._parse()
+                if index.legacy:
                     logger.warning(
                         "the review store was written by an older syft_flwr without "
                         "integrity checks: its %d project(s) need your review again "
                         "(syft_flwr projects)",
-                        len(records),
+                        len(index.records),
                     )
-                    self._save(records)
-        return records
+                    self._save(index)
+        return index.records
 
-    def _save(self, records: Records) -> None:
+    def _save(self, index: Index) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        entries = [tagged(r, self.key) for r in records.values()]
+        entries = [tagged(r, self.key) for r in index.records.values()]
         # Damaged records stay as they were (evidence), never re-tagged.
-        entries += [raw for _, raw, _ in self.damaged]
+        entries += [raw for _, raw, _ in index.damaged]
         data = _dumps({"version": STORE_VERSION, "records": entries})
         _atomic_write(self.directory / _INDEX, data, 0o600, force_mode=True)
 
@@ -321,10 +283,11 @@ class ProjectStore:
 
     def pending_count(self, researcher: str) -> int:
         """How many of ``researcher``'s projects wait for a decision."""
+        who = fold_domain(researcher)
         return sum(
             1
             for r in self._load().values()
-            if r.researcher == researcher and r.status == PENDING
+            if fold_domain(r.researcher) == who and r.status == PENDING
         )
 
     # -- changes ------------------------------------------------------------------
@@ -344,11 +307,11 @@ class ProjectStore:
         researcher's submission of identical files is a record of its own.
         """
         with self._writing():
-            records, _ = self._parse()
-            known = records.get((researcher, package.project_hash))
+            index = self._parse()
+            known = index.records.get((researcher, package.project_hash))
             if known is not None:
                 # A resubmission: answer its newer request, keep the decision.
-                rec = _resubmitted(known, request_key, expires)
+                rec = resubmitted(known, request_key, expires)
             else:
                 path = self._package_path(package.project_hash, researcher)
                 path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -356,8 +319,8 @@ class ProjectStore:
                 rec = self._new_record(package, researcher, fingerprint)
                 # where the decision goes: the request this package came in
                 rec = replace(rec, request_key=request_key, expires=expires)
-            records[rec.key] = rec
-            self._save(records)
+            index.records[rec.key] = rec
+            self._save(index)
         return rec
 
     def _new_record(
@@ -384,8 +347,8 @@ class ProjectStore:
         if status not in (APPROVED, REJECTED):
             raise ValueError(f"unknown decision {status!r}")
         with self._writing():
-            records, _ = self._parse()
-            known = records.get((researcher, project_hash))
+            index = self._parse()
+            known = index.records.get((researcher, project_hash))
             if known is None:
                 raise ReviewError(f"unknown project {project_hash} from {researcher}")
             rec = replace(
@@ -396,8 +359,8 @@ class ProjectStore:
                 note="",
                 other_requests=[],  # the caller answers them (see requests_of)
             )
-            records[rec.key] = rec
-            self._save(records)
+            index.records[rec.key] = rec
+            self._save(index)
         return rec
 
     def remove_work(self, path: Path) -> None:
@@ -407,25 +370,6 @@ class ProjectStore:
         if self.directory.resolve() in path.resolve().parents:
             with contextlib.suppress(FileNotFoundError):
                 shutil.rmtree(path)
-
-
-def requests_of(rec: ProjectRecord) -> list[tuple[str, str]]:
-    """Every open submission request a decision on ``rec`` answers: ``(key, expires)``."""
-    return [(rec.request_key, rec.expires)] + [(k, e) for k, e in rec.other_requests]
-
-
-def _resubmitted(known: ProjectRecord, request_key: str, expires: str) -> ProjectRecord:
-    """``known`` answering the newer ``request_key``; a pending one answers both."""
-    if request_key in {known.request_key, *(k for k, _ in known.other_requests)}:
-        return known
-    others = list(known.other_requests)
-    if known.status == PENDING and known.request_key:
-        # Still waiting: the earlier request gets the decision too, or it would
-        # stay unanswered and be read again at every `projects`.
-        others = (others + [[known.request_key, known.expires]])[-_MAX_OTHERS:]
-    return replace(
-        known, request_key=request_key, expires=expires, other_requests=others
-    )
 
 
 def _dumps(doc: Any) -> bytes:
