@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -110,6 +111,9 @@ def test_same_files_from_two_researchers_are_decided_apart(tmp_path: Path):
     project = re.search(r"project hash: ([0-9a-f]{64})", r.stdout).group(1)
     r = cli("projects", "--config", do_conf, "--brief")
     assert r.stdout.count(f"{project[:12]}  [pending]") == 2
+    listed = json.loads(cli("projects", "--json", "--config", do_conf).stdout)
+    assert sorted(p["researcher"] for p in listed) == sorted([R, b])
+    assert not {"request_key", "other_requests"} & set(listed[0])  # internals
     r = cli("approve", project[:8], "--config", do_conf)
     assert r.returncode != 0 and "submitted by 2 researchers" in r.stderr
     r = cli("approve", project[:8], "--researcher", R, "--config", do_conf)

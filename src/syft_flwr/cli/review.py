@@ -71,7 +71,7 @@ def format_status(subs: list[Submission]) -> str:
 def _record_dict(rec: ProjectRecord, *, files: bool = True) -> dict[str, Any]:
     """A project record for ``--json`` (no request internals, files optional)."""
     out = dataclasses.asdict(rec)
-    del out["request_key"]
+    del out["request_key"], out["other_requests"]
     if files:
         out["files"] = [
             {"path": path, "sha256": digest, "size": size}

@@ -65,6 +65,12 @@ class ProjectGuard:
         The approved project this data owner serves.
     work_dir : Path
         The folder the ClientApp was loaded from; re-hashed at every request.
+
+    Notes
+    -----
+    Approval is per *(researcher, hash)*: the request's authenticated sender is
+    taken from :func:`syft_flwr.events.current_request` (set by the events
+    loop); a request served without it is refused.
     """
 
     def __init__(self, store: ProjectStore, project_hash: str, work_dir: Path) -> None:
