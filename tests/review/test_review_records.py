@@ -184,6 +184,19 @@ def test_a_tampered_or_copied_store_record_is_refused_and_never_approved(
     with caplog.at_level(logging.WARNING, logger="syft_flwr.review"):
         assert other.records() == [] and not other.is_approved(h, A)
     assert caplog.text.count("failed its integrity check") == 2
+    # The whole file damaged: nothing in it counts, and it says so.
+    (store.directory / "projects.json").write_text('{"version": 2, "records": [')
+    with pytest.raises(StateIntegrityError, match="damaged"):
+        store.records()
+    from syft_flwr.events.watcher import RequestInfo, _current
+    from syft_flwr.review.guard import ProjectGuard
+
+    token = _current.set(RequestInfo("m", A, "messages", "", "", {}, encrypted=True))
+    try:
+        refusal = ProjectGuard(store, h, store.directory)(h)
+    finally:
+        _current.reset(token)
+    assert refusal is not None and "review store cannot be read" in refusal
 
 
 def test_records_of_the_old_format_need_approval_again(

@@ -227,7 +227,7 @@ def _decision(sub: Submission, body: bytes, me: str) -> Submission:
         return Submission(
             **{**sub.__dict__, "status": "undeliverable", "reason": str(exc)}
         )
-    if who != me:
+    if not isinstance(who, str) or fold_domain(who) != me:
         # A decision is for the researcher it names and no one else; one that
         # names no one (an older data owner) could be another's decision.
         why = (

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from syft_flwr._email import fold_domain
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings
 from syft_flwr.errors import ConfigError, ProjectNotApproved
@@ -45,7 +46,7 @@ def prepare_work_dir(
         for r in store.records()
         if r.status == APPROVED
         and (ref is None or r.project_hash.startswith(ref.strip().lower()))
-        and (researcher is None or r.researcher == researcher)
+        and (researcher is None or fold_domain(r.researcher) == fold_domain(researcher))
     ]
     hashes = {r.project_hash for r in approved}
     if ref is None and len(hashes) != 1:

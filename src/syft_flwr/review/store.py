@@ -202,12 +202,13 @@ class ProjectStore:
             Only a record that failed its integrity check matches.
         """
         ref = ref.strip().lower()
+        who = None if researcher is None else fold_domain(researcher)
         found = [
             r
             for r in self._load().values()
             if len(ref) >= 6
             and r.project_hash.startswith(ref)
-            and (researcher is None or r.researcher == researcher)
+            and (who is None or fold_domain(r.researcher) == who)
         ]
         if len(found) == 1:
             return found[0]
