@@ -76,6 +76,8 @@ def test_same_files_from_another_researcher_never_get_the_first_decision(
         (A, "rejected"),
         (B, "pending"),
     }
+    with pytest.raises(ProjectNotApproved, match=f"{A} .rejected., {B} .pending."):
+        api.serve(owner, rec_b.short, settings=ENC)
     # Deciding by hash alone is ambiguous now; the data owner names whose it is.
     with pytest.raises(ConfigError, match="submitted by 2 researchers"):
         api.approve(owner, rec_b.short, settings=ENC)

@@ -343,9 +343,7 @@ def _check_and_store(
         expires=inc.head.expires,
         data=inc.body,
     )
-    if (
-        rec.status != "pending"
-    ):  # a resubmission of a project this researcher had decided
+    if rec.status != "pending":  # a resubmission of a project it had decided
         _reply(
             rpc,
             key,

@@ -6,9 +6,8 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from syft_flwr._email import fold_domain
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings
 from syft_flwr.errors import ConfigError, ProjectNotApproved
@@ -19,7 +18,7 @@ __all__ = ["prepare_work_dir", "serve"]
 
 
 def prepare_work_dir(
-    store: ProjectStore, ref: str | None, researcher: str | None = None
+    store: ProjectStore, ref: str | None
 ) -> tuple[ProjectRecord, Path]:
     """Unpack an approved project, fresh, into its own working folder.
 
@@ -28,25 +27,24 @@ def prepare_work_dir(
     store : ProjectStore
     ref : str or None
         Hash prefix; ``None`` picks the only approved project.
-    researcher : str, optional
-        Whose approved submission of it (default: any approved one; the files
-        are the same, and the guard checks each request's sender).
 
     Returns
     -------
     tuple of (ProjectRecord, Path)
+        One approved record of the project (every approved record of a hash has
+        the same files; the guard checks each request's sender).
 
     Raises
     ------
     ProjectNotApproved
         The project is not approved (or none / several are, with ``ref=None``).
     """
+    prefix = None if ref is None else ref.strip().lower()
     approved = [
         r
         for r in store.records()
         if r.status == APPROVED
-        and (ref is None or r.project_hash.startswith(ref.strip().lower()))
-        and (researcher is None or fold_domain(r.researcher) == fold_domain(researcher))
+        and (prefix is None or r.project_hash.startswith(prefix))
     ]
     hashes = {r.project_hash for r in approved}
     if ref is None and len(hashes) != 1:
@@ -54,10 +52,7 @@ def prepare_work_dir(
             f"{len(hashes)} approved projects: name one (syft_flwr projects)"
         )
     if not approved:
-        rec = store.get(ref or "", researcher)  # says why: unknown, ambiguous, ...
-        raise ProjectNotApproved(
-            f"project {rec.short} from {rec.researcher} is {rec.status}, not approved"
-        )
+        _not_approved(store, ref or "")
     if len(hashes) != 1:
         raise ConfigError(f"{len(hashes)} approved projects match {ref!r}")
     rec = approved[0]
@@ -68,6 +63,20 @@ def prepare_work_dir(
     store.remove_work(work)  # never run leftovers of an earlier serve
     write_tree(pkg.files, work)
     return rec, work
+
+
+def _not_approved(store: ProjectStore, ref: str) -> NoReturn:
+    """Raise why nothing of ``ref`` can be served: unknown, or whose it is and how."""
+    prefix = ref.strip().lower()
+    found = [
+        r
+        for r in store.records()
+        if len(prefix) >= 6 and r.project_hash.startswith(prefix)
+    ]
+    if not found:
+        store.get(ref)  # raises: unknown, too short, or only a damaged record
+    who = ", ".join(sorted(f"{r.researcher} ({r.status})" for r in found))
+    raise ProjectNotApproved(f"project {found[0].short} is not approved: {who}")
 
 
 _IMPORT_LOCK = threading.Lock()
@@ -104,13 +113,13 @@ def serve(
     run_config: str | list[str] | None = None,
     node_config: str | list[str] | dict[str, Any] | None = None,
     on_ready: Callable[[Path], None] | None = None,
-    researcher: str | None = None,
 ) -> Any:
     """Serve an approved project until its researcher's stop signal.
 
     The ClientApp is loaded from the project's own working folder; only the
-    researchers whose own submission of it was approved may send work; every request must name the approved hash, and the
-    folder is re-hashed before each one (:class:`~syft_flwr.review.guard.ProjectGuard`).
+    researchers whose own submission of it was approved may send work; every
+    request must name the approved hash, and the folder is re-hashed before each
+    one (:class:`~syft_flwr.review.guard.ProjectGuard`).
 
     Parameters
     ----------
@@ -128,8 +137,6 @@ def serve(
         This data owner's node config (see :func:`syft_flwr.run.node_config_for`).
     on_ready : callable, optional
         Called with the working folder once the project is unpacked.
-    researcher : str, optional
-        Pick the project by this researcher's approved submission.
 
     Returns
     -------
@@ -141,7 +148,7 @@ def serve(
     from syft_flwr.run import node_config_for
 
     store = project_store(client)
-    rec, work = prepare_work_dir(store, ref, researcher)
+    rec, work = prepare_work_dir(store, ref)
     cfg = load_project(work)
     client_app = _load_from(work, cfg.clientapp, load_component)
     if on_ready is not None:
