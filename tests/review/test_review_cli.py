@@ -105,6 +105,7 @@ def test_same_files_from_two_researchers_are_decided_apart(tmp_path: Path):
     app = tmp_path / "toy_app"
     shutil.copytree(TOY, app, ignore=shutil.ignore_patterns("__pycache__"))
     r_conf, b_conf, do_conf = (_config(tmp_path, e) for e in (R, b, DO))
+    assert cli("bootstrap", str(app), "-a", R, "-d", DO).returncode == 0
     assert cli("projects", "--config", do_conf).returncode == 0  # opens the inbox
     assert cli("submit", str(app), "--to", DO, "--config", b_conf).returncode == 0
     r = cli("submit", str(app), "--to", DO, "--config", r_conf)
@@ -126,3 +127,15 @@ def test_same_files_from_two_researchers_are_decided_apart(tmp_path: Path):
     assert "[rejected]  reason: who are you?" in r.stdout and "approved" not in r.stdout
     r = cli("show", project[:8], "--researcher", b, "--config", do_conf)
     assert f"from {b}" in r.stdout and "reason: who are you?" in r.stdout
+
+    # B runs the same code anyway: the data owner's serve refuses B, runs R's.
+    server = _serve(do_conf)
+    rb = _research(app, b_conf)
+    r = _research(app, r_conf)
+    out, _ = server.communicate(timeout=60)
+    assert rb.returncode != 0  # refused: B's ServerApp got no result at all
+    assert f"{b} is not an allowed sender" in out and f"for {b}" not in out
+    assert f"is waiting for work from {R}\n" in out  # only R's approval counts
+    assert r.returncode == 0, r.stdout + r.stderr  # R's real result arrives
+    assert f"running train (round group '') for {R}" in out
+    assert server.returncode == 0, out
