@@ -20,6 +20,7 @@ from syft_flwr.crypto.state_mac import StateKey
 from syft_flwr.errors import (
     ConfigError,
     ProjectNotApproved,
+    ReviewError,
     RunFailed,
     StateIntegrityError,
 )
@@ -211,7 +212,10 @@ def test_records_of_the_old_format_need_approval_again(
     store = api.project_store(owner)
     # What the first store format wrote: keyed by hash, no tag, package by hash.
     [entry] = _index(store)["records"]
-    del entry["tag"], entry["note"]
+    del entry["tag"], entry["note"], entry["other_requests"]
+    # ... and whoever wrote it points the reply at another app's folder.
+    foreign = f"{DO}/app_data/flwr/other/rpc/messages/{A}/0123abcd.request"
+    entry["request_key"] = foreign
     _write_index(store, {rec.project_hash: entry})
     pkgs = store.directory / "packages"
     [stored] = pkgs.iterdir()
@@ -225,20 +229,44 @@ def test_records_of_the_old_format_need_approval_again(
     with pytest.raises(ProjectNotApproved, match="0 approved"):
         api.serve(owner, settings=ENC)
     assert LEGACY_NOTE in show_text(store, rec.short)  # the code is still there
-    api.approve(owner, rec.short, settings=ENC)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="syft_flwr.review"):
+        api.approve(owner, rec.short, settings=ENC)
     [again] = store.records()
     assert (again.status, again.note) == ("approved", "")
+    assert f"could not tell {A}" in caplog.text and "not a submission of" in caplog.text
+    other_app = owner.make_transport().list(f"{DO}/app_data/flwr/other")
+    assert other_app == []  # nothing written outside the review inbox
 
 
 def test_a_decision_for_another_researcher_is_not_believed(parties, app: Path):
     a, _, owner = parties
     [sub] = api.submit(app, [DO], client=a, settings=ENC)
     [rec] = api.receive_projects(owner, settings=ENC)
+    from syft_flwr.transports.base import RpcPath
+
     rpc = api._rpc(owner, owner.make_transport(), ENC)
-    # Sealed by the real data owner, for A's request, but naming someone else.
-    api._reply(rpc, rec.request_key, rec.expires, sub.project_hash, B, "approved", "")
-    [st] = api.submission_status(a, settings=ENC)
-    assert st.status == "undeliverable" and f"is for {B}, not for {A}" in st.reason
+    with pytest.raises(ReviewError, match="not a submission of"):  # refuses to
+        api._reply(rpc, rec.request_key, rec.expires, sub.project_hash, B, "ok", "")
+    # Sealed by the real data owner, for A's request, but naming someone else
+    # (what a store keyed by hash alone sent when B took the record over).
+    body = {"status": "approved", "reason": "", "project_hash": sub.project_hash}
+    rpc.send_response(
+        RpcPath.parse(rec.request_key),
+        expires=rec.expires,
+        body=json.dumps(body | {"researcher": B}).encode(),
+    )
+    # A data owner on an older syft_flwr names no researcher: not believed either.
+    [sub2] = api.submit(app, [DO], client=a, settings=ENC)
+    key2 = rpc.head_key(DO, api.REVIEW_ENDPOINT, A, sub2.request_id, "request")
+    rpc.send_response(
+        RpcPath.parse(key2), expires=rec.expires, body=json.dumps(body).encode()
+    )
+    first, second = api.submission_status(a, settings=ENC)
+    assert (
+        first.status == "undeliverable" and f"is for {B}, not for {A}" in first.reason
+    )
+    assert second.status == "undeliverable" and "names no researcher" in second.reason
 
 
 def test_a_flooding_researcher_is_cut_off_at_its_quota_and_others_still_get_in(

@@ -366,7 +366,18 @@ def _reply(
     reason: str,
 ) -> None:
     path = RpcPath.parse(key)
-    assert path is not None
+    if (
+        path is None
+        or (path.owner, path.app, path.endpoint)
+        != (rpc.identity, REVIEW_APP, REVIEW_ENDPOINT)
+        or fold_domain(path.peer) != fold_domain(researcher)
+        or not path.name.endswith(".request")
+    ):
+        # Only ever an answer to a submission of that researcher in this data
+        # owner's own review inbox, whatever a record says.
+        raise ReviewError(
+            f"{printable(key)[:200]!r} is not a submission of {researcher} to you"
+        )
     # The decision names the researcher it is for: the researcher believes
     # only a decision that names itself.
     body = json.dumps(
@@ -399,21 +410,29 @@ def _decide(
     store = project_store(client)
     who = fold_domain(researcher) if researcher else None
     rec = store.get(ref, who)
-    latest, *earlier = requests_of(rec)
+    asked = requests_of(rec)  # latest first
     rec = store.decide(rec.project_hash, rec.researcher, status, reason)  # durable
     rpc = _rpc(client, transport or client.make_transport(), settings)
-    for key, expires in earlier:  # the same researcher's earlier submissions of it
+    for i, (key, expires) in reversed(list(enumerate(asked))):
         try:
             _reply(rpc, key, expires, rec.project_hash, rec.researcher, status, reason)
-        except (TransportError, EncryptionError) as exc:
+        except ReviewError as exc:
             logger.warning(
-                "could not answer an earlier submission of %s by %s: %s",
+                "stored the decision on %s, but could not tell %s: %s; they are "
+                "told when they submit it again",
                 rec.short,
                 rec.researcher,
                 exc,
             )
-    key, expires = latest  # a failure here reaches the caller: decide again to retry
-    _reply(rpc, key, expires, rec.project_hash, rec.researcher, status, reason)
+        except (TransportError, EncryptionError):
+            if i == 0:
+                raise  # the latest request: decide again to retry telling them
+            logger.warning(
+                "could not answer an earlier submission of %s by %s",
+                rec.short,
+                rec.researcher,
+                exc_info=True,
+            )
     return rec
 
 
