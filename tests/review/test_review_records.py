@@ -220,9 +220,13 @@ def test_records_of_the_old_format_need_approval_again(
     pkgs = store.directory / "packages"
     [stored] = pkgs.iterdir()
     stored.rename(pkgs / f"{rec.project_hash}.tar.gz")
+    broken = dict(entry, files=[["a.py", 1]])  # not an entry of a manifest
+    broken["project_hash"] = "e" * 64
+    _write_index(store, {rec.project_hash: entry, "e" * 64: broken})
     with caplog.at_level(logging.WARNING, logger="syft_flwr.review"):
         [old] = store.records()
     assert "need your review again" in caplog.text
+    assert "has a field of the wrong kind" in caplog.text  # set aside, not listed
     assert (old.status, old.note) == ("pending", LEGACY_NOTE)
     assert _index(store)["version"] == 2  # upgraded once, durably, as pending
     assert not store.is_approved(rec.project_hash, A)

@@ -143,6 +143,7 @@ def _build(doc: dict[str, Any], what: str) -> ProjectRecord:
         and isinstance(rec.received, (int, float))
         and isinstance(rec.decided, (int, float))
         and isinstance(rec.files, list)
+        and all(_is_file_entry(f) for f in rec.files)
         and isinstance(rec.other_requests, list)
         and all(
             isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r)
@@ -154,6 +155,18 @@ def _build(doc: dict[str, Any], what: str) -> ProjectRecord:
     if not ok:
         raise StateIntegrityError(f"{what} has a field of the wrong kind")
     return rec
+
+
+def _is_file_entry(entry: Any) -> bool:
+    """``[path, sha256, size]`` as the manifest lists it."""
+    return (
+        isinstance(entry, list)
+        and len(entry) == 3
+        and isinstance(entry[0], str)
+        and isinstance(entry[1], str)
+        and isinstance(entry[2], int)
+        and not isinstance(entry[2], bool)
+    )
 
 
 def parse_record(doc: Any, key: StateKey, what: str) -> ProjectRecord:
