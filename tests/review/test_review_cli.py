@@ -128,6 +128,18 @@ def test_same_files_from_two_researchers_are_decided_apart(tmp_path: Path):
     r = cli("show", project[:8], "--researcher", b, "--config", do_conf)
     assert f"from {b}" in r.stdout and "reason: who are you?" in r.stdout
 
+    # Someone who can write the data owner's state folder approves B's record.
+    index = tmp_path / "SB" / ".syft_flwr" / "state" / DO / "_review" / "projects.json"
+    doc = json.loads(index.read_text())
+    for entry in doc["records"]:
+        if entry["researcher"] == b:
+            entry.update(status="approved", reason="")
+    index.write_text(json.dumps(doc))
+    r = cli("projects", "--config", do_conf, "--brief")
+    assert "1 record(s) in your review store failed their integrity check" in r.stdout
+    assert (
+        "failed its integrity check" in r.stderr and f"from:        {b}" not in r.stdout
+    )
     # B runs the same code anyway: the data owner's serve refuses B, runs R's.
     server = _serve(do_conf)
     rb = _research(app, b_conf)

@@ -163,7 +163,8 @@ def projects(
 
     client = client_for(config)
     new = receive_projects(client, researchers=researcher or ())
-    records = project_store(client).records()
+    store = project_store(client)
+    records = store.records()
     if status:
         records = [r for r in records if r.status == status]
     if json_:
@@ -171,6 +172,12 @@ def projects(
         return
     if new:
         print(f"{len(new)} new submission(s)")
+    if store.damaged:
+        print(
+            f"{len(store.damaged)} record(s) in your review store failed their "
+            "integrity check (changed or copied by someone else): ignored, never "
+            "approved; the warnings say which"
+        )
     print(format_projects(records, files=not brief), end="")
 
 
