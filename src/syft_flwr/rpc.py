@@ -649,7 +649,8 @@ class SyftFlwrRpc:
                 f"{kind} {head.id} from {head.sender} is not encrypted, but encryption "
                 "is required here (SYFT_FLWR_ENCRYPTION_ENABLED)"
             )
-        _check_head_signed(head)
+        if self.policy.required:
+            _check_head_signed(head)
         codec = (
             PlainCodec()
             if refusal and not head.encrypted
