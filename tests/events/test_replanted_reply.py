@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -27,9 +29,11 @@ from _support import (
 from flwr.app import ConfigRecord, Message, RecordDict
 
 from syft_flwr.config import Settings
+from syft_flwr.crypto.policy import default_policy, load_or_create_keys
 from syft_flwr.events import create_events_watcher
 from syft_flwr.events.watcher import TransportEvents
 from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+from syft_flwr.rpc import SyftFlwrRpc
 
 DO = "do1@example.org"
 EP = "messages"
@@ -131,3 +135,59 @@ def test_a_replanted_own_reply_does_not_silence_the_data_owner(
         runner.stop_all()
         grid.close()
         grid.transport.close()
+
+
+def test_its_own_genuine_reply_is_kept_and_the_work_not_run_again(
+    syft_root: Path,
+) -> None:
+    """The other side of the check: a data owner that lost its ledger (or another
+    device of it) finds its own sealed reply to the request and does not run it
+    again; the same reply under another request's name is replaced."""
+    researcher = make_syft_client(syft_root, RESEARCHER)
+    t = researcher.make_transport()
+    rpc = SyftFlwrRpc(t, APP, settings=ENC, policy=default_policy(researcher, t, ENC))
+    owner = make_syft_client(syft_root, DO)
+    ot = owner.make_transport()
+    load_or_create_keys(owner, ot)
+    ot.close()
+    ran: list[bytes] = []
+
+    def serve() -> TransportEvents:
+        ev = create_events_watcher(APP, owner, settings=ENC, poll_interval=0.25)
+        assert isinstance(ev, TransportEvents)
+        ev.on_request(EP, lambda body: ran.append(body) or b"done:" + body)
+        return ev
+
+    try:
+        mid = rpc.send_request(DO, EP, b"work", expires_at=time.time() + 60)
+        req = rpc.head_key(DO, EP, RESEARCHER, mid, "request")
+        first = serve()
+        first._process(req)  # noqa: SLF001 - one pass of the loop, synchronously
+        first.transport.close()
+        reply = (
+            syft_root
+            / "SyftBox"
+            / "datasites"
+            / rpc.head_key(DO, EP, RESEARCHER, mid, "response")
+        )
+        genuine = reply.read_bytes()
+        assert ran == [b"work"]
+
+        shutil.rmtree(owner.state_dir(APP))  # its ledger is lost
+        again = serve()
+        again._process(req)  # noqa: SLF001
+        assert ran == [b"work"], "the data owner ran the request twice"
+        assert reply.read_bytes() == genuine
+
+        # Its genuine reply, copied as the reply to a new request: replaced.
+        other = rpc.send_request(DO, EP, b"more", expires_at=time.time() + 60)
+        copied = reply.with_name(f"{other}.response")
+        copied.write_bytes(genuine)
+        again._process(rpc.head_key(DO, EP, RESEARCHER, other, "request"))  # noqa: SLF001
+        again.transport.close()
+        assert ran == [b"work", b"more"]
+        assert copied.read_bytes() != genuine
+        assert rpc.response_for(DO, EP, other).body == b"done:more"  # type: ignore[union-attr]
+        assert rpc.response_for(DO, EP, mid).body == b"done:work"  # type: ignore[union-attr]
+    finally:
+        t.close()
