@@ -263,3 +263,13 @@ class UnacceptableReply(SecurityError):
     or serialization differs from the model the data owner was sent, or one that
     is not a readable numpy array. The reply counts as that data owner's failure.
     """
+
+
+class UnsignedHeadError(SecurityError):
+    """A sealed message's head fields (status, creation time, ...) are not signed.
+
+    Envelopes before version 3 sealed the body but not the head around it, so a
+    status there could have been changed by anyone who can write the file. Such a
+    message is refused where the unsigned fields would change what the reader
+    does (see ``docs/envelope.md``).
+    """

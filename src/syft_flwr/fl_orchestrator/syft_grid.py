@@ -60,6 +60,7 @@ from syft_flwr.fl_orchestrator.checkpoint import (
 )
 from syft_flwr.fl_orchestrator.reply_check import screen_reply
 from syft_flwr.ids import node_id_map, normalize_email
+from syft_flwr.reasons import reason_text
 from syft_flwr.review.guard import attach_project_hash, take_project_hash
 from syft_flwr.rpc import CodecPolicy, Incoming, Part, SyftFlwrRpc
 from syft_flwr.serde import (
@@ -735,7 +736,9 @@ class SyftGrid(Grid):
     def _to_reply(self, p: _Pending, mid: str, inc: Incoming) -> Message:
         status = inc.head.status_code or 200
         if status != 200:
-            reason = inc.body.decode("utf-8", errors="replace") or f"status {status}"
+            # Text the data owner wrote (sealed with its status when encryption
+            # is on); never message bytes, whatever sits in the body.
+            reason = reason_text(inc.body) if len(inc.body) else f"status {status}"
             code = _STATUS_TO_ERROR.get(status, ErrorCode.UNKNOWN)
             return self._error_reply(p.message, code, f"{p.email}: {reason}")
         try:
