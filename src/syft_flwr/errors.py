@@ -26,6 +26,7 @@ either::
     │   ├── KeyNotFound (LookupError)  no private keys or no peer DID document
     │   ├── KeyConflictError           keys on disk do not match the published DID
     │   ├── PeerKeyChangedError        a peer's identity key differs from the pinned one
+    │   ├── KeyRollbackError           a peer's published keys are older than seen before
     │   ├── KeyFilePermissionError (PermissionError)
     │   ├── BadSignatureError          a prekey signature does not verify
     │   ├── DecryptionError            tampered/truncated/reordered ciphertext
@@ -59,6 +60,7 @@ __all__ = [
     "KeyConflictError",
     "KeyFilePermissionError",
     "KeyNotFound",
+    "KeyRollbackError",
     "MessageExpired",
     "MessageNotFound",
     "NodeIdCollisionError",
@@ -263,3 +265,27 @@ class UnacceptableReply(SecurityError):
     or serialization differs from the model the data owner was sent, or one that
     is not a readable numpy array. The reply counts as that data owner's failure.
     """
+
+
+class KeyRollbackError(EncryptionError):
+    """A peer publishes keys older than the ones already seen (an old DID put back).
+
+    Its key version, signed by its identity key, is lower than the pinned one (or
+    missing). Nothing is sent to or accepted from the peer until it publishes its
+    current keys again.
+
+    Attributes
+    ----------
+    email : str
+        The peer.
+    pinned : int
+        The highest key version seen from it.
+    published : int
+        The version it publishes now (0: none).
+    """
+
+    def __init__(self, message: str, *, email: str, pinned: int, published: int):
+        super().__init__(message)
+        self.email = email
+        self.pinned = pinned
+        self.published = published

@@ -129,7 +129,9 @@ def test_private_key_file_exact_layout_and_round_trip(tmp_path: Path) -> None:
     path = tmp_path / ".syftbox" / "abcd1234" / "pvt.jwks.json"
     save_private_keys(path, keys)
     data = json.loads(path.read_text())
-    assert list(data) == ["identity_key", "signed_prekey"]
+    # syft-crypto's two JWKs, plus our key version (a top-level member it ignores)
+    assert list(data) == ["identity_key", "signed_prekey", "prekey_version"]
+    assert data["prekey_version"] == 1
     ik, spk = data["identity_key"], data["signed_prekey"]
     assert ik == {
         "kty": "OKP",
@@ -148,8 +150,13 @@ def test_private_key_file_exact_layout_and_round_trip(tmp_path: Path) -> None:
     for jwk in (ik, spk):
         assert len(unb64u(jwk["x"])) == 32 and len(unb64u(jwk["d"])) == 32
     assert load_private_keys(path) == keys
+    assert load_private_keys(path).prekey_version == 1
     assert load_private_keys(path) != generate_keys()
     assert not [p for p in path.parent.iterdir() if p.name != "pvt.jwks.json"]
+    # keys without a version (syft-crypto's) are written in exactly its layout
+    save_private_keys(path, PrivateKeys(keys.identity, keys.signed_prekey))
+    assert list(json.loads(path.read_text())) == ["identity_key", "signed_prekey"]
+    assert load_private_keys(path).prekey_version == 0
 
 
 def test_loads_syft_crypto_file_without_kid(tmp_path: Path) -> None:
@@ -263,6 +270,16 @@ def test_did_document_exact_layout() -> None:
     spk_raw = keys.signed_prekey.public_key().public_bytes_raw()
     sig = unb64u(doc["keyAgreement"][0]["publicKeyJwk"]["signature"])
     keys.identity.public_key().verify(sig, spk_raw)  # raises if wrong
+    # our one addition, a member syft-crypto readers ignore: the signed key version
+    version = doc.pop("syftFlwrKeyVersion")
+    assert list(version) == ["version", "signature"] and version["version"] == 1
+    keys.identity.public_key().verify(  # over a domain tag, IK, SPK and the version
+        unb64u(version["signature"]),
+        b"syft_flwr/did-key-version/v1\x00"
+        + keys.identity.public_key().public_bytes_raw()
+        + spk_raw
+        + (1).to_bytes(8, "big"),
+    )
     assert doc == {
         "@context": [
             "https://www.w3.org/ns/did/v1",
@@ -309,7 +326,15 @@ def test_did_document_exact_layout() -> None:
         "signature",
     ]
     # deterministic (Ed25519), and the DID id uses the host without port
-    assert make_did_document(keys, ALICE, SERVER) == doc
+    assert make_did_document(keys, ALICE, SERVER) == {
+        **doc,
+        "syftFlwrKeyVersion": version,
+    }
+    # keys without a version publish exactly syft-crypto's document
+    assert (
+        make_did_document(PrivateKeys(keys.identity, keys.signed_prekey), ALICE, SERVER)
+        == doc
+    )
     other = make_did_document(keys, "a.b+c@example.org", "https://SyftBox.net:8443/x")
     assert other["id"] == "did:web:syftbox.net:a.b%2Bc%40example.org"
 
