@@ -198,6 +198,14 @@ class TrustStore:
         return doc
 
     def _load(self) -> dict[str, PinnedPeer]:
+        try:
+            return self._load_checked()
+        except StateIntegrityError as exc:
+            # Logged here too: callers may only say that a peer's keys were refused.
+            logger.error("refused the pinned peer keys: %s", exc)
+            raise
+
+    def _load_checked(self) -> dict[str, PinnedPeer]:
         doc = self._read()
         if doc is None:
             return {}
