@@ -323,7 +323,7 @@ def _next_version(keys: PrivateKeys, transport: Transport, email: str) -> int:
     """
     try:
         published = KeyDirectory(transport).fetch(email)
-    except (KeyNotFound, EncryptionError):
+    except EncryptionError:  # none published (KeyNotFound) or not readable
         return keys.prekey_version + 1
     ours = published.identity_key.public_bytes_raw() == (
         keys.identity.public_key().public_bytes_raw()

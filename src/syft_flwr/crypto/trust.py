@@ -403,13 +403,18 @@ class TrustStore:
         """
         email = fold_domain(bundle.email)
         raw = bundle.identity_key.public_bytes_raw()
-        pin = PinnedPeer(email, raw, self.clock(), True, bundle.version)
+        pin = PinnedPeer(
+            email, raw, self.clock(), accepted=True, version=bundle.version
+        )
         with self.store.lock:
             peers = self._load()
             old = peers.get(email)
-            same = old is not None and old.identity_key == raw
-            if same and bundle.version < old.version:  # type: ignore[union-attr]
-                raise _rollback_error(email, old.version, bundle.version)  # type: ignore[union-attr]
+            if (
+                old is not None
+                and old.identity_key == raw
+                and pin.version < old.version
+            ):
+                raise _rollback_error(email, old.version, pin.version)
             peers[email] = pin
             self._save(peers)
         return pin
