@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -297,3 +300,30 @@ def test_explicit_trust_cannot_bring_back_an_older_did() -> None:
 def test_a_store_on_disk_needs_the_party_keys(tmp_path: Path) -> None:
     with pytest.raises(EncryptionError, match="own keys"):
         TrustStore(FileKeyStore(tmp_path))
+
+
+def test_adopt_pins_changes_nothing_when_the_user_declines(tmp_path: Path) -> None:
+    ds, do, peers = _pinned_pair(tmp_path)
+    doc = json.loads(peers.read_text())
+    peers.write_text(json.dumps({"format": 1, "peers": doc["peers"]}))
+    legacy = peers.read_bytes()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SYFT_FLWR_", "SYFTBOX_"))
+    }
+    proc = subprocess.run(  # the user's own process, answering the question "n"
+        [sys.executable, "-m", "syft_flwr", "keys", "adopt-pins"]
+        + ["--config", str(ds.config_path)],
+        input="n\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert fingerprint(load_keys(do)) in proc.stdout
+    assert "nothing was changed" in proc.stdout
+    assert peers.read_bytes() == legacy
+    with pytest.raises(StateIntegrityError, match="adopt-pins"):
+        _send(ds, b"model")
