@@ -925,8 +925,11 @@ def ensure_keys(
     keys, no DID              publish the DID of the existing keys
     DID, no keys              :class:`KeyConflictError`
     keys and DID              check they match, else :class:`KeyConflictError`;
-                              same identity key but another prekey (an interrupted
-                              rotation): republish the DID of the key file
+                              same identity key but another prekey or a lower
+                              version (an interrupted rotation, an old DID put
+                              back): republish the DID of the key file; a higher
+                              published version (a key file restored from a
+                              backup): move the key file's version past it first
     ========================  =====================================================
 
     Nothing is ever overwritten. Concurrent first calls are safe: files are
