@@ -11,13 +11,10 @@ The private halves live in ``<data_dir>/../.syftbox/<hash8>/pvt.jwks.json`` (mod
 exactly syft-crypto 0.1.2's, so keys created by syft-rpc/syft-event keep working and
 keys created here work there.
 
-One addition, which syft-crypto readers ignore: a **key version**, a counter that
-every prekey rotation increases, kept in the key file (``"prekey_version"``) and
-published in the DID (``"syftFlwrKeyVersion": {"version", "signature"}``) with an
-identity-key signature over the version *and* the prekey it belongs to. Peers pin
-the highest version seen, so an old, genuinely signed ``did.json`` put back after a
-rotation is refused (:class:`~syft_flwr.errors.KeyRollbackError`). Keys and DIDs
-without it are version 0.
+One addition, which syft-crypto readers ignore: a **key version** that every
+prekey rotation increases, kept in the key file (``"prekey_version"``) and
+published, signed, in the DID (see :mod:`syft_flwr.crypto.key_version`). Keys and
+DIDs without it are version 0.
 
 Everything here is a plain function of paths/bytes; nothing talks to the network.
 """
@@ -50,6 +47,13 @@ from pydantic import AnyHttpUrl, TypeAdapter, ValidationError
 
 from syft_flwr._email import fold_domain
 from syft_flwr._fs import fsync_dir
+from syft_flwr.crypto.key_version import (
+    KEY_VERSION_FIELD,
+    MAX_KEY_VERSION,
+    check_version,
+    key_version_message,
+    read_version,
+)
 from syft_flwr.errors import (
     BadSignatureError,
     ConfigError,
@@ -69,7 +73,6 @@ __all__ = [
     "fingerprint_matches",
     "catch_up_version",
     "generate_keys",
-    "key_version_message",
     "load_private_keys",
     "load_public_bundle",
     "make_did_document",
@@ -90,13 +93,8 @@ _KEY_FILE_MODE = 0o600
 _KEY_DIR_MODE = 0o700
 _DID_FILE_MODE = 0o644  # did.json is public by design; umask still applies
 _CONFLICT_NAME = "did.conflict.json"
-#: Top-level DID member with the signed key version (syft-crypto ignores it).
-KEY_VERSION_FIELD = "syftFlwrKeyVersion"
 #: Member of the private key file holding the current key version.
 _KEY_FILE_VERSION = "prekey_version"
-_VERSION_DOMAIN = b"syft_flwr/did-key-version/v1\x00"
-#: Largest key version (exact as a JSON number in every reader).
-MAX_KEY_VERSION = 2**53 - 1
 
 # pydantic is what syft-core uses for ``server_url``; normalizing with the very same
 # type is the only way to reproduce syft-crypto's key path hash byte for byte.
@@ -123,35 +121,6 @@ def _unb64url(value: Any, what: str, size: int) -> bytes:
     if len(raw) != size:
         raise EncryptionError(f"{what}: expected {size} bytes, got {len(raw)}")
     return raw
-
-
-def _check_version(value: Any, what: str) -> int:
-    # bool is an int subclass; a JSON true must not read as version 1
-    if type(value) is not int or not 0 <= value <= MAX_KEY_VERSION:
-        raise EncryptionError(f"{what}: key version must be an integer 0..2^53-1")
-    return value
-
-
-def key_version_message(identity: bytes, prekey: bytes, version: int) -> bytes:
-    """The bytes the identity key signs to publish ``version`` of ``prekey``.
-
-    Binding the prekey makes a version meaningless for any other prekey: a
-    version copied from a newer DID onto an older prekey does not verify.
-
-    Parameters
-    ----------
-    identity : bytes
-        Raw 32-byte Ed25519 identity public key.
-    prekey : bytes
-        Raw 32-byte X25519 signed prekey.
-    version : int
-        The key version, ``1..2^53-1``.
-
-    Returns
-    -------
-    bytes
-    """
-    return _VERSION_DOMAIN + identity + prekey + version.to_bytes(8, "big")
 
 
 def _server_url(server_url: str) -> AnyHttpUrl:
@@ -264,7 +233,7 @@ class PrivateKeys:
             raise EncryptionError("identity must be an Ed25519PrivateKey")
         if not isinstance(self.signed_prekey, X25519PrivateKey):
             raise EncryptionError("signed_prekey must be an X25519PrivateKey")
-        _check_version(self.prekey_version, "private keys")
+        check_version(self.prekey_version, "private keys")
 
     def _raw(self) -> bytes:
         return (
@@ -339,7 +308,7 @@ class PublicBundle:
         self._verify_version()
 
     def _verify_version(self) -> None:
-        _check_version(self.version, f"DID document of {self.email}")
+        check_version(self.version, f"DID document of {self.email}")
         if self.version == 0:
             if self.version_signature is not None:
                 raise BadSignatureError(f"key version 0 of {self.email} is signed")
@@ -404,7 +373,7 @@ class PublicBundle:
             prekey = X25519PublicKey.from_public_bytes(spk_raw)
         except ValueError as exc:
             raise EncryptionError(f"DID document of {doc_email}: {exc}") from exc
-        version, version_sig = _read_version(doc, doc_email)
+        version, version_sig = read_version(doc, doc_email)
         return cls(
             email=email if email is not None else doc_email,
             identity_key=identity,
@@ -429,20 +398,6 @@ class PublicBundle:
 
     def __repr__(self) -> str:
         return f"PublicBundle(email={self.email!r}, fingerprint={fingerprint(self)!r})"
-
-
-def _read_version(doc: dict[str, Any], email: str) -> tuple[int, bytes | None]:
-    """The DID's ``(key version, its signature)``; ``(0, None)`` without one."""
-    if KEY_VERSION_FIELD not in doc:
-        return 0, None
-    entry = doc[KEY_VERSION_FIELD]
-    what = f"{KEY_VERSION_FIELD} of {email}"
-    if not isinstance(entry, dict):
-        raise EncryptionError(f"{what}: expected a JSON object")
-    version = _check_version(entry.get("version"), what)
-    if version == 0:
-        raise EncryptionError(f"{what}: a published version starts at 1")
-    return version, _unb64url(entry.get("signature"), f"{what} signature", 64)
 
 
 def _find_jwk(doc: dict[str, Any], section: str, kid: str) -> dict[str, Any]:
@@ -657,7 +612,7 @@ def load_private_keys(path: Path) -> PrivateKeys:
         signed_prekey=_private_key_from_jwk(
             data.get("signed_prekey"), "X25519", "signed_prekey"
         ),
-        prekey_version=_check_version(
+        prekey_version=check_version(
             data.get(_KEY_FILE_VERSION, 0), f"private keys at {path}"
         ),
     )
