@@ -26,6 +26,7 @@ either::
     │   ├── KeyNotFound (LookupError)  no private keys or no peer DID document
     │   ├── KeyConflictError           keys on disk do not match the published DID
     │   ├── PeerKeyChangedError        a peer's identity key differs from the pinned one
+    │   ├── KeyRollbackError           a peer's published keys are older than seen before
     │   ├── KeyFilePermissionError (PermissionError)
     │   ├── BadSignatureError          a prekey signature does not verify
     │   ├── DecryptionError            tampered/truncated/reordered ciphertext
@@ -35,6 +36,8 @@ either::
         ├── ReplayError                a request id was already executed
         ├── MessageExpired             the request's expiry has passed
         ├── UnacceptableReply          a reply's values are not finite or not the model's shape
+        ├── UnsignedHeadError          a sealed message's head is not signed (envelope < 3)
+        ├── StateIntegrityError        a party's own private state failed its MAC check
         └── ReviewError                a project package or review decision is refused
             ├── UnsafeArchiveError     ``../``, absolute paths, links, devices, too big
             ├── ProjectSignatureError  not signed by the researcher's pinned identity key
@@ -59,6 +62,7 @@ __all__ = [
     "KeyConflictError",
     "KeyFilePermissionError",
     "KeyNotFound",
+    "KeyRollbackError",
     "MessageExpired",
     "MessageNotFound",
     "NodeIdCollisionError",
@@ -74,6 +78,7 @@ __all__ = [
     "RunFailed",
     "SecurityError",
     "SerializationError",
+    "StateIntegrityError",
     "SyftFlwrError",
     "TransportClosed",
     "TransportError",
@@ -82,6 +87,7 @@ __all__ = [
     "UnknownSenderError",
     "UnsafeArchiveError",
     "UnsafeFileError",
+    "UnsignedHeadError",
 ]
 
 
@@ -273,3 +279,27 @@ class UnsignedHeadError(SecurityError):
     message is refused where the unsigned fields would change what the reader
     does (see ``docs/envelope.md``).
     """
+
+
+class KeyRollbackError(EncryptionError):
+    """A peer publishes keys older than the ones already seen (an old DID put back).
+
+    Its key version, signed by its identity key, is lower than the pinned one (or
+    missing). Nothing is sent to or accepted from the peer until it publishes its
+    current keys again.
+
+    Attributes
+    ----------
+    email : str
+        The peer.
+    pinned : int
+        The highest key version seen from it.
+    published : int
+        The version it publishes now (0: none).
+    """
+
+    def __init__(self, message: str, *, email: str, pinned: int, published: int):
+        super().__init__(message)
+        self.email = email
+        self.pinned = pinned
+        self.published = published

@@ -45,6 +45,7 @@ from syft_flwr.crypto.cipher import (
 from syft_flwr.crypto.keys import (
     PrivateKeys,
     PublicBundle,
+    catch_up_version,
     ensure_keys,
     fingerprint,
     generate_keys,
@@ -626,8 +627,27 @@ def load_or_create_keys(client: SyftFlwrClient, transport: Transport) -> Private
         except KeyNotFound:
             keys = _new_keys_unless_published(client.email, transport)
             save_keys(client, keys)
+        keys = _catch_up_published(client, transport, keys)
     publish_did(transport, client.email, keys, _server_url_of(client))
     return keys
+
+
+def _catch_up_published(
+    client: SyftFlwrClient, transport: Transport, keys: PrivateKeys
+) -> PrivateKeys:
+    """Move the key version past a higher one our identity published (a restore)."""
+    try:
+        published = KeyDirectory(transport).fetch(client.email)
+    except EncryptionError:  # none yet, or not ours to judge: publish_did decides
+        return keys
+    if published.identity_key.public_bytes_raw() != (
+        keys.identity.public_key().public_bytes_raw()
+    ):
+        return keys
+    caught_up = catch_up_version(keys, published)
+    if caught_up is not keys:
+        save_keys(client, caught_up)
+    return caught_up
 
 
 def _new_keys_unless_published(email: str, transport: Transport) -> PrivateKeys:
@@ -731,6 +751,6 @@ def default_policy(
     return EncryptionPolicy(
         client.email,
         keys,
-        KeyDirectory(transport, TrustStore(store)),
+        KeyDirectory(transport, TrustStore(store, keys)),
         own_prekeys(client, clock=clock),
     )

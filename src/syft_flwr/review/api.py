@@ -292,7 +292,10 @@ def receive_projects(
         REVIEW_APP, REVIEW_ENDPOINT, [fold_domain(r) for r in researchers]
     )
     rpc = _rpc(client, transport, settings)
-    directory = KeyDirectory(transport, TrustStore(key_store_for(client)))
+    directory = KeyDirectory(
+        transport,
+        TrustStore(key_store_for(client), load_or_create_keys(client, transport)),
+    )
     new = []
     recorded = {k for r in store.records() for k, _ in requests_of(r)}
     quota = InboxQuota(store, max_pending)
