@@ -74,6 +74,10 @@ def test_submit_approve_serve_only_the_approved_code(tmp_path: Path):
     assert "toy_app/client_app.py" in r.stdout
     r = cli("show", project[:8], "--config", do_conf)
     assert "=== toy_app/client_app.py ===" in r.stdout and "def train" in r.stdout
+    assert (  # the file that runs, not only the reference
+        "clientapp: toy_app.client_app:app -> toy_app/client_app.py "
+        "(after toy_app/__init__.py)"
+    ) in r.stdout
     r = cli("serve", "--config", do_conf)  # nothing approved: nothing runs
     assert r.returncode == 1 and "ProjectNotApproved" in r.stderr
     assert cli("approve", project[:8], "--config", do_conf).returncode == 0

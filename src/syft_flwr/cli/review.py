@@ -165,8 +165,9 @@ def projects(
 
 
 def show(project: ProjectArg, config: ConfigOpt = None, json_: JsonOpt = False) -> None:
-    """Data owner: print a project's code and its diff to the last approval."""
+    """Data owner: print a project's code, the file each entry point runs, the diff."""
     from syft_flwr.review.api import project_store
+    from syft_flwr.review.entry import entry_points
     from syft_flwr.review.store import show_text
 
     store = project_store(client_for(config))
@@ -179,6 +180,7 @@ def show(project: ProjectArg, config: ConfigOpt = None, json_: JsonOpt = False) 
     print_json(
         _record_dict(rec)
         | {
+            "entry_points": [dataclasses.asdict(e) for e in entry_points(code)],
             "previous_approved": None if prev is None else prev.project_hash,
             "code": {
                 p: code[p].decode("utf-8", errors="replace") for p in sorted(code)

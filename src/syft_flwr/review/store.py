@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from syft_flwr.crypto.keys import _atomic_write
 from syft_flwr.errors import ConfigError, ReviewError
+from syft_flwr.review.entry import entry_point_lines
 from syft_flwr.review.package import Package, printable
 from syft_flwr.review.unpack import read_package
 
@@ -305,6 +306,7 @@ def show_text(store: ProjectStore, ref: str) -> str:
     out = [
         f"project {rec.name} {rec.project_hash} [{rec.status}]",
         f"from {rec.researcher} (fingerprint {rec.fingerprint})",
+        *(printable(line) for line in entry_point_lines(pkg.files)),
     ]
     if rec.reason:
         out.append(f"reason: {rec.reason}")
