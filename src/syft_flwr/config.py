@@ -27,6 +27,9 @@ variable                           default     meaning
 ``SYFT_FLWR_HEARTBEAT_INTERVAL``   transport   seconds between a data owner's heartbeats
 ``SYFT_FLWR_HEARTBEAT_MISSES``     ``4``       missed heartbeats before the researcher
                                                stops waiting for a data owner
+``SYFT_FLWR_NO_REVIEW``            ``false``   a data owner serves a local app folder
+                                               without review (``--no-review``); logged
+                                               and shown by ``syft_flwr status``
 =================================  ==========  ============================================
 """
 
@@ -57,6 +60,7 @@ __all__ = [
     "ENV_LOG_LEVEL",
     "ENV_MAX_MESSAGE_BYTES",
     "ENV_MSG_TIMEOUT",
+    "ENV_NO_REVIEW",
     "DEFAULT_PREKEY_GRACE",
     "ENV_POLL_INTERVAL",
     "ENV_PREKEY_GRACE",
@@ -78,6 +82,7 @@ ENV_MAX_MESSAGE_BYTES = "SYFT_FLWR_MAX_MESSAGE_BYTES"
 ENV_PREKEY_GRACE = "SYFT_FLWR_PREKEY_GRACE"
 ENV_HEARTBEAT_INTERVAL = "SYFT_FLWR_HEARTBEAT_INTERVAL"
 ENV_HEARTBEAT_MISSES = "SYFT_FLWR_HEARTBEAT_MISSES"
+ENV_NO_REVIEW = "SYFT_FLWR_NO_REVIEW"
 
 DEFAULT_MSG_TIMEOUT = 120.0  # seconds
 DEFAULT_POLL_INTERVAL = 2.0  # seconds
@@ -181,6 +186,9 @@ class Settings:
     no_color: bool = False
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     prekey_grace: float = DEFAULT_PREKEY_GRACE
+    #: A data owner serves a local app folder that nobody reviewed (an explicit
+    #: opt-down, e.g. for a local simulation); off: only ``syft_flwr serve``.
+    no_review: bool = False
 
     def __post_init__(self) -> None:
         if self.prekey_grace < 0:
@@ -223,6 +231,8 @@ class Settings:
             values["chunk_size"] = _parse_int(ENV_CHUNK_SIZE, v, minimum=MIN_CHUNK_SIZE)  # type: ignore[arg-type]
         if (v := env.get(ENV_REVEAL_ERRORS)) not in (None, ""):
             values["reveal_errors"] = _parse_bool(ENV_REVEAL_ERRORS, v)  # type: ignore[arg-type]
+        if (v := env.get(ENV_NO_REVIEW)) not in (None, ""):
+            values["no_review"] = _parse_bool(ENV_NO_REVIEW, v)  # type: ignore[arg-type]
         if (v := env.get(ENV_PREKEY_GRACE)) not in (None, ""):
             values["prekey_grace"] = parse_duration(str(v).strip())
         if (v := env.get(ENV_HEARTBEAT_INTERVAL)) not in (None, ""):

@@ -201,3 +201,56 @@ def test_a_package_hiding_bytecode_is_refused_and_none_of_it_ever_runs(
     assert r.returncode == 0, r.stdout + r.stderr
     assert server.returncode == 0 and "refused" not in out, out
     assert not marker.exists()
+
+
+def _party_do(app: Path, conf: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "syft_flwr", "party", str(app), "--role", "data-owner",
+         "--config", conf, *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+    )  # fmt: skip
+
+
+def test_a_local_folder_is_served_unreviewed_only_by_explicit_opt_down(tmp_path: Path):
+    app = tmp_path / "toy_app"
+    shutil.copytree(TOY, app, ignore=shutil.ignore_patterns("__pycache__"))
+    marker = tmp_path / "imported"
+    client_py = app / "toy_app" / "client_app.py"
+    client_py.write_text(
+        client_py.read_text()
+        + f"\nimport pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+    )
+    # The researcher's app config tries to pick the data owner's partition (7)
+    # and fails the ClientApp on exactly that partition.
+    pyproject = app / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            "fail-partition = -1", "fail-partition = 7\npartition-id = 7"
+        )
+    )
+    r_conf, do_conf = _config(tmp_path, R), _config(tmp_path, DO)
+    assert cli("bootstrap", str(app), "-a", R, "-d", DO).returncode == 0
+    # Without the opt-down: refused before the app is imported, in words.
+    r = cli("party", str(app), "--role", "data-owner", "--config", do_conf)
+    assert r.returncode == 2, r.stderr
+    assert "without review" in r.stderr and "syft_flwr serve" in r.stderr
+    r = subprocess.run(
+        [sys.executable, str(app / "main.py"), "--role", "data-owner",
+         "--config", do_conf],
+        capture_output=True, text=True, timeout=120, env=_env(),
+    )  # fmt: skip
+    assert r.returncode == 2 and "--no-review" in r.stderr, r.stderr
+    assert not marker.exists()
+    assert "WITHOUT REVIEW" not in cli("status", "--config", do_conf).stdout
+    # With it: logged, served, shown by status; the node config stays the data
+    # owner's (partition 0), so the ClientApp does not fail and the result arrives.
+    server = _party_do(app, do_conf, "--no-review")
+    r = _research(app, r_conf)
+    out, _ = server.communicate(timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert server.returncode == 0, out
+    assert "WITHOUT REVIEW (--no-review)" in out and str(app) in out
+    assert marker.read_text() == "ran"
+    r = cli("status", "--config", do_conf)
+    assert "served WITHOUT REVIEW (--no-review): flwr/" in r.stdout
+    assert str(app) in r.stdout

@@ -27,8 +27,9 @@ from syft_flwr.cli._common import emails as _emails
 if TYPE_CHECKING:  # the CLI imports the review machinery only when a command runs
     from syft_flwr.review.api import Submission
     from syft_flwr.review.store import ProjectRecord
+    from syft_flwr.review.unreviewed import UnreviewedServe
 
-__all__ = ["format_projects", "format_status", "register"]
+__all__ = ["format_projects", "format_status", "format_unreviewed", "register"]
 
 
 def _when(ts: float) -> str:
@@ -64,6 +65,18 @@ def format_status(subs: list[Submission]) -> str:
         line = f"{s.data_owner}: {s.name} {s.project_hash[:12]} [{s.status}]"
         lines.append(line + (f"  reason: {s.reason}" if s.reason else ""))
     return "\n".join(lines) + "\n"
+
+
+def format_unreviewed(serves: list[UnreviewedServe]) -> str:
+    """The lines ``syft_flwr status`` adds for local folders served without review."""
+    from syft_flwr.review.package import printable
+
+    return "".join(
+        f"served WITHOUT REVIEW (--no-review): {printable(u.app_name)} from "
+        f"{printable(u.folder)}, hash {u.project_hash[:12] or '?'}, "
+        f"since {_when(u.started)}\n"
+        for u in serves
+    )
 
 
 def _record_dict(rec: ProjectRecord, *, files: bool = True) -> dict[str, Any]:
@@ -115,14 +128,18 @@ def submit(
 
 
 def status(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
-    """Researcher: each data owner's decision on your submissions."""
+    """Researcher: each data owner's decision on your submissions (and, as a data
+    owner, the local app folders you served without review)."""
     from syft_flwr.review.api import submission_status
+    from syft_flwr.review.unreviewed import unreviewed_serves
 
-    subs = submission_status(client_for(config))
+    client = client_for(config)
+    subs = submission_status(client)
     if json_:
         print_json([dataclasses.asdict(s) for s in subs])
     else:
         print(format_status(subs), end="")
+        print(format_unreviewed(unreviewed_serves(client)), end="")
 
 
 def projects(
