@@ -115,6 +115,16 @@ def _project_hash(app_dir: Path) -> str | None:
         return None
 
 
+def _folder_hash(cfg: ProjectConfig) -> str | None:
+    """The hash of a local folder's code, for the record of an unreviewed serve."""
+    from syft_flwr.review.package import hash_tree
+
+    try:
+        return hash_tree(cfg.app_dir)
+    except ConfigError:
+        return None  # e.g. a file no package could hold; served all the same
+
+
 def run_project_researcher(
     cfg: ProjectConfig,
     client: SyftFlwrClient,
@@ -181,9 +191,7 @@ def run_project_data_owner(
             "`syft_flwr serve`, or, for your own code or a local simulation, run "
             "this with --no-review (SYFT_FLWR_NO_REVIEW=1)"
         )
-    record_unreviewed(
-        client, cfg.flwr_app_name, cfg.app_dir, _project_hash(cfg.app_dir)
-    )
+    record_unreviewed(client, cfg.flwr_app_name, cfg.app_dir, _folder_hash(cfg))
     client_app = load_component(cfg.clientapp, cfg.app_dir)
     rc = parse_run_config(cfg.app_config, run_config)
     aggs = aggregators or ([cfg.aggregator] if cfg.aggregator else None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +84,7 @@ _IMPORT_LOCK = threading.Lock()
 
 
 def _load_verified(
-    work: Path, files: Any, ref: str
+    work: Path, files: Mapping[str, bytes], ref: str
 ) -> tuple[Any, VerifiedSourceFinder]:
     """Import ``ref`` from the verified ``files`` of ``work``, never from elsewhere.
 
