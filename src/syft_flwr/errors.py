@@ -26,6 +26,7 @@ either::
     │   ├── KeyNotFound (LookupError)  no private keys or no peer DID document
     │   ├── KeyConflictError           keys on disk do not match the published DID
     │   ├── PeerKeyChangedError        a peer's identity key differs from the pinned one
+    │   ├── KeyRollbackError           a peer's published keys are older than seen before
     │   ├── KeyFilePermissionError (PermissionError)
     │   ├── BadSignatureError          a prekey signature does not verify
     │   ├── DecryptionError            tampered/truncated/reordered ciphertext
@@ -34,6 +35,9 @@ either::
         ├── UnknownSenderError         sender is not an allowed aggregator/data owner
         ├── ReplayError                a request id was already executed
         ├── MessageExpired             the request's expiry has passed
+        ├── UnacceptableReply          a reply's values are not finite or not the model's shape
+        ├── UnsignedHeadError          a sealed message's head is not signed (envelope < 3)
+        ├── StateIntegrityError        a party's own private state failed its MAC check
         └── ReviewError                a project package or review decision is refused
             ├── UnsafeArchiveError     ``../``, absolute paths, links, devices, too big
             ├── ProjectSignatureError  not signed by the researcher's pinned identity key
@@ -58,6 +62,7 @@ __all__ = [
     "KeyConflictError",
     "KeyFilePermissionError",
     "KeyNotFound",
+    "KeyRollbackError",
     "MessageExpired",
     "MessageNotFound",
     "NodeIdCollisionError",
@@ -73,13 +78,16 @@ __all__ = [
     "RunFailed",
     "SecurityError",
     "SerializationError",
+    "StateIntegrityError",
     "SyftFlwrError",
     "TransportClosed",
     "TransportError",
     "TransportTimeout",
+    "UnacceptableReply",
     "UnknownSenderError",
     "UnsafeArchiveError",
     "UnsafeFileError",
+    "UnsignedHeadError",
 ]
 
 
@@ -252,3 +260,46 @@ class StateIntegrityError(SecurityError):
     The record was changed, copied from another party or another run, or written by
     a version of syft_flwr that did not authenticate it. It is never acted on.
     """
+
+
+class UnacceptableReply(SecurityError):
+    """A data owner's reply carries values the researcher will not aggregate.
+
+    An array or metric that is not finite (NaN, Inf), an array whose shape, dtype
+    or serialization differs from the model the data owner was sent, or one that
+    is not a readable numpy array. The reply counts as that data owner's failure.
+    """
+
+
+class UnsignedHeadError(SecurityError):
+    """A sealed message's head fields (status, creation time, ...) are not signed.
+
+    Envelopes before version 3 sealed the body but not the head around it, so a
+    status there could have been changed by anyone who can write the file. Such a
+    message is refused where the unsigned fields would change what the reader
+    does (see ``docs/envelope.md``).
+    """
+
+
+class KeyRollbackError(EncryptionError):
+    """A peer publishes keys older than the ones already seen (an old DID put back).
+
+    Its key version, signed by its identity key, is lower than the pinned one (or
+    missing). Nothing is sent to or accepted from the peer until it publishes its
+    current keys again.
+
+    Attributes
+    ----------
+    email : str
+        The peer.
+    pinned : int
+        The highest key version seen from it.
+    published : int
+        The version it publishes now (0: none).
+    """
+
+    def __init__(self, message: str, *, email: str, pinned: int, published: int):
+        super().__init__(message)
+        self.email = email
+        self.pinned = pinned
+        self.published = published

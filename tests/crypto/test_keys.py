@@ -129,7 +129,9 @@ def test_private_key_file_exact_layout_and_round_trip(tmp_path: Path) -> None:
     path = tmp_path / ".syftbox" / "abcd1234" / "pvt.jwks.json"
     save_private_keys(path, keys)
     data = json.loads(path.read_text())
-    assert list(data) == ["identity_key", "signed_prekey"]
+    # syft-crypto's two JWKs, plus our key version (a top-level member it ignores)
+    assert list(data) == ["identity_key", "signed_prekey", "prekey_version"]
+    assert data["prekey_version"] == 1
     ik, spk = data["identity_key"], data["signed_prekey"]
     assert ik == {
         "kty": "OKP",
@@ -148,8 +150,13 @@ def test_private_key_file_exact_layout_and_round_trip(tmp_path: Path) -> None:
     for jwk in (ik, spk):
         assert len(unb64u(jwk["x"])) == 32 and len(unb64u(jwk["d"])) == 32
     assert load_private_keys(path) == keys
+    assert load_private_keys(path).prekey_version == 1
     assert load_private_keys(path) != generate_keys()
     assert not [p for p in path.parent.iterdir() if p.name != "pvt.jwks.json"]
+    # keys without a version (syft-crypto's) are written in exactly its layout
+    save_private_keys(path, PrivateKeys(keys.identity, keys.signed_prekey))
+    assert list(json.loads(path.read_text())) == ["identity_key", "signed_prekey"]
+    assert load_private_keys(path).prekey_version == 0
 
 
 def test_loads_syft_crypto_file_without_kid(tmp_path: Path) -> None:
@@ -263,6 +270,16 @@ def test_did_document_exact_layout() -> None:
     spk_raw = keys.signed_prekey.public_key().public_bytes_raw()
     sig = unb64u(doc["keyAgreement"][0]["publicKeyJwk"]["signature"])
     keys.identity.public_key().verify(sig, spk_raw)  # raises if wrong
+    # our one addition, a member syft-crypto readers ignore: the signed key version
+    version = doc.pop("syftFlwrKeyVersion")
+    assert list(version) == ["version", "signature"] and version["version"] == 1
+    keys.identity.public_key().verify(  # over a domain tag, IK, SPK and the version
+        unb64u(version["signature"]),
+        b"syft_flwr/did-key-version/v1\x00"
+        + keys.identity.public_key().public_bytes_raw()
+        + spk_raw
+        + (1).to_bytes(8, "big"),
+    )
     assert doc == {
         "@context": [
             "https://www.w3.org/ns/did/v1",
@@ -309,7 +326,15 @@ def test_did_document_exact_layout() -> None:
         "signature",
     ]
     # deterministic (Ed25519), and the DID id uses the host without port
-    assert make_did_document(keys, ALICE, SERVER) == doc
+    assert make_did_document(keys, ALICE, SERVER) == {
+        **doc,
+        "syftFlwrKeyVersion": version,
+    }
+    # keys without a version publish exactly syft-crypto's document
+    assert (
+        make_did_document(PrivateKeys(keys.identity, keys.signed_prekey), ALICE, SERVER)
+        == doc
+    )
     other = make_did_document(keys, "a.b+c@example.org", "https://SyftBox.net:8443/x")
     assert other["id"] == "did:web:syftbox.net:a.b%2Bc%40example.org"
 
@@ -537,3 +562,99 @@ def test_ensure_keys_concurrent_first_use_agrees(tmp_path: Path) -> None:
     assert load_public_bundle(box.did_file, ALICE) == public_bundle_of(
         results[0], ALICE
     )
+
+
+# ------------------------------------------------------------- key version (issue 24)
+
+
+def _rotated(keys: PrivateKeys, version: int) -> PrivateKeys:
+    return PrivateKeys(keys.identity, X25519PrivateKey.generate(), version)
+
+
+def test_key_version_signature_covers_the_version(tmp_path: Path) -> None:
+    keys = _rotated(generate_keys(), 2)
+    path = tmp_path / "did.json"
+    save_did_document(path, make_did_document(keys, ALICE, SERVER))
+    good = json.loads(path.read_text())
+    assert load_public_bundle(path, ALICE).version == 2
+
+    # the counter edited without re-signing: refused, whichever way it moves
+    for forged in (3, 1, 2**53 - 1):
+        doc = json.loads(json.dumps(good))
+        doc["syftFlwrKeyVersion"]["version"] = forged
+        with pytest.raises(BadSignatureError, match="key version"):
+            load_public_bundle(doc, ALICE)
+
+    # a newer DID's signed version copied onto an older prekey: refused (the
+    # signature binds the prekey), so a rollback cannot borrow a higher version
+    older = make_did_document(_rotated(keys, 1), ALICE, SERVER)
+    older["syftFlwrKeyVersion"] = good["syftFlwrKeyVersion"]
+    with pytest.raises(BadSignatureError, match="for this prekey"):
+        load_public_bundle(older, ALICE)
+
+    # a version signed by another identity key: refused
+    doc = json.loads(json.dumps(good))
+    other = PrivateKeys(Ed25519PrivateKey.generate(), keys.signed_prekey, 2)
+    doc["syftFlwrKeyVersion"] = make_did_document(other, ALICE, SERVER)[
+        "syftFlwrKeyVersion"
+    ]
+    with pytest.raises(BadSignatureError):
+        load_public_bundle(doc, ALICE)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        [],
+        {"version": 2},
+        {"version": True, "signature": "x"},
+        {"version": 0, "signature": b64u(bytes(64))},
+        {"version": -1, "signature": b64u(bytes(64))},
+        {"version": 2**53, "signature": b64u(bytes(64))},
+        {"version": 2.0, "signature": b64u(bytes(64))},
+        {"version": 2, "signature": b64u(bytes(63))},
+    ],
+)
+def test_malformed_key_version_is_refused(entry: Any) -> None:
+    doc = make_did_document(generate_keys(), ALICE, SERVER)
+    doc["syftFlwrKeyVersion"] = entry
+    with pytest.raises(EncryptionError):
+        load_public_bundle(doc, ALICE)
+
+
+def test_did_without_version_is_version_0_and_stays_readable() -> None:
+    keys = generate_keys()
+    doc = make_did_document(keys, ALICE, SERVER)
+    doc.pop("syftFlwrKeyVersion")  # what syft-crypto (or older syft_flwr) writes
+    bundle = load_public_bundle(doc, ALICE)
+    assert (bundle.version, bundle.version_signature) == (0, None)
+    assert bundle == public_bundle_of(keys, ALICE)
+    assert public_bundle_of(keys, ALICE).version == 1
+
+
+def test_key_file_version_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "k" / "pvt.jwks.json"
+    save_private_keys(path, _rotated(generate_keys(), 7))
+    assert load_private_keys(path).prekey_version == 7
+    for bad in ("7", -1, True, 2**53):
+        doc = json.loads(path.read_text())
+        doc["prekey_version"] = bad
+        path.write_text(json.dumps(doc))
+        with pytest.raises(EncryptionError, match="key version"):
+            load_private_keys(path)
+
+
+def test_ensure_keys_republishes_the_key_file_over_an_older_did(
+    tmp_path: Path,
+) -> None:
+    box = Box(tmp_path, ALICE)
+    first = box.ensure()
+    old_did = box.did_file.read_bytes()
+    rotated = _rotated(first, 2)
+    save_private_keys(box.key_file, rotated)
+    box.ensure()  # an interrupted rotation: the DID of the key file is published
+    assert load_public_bundle(box.did_file, ALICE).version == 2
+    box.did_file.write_bytes(old_did)  # someone put the old one back
+    assert box.ensure().prekey_version == 2
+    assert load_public_bundle(box.did_file, ALICE) == public_bundle_of(rotated, ALICE)
+    assert load_public_bundle(box.did_file, ALICE).version == 2

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,10 +25,16 @@ from syft_flwr.crypto.keys import (
     load_public_bundle,
     private_key_path,
 )
-from syft_flwr.crypto.policy import default_policy, load_keys, load_or_create_keys
+from syft_flwr.crypto.policy import (
+    default_policy,
+    load_keys,
+    load_or_create_keys,
+    save_keys,
+)
 from syft_flwr.crypto.prekeys import PREKEYS_FILE
 from syft_flwr.crypto.store import key_store_for
-from syft_flwr.errors import DecryptionError
+from syft_flwr.crypto.trust import TrustStore
+from syft_flwr.errors import DecryptionError, KeyRollbackError
 from syft_flwr.rpc import SyftFlwrRpc
 from syft_flwr.transports.memory import MemoryHub
 
@@ -170,3 +180,123 @@ def test_cli_rotate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert prekey_id(new.signed_prekey.public_key()) in out
     assert prekey_id(old.signed_prekey.public_key()) in out
     assert fingerprint(old) in out
+
+
+# ----------------------------------------------------------- DID rollback (issue 24)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m syft_flwr ...`` in its own OS process, as a user runs it."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SYFT_FLWR_", "SYFTBOX_"))
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "syft_flwr", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def _inbox(client, sender: str) -> list[Path]:
+    return sorted(
+        p for p in (client.datasites / DO / "app_data").rglob("*") if p.is_file()
+    )
+
+
+def test_old_did_put_back_after_rotation_is_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ds, do = make_syft_client(tmp_path, DS), make_syft_client(tmp_path, DO)
+    load_or_create_keys(do, do.make_transport())
+    did_file = did_path(do.datasites, DO)
+    old_did = did_file.read_bytes()
+    _send(ds, b"round 1")  # DS pins DO at key version 1
+    assert TrustStore(key_store_for(ds), load_keys(ds)).pinned(DO).version == 1
+
+    rotated = _cli("keys", "rotate", "--grace", "0", "--config", str(do.config_path))
+    assert rotated.returncode == 0, rotated.stderr
+    assert load_public_bundle(did_file, DO).version == 2
+    _, fresh = _send(ds, b"round 2")  # DS sees the rotation: pins version 2
+    assert TrustStore(key_store_for(ds), load_keys(ds)).pinned(DO).version == 2
+
+    # the attack: the old, genuinely signed did.json is put back
+    did_file.write_bytes(old_did)
+    sent_before = _inbox(ds, DO)
+    caplog.set_level(logging.WARNING, logger="syft_flwr.crypto")
+    with pytest.raises(KeyRollbackError) as err:
+        _send(ds, b"round 3 model")
+    msg = str(err.value)
+    assert msg.startswith(
+        f"{DO}'s published keys are older than the ones you already saw "
+        "(version 1 < 2): someone may have put back an old key file"
+    )
+    assert "publish their current keys again" in msg
+    assert (err.value.pinned, err.value.published) == (2, 1)
+    assert any(
+        "refused the published keys of" in r.getMessage() and "1 < 2" in r.getMessage()
+        for r in caplog.records
+    )
+    assert _inbox(ds, DO) == sent_before  # nothing was sealed to the destroyed key
+    assert TrustStore(key_store_for(ds), load_keys(ds)).pinned(DO).version == 2
+
+    # what the researcher sees, from its own process
+    shown = _cli("keys", "show", DO, "--config", str(ds.config_path))
+    assert shown.returncode == 0, shown.stderr
+    assert f"{DO}  [older]" in shown.stdout and "REFUSED" in shown.stdout
+
+    # the same DID with its version removed is refused as well
+    stripped = json.loads(old_did)
+    stripped.pop("syftFlwrKeyVersion")
+    did_file.write_text(json.dumps(stripped))
+    with pytest.raises(KeyRollbackError, match=r"\(no version < 2\)"):
+        _send(ds, b"round 3 model")
+
+    # DO starts again: its key file wins, the current DID is published again,
+    # and the real exchange goes through
+    assert load_or_create_keys(do, do.make_transport()) == load_keys(do)
+    assert load_public_bundle(did_file, DO).version == 2
+    _, ok = _send(ds, b"round 3 model")
+    assert _reader(do, Clock(time.time())).read(ok).body == b"round 3 model"
+
+
+def test_rotation_counts_up_from_the_published_version_memory() -> None:
+    hub = MemoryHub()
+    ds, do = MemoryClient(DS, hub), MemoryClient(DO, hub)
+    assert load_or_create_keys(do, do.make_transport()).prekey_version == 1
+    _send(ds, b"pin")
+    for expected in (2, 3):
+        rotate_prekey(do, grace=60, clock=Clock())
+        assert load_keys(do).prekey_version == expected
+        _send(ds, b"again")
+        pin = TrustStore(key_store_for(ds), load_keys(ds)).pinned(DO)
+        assert pin is not None and pin.version == expected
+    # a key file restored from an older backup still publishes past what peers saw
+    restored = load_keys(do)
+    save_keys(do, PrivateKeys(restored.identity, restored.signed_prekey, 1))
+    rotate_prekey(do, grace=60, clock=Clock())
+    assert load_keys(do).prekey_version == 4
+    _send(ds, b"after restore")  # accepted: 4 > 3
+
+
+def test_key_file_older_than_published_did_moves_past_it(tmp_path: Path) -> None:
+    # a key file restored from a backup taken before a rotation (same identity)
+    do = make_syft_client(tmp_path, DO)
+    first = load_or_create_keys(do, do.make_transport())
+    backup = private_key_path(do.data_dir, do.server_url, DO).read_bytes()
+    rotate_prekey(do, grace=60, clock=Clock())
+    rotate_prekey(do, grace=60, clock=Clock())
+    assert load_public_bundle(did_path(do.datasites, DO), DO).version == 3
+    private_key_path(do.data_dir, do.server_url, DO).write_bytes(backup)
+
+    keys = load_or_create_keys(do, do.make_transport())
+    assert keys == first and keys.prekey_version == 4  # not 1: peers pinned 3
+    assert load_keys(do).prekey_version == 4  # durable in the key file
+    did = load_public_bundle(did_path(do.datasites, DO), DO)
+    assert did.version == 4
+    assert did.signed_prekey.public_bytes_raw() == (
+        first.signed_prekey.public_key().public_bytes_raw()
+    )

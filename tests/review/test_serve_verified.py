@@ -114,14 +114,14 @@ def approved(tmp_path: Path):
         expires="e",
         data=data,
     )
-    store.decide(manifest.project_hash, "approved")
-    return owner, store, manifest
+    rec = store.decide(manifest.project_hash, DS, "approved")
+    return owner, store, manifest, rec
 
 
 def test_a_file_planted_in_the_working_folder_is_refused_before_import(
     approved, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    owner, store, manifest = approved
+    owner, store, manifest, _ = approved
     marker = tmp_path / "marker"
     real_write = serve_mod.write_tree
 
@@ -141,6 +141,9 @@ def test_a_file_planted_in_the_working_folder_is_refused_before_import(
 
 
 def _request(h: ClientAppHandler, named: str) -> Message:
+    """One request through ``h`` from the approved researcher (as the loop serves it)."""
+    from syft_flwr.events.watcher import RequestInfo, _current
+
     set_task_identity(3)
     msg = Message(
         RecordDict({"config": ConfigRecord({"x": 1})}),
@@ -149,14 +152,18 @@ def _request(h: ClientAppHandler, named: str) -> Message:
     )
     set_message_id(msg, "m-1")
     attach_project_hash(msg, named)
-    return bytes_to_flower_message(h(flower_message_to_bytes(msg)))
+    token = _current.set(RequestInfo("m-1", DS, "messages", "", "", {}, encrypted=True))
+    try:
+        return bytes_to_flower_message(h(flower_message_to_bytes(msg)))
+    finally:
+        _current.reset(token)
 
 
 def test_the_guard_hashes_every_file_of_the_working_folder(
     approved, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
-    _, store, manifest = approved
-    work = write_tree(store.package(manifest.project_hash).files, tmp_path / "w")
+    _, store, manifest, rec = approved
+    work = write_tree(store.package(rec).files, tmp_path / "w")
     ran: list[Message] = []
     capp = ClientApp()
 
@@ -178,7 +185,8 @@ def test_the_guard_hashes_every_file_of_the_working_folder(
     assert "an extra file toy_app/__pycache__" in caplog.text
     # the same check without the manifest still refuses (hash of every file)
     bare = ProjectGuard(store, manifest.project_hash, work)
-    assert "hash to" in (bare(manifest.project_hash) or "")
+    bare_reply = ClientAppHandler(capp, email=DO, check=bare)
+    assert "hash to" in _request(bare_reply, manifest.project_hash).error.reason
     # and once the planted folder is gone, the approved code runs again
     shutil.rmtree(work / "toy_app" / "__pycache__")
     assert not _request(h, manifest.project_hash).has_error() and len(ran) == 2
@@ -186,7 +194,7 @@ def test_the_guard_hashes_every_file_of_the_working_folder(
 
 
 def test_an_entry_point_outside_the_project_is_refused_before_import(approved):
-    _, store, manifest = approved
-    files = store.package(manifest.project_hash).files
+    _, store, _, rec = approved
+    files = store.package(rec).files
     with pytest.raises(ProjectNotApproved, match="not a module of the approved"):
         serve_mod._load_verified(Path("/nonexistent"), files, "os:system")

@@ -442,6 +442,11 @@ def keys_show(
                 f"  REFUSED until you check it: syft_flwr keys trust {info.email} "
                 f"--fingerprint '{info.published}'"
             )
+        elif info.status == "older":
+            print(
+                "  REFUSED: it publishes keys older than the ones you already saw "
+                "(an old did.json put back?); ask them to publish again"
+            )
         elif info.status == "not pinned":
             print(f"  to pin it after checking: syft_flwr keys trust {info.email}")
     if len(infos) == 1 and email is None:
@@ -502,6 +507,39 @@ def keys_rotate(
     print(f"  the old one ({r.retired.id}) still opens messages until {until},")
     print("  then it is destroyed: messages sealed to it can no longer be opened")
     print(f"  your fingerprint is unchanged: {r.fingerprint}")
+
+
+@keys_app.command("adopt-pins")
+def keys_adopt_pins(
+    ctx: typer.Context,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", help="Keep them without asking (you checked them)."),
+    ] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Keep the peer pins an older syft_flwr wrote, after checking them."""
+    from syft_flwr.crypto.identity import adopt_legacy_pins, legacy_pins
+    from syft_flwr.review.package import printable
+
+    client = client_for(_keys_config(ctx, config))
+    pins = legacy_pins(client)
+    if pins is None:
+        print("nothing to adopt: your pinned peer keys are already checked")
+        return
+    print("pinned by an older syft_flwr, without an integrity check:")
+    for pin in pins.values():
+        print(f"{printable(pin.email)}")
+        print(f"  fingerprint: {pin.fingerprint}")
+        print(f"  read aloud:  {pin.fingerprint_digits}")
+    if not pins:
+        print("  (no peers)")
+    print("compare them with your peers over a channel you trust before keeping them")
+    if not yes and not typer.confirm("keep these pins?", default=False):
+        print("nothing was changed")
+        raise typer.Exit(1)
+    adopt_legacy_pins(client)
+    print(f"kept {len(pins)} pinned peer key(s); they are checked from now on")
 
 
 def _parse_since(value: str | None) -> float | None:

@@ -4,7 +4,8 @@
 locations and formats; :mod:`.cipher` derives a fresh key per message (X3DH,
 DH1-DH3, signed by the sender's identity key) and seals chunks with AES-256-GCM
 bound to the message context and both identity keys; :mod:`.trust` pins peers'
-identity keys on first use; :mod:`.prekeys` rotates signed prekeys. See
+identity keys on first use, and the highest :mod:`.key_version` seen, so an old
+DID cannot come back; :mod:`.prekeys` rotates signed prekeys. See
 ``docs/security.md`` for the design and threat model.
 """
 

@@ -29,6 +29,7 @@ from syft_flwr.crypto.keys import (
 from syft_flwr.crypto.policy import (
     KeyDirectory,
     _server_url_of,
+    load_keys,
     load_or_create_keys,
     publish_did,
     save_keys,
@@ -36,10 +37,18 @@ from syft_flwr.crypto.policy import (
 from syft_flwr.crypto.prekeys import PrekeyRing, RetiredPrekey
 from syft_flwr.crypto.store import key_store_for
 from syft_flwr.crypto.trust import PinnedPeer, TrustStore
-from syft_flwr.errors import ConfigError, KeyNotFound
+from syft_flwr.errors import ConfigError, EncryptionError, KeyNotFound
 from syft_flwr.transports.base import Transport
 
-__all__ = ["KeyInfo", "Rotation", "rotate_prekey", "show_keys", "trust_peer"]
+__all__ = [
+    "KeyInfo",
+    "Rotation",
+    "adopt_legacy_pins",
+    "legacy_pins",
+    "rotate_prekey",
+    "show_keys",
+    "trust_peer",
+]
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,7 @@ class KeyInfo:
     status : str
         ``"own"``, ``"pinned"`` (first use), ``"accepted"`` (by the user),
         ``"changed"`` (published key differs from the pin: refused),
+        ``"older"`` (published keys older than the pinned version: refused),
         ``"not pinned"`` or ``"not published"``.
     """
 
@@ -75,6 +85,8 @@ def _pin_info(pin: PinnedPeer, published: PublicBundle | None) -> KeyInfo:
     pub_fp = None if published is None else fingerprint(published)
     if pub_fp is not None and pub_fp != pin.fingerprint:
         status = "changed"
+    elif published is not None and published.version < pin.version:
+        status = "older"
     return KeyInfo(
         pin.email, "peer", pin.fingerprint, pin.fingerprint_digits, pub_fp, status
     )
@@ -121,7 +133,7 @@ def show_keys(
     ]
     # showing keys also enforces the expiry of retired prekeys
     PrekeyRing(key_store_for(client), clock=clock).purge()
-    trust = TrustStore(key_store_for(client))
+    trust = TrustStore(key_store_for(client), keys)
     if email is None:
         out += [_pin_info(p, None) for _, p in sorted(trust.peers().items())]
         return out
@@ -182,7 +194,7 @@ def trust_peer(
         The published key does not match ``fingerprint_text``.
     """
     transport = transport or client.make_transport()
-    trust = TrustStore(key_store_for(client))
+    trust = TrustStore(key_store_for(client), load_or_create_keys(client, transport))
     bundle = KeyDirectory(transport, trust).fetch(email)
     if fingerprint_text is not None and not fingerprint_matches(
         fingerprint_text, bundle
@@ -193,6 +205,38 @@ def trust_peer(
             "changed. Do not trust it until you know why."
         )
     return trust.trust(bundle)
+
+
+def legacy_pins(client: SyftFlwrClient) -> dict[str, PinnedPeer] | None:
+    """The pins of an untagged ``peers.json`` from an older syft_flwr, unchanged.
+
+    Parameters
+    ----------
+    client : SyftFlwrClient
+        Whose pins.
+
+    Returns
+    -------
+    dict of str to PinnedPeer, or None
+        ``None`` when there is no such file (none, or already tagged).
+    """
+    return TrustStore(key_store_for(client), load_keys(client)).legacy()
+
+
+def adopt_legacy_pins(client: SyftFlwrClient) -> dict[str, PinnedPeer]:
+    """Keep an untagged ``peers.json``'s pins, after the user checked them.
+
+    Parameters
+    ----------
+    client : SyftFlwrClient
+        Whose pins.
+
+    Returns
+    -------
+    dict of str to PinnedPeer
+        The pins now in force.
+    """
+    return TrustStore(key_store_for(client), load_keys(client)).adopt_legacy()
 
 
 @dataclass(frozen=True)
@@ -230,6 +274,10 @@ def rotate_prekey(
     so the fingerprint) stays: peers accept the new prekey without a prompt,
     because the pinned identity key signed it.
 
+    The new prekey gets the next key version (one above both the key file's
+    and the published one), which peers pin: an old ``did.json`` put back
+    afterwards is refused by them.
+
     Order of writes: the old prekey goes to the retired store first, then the key
     file gets the new one, then the DID is published. An interruption never loses
     a private prekey; an unpublished DID is republished at the next start.
@@ -256,11 +304,28 @@ def rotate_prekey(
         grace = (settings or Settings.from_env()).prekey_grace
     transport = transport or client.make_transport()
     keys = load_or_create_keys(client, transport)
+    version = _next_version(keys, transport, client.email)
     ring = PrekeyRing(key_store_for(client), clock=clock)
     retired = ring.retire(keys.signed_prekey, grace)
-    new = PrivateKeys(keys.identity, X25519PrivateKey.generate())
+    new = PrivateKeys(keys.identity, X25519PrivateKey.generate(), version)
     save_keys(client, new)
     publish_did(transport, client.email, new, _server_url_of(client))
     return Rotation(
         prekey_id(new.signed_prekey.public_key()), retired, fingerprint(new)
     )
+
+
+def _next_version(keys: PrivateKeys, transport: Transport, email: str) -> int:
+    """One above the key file's version and the one published under our identity.
+
+    The published one counts too: peers pinned it, so a key file restored from
+    an older backup must not publish a version they would refuse.
+    """
+    try:
+        published = KeyDirectory(transport).fetch(email)
+    except EncryptionError:  # none published (KeyNotFound) or not readable
+        return keys.prekey_version + 1
+    ours = published.identity_key.public_bytes_raw() == (
+        keys.identity.public_key().public_bytes_raw()
+    )
+    return max(keys.prekey_version, published.version if ours else 0) + 1

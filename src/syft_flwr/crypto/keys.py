@@ -11,6 +11,11 @@ The private halves live in ``<data_dir>/../.syftbox/<hash8>/pvt.jwks.json`` (mod
 exactly syft-crypto 0.1.2's, so keys created by syft-rpc/syft-event keep working and
 keys created here work there.
 
+One addition, which syft-crypto readers ignore: a **key version** that every
+prekey rotation increases, kept in the key file (``"prekey_version"``) and
+published, signed, in the DID (see :mod:`syft_flwr.crypto.key_version`). Keys and
+DIDs without it are version 0.
+
 Everything here is a plain function of paths/bytes; nothing talks to the network.
 """
 
@@ -42,6 +47,13 @@ from pydantic import AnyHttpUrl, TypeAdapter, ValidationError
 
 from syft_flwr._email import fold_domain
 from syft_flwr._fs import fsync_dir
+from syft_flwr.crypto.key_version import (
+    KEY_VERSION_FIELD,
+    MAX_KEY_VERSION,
+    check_version,
+    key_version_message,
+    read_version,
+)
 from syft_flwr.errors import (
     BadSignatureError,
     ConfigError,
@@ -59,6 +71,7 @@ __all__ = [
     "fingerprint",
     "fingerprint_digits",
     "fingerprint_matches",
+    "catch_up_version",
     "generate_keys",
     "load_private_keys",
     "load_public_bundle",
@@ -80,6 +93,8 @@ _KEY_FILE_MODE = 0o600
 _KEY_DIR_MODE = 0o700
 _DID_FILE_MODE = 0o644  # did.json is public by design; umask still applies
 _CONFLICT_NAME = "did.conflict.json"
+#: Member of the private key file holding the current key version.
+_KEY_FILE_VERSION = "prekey_version"
 
 # pydantic is what syft-core uses for ``server_url``; normalizing with the very same
 # type is the only way to reproduce syft-crypto's key path hash byte for byte.
@@ -197,21 +212,28 @@ class PrivateKeys:
         Signs the signed prekey; never used for encryption.
     signed_prekey : X25519PrivateKey
         Static Diffie-Hellman key of the user.
+    prekey_version : int
+        Key version of ``signed_prekey``: increased by every rotation and
+        published, signed, in the DID (0: keys from syft-crypto or older
+        syft_flwr, published without a version).
 
     Notes
     -----
     Two instances compare equal when they hold the same key material (constant-time
-    comparison). The ``repr`` shows only the fingerprint, never secret bytes.
+    comparison; the version is not key material). The ``repr`` shows only the
+    fingerprint, never secret bytes.
     """
 
     identity: Ed25519PrivateKey
     signed_prekey: X25519PrivateKey
+    prekey_version: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.identity, Ed25519PrivateKey):
             raise EncryptionError("identity must be an Ed25519PrivateKey")
         if not isinstance(self.signed_prekey, X25519PrivateKey):
             raise EncryptionError("signed_prekey must be an X25519PrivateKey")
+        check_version(self.prekey_version, "private keys")
 
     def _raw(self) -> bytes:
         return (
@@ -249,12 +271,19 @@ class PublicBundle:
         Long-term Diffie-Hellman key.
     signature : bytes
         64-byte Ed25519 signature over ``signed_prekey``'s raw bytes.
+    version : int
+        The signed key version (0 when the DID carries none).
+    version_signature : bytes or None
+        64-byte Ed25519 signature over :func:`key_version_message`; required
+        (and verified at construction) when ``version`` is not 0.
     """
 
     email: str
     identity_key: Ed25519PublicKey
     signed_prekey: X25519PublicKey
     signature: bytes
+    version: int = 0
+    version_signature: bytes | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.email, str) or "@" not in self.email:
@@ -275,6 +304,29 @@ class PublicBundle:
         except InvalidSignature:
             raise BadSignatureError(
                 f"the signed prekey of {self.email} is not signed by its identity key"
+            ) from None
+        self._verify_version()
+
+    def _verify_version(self) -> None:
+        check_version(self.version, f"DID document of {self.email}")
+        if self.version == 0:
+            if self.version_signature is not None:
+                raise BadSignatureError(f"key version 0 of {self.email} is signed")
+            return
+        sig = self.version_signature
+        if not isinstance(sig, bytes | bytearray) or len(sig) != 64:
+            raise BadSignatureError(f"key version of {self.email} is not signed")
+        message = key_version_message(
+            self.identity_key.public_bytes_raw(),
+            self.signed_prekey.public_bytes_raw(),
+            self.version,
+        )
+        try:
+            self.identity_key.verify(bytes(sig), message)
+        except InvalidSignature:
+            raise BadSignatureError(
+                f"the key version ({self.version}) in the DID of {self.email} is not "
+                "signed by its identity key for this prekey"
             ) from None
 
     @classmethod
@@ -321,11 +373,14 @@ class PublicBundle:
             prekey = X25519PublicKey.from_public_bytes(spk_raw)
         except ValueError as exc:
             raise EncryptionError(f"DID document of {doc_email}: {exc}") from exc
+        version, version_sig = read_version(doc, doc_email)
         return cls(
             email=email if email is not None else doc_email,
             identity_key=identity,
             signed_prekey=prekey,
             signature=sig,
+            version=version,
+            version_signature=version_sig,
         )
 
     def _raw(self) -> bytes:
@@ -430,11 +485,12 @@ def generate_keys() -> PrivateKeys:
     return PrivateKeys(
         identity=Ed25519PrivateKey.generate(),
         signed_prekey=X25519PrivateKey.generate(),
+        prekey_version=1,
     )
 
 
 def _private_jwks(keys: PrivateKeys) -> dict[str, Any]:
-    return {
+    jwks: dict[str, Any] = {
         "identity_key": {
             "kty": "OKP",
             "kid": IDENTITY_KID,
@@ -450,6 +506,9 @@ def _private_jwks(keys: PrivateKeys) -> dict[str, Any]:
             "d": _b64url(keys.signed_prekey.private_bytes_raw()),
         },
     }
+    if keys.prekey_version:
+        jwks[_KEY_FILE_VERSION] = keys.prekey_version
+    return jwks
 
 
 def _prepare_key_dir(path: Path) -> None:
@@ -553,6 +612,9 @@ def load_private_keys(path: Path) -> PrivateKeys:
         signed_prekey=_private_key_from_jwk(
             data.get("signed_prekey"), "X25519", "signed_prekey"
         ),
+        prekey_version=check_version(
+            data.get(_KEY_FILE_VERSION, 0), f"private keys at {path}"
+        ),
     )
 
 
@@ -563,7 +625,9 @@ def make_did_document(keys: PrivateKeys, email: str, server_url: str) -> dict[st
     """Build the public DID document of ``keys``, in syft-crypto 0.1.2's layout.
 
     Ed25519 signatures are deterministic, so the same keys always give the same
-    document.
+    document. Keys with a version (see :class:`PrivateKeys`) add the top-level
+    ``"syftFlwrKeyVersion": {"version": N, "signature": <b64url>}``, signed over
+    :func:`key_version_message`; syft-crypto readers ignore it.
 
     Parameters
     ----------
@@ -581,7 +645,7 @@ def make_did_document(keys: PrivateKeys, email: str, server_url: str) -> dict[st
     """
     did = _did_id(email, server_url)
     spk_raw = keys.signed_prekey.public_key().public_bytes_raw()
-    return {
+    doc: dict[str, Any] = {
         "@context": list(DID_CONTEXT),
         "id": did,
         "verificationMethod": [
@@ -613,6 +677,29 @@ def make_did_document(keys: PrivateKeys, email: str, server_url: str) -> dict[st
                 },
             }
         ],
+    }
+    version = _signed_version(keys)
+    if version is not None:
+        doc[KEY_VERSION_FIELD] = version
+    return doc
+
+
+def _version_signature(keys: PrivateKeys) -> bytes:
+    return keys.identity.sign(
+        key_version_message(
+            keys.identity.public_key().public_bytes_raw(),
+            keys.signed_prekey.public_key().public_bytes_raw(),
+            keys.prekey_version,
+        )
+    )
+
+
+def _signed_version(keys: PrivateKeys) -> dict[str, Any] | None:
+    if not keys.prekey_version:
+        return None
+    return {
+        "version": keys.prekey_version,
+        "signature": _b64url(_version_signature(keys)),
     }
 
 
@@ -687,6 +774,8 @@ def public_bundle_of(keys: PrivateKeys, email: str) -> PublicBundle:
         identity_key=keys.identity.public_key(),
         signed_prekey=spk,
         signature=keys.identity.sign(spk.public_bytes_raw()),
+        version=keys.prekey_version,
+        version_signature=_version_signature(keys) if keys.prekey_version else None,
     )
 
 
@@ -791,8 +880,11 @@ def ensure_keys(
     keys, no DID              publish the DID of the existing keys
     DID, no keys              :class:`KeyConflictError`
     keys and DID              check they match, else :class:`KeyConflictError`;
-                              same identity key but another prekey (an interrupted
-                              rotation): republish the DID of the key file
+                              same identity key but another prekey or a lower
+                              version (an interrupted rotation, an old DID put
+                              back): republish the DID of the key file; a higher
+                              published version (a key file restored from a
+                              backup): move the key file's version past it first
     ========================  =====================================================
 
     Nothing is ever overwritten. Concurrent first calls are safe: files are
@@ -877,14 +969,11 @@ def ensure_keys(
             f"persists, replace it with the DID of {key_file} (move the file away and "
             "retry). Nothing was overwritten."
         ) from exc
-    if not _same_keys(bundle, keys) and (
+    if (
         bundle.identity_key.public_bytes_raw()
         == keys.identity.public_key().public_bytes_raw()
     ):
-        # Same identity, another prekey: a rotation was interrupted between saving
-        # the keys (written first) and publishing the DID. The key file wins.
-        save_did_document(did_file, make_did_document(keys, email, server_url))
-        return keys
+        return _republish_if_stale(key_file, did_file, keys, bundle, email, server_url)
     if not _same_keys(bundle, keys):
         raise KeyConflictError(
             f"the published {did_file} (fingerprint {fingerprint(bundle)}) does not "
@@ -893,3 +982,56 @@ def ensure_keys(
             "keys instead. Nothing was overwritten."
         )
     return keys
+
+
+def _republish_if_stale(
+    key_file: Path,
+    did_file: Path,
+    keys: PrivateKeys,
+    bundle: PublicBundle,
+    email: str,
+    server_url: str,
+) -> PrivateKeys:
+    """Make the published DID the key file's, under our identity; return the keys.
+
+    Another prekey or a lower version is published when a rotation was interrupted
+    between saving the keys (written first) and publishing the DID, or when
+    someone put an old ``did.json`` back: the key file wins. A *higher* version
+    can only have been signed by our identity key (a key file restored from an
+    older backup): the key file then moves past it, so peers, who pinned that
+    version, accept what is published next.
+    """
+    caught_up = catch_up_version(keys, bundle)
+    if caught_up is not keys:
+        keys = caught_up
+        save_private_keys(key_file, keys)
+    if not _same_keys(bundle, keys) or bundle.version != keys.prekey_version:
+        save_did_document(did_file, make_did_document(keys, email, server_url))
+    return keys
+
+
+def catch_up_version(keys: PrivateKeys, published: PublicBundle) -> PrivateKeys:
+    """``keys`` at a version peers accept after seeing ``published``.
+
+    ``published`` is our identity's verified DID. A version above the key file's
+    can only have been signed by our identity key (a key file restored from an
+    older backup); peers pinned it, so the key file's prekey takes that version
+    (the same prekey) or the next one (another prekey). Otherwise ``keys`` is
+    returned unchanged (the same object).
+
+    Parameters
+    ----------
+    keys : PrivateKeys
+        Our keys, as in the key file.
+    published : PublicBundle
+        What is published for us now, with the same identity key.
+
+    Returns
+    -------
+    PrivateKeys
+    """
+    if published.version <= keys.prekey_version:
+        return keys
+    same = _same_keys(published, keys)
+    version = published.version if same else published.version + 1
+    return PrivateKeys(keys.identity, keys.signed_prekey, min(version, MAX_KEY_VERSION))

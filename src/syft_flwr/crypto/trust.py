@@ -8,30 +8,59 @@ naming both fingerprints, until the user compares the new fingerprint out of ban
 and accepts it (:meth:`TrustStore.trust`, ``syft_flwr keys trust EMAIL``). A new
 *signed prekey* under the same identity key (a rotation) needs no prompt: its
 signature by the pinned identity key is what authenticates it.
+
+Each pin also keeps the highest **key version** seen from the peer (signed by its
+identity key, see :mod:`syft_flwr.crypto.keys`); a DID with a lower version, or
+without one once a version was seen, is an old ``did.json`` put back and is
+refused with :class:`~syft_flwr.errors.KeyRollbackError`.
+
+``peers.json`` is authenticated as a whole with
+:class:`~syft_flwr.crypto.state_mac.StateKey` (purpose ``"pins"``): a pin that was
+edited, removed or copied from another party fails the check and everything is
+refused with :class:`~syft_flwr.errors.StateIntegrityError`; pins are never
+silently made again on first use, which would turn tampering into a key swap. A
+file from an older syft_flwr (format 1, no tag) is refused too, until the user
+adopts it after checking it (:meth:`TrustStore.adopt_legacy`,
+``syft_flwr keys adopt-pins``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from syft_flwr._email import fold_domain
-from syft_flwr.crypto.keys import PublicBundle, fingerprint, fingerprint_digits
-from syft_flwr.crypto.store import KeyStore
-from syft_flwr.errors import EncryptionError, PeerKeyChangedError
+from syft_flwr.crypto.keys import (
+    PrivateKeys,
+    PublicBundle,
+    fingerprint,
+    fingerprint_digits,
+    generate_keys,
+)
+from syft_flwr.crypto.state_mac import StateKey
+from syft_flwr.crypto.store import FileKeyStore, KeyStore
+from syft_flwr.errors import (
+    EncryptionError,
+    KeyRollbackError,
+    PeerKeyChangedError,
+    StateIntegrityError,
+)
 
-__all__ = ["PinnedPeer", "TrustStore"]
+__all__ = ["PEERS_FILE", "PinnedPeer", "TrustStore"]
 
 logger = logging.getLogger("syft_flwr.crypto")
 
 PEERS_FILE = "peers.json"
-_FORMAT = 1
+_FORMAT = 2
+_LEGACY_FORMAT = 1  # untagged, written before pins were authenticated
 
 
 @dataclass(frozen=True)
@@ -48,12 +77,15 @@ class PinnedPeer:
     accepted : bool
         ``True`` if the user accepted it explicitly (``keys trust``), ``False`` if
         it was pinned automatically on first use.
+    version : int
+        The highest key version seen from this identity (0: none published).
     """
 
     email: str
     identity_key: bytes
     pinned_at: float
     accepted: bool = False
+    version: int = 0
 
     @property
     def fingerprint(self) -> str:
@@ -74,6 +106,49 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _canonical(peers: Any) -> str:
+    # What the tag covers: the parsed records, re-serialized one fixed way, so
+    # the file's indentation or key order never matters but every value does.
+    return json.dumps(peers, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _parse_peers(records: Any) -> dict[str, PinnedPeer]:
+    try:
+        return {
+            email: PinnedPeer(
+                email=email,
+                identity_key=_unb64(entry["identity_key"]),
+                pinned_at=float(entry["pinned_at"]),
+                accepted=bool(entry.get("accepted", False)),
+                version=_version_of(entry.get("version", 0)),
+            )
+            for email, entry in records.items()
+        }
+    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
+        # Never fall back to "no pins": that would silently re-trust everyone.
+        raise EncryptionError(f"pinned peer keys are unreadable: {exc}") from exc
+
+
+def _version_of(value: Any) -> int:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"key version {value!r} is not a non-negative integer")
+    return value
+
+
+def _rollback_error(email: str, pinned: int, published: int) -> KeyRollbackError:
+    shown = f"version {published}" if published else "no version"
+    return KeyRollbackError(
+        f"{email}'s published keys are older than the ones you already saw "
+        f"({shown} < {pinned}): someone may have put back an old key file "
+        f"(did.json). Nothing is sent to or accepted from {email} until they "
+        "publish their current keys again: ask them to start syft_flwr once (it "
+        "republishes them) or run `syft_flwr keys rotate`.",
+        email=email,
+        pinned=pinned,
+        published=published,
+    )
+
+
 class TrustStore:
     """The pinned identity keys of one party's peers.
 
@@ -81,6 +156,10 @@ class TrustStore:
     ----------
     store : KeyStore
         The party's private key store (see :func:`~syft_flwr.crypto.store.key_store_for`).
+    keys : PrivateKeys, optional
+        The party's own keys: the pins are authenticated under
+        ``StateKey(keys, "pins")``. Required for a store on disk; without it (an
+        in-memory store only this object reads) a throw-away key is used.
     clock : callable, optional
         Returns the current POSIX time (for ``pinned_at``); default ``time.time``.
 
@@ -93,45 +172,123 @@ class TrustStore:
     """
 
     def __init__(
-        self, store: KeyStore, *, clock: Callable[[], float] = time.time
+        self,
+        store: KeyStore,
+        keys: PrivateKeys | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        if keys is None and isinstance(store, FileKeyStore):
+            raise EncryptionError(
+                "pinned peer keys on disk need the party's own keys to be checked"
+            )
         self.store = store
         self.clock = clock
+        self._mac = StateKey(keys if keys is not None else generate_keys(), "pins")
+
+    def _where(self) -> str:
+        if isinstance(self.store, FileKeyStore):
+            return str(self.store.path(PEERS_FILE))
+        return PEERS_FILE
+
+    def _read(self) -> dict[str, Any] | None:
+        doc = self.store.read_json(PEERS_FILE)
+        if doc is not None and not isinstance(doc, dict):
+            raise StateIntegrityError(f"{self._where()} is not a pin record")
+        return doc
 
     def _load(self) -> dict[str, PinnedPeer]:
-        doc = self.store.read_json(PEERS_FILE)
+        try:
+            return self._load_checked()
+        except StateIntegrityError as exc:
+            # Logged here too: callers may only say that a peer's keys were refused.
+            logger.error("refused the pinned peer keys: %s", exc)
+            raise
+
+    def _load_checked(self) -> dict[str, PinnedPeer]:
+        doc = self._read()
         if doc is None:
             return {}
+        if doc.get("format") == _LEGACY_FORMAT and "tag" not in doc:
+            raise StateIntegrityError(
+                f"{self._where()} (the identity keys you pinned for your peers) was "
+                "written by an older syft_flwr without an integrity check, so it "
+                "cannot be told apart from a file someone edited; nothing is sent "
+                "or accepted until you check it. Run `syft_flwr keys adopt-pins` "
+                "to list the pinned fingerprints and keep them (compare them with "
+                "your peers), or delete the file to pin every peer again the next "
+                "time you exchange."
+            )
+        tag = doc.get("tag")
         try:
-            return {
-                email: PinnedPeer(
-                    email=email,
-                    identity_key=_unb64(entry["identity_key"]),
-                    pinned_at=float(entry["pinned_at"]),
-                    accepted=bool(entry.get("accepted", False)),
-                )
-                for email, entry in doc["peers"].items()
-            }
-        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
-            # Never fall back to "no pins": that would silently re-trust everyone.
-            raise EncryptionError(f"pinned peer keys are unreadable: {exc}") from exc
+            covered = _canonical(doc.get("peers"))
+        except ValueError:  # NaN or Infinity: never written by us
+            covered = ""
+        self._mac.verify(
+            tag if isinstance(tag, str) else "",
+            PEERS_FILE,
+            str(doc.get("format")),
+            covered,
+            what=f"the pinned peer keys in {self._where()}",
+        )
+        return _parse_peers(doc.get("peers"))
 
     def _save(self, peers: dict[str, PinnedPeer]) -> None:
+        records = {
+            p.email: {
+                "identity_key": _b64(p.identity_key),
+                "fingerprint": p.fingerprint,
+                "pinned_at": p.pinned_at,
+                "accepted": p.accepted,
+                "version": p.version,
+            }
+            for p in sorted(peers.values(), key=lambda p: p.email)
+        }
+        # tag what a reader will parse: the records after a JSON round trip
+        records = json.loads(_canonical(records))
+        tag = self._mac.tag_hex(PEERS_FILE, str(_FORMAT), _canonical(records))
         self.store.write_json(
-            PEERS_FILE,
-            {
-                "format": _FORMAT,
-                "peers": {
-                    p.email: {
-                        "identity_key": _b64(p.identity_key),
-                        "fingerprint": p.fingerprint,
-                        "pinned_at": p.pinned_at,
-                        "accepted": p.accepted,
-                    }
-                    for p in sorted(peers.values(), key=lambda p: p.email)
-                },
-            },
+            PEERS_FILE, {"format": _FORMAT, "peers": records, "tag": tag}
         )
+
+    def legacy(self) -> dict[str, PinnedPeer] | None:
+        """The pins of an untagged ``peers.json`` (older syft_flwr), not checked.
+
+        Returns
+        -------
+        dict of str to PinnedPeer, or None
+            ``None`` if there is no such file (none, or a tagged one).
+        """
+        with self.store.lock:
+            doc = self._read()
+            if doc is None or "tag" in doc or doc.get("format") != _LEGACY_FORMAT:
+                return None
+            return _parse_peers(doc.get("peers"))
+
+    def adopt_legacy(self) -> dict[str, PinnedPeer]:
+        """Keep the pins of an untagged ``peers.json`` (older syft_flwr), tagged now.
+
+        Only the user can vouch for such a file; call this after showing them
+        the pinned fingerprints. A file that is already tagged is left as is.
+
+        Returns
+        -------
+        dict of str to PinnedPeer
+            The pins now in force.
+        """
+        with self.store.lock:
+            peers = self.legacy()
+            if peers is None:
+                return self._load()
+            self._save(peers)
+        logger.warning(
+            "adopted %d pinned peer key(s) from an untagged %s, as confirmed by "
+            "the user: %s",
+            len(peers),
+            PEERS_FILE,
+            ", ".join(f"{p.email} {p.fingerprint}" for p in peers.values()) or "none",
+        )
+        return peers
 
     def peers(self) -> dict[str, PinnedPeer]:
         """Every pinned peer, by email.
@@ -176,7 +333,9 @@ class TrustStore:
             peers = self._load()
             pin = peers.get(email)
             if pin is None:
-                peers[email] = PinnedPeer(email, raw, self.clock())
+                peers[email] = PinnedPeer(
+                    email, raw, self.clock(), version=bundle.version
+                )
                 self._save(peers)
                 logger.info(
                     "pinned the identity key of %s on first use: %s (compare it "
@@ -185,6 +344,9 @@ class TrustStore:
                     fingerprint(bundle),
                     email,
                 )
+                return
+            if pin.identity_key == raw:
+                self._check_version(peers, pin, bundle)
                 return
         if pin.identity_key != raw:
             new = fingerprint(bundle)
@@ -202,6 +364,24 @@ class TrustStore:
                 published=new,
             )
 
+    def _check_version(
+        self, peers: dict[str, PinnedPeer], pin: PinnedPeer, bundle: PublicBundle
+    ) -> None:
+        """Refuse a version below the pinned one; pin a higher one (under the lock)."""
+        if bundle.version < pin.version:
+            err = _rollback_error(pin.email, pin.version, bundle.version)
+            logger.warning("refused the published keys of %s: %s", pin.email, err)
+            raise err
+        if bundle.version > pin.version:
+            peers[pin.email] = replace(pin, version=bundle.version)
+            self._save(peers)
+            logger.info(
+                "%s published key version %d (was %d): a prekey rotation",
+                pin.email,
+                bundle.version,
+                pin.version,
+            )
+
     def trust(self, bundle: PublicBundle) -> PinnedPeer:
         """Pin ``bundle``'s identity key for its email, replacing any older pin.
 
@@ -214,13 +394,27 @@ class TrustStore:
         -------
         PinnedPeer
             The new pin.
+
+        Raises
+        ------
+        KeyRollbackError
+            ``bundle`` is the pinned identity at a lower key version: accepting
+            it would bring back a rotated-away prekey, so it is refused here too.
         """
         email = fold_domain(bundle.email)
+        raw = bundle.identity_key.public_bytes_raw()
         pin = PinnedPeer(
-            email, bundle.identity_key.public_bytes_raw(), self.clock(), accepted=True
+            email, raw, self.clock(), accepted=True, version=bundle.version
         )
         with self.store.lock:
             peers = self._load()
+            old = peers.get(email)
+            if (
+                old is not None
+                and old.identity_key == raw
+                and pin.version < old.version
+            ):
+                raise _rollback_error(email, old.version, pin.version)
             peers[email] = pin
             self._save(peers)
         return pin
