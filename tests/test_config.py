@@ -171,3 +171,11 @@ def test_parse_duration(value: str | float, seconds: float) -> None:
 def test_parse_duration_rejects(bad: str) -> None:
     with pytest.raises(ConfigError):
         parse_duration(bad)
+
+
+def test_serving_without_review_is_off_unless_asked_for():
+    assert Settings().no_review is False
+    assert Settings.from_env({"SYFT_FLWR_NO_REVIEW": "1"}).no_review is True
+    assert Settings.from_env({"SYFT_FLWR_NO_REVIEW": "false"}).no_review is False
+    with pytest.raises(ConfigError):
+        Settings.from_env({"SYFT_FLWR_NO_REVIEW": "maybe"})

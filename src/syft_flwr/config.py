@@ -29,6 +29,9 @@ variable                           default     meaning
                                                stops waiting for a data owner
 ``SYFT_FLWR_ALLOW_NONFINITE``      ``false``   accept NaN/Inf in data owners' reply arrays
                                                and metrics (by default: refused)
+``SYFT_FLWR_NO_REVIEW``            ``false``   a data owner serves a local app folder
+                                               without review (``--no-review``); logged
+                                               and shown by ``syft_flwr status``
 =================================  ==========  ============================================
 """
 
@@ -59,6 +62,7 @@ __all__ = [
     "ENV_LOG_LEVEL",
     "ENV_MAX_MESSAGE_BYTES",
     "ENV_MSG_TIMEOUT",
+    "ENV_NO_REVIEW",
     "DEFAULT_PREKEY_GRACE",
     "ENV_POLL_INTERVAL",
     "ENV_PREKEY_GRACE",
@@ -81,6 +85,7 @@ ENV_PREKEY_GRACE = "SYFT_FLWR_PREKEY_GRACE"
 ENV_HEARTBEAT_INTERVAL = "SYFT_FLWR_HEARTBEAT_INTERVAL"
 ENV_HEARTBEAT_MISSES = "SYFT_FLWR_HEARTBEAT_MISSES"
 ENV_ALLOW_NONFINITE = "SYFT_FLWR_ALLOW_NONFINITE"
+ENV_NO_REVIEW = "SYFT_FLWR_NO_REVIEW"
 
 DEFAULT_MSG_TIMEOUT = 120.0  # seconds
 DEFAULT_POLL_INTERVAL = 2.0  # seconds
@@ -187,6 +192,9 @@ class Settings:
     #: Accept replies whose floating-point arrays hold NaN or Inf (the researcher's
     #: explicit opt-down; by default such a reply is refused, see ``reply_check``).
     allow_nonfinite: bool = False
+    #: A data owner serves a local app folder that nobody reviewed (an explicit
+    #: opt-down, e.g. for a local simulation); off: only ``syft_flwr serve``.
+    no_review: bool = False
 
     def __post_init__(self) -> None:
         if self.prekey_grace < 0:
@@ -229,6 +237,8 @@ class Settings:
             values["chunk_size"] = _parse_int(ENV_CHUNK_SIZE, v, minimum=MIN_CHUNK_SIZE)  # type: ignore[arg-type]
         if (v := env.get(ENV_REVEAL_ERRORS)) not in (None, ""):
             values["reveal_errors"] = _parse_bool(ENV_REVEAL_ERRORS, v)  # type: ignore[arg-type]
+        if (v := env.get(ENV_NO_REVIEW)) not in (None, ""):
+            values["no_review"] = _parse_bool(ENV_NO_REVIEW, v)  # type: ignore[arg-type]
         if (v := env.get(ENV_PREKEY_GRACE)) not in (None, ""):
             values["prekey_grace"] = parse_duration(str(v).strip())
         if (v := env.get(ENV_HEARTBEAT_INTERVAL)) not in (None, ""):

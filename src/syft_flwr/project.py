@@ -138,8 +138,11 @@ def parse_run_config(
     return out
 
 
-def load_component(ref: str, app_dir: Path) -> Any:
+def load_component(ref: str, app_dir: Path, *, add_to_path: bool = True) -> Any:
     """Import ``"pkg.module:attr"`` from the app folder.
+
+    ``add_to_path=False`` leaves ``sys.path`` alone (an approved project is
+    imported through its own finder, see :mod:`syft_flwr.review.loader`).
 
     Raises
     ------
@@ -152,7 +155,7 @@ def load_component(ref: str, app_dir: Path) -> Any:
             f"invalid component reference {ref!r}: use 'module:attribute'"
         )
     path = str(app_dir)
-    if path not in sys.path:
+    if add_to_path and path not in sys.path:
         sys.path.insert(0, path)
     try:
         module = importlib.import_module(mod_name)

@@ -47,13 +47,17 @@ DEFAULT_NODE_CONFIG: dict[str, Any] = {"partition-id": 0, "num-partitions": 1}
 def node_config_for(
     cfg: ProjectConfig, overrides: str | list[str] | dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """A data owner's node config: defaults, then the app config, then overrides.
+    """A data owner's node config: the defaults, then this data owner's overrides.
 
-    Upstream syft-flwr used the app config as the node config (with
-    ``partition-id = 0`` and ``num-partitions = 1`` added by its bootstrap);
-    explicit ``--node-config`` values (``"k=v k2=v2"``, repeatable) win.
+    The node config describes the data owner's node (its partition, its data),
+    so it comes only from the data owner: explicit ``--node-config`` values
+    (``"k=v k2=v2"``, repeatable) over :data:`DEFAULT_NODE_CONFIG`. The app's
+    ``[tool.flwr.app.config]`` is the researcher's and reaches the ClientApp as
+    the *run* config only (upstream syft-flwr also copied it into the node
+    config, which let the researcher set node values such as ``partition-id``).
+    ``cfg`` is accepted for compatibility and not read.
     """
-    base = {**DEFAULT_NODE_CONFIG, **cfg.app_config}
+    base = dict(DEFAULT_NODE_CONFIG)
     if isinstance(overrides, dict):
         return {**base, **overrides}
     return parse_run_config(base, overrides)
@@ -111,6 +115,16 @@ def _project_hash(app_dir: Path) -> str | None:
         return None
 
 
+def _folder_hash(cfg: ProjectConfig) -> str | None:
+    """The hash of a local folder's code, for the record of an unreviewed serve."""
+    from syft_flwr.review.package import hash_tree
+
+    try:
+        return hash_tree(cfg.app_dir)
+    except ConfigError:
+        return None  # e.g. a file no package could hold; served all the same
+
+
 def run_project_researcher(
     cfg: ProjectConfig,
     client: SyftFlwrClient,
@@ -148,18 +162,36 @@ def run_project_data_owner(
     node_config: str | list[str] | dict[str, Any] | None = None,
     aggregators: list[str] | None = None,
     settings: Settings | None = None,
+    no_review: bool | None = None,
 ) -> Any:
-    """Load the app's ClientApp and serve it until the stop signal.
+    """Load the app's ClientApp from its local folder and serve it until the stop signal.
+
+    This runs code nobody reviewed, so it is an explicit opt-down: ``no_review``
+    (``--no-review``; default ``SYFT_FLWR_NO_REVIEW``) must be true. It is
+    logged, and remembered for ``syft_flwr status``. Reviewed code is served by
+    ``syft_flwr serve`` (:func:`syft_flwr.review.serve.serve`).
 
     ``node_config`` is merged over :func:`node_config_for`'s defaults.
 
     Raises
     ------
+    ConfigError
+        ``no_review`` is not set.
     RunFailed
         Every ClientApp call failed, or the researcher reported a failed run.
     """
     from syft_flwr.fl_orchestrator.flower_client import run_data_owner
+    from syft_flwr.review.unreviewed import record_unreviewed
 
+    settings = settings or Settings.from_env()
+    if not (settings.no_review if no_review is None else no_review):
+        raise ConfigError(
+            f"{client.email} would serve {cfg.app_dir} without review: code nobody "
+            "approved would run on your data. Serve a project you approved with "
+            "`syft_flwr serve`, or, for your own code or a local simulation, run "
+            "this with --no-review (SYFT_FLWR_NO_REVIEW=1)"
+        )
+    record_unreviewed(client, cfg.flwr_app_name, cfg.app_dir, _folder_hash(cfg))
     client_app = load_component(cfg.clientapp, cfg.app_dir)
     rc = parse_run_config(cfg.app_config, run_config)
     aggs = aggregators or ([cfg.aggregator] if cfg.aggregator else None)
@@ -193,8 +225,14 @@ def syftbox_run_flwr_server(flower_project_dir: str | Path) -> Any:
 def syftbox_run_flwr_client(flower_project_dir: str | Path) -> Any:
     """Upstream-compatible: serve the data-owner side of a bootstrapped app.
 
+    The app folder's code is served without review, so only with
+    ``SYFT_FLWR_NO_REVIEW=1`` (set by the local simulators for their data
+    owners); see :func:`run_project_data_owner`.
+
     Raises
     ------
+    ConfigError
+        ``SYFT_FLWR_NO_REVIEW`` is not set.
     RunFailed
         Every ClientApp call failed, or the researcher reported a failed run.
     """
@@ -211,10 +249,13 @@ def run_role(
     run_config: str | list[str] | None = None,
     node_config: str | list[str] | None = None,
     fresh: bool = False,
+    no_review: bool | None = None,
 ) -> Any:
     """Run ``role`` (researcher or data owner) of ``cfg``; used by main.py and the CLI.
 
-    ``fresh`` makes the researcher start over instead of resuming an interrupted run.
+    ``fresh`` makes the researcher start over instead of resuming an interrupted run;
+    ``no_review`` lets a data owner serve the local folder unreviewed (see
+    :func:`run_project_data_owner`).
 
     Raises
     ------
@@ -224,7 +265,7 @@ def run_role(
     if role == RESEARCHER:
         return run_project_researcher(cfg, client, run_config=run_config, fresh=fresh)
     return run_project_data_owner(
-        cfg, client, run_config=run_config, node_config=node_config
+        cfg, client, run_config=run_config, node_config=node_config, no_review=no_review
     )
 
 
@@ -265,6 +306,14 @@ def build_main_parser() -> argparse.ArgumentParser:
         help="researcher: start over instead of resuming an interrupted run",
     )
     p.add_argument(
+        "--no-review",
+        action="store_true",
+        default=None,
+        help="data owner: serve this local folder's code although nobody reviewed "
+        "it (your own code, a local simulation); logged and shown by `syft_flwr "
+        "status`. Reviewed projects are served with `syft_flwr serve`",
+    )
+    p.add_argument(
         "-s",
         "--simulation",
         action="store_true",
@@ -299,6 +348,7 @@ def main(project_dir: str | Path, argv: list[str] | None = None) -> None:
             run_config=args.run_config,
             node_config=args.node_config,
             fresh=args.fresh,
+            no_review=args.no_review,
         )
     except ConfigError as exc:
         print(f"syft_flwr: error: {exc}", file=sys.stderr)

@@ -135,6 +135,8 @@ def _party_cmd(
         cmd += ["--run-config", run_config]
     if party.node_config:
         cmd += ["--node-config", party.node_config]
+    if party.role == "data-owner":
+        cmd.append("--no-review")  # a local simulation of the researcher's own app
     return cmd
 
 
@@ -531,6 +533,11 @@ def _start_parties(plan: _Plan, parties: list[Party]) -> dict[str, _PartyProcess
             env["DATA_DIR"] = str(p.data_dir)
         else:
             env.pop("DATA_DIR", None)
+        if p.role == "data-owner":
+            # The simulated data owners serve the app folder unreviewed, as the
+            # researcher simulates its own code (main.py of an upstream
+            # template takes no options: the variable is its opt-down).
+            env["SYFT_FLWR_NO_REVIEW"] = "true"
         cmd = _party_cmd(
             plan.cfg, p, plan.app_name, plan.datasites, plan.run_config, plan.entry
         )

@@ -91,7 +91,11 @@ def run_main_py(
     args: tuple[str, ...] = ("-s",),
 ) -> subprocess.Popen[bytes]:
     """Start ``python main.py -s`` as upstream's simulator starts a party."""
-    env = clean_env(SYFTBOX_CLIENT_CONFIG_PATH=str(config_path))
+    # as our simulator does: a simulated data owner serves the local folder
+    # unreviewed, and upstream's template takes no options to say so
+    env = clean_env(
+        SYFTBOX_CLIENT_CONFIG_PATH=str(config_path), SYFT_FLWR_NO_REVIEW="true"
+    )
     if data_dir is not None:
         env["DATA_DIR"] = str(data_dir)
     if output_dir is not None:

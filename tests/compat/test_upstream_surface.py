@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -118,7 +119,9 @@ def test_node_config_defaults_and_repeated_options(tmp_path: Path):
     assert DEFAULT_NODE_CONFIG == {"partition-id": 0, "num-partitions": 1}
     got = node_config_for(cfg)
     assert got["partition-id"] == 0 and got["num-partitions"] == 1
-    assert got["min-nodes"] == 2  # upstream's node config held the app config too
+    # upstream's node config held the researcher's app config too; ours is the
+    # data owner's alone (the app config reaches the ClientApp as run config)
+    assert "min-nodes" not in got and got == DEFAULT_NODE_CONFIG
     args = build_main_parser().parse_args(
         ["-s", "--node-config", "partition-id=1", "--node-config", "num-partitions=3"]
     )
@@ -211,3 +214,15 @@ def test_notebook_flow_as_a_script(tmp_path: Path):
 
 def test_config_error_stays_a_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+def test_the_researchers_app_config_never_sets_the_node_config(tmp_path: Path):
+    app = copy_app(tmp_path / "app")
+    cfg = dataclasses.replace(
+        load_project(app), app_config={"partition-id": 7, "data-path": "/etc"}
+    )
+    assert node_config_for(cfg) == DEFAULT_NODE_CONFIG
+    assert node_config_for(cfg, "partition-id=1") == {
+        "partition-id": 1,
+        "num-partitions": 1,
+    }

@@ -169,7 +169,8 @@ def test_control_characters_never_reach_the_terminal(tmp_path: Path, app: Path):
 
     with pytest.raises(UnsafeArchiveError, match="unsafe path"):
         read_package(_tar([("app/a\x1b[2J.py", b"")]))
-    (app / "toy_app" / "client_app.py").write_text("x = 1  # \x1b[2J\x1b[1A hidden\n")
+    # code holding an escape is not packed at all (see the receipt tests below);
+    # a name given by the researcher is escaped when shown
     data, manifest = pack_app(app, WHO, Ed25519PrivateKey.generate(), name="n\x1b]0;")
     store = ProjectStore(tmp_path / "store", key=StateKey(generate_keys(), "review"))
     pkg = read_package(data)
@@ -177,4 +178,98 @@ def test_control_characters_never_reach_the_terminal(tmp_path: Path, app: Path):
         pkg, researcher=WHO, fingerprint="f", request_key="k", expires="e", data=data
     )
     text = show_text(store, manifest.project_hash)
-    assert "\x1b" not in text and "\\x1b[2J" in text and "n\\x1b]0;" in text
+    assert "\x1b" not in text and "n\\x1b]0;" in text
+
+
+def _signed_package(files: dict[str, bytes], key: Ed25519PrivateKey) -> bytes:
+    """A package signed by ``key`` holding exactly ``files`` (as a forger builds it)."""
+    from syft_flwr.review.package import (
+        Manifest,
+        _entries,
+        _signed_bytes,
+        project_hash_of,
+    )
+
+    entries = _entries(files)
+    manifest = Manifest("toy_app", WHO, project_hash_of(entries), entries, 0.0)
+    mbytes = manifest.to_bytes()
+    members = [
+        (MANIFEST_NAME, mbytes),
+        (SIGNATURE_NAME, key.sign(_signed_bytes(mbytes))),
+    ]
+    return _tar(members + [(FILES_PREFIX + p, files[p]) for p in sorted(files)])
+
+
+_CLEAN = {
+    "pyproject.toml": b"[project]\nname = 'toy_app'\n",
+    "toy_app/__init__.py": b"",
+    "toy_app/client_app.py": b"x = 1\r\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"toy_app/__pycache__/client_app.cpython-311.pyc": b"\x00"}, "__pycache__"),
+        ({"toy_app/client_app.pyc": b"\x00"}, "compiled Python bytecode"),
+        ({"toy_app/fast.cpython-311-x86_64-linux-gnu.so": b"\x7fELF"}, "native"),
+        ({"toy_app/.hidden.py": b""}, "a hidden file"),
+        ({".git/hooks/x.py": b""}, "hidden folder .git"),
+        ({"toy_app/data/x.py": b""}, "folder data"),
+        ({"toy_app/w.npz": b""}, "not a source file"),
+        ({"toy_app/a.py": b"x = '\xff'\n"}, "not UTF-8"),
+        ({"toy_app/a.py": b"x = 1  # \x1b[2K ok\n"}, "U\\+001B"),
+        ({"toy_app/a.py": b"x = 1\rimport os\n"}, "U\\+000D"),
+        ({"toy_app/a.py": "ok\nif a: # \u202e }\n".encode()}, "line 2 holds U\\+202E"),
+        ({"toy_app/a.py": "x = '\u009b2J'\n".encode()}, "U\\+009B"),
+        ({"toy_app/a.py": "\ufeffx = 1\n".encode()}, "U\\+FEFF"),
+        ({"toy_app/a\u202eyp.py": b""}, "unsafe path"),
+        ({"toy_app/a\u009b.py": b""}, "unsafe path"),
+        ({"toy_app/client_app/__init__.py": b"import os\n"}, "share one import name"),
+    ],
+    ids=[
+        "pycache",
+        "pyc",
+        "native",
+        "hidden-file",
+        "hidden-dir",
+        "data-dir",
+        "weights",
+        "not-utf8",
+        "esc",
+        "lone-cr",
+        "bidi",
+        "c1",
+        "bom",
+        "bidi-name",
+        "c1-name",
+        "module-and-package",
+    ],  # fmt: skip
+)
+def test_receipt_refuses_what_the_packer_never_packs(extra, message):
+    key = Ed25519PrivateKey.generate()
+    data = _signed_package({**_CLEAN, **extra}, key)
+    with pytest.raises(UnsafeArchiveError, match=message):
+        read_package(data)
+    # the same files without the extra one are accepted (and signed correctly)
+    read_package(_signed_package(_CLEAN, key)).verify(key.public_key())
+
+
+def test_the_packer_skips_bytecode_and_refuses_what_a_data_owner_would(app: Path):
+    key = Ed25519PrivateKey.generate()
+    cache = app / "toy_app" / "__pycache__"
+    cache.mkdir(exist_ok=True)
+    (cache / "client_app.cpython-311.pyc").write_bytes(b"\x00")
+    (app / "toy_app" / "client_app.pyc").write_bytes(b"\x00")
+    (app / "toy_app" / "fast.so").write_bytes(b"\x7fELF")
+    _, manifest = pack_app(app, WHO, key)
+    assert not [f.path for f in manifest.files if not f.path.endswith((".py", ".toml"))]
+    pkg_dir = app / "toy_app" / "client_app"
+    pkg_dir.mkdir()
+    (pkg_dir / "__init__.py").write_text("import os\n")
+    with pytest.raises(ConfigError, match="share one import name"):
+        pack_app(app, WHO, key)
+    shutil.rmtree(pkg_dir)
+    (app / "toy_app" / "evil.py").write_text("x = 1  # \u202e\n")
+    with pytest.raises(ConfigError, match="evil.py line 1 holds U\\+202E"):
+        pack_app(app, WHO, key)

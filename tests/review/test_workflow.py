@@ -256,6 +256,42 @@ def test_a_decision_not_sealed_by_the_data_owner_is_not_believed(parties, app: P
     assert st.status == "undeliverable" and "not encrypted" in st.reason
 
 
+def test_a_module_shadowed_by_a_package_is_refused_and_the_researcher_told(
+    parties, app: Path, monkeypatch: pytest.MonkeyPatch, caplog
+):
+    """The reviewer would read client_app.py; Python would run client_app/."""
+    import logging
+
+    researcher, owner = parties
+    shadow = app / "toy_app" / "client_app"
+    from syft_flwr.review import package
+
+    real = package.collect_files
+
+    def with_shadow(app_dir, **kw):  # a forger skips the packer's own check
+        files = {}
+        root = Path(app_dir)
+        for p in sorted(root.rglob("*.py")) + [root / "pyproject.toml"]:
+            files[p.relative_to(root).as_posix()] = p.read_bytes()
+        return files
+
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("from toy_app.evil import app\n")
+    with pytest.raises(ConfigError, match="share one import name"):
+        real(app)  # the honest packer refuses it
+    monkeypatch.setattr(package, "collect_files", with_shadow)
+    [sub] = api.submit(app, [DO], client=researcher, settings=ENC)
+    with caplog.at_level(logging.WARNING, logger="syft_flwr.review"):
+        assert api.receive_projects(owner, settings=ENC) == []
+    assert f"refused a submission from {DS}" in caplog.text
+    assert "share one import name" in caplog.text
+    assert api.project_store(owner).records() == []  # nothing stored
+    [st] = api.submission_status(researcher, settings=ENC)
+    assert st.status == "refused" and "toy_app/client_app.py and the package" in (
+        st.reason
+    )
+
+
 def _guarded(store: ProjectStore, project_hash: str, work: Path):
     ran: list[Message] = []
     capp = ClientApp()

@@ -333,6 +333,15 @@ def party(
     fresh: Annotated[
         bool, typer.Option("--fresh", help="Start the run over instead of resuming it.")
     ] = False,
+    no_review: Annotated[
+        bool,
+        typer.Option(
+            "--no-review",
+            help="Data owner: serve this local folder's code although nobody "
+            "reviewed it (logged; shown by `syft_flwr status`). Default: "
+            "SYFT_FLWR_NO_REVIEW, else refused (use `syft_flwr serve`).",
+        ),
+    ] = False,
 ) -> None:
     """Internal: one party of a `simulate` run (also usable by hand)."""
     from syft_flwr.client.syft_core_client import SyftCoreClient
@@ -353,7 +362,13 @@ def party(
     cfg = dataclasses.replace(cfg, **changes)  # type: ignore[arg-type]
     client = SyftCoreClient.load(config)
     run_role(
-        cfg, client, role, run_config=run_config, node_config=node_config, fresh=fresh
+        cfg,
+        client,
+        role,
+        run_config=run_config,
+        node_config=node_config,
+        fresh=fresh,
+        no_review=no_review or None,
     )
 
 

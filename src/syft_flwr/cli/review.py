@@ -27,8 +27,9 @@ from syft_flwr.cli._common import emails as _emails
 if TYPE_CHECKING:  # the CLI imports the review machinery only when a command runs
     from syft_flwr.review.api import Submission
     from syft_flwr.review.store import ProjectRecord
+    from syft_flwr.review.unreviewed import UnreviewedServe
 
-__all__ = ["format_projects", "format_status", "register"]
+__all__ = ["format_projects", "format_status", "format_unreviewed", "register"]
 
 
 def _when(ts: float) -> str:
@@ -66,6 +67,18 @@ def format_status(subs: list[Submission]) -> str:
         line = f"{s.data_owner}: {s.name} {s.project_hash[:12]} [{s.status}]"
         lines.append(line + (f"  reason: {s.reason}" if s.reason else ""))
     return "\n".join(lines) + "\n"
+
+
+def format_unreviewed(serves: list[UnreviewedServe]) -> str:
+    """The lines ``syft_flwr status`` adds for local folders served without review."""
+    from syft_flwr.review.package import printable
+
+    return "".join(
+        f"served WITHOUT REVIEW (--no-review): {printable(u.app_name)} from "
+        f"{printable(u.folder)}, hash {u.project_hash[:12] or '?'}, "
+        f"since {_when(u.started)}\n"
+        for u in serves
+    )
 
 
 def _record_dict(rec: ProjectRecord, *, files: bool = True) -> dict[str, Any]:
@@ -125,14 +138,18 @@ def submit(
 
 
 def status(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
-    """Researcher: each data owner's decision on your submissions."""
+    """Researcher: each data owner's decision on your submissions (and, as a data
+    owner, the local app folders you served without review)."""
     from syft_flwr.review.api import submission_status
+    from syft_flwr.review.unreviewed import unreviewed_serves
 
-    subs = submission_status(client_for(config))
+    client = client_for(config)
+    subs = submission_status(client)
     if json_:
         print_json([dataclasses.asdict(s) for s in subs])
     else:
         print(format_status(subs), end="")
+        print(format_unreviewed(unreviewed_serves(client)), end="")
 
 
 def projects(
@@ -187,8 +204,9 @@ def show(
     config: ConfigOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Data owner: print a project's code and its diff to the last approval."""
+    """Data owner: print a project's code, the file each entry point runs, the diff."""
     from syft_flwr.review.api import project_store
+    from syft_flwr.review.entry import entry_points
     from syft_flwr.review.store import show_text
 
     store = project_store(client_for(config))
@@ -201,6 +219,7 @@ def show(
     print_json(
         _record_dict(rec)
         | {
+            "entry_points": [dataclasses.asdict(e) for e in entry_points(code)],
             "previous_approved": None if prev is None else prev.project_hash,
             "code": {
                 p: code[p].decode("utf-8", errors="replace") for p in sorted(code)

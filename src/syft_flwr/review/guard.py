@@ -16,6 +16,7 @@ encryption off, nothing is authenticated beyond folder ownership (see
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from flwr.app import ConfigRecord, Message
@@ -23,8 +24,9 @@ from flwr.app import ConfigRecord, Message
 from syft_flwr._email import fold_domain
 from syft_flwr.errors import ConfigError, StateIntegrityError
 from syft_flwr.events import current_request
-from syft_flwr.review.package import hash_tree
+from syft_flwr.review.package import FileEntry
 from syft_flwr.review.store import ProjectStore
+from syft_flwr.review.workdir import work_dir_problem
 
 __all__ = ["PROJECT_RECORD", "ProjectGuard", "attach_project_hash", "take_project_hash"]
 
@@ -64,7 +66,11 @@ class ProjectGuard:
     project_hash : str
         The approved project this data owner serves.
     work_dir : Path
-        The folder the ClientApp was loaded from; re-hashed at every request.
+        The folder the ClientApp was loaded from; re-hashed at every request,
+        every file in it (not only those a packer would pack): an extra file,
+        e.g. a planted ``__pycache__``, refuses the request.
+    files : sequence of FileEntry, optional
+        The approved manifest's files, so a refusal names the file that differs.
 
     Notes
     -----
@@ -73,10 +79,18 @@ class ProjectGuard:
     loop); a request served without it is refused.
     """
 
-    def __init__(self, store: ProjectStore, project_hash: str, work_dir: Path) -> None:
+    def __init__(
+        self,
+        store: ProjectStore,
+        project_hash: str,
+        work_dir: Path,
+        *,
+        files: Sequence[FileEntry] | None = None,
+    ) -> None:
         self.store = store
         self.project_hash = project_hash
         self.work_dir = Path(work_dir)
+        self.files = None if files is None else tuple(files)
         self.refused = 0
 
     def __call__(self, named: str | None) -> str | None:
@@ -117,13 +131,10 @@ class ProjectGuard:
             return (
                 f"project {named[:12]} is not approved for {sender} by this data owner"
             )
-        try:
-            now = hash_tree(self.work_dir)
-        except ConfigError as exc:
-            return f"the served files of project {named[:12]} cannot be checked: {exc}"
-        if now != self.project_hash:
+        problem = work_dir_problem(self.work_dir, self.project_hash, self.files)
+        if problem is not None:
             return (
                 f"the files of project {named[:12]} changed since approval "
-                f"(now {now[:12]}); nothing was run"
+                f"({problem}); this request was not run"
             )
         return None

@@ -12,9 +12,11 @@ approves that hash and every request names it (see ``docs/review.md``).
 
 Only sources travel: files with a source suffix (:data:`SOURCE_SUFFIXES`), no
 hidden files, no virtualenvs, caches, ``simulation_logs`` or data folders
-(:data:`EXCLUDED_DIRS`). Unpacking trusts nothing: every member must be a
-regular file under ``app/`` with a clean relative name, within the size and
-count limits, and match the signed manifest byte for byte
+(:data:`EXCLUDED_DIRS`), UTF-8 text without control or format characters
+(:mod:`syft_flwr.review.rules`, one rule for packing and receipt). Unpacking
+trusts nothing: every member must be a regular file under ``app/`` with a clean
+relative name, within the size and count limits, match the signed manifest byte
+for byte, and be a file the packer would have packed
 (:mod:`syft_flwr.review.unpack`).
 """
 
@@ -45,6 +47,13 @@ from syft_flwr.errors import (
     EnvelopeError,
     ProjectSignatureError,
     UnsafeArchiveError,
+)
+from syft_flwr.review.rules import (
+    EXCLUDED_DIRS,
+    SOURCE_SUFFIXES,
+    files_problem,
+    name_problem,
+    skip_reason,
 )
 
 __all__ = [
@@ -77,26 +86,6 @@ DEFAULT_MAX_PACKAGE_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_FILES = 500
 #: Largest manifest, in bytes.
 _MAX_MANIFEST_BYTES = 1024 * 1024
-
-#: Files that travel: code and the small configs an app needs to run.
-SOURCE_SUFFIXES = frozenset(
-    {".py", ".toml", ".cfg", ".ini", ".txt", ".md", ".yaml", ".yml", ".json", ".lock"}
-)
-#: Folders never packed (besides every hidden one): environments, caches, data, logs.
-EXCLUDED_DIRS = frozenset(
-    {
-        "__pycache__",
-        "venv",
-        "env",
-        "node_modules",
-        "simulation_logs",
-        "data",
-        "datasets",
-        "build",
-        "dist",
-        "outputs",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -247,13 +236,13 @@ def check_member_path(path: str) -> str:
     ------
     UnsafeArchiveError
         Absolute, ``..`` or ``.`` segments, empty segments, backslashes, control
-        characters.
+        or format characters (escapes, C1 controls, bidi overrides).
     """
     bad = (
         not path
         or path.startswith("/")
         or "\\" in path
-        or any(ord(c) < 32 or ord(c) == 127 for c in path)  # NUL, escapes
+        or name_problem(path) is not None  # NUL, escapes, U+009B, U+202E
         or (len(path) > 1 and path[1] == ":")  # a Windows drive
         or len(path) > 1024
     )
@@ -271,12 +260,7 @@ def project_hash_of(files: tuple[FileEntry, ...] | list[FileEntry]) -> str:
 
 
 def _included(rel_parts: tuple[str, ...]) -> bool:
-    *dirs, name = rel_parts
-    if any(
-        d.startswith(".") or d in EXCLUDED_DIRS or d.endswith(".egg-info") for d in dirs
-    ):
-        return False
-    return not name.startswith(".") and Path(name).suffix in SOURCE_SUFFIXES
+    return skip_reason("/".join(rel_parts)) is None
 
 
 def collect_files(
@@ -301,7 +285,9 @@ def collect_files(
     Raises
     ------
     ConfigError
-        No ``pyproject.toml``, a link where a source file would be, or a limit hit.
+        No ``pyproject.toml``, a link where a source file would be, a limit hit,
+        or files a data owner would refuse (text that is not UTF-8 or holds
+        control or format characters, a module and a package of one name).
     """
     root = Path(app_dir)
     if not (root / "pyproject.toml").is_file():
@@ -334,6 +320,9 @@ def collect_files(
                     "bytes of them: is data or an environment inside the app folder?"
                 )
             out["/".join(parts)] = full.read_bytes()
+    problem = files_problem(out)
+    if problem is not None:
+        raise ConfigError(f"cannot pack {root}: {problem}")
     return out
 
 

@@ -1,18 +1,29 @@
-"""Run an approved project: unpacked afresh into its own folder, guarded per request."""
+"""Run an approved project: unpacked afresh into its own folder, guarded per request.
+
+Order matters: the working folder is checked against the approved manifest
+(every file, nothing extra) *before* anything of the project is imported, and
+the import compiles the verified source bytes themselves
+(:class:`~syft_flwr.review.loader.VerifiedSourceFinder`), never a bytecode
+cache; after that each request re-checks the folder
+(:class:`~syft_flwr.review.guard.ProjectGuard`).
+"""
 
 from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings
 from syft_flwr.errors import ConfigError, ProjectNotApproved
+from syft_flwr.review.loader import VerifiedSourceFinder
+from syft_flwr.review.package import Package
 from syft_flwr.review.store import APPROVED, ProjectRecord, ProjectStore, project_store
 from syft_flwr.review.unpack import write_tree
+from syft_flwr.review.workdir import work_dir_problem
 
 __all__ = ["prepare_work_dir", "serve"]
 
@@ -37,7 +48,8 @@ def prepare_work_dir(
     Raises
     ------
     ProjectNotApproved
-        The project is not approved (or none / several are, with ``ref=None``).
+        The project is not approved (or none / several are, with ``ref=None``),
+        or the folder written is not exactly its approved files.
     """
     prefix = None if ref is None else ref.strip().lower()
     approved = [
@@ -62,7 +74,18 @@ def prepare_work_dir(
     work = store.directory / "work" / rec.project_hash[:16]
     store.remove_work(work)  # never run leftovers of an earlier serve
     write_tree(pkg.files, work)
+    _check_before_import(work, pkg)
     return rec, work
+
+
+def _check_before_import(work: Path, pkg: Package) -> None:
+    """Refuse a working folder that is not exactly the approved files."""
+    problem = work_dir_problem(work, pkg.project_hash, pkg.manifest.files)
+    if problem is not None:
+        raise ProjectNotApproved(
+            f"the working folder of project {pkg.project_hash[:12]} is not the "
+            f"approved code ({problem}); nothing of it was imported or run"
+        )
 
 
 def _not_approved(store: ProjectStore, ref: str) -> NoReturn:
@@ -82,26 +105,44 @@ def _not_approved(store: ProjectStore, ref: str) -> NoReturn:
 _IMPORT_LOCK = threading.Lock()
 
 
-def _load_from(work: Path, ref: str, load: Callable[[str, Path], Any]) -> Any:
-    """Import ``ref`` from ``work``, never from a same-named package seen before.
+def _load_verified(
+    work: Path, files: Mapping[str, bytes], ref: str
+) -> tuple[Any, VerifiedSourceFinder]:
+    """Import ``ref`` from the verified ``files`` of ``work``, never from elsewhere.
 
-    A package already imported in this process (from the researcher's folder,
-    or an earlier working folder) would otherwise be reused by ``import``, and
-    the code that runs would not be the code the guard re-hashes.
+    A package already imported in this process under one of the project's
+    top-level names (from the researcher's folder, or an earlier working folder)
+    is forgotten first, or ``import`` would reuse it and the code that runs
+    would not be the code approved.
+
+    Returns
+    -------
+    tuple of (object, VerifiedSourceFinder)
+        The component, and the finder (installed; uninstall it when done).
     """
-    top = ref.partition(":")[0].split(".")[0]
+    from syft_flwr.project import load_component
+
     root = work.resolve()
+    finder = VerifiedSourceFinder(work, files)
+    mod_name = ref.partition(":")[0]
+    if mod_name not in finder.modules:
+        raise ProjectNotApproved(f"{ref} is not a module of the approved project")
     with _IMPORT_LOCK:
-        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+        for name in [n for n in sys.modules if n.split(".")[0] in finder.tops]:
             origin = getattr(sys.modules[name], "__file__", None)
             if origin is None or root not in Path(origin).resolve().parents:
                 del sys.modules[name]
-        sys.path.insert(0, str(work))
-        obj = load(ref, work)
-        origin = getattr(sys.modules.get(ref.partition(":")[0]), "__file__", None)
+        finder.install()
+        try:
+            obj = load_component(ref, work, add_to_path=False)
+        except BaseException:
+            finder.uninstall()
+            raise
+        origin = getattr(sys.modules.get(mod_name), "__file__", None)
     if origin is None or root not in Path(origin).resolve().parents:
+        finder.uninstall()
         raise ProjectNotApproved(f"{ref} was not loaded from {work}; refusing to serve")
-    return obj
+    return obj, finder
 
 
 def serve(
@@ -143,26 +184,32 @@ def serve(
     ClientAppHandler
     """
     from syft_flwr.fl_orchestrator.flower_client import run_data_owner
-    from syft_flwr.project import load_component, load_project, parse_run_config
+    from syft_flwr.project import load_project, parse_run_config
     from syft_flwr.review.guard import ProjectGuard
     from syft_flwr.run import node_config_for
 
     store = project_store(client)
-    rec, work = prepare_work_dir(store, ref)
+    rec, work = prepare_work_dir(store, ref)  # checked before any import
+    pkg = store.package(rec)
+    if pkg.project_hash != rec.project_hash:
+        raise ProjectNotApproved(f"stored package of {rec.short} changed")
     cfg = load_project(work)
-    client_app = _load_from(work, cfg.clientapp, load_component)
-    if on_ready is not None:
-        on_ready(work)
-    return run_data_owner(
-        client_app,
-        cfg.flwr_app_name,
-        client=client,
-        # The researchers this data owner approved these files for (each one's
-        # own record; not what the pyproject says); the guard checks per request.
-        aggregators=store.approved_researchers(rec.project_hash),
-        run_config=parse_run_config(cfg.app_config, run_config),
-        node_config=node_config_for(cfg, node_config),
-        settings=settings,
-        events=events,
-        check=ProjectGuard(store, rec.project_hash, work),
-    )
+    client_app, finder = _load_verified(work, pkg.files, cfg.clientapp)
+    try:
+        if on_ready is not None:
+            on_ready(work)
+        return run_data_owner(
+            client_app,
+            cfg.flwr_app_name,
+            client=client,
+            # The researchers this data owner approved these files for (each one's
+            # own record; not what the pyproject says); the guard checks per request.
+            aggregators=store.approved_researchers(rec.project_hash),
+            run_config=parse_run_config(cfg.app_config, run_config),
+            node_config=node_config_for(cfg, node_config),
+            settings=settings,
+            events=events,
+            check=ProjectGuard(store, rec.project_hash, work, files=pkg.manifest.files),
+        )
+    finally:
+        finder.uninstall()

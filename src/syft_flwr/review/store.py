@@ -41,6 +41,7 @@ from syft_flwr.errors import (
     ReviewError,
     StateIntegrityError,
 )
+from syft_flwr.review.entry import entry_point_lines
 from syft_flwr.review.package import Package, printable
 from syft_flwr.review.records import (
     APPROVED,
@@ -423,6 +424,7 @@ def show_text(store: ProjectStore, ref: str, researcher: str | None = None) -> s
     out = [
         f"project {rec.name} {rec.project_hash} [{rec.status}]",
         f"from {rec.researcher} (fingerprint {rec.fingerprint})",
+        *(printable(line) for line in entry_point_lines(pkg.files)),
     ]
     if rec.reason:
         out.append(f"reason: {rec.reason}")

@@ -3,8 +3,11 @@
 Every member must be a regular file under ``app/`` with a clean relative name
 (:func:`~syft_flwr.review.package.check_member_path`), within the size and count
 limits counted while reading, and the files must be exactly those of the signed
-manifest. The signature itself is checked by :meth:`Package.verify` against the
-researcher's pinned key.
+manifest, and be files the packer would have packed
+(:func:`syft_flwr.review.rules.files_problem`: no bytecode, native modules,
+caches, hidden files, text that is not UTF-8 or holds control or format
+characters, no module next to a package of one name). The signature itself is
+checked by :meth:`Package.verify` against the researcher's pinned key.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from syft_flwr.review.package import (
     _entries,
     check_member_path,
 )
+from syft_flwr.review.rules import files_problem
 
 __all__ = ["read_package", "write_tree"]
 
@@ -72,7 +76,8 @@ def read_package(
     ------
     UnsafeArchiveError
         Not a package; a member that is a link, device, folder or FIFO; an
-        absolute or ``..`` path; over a limit; files that differ from the manifest.
+        absolute or ``..`` path; over a limit; files that differ from the
+        manifest; a file the packer would never pack.
     """
     members: dict[str, bytes] = {}
     total = 0
@@ -117,6 +122,11 @@ def read_package(
         raise UnsafeArchiveError(f"project files hold more than {max_bytes} bytes")
     if _entries(files) != manifest.files:
         raise UnsafeArchiveError("project files do not match the signed manifest")
+    problem = files_problem(files)
+    if problem is not None:
+        raise UnsafeArchiveError(
+            f"the project cannot be reviewed as it runs: {problem}"
+        )
     return Package(manifest, mbytes, signature, files)
 
 

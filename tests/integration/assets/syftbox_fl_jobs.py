@@ -378,6 +378,8 @@ def _party_cmd(
         cmd += ["--run-config", run_config]
     if node_config:
         cmd += ["--node-config", node_config]
+    if role == "data-owner":
+        cmd.append("--no-review")  # serves the local app folder, as simulate does
     return cmd
 
 
