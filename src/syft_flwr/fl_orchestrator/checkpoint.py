@@ -25,6 +25,15 @@ app asks for something the journal does not hold while records are still
 unused (random node sampling without a seed, wall-clock based config), the
 grid says so and goes on live from there.
 
+The journal is private state the researcher acts on, so it is authenticated
+(:class:`~syft_flwr.crypto.state_mac.StateKey`, purpose ``"journal"``, derived
+from the researcher's identity key): ``run.json`` is tagged over the command key,
+run id, a random run nonce written when the run starts and the researcher's email,
+and each exchange file carries a trailing tag over its name, that nonce and the
+hash of its bytes (computed as they are written). A journal that was changed,
+copied from another researcher or run, or written by a version without tags stops
+the resume with a clear error and a ``--fresh`` hint; nothing of it is replayed.
+
 The cost is disk: the journal keeps every reply of the run (about the size of
 the model per data owner per phase); it is deleted when the run completes. Large
 replies cost no writing where the backend allows: their attachment chunks, as
@@ -63,7 +72,8 @@ from syft_flwr.blobs import (
     fsync_local_chunks,
     read_local_blob,
 )
-from syft_flwr.errors import CheckpointError
+from syft_flwr.crypto.state_mac import StateKey
+from syft_flwr.errors import CheckpointError, StateIntegrityError
 from syft_flwr.events.ledger import Ledger
 from syft_flwr.serde import (
     bytes_to_flower_message,
@@ -75,7 +85,9 @@ __all__ = ["Journal", "ReplyCache", "request_fingerprint", "request_fingerprints
 
 logger = logging.getLogger("syft_flwr.checkpoint")
 
-JOURNAL_VERSION = 2
+JOURNAL_VERSION = 3
+#: Length of the tag that ends an authenticated exchange file (HMAC-SHA256).
+_TAG_LEN = 32
 #: How many replies a data owner keeps; only the interrupted phase is re-sent.
 DEFAULT_CACHED_REPLIES = 8
 
@@ -145,13 +157,27 @@ def _fingerprint(
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-def _write_durable(path: Path, data: bytes | Sequence[bytes | memoryview]) -> None:
-    """Write ``data`` (or its pieces, in order) to ``path`` atomically and durably."""
+def _write_durable(
+    path: Path,
+    data: bytes | Sequence[bytes | memoryview],
+    *,
+    seal: Callable[[bytes], bytes] | None = None,
+) -> None:
+    """Write ``data`` (or its pieces, in order) to ``path`` atomically and durably.
+
+    With ``seal``, the SHA-256 of the bytes is computed as they are written (no
+    second pass over a large reply) and ``seal(digest)`` is appended.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    digest = hashlib.sha256() if seal is not None else None
     with open(tmp, "wb", opener=lambda p, f: os.open(p, f, 0o600)) as fh:
         for piece in frames.pieces(data) if isinstance(data, bytes) else data:
             fh.write(piece)
+            if digest is not None:
+                digest.update(piece)
+        if seal is not None and digest is not None:
+            fh.write(seal(digest.digest()))
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -241,6 +267,20 @@ class Journal:
         a journal written under another key is discarded with a log line.
     fresh:
         Discard any journal and start over.
+    state_key:
+        The researcher's journal MAC key (``StateKey(keys, "journal")``).
+        ``None`` (no identity key): the journal is written and read without
+        authentication.
+    owner:
+        The researcher's email, bound into the journal.
+
+    Raises
+    ------
+    CheckpointError
+        The saved progress is unreadable, fails its integrity check (changed,
+        copied from another researcher or run) or carries no tag (an older
+        version); nothing of it is replayed, and it is kept for inspection
+        until the researcher runs with ``--fresh``.
 
     Attributes
     ----------
@@ -248,10 +288,21 @@ class Journal:
         The run id to reuse, or ``None`` for a new run.
     """
 
-    def __init__(self, folder: Path, key: str, *, fresh: bool = False) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        key: str,
+        *,
+        fresh: bool = False,
+        state_key: StateKey | None = None,
+        owner: str = "",
+    ) -> None:
         self.folder = Path(folder)
         self.key = key
+        self.owner = owner
+        self._mac = state_key
         self.run_id: int | None = None
+        self._nonce = ""
         self._lock = threading.Lock()
         self._records: dict[str, deque[bytes | None]] = {}
         self._unused = 0
@@ -295,6 +346,8 @@ class Journal:
         meta_path = self.folder / "run.json"
         try:
             meta = json.loads(meta_path.read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
         except FileNotFoundError:
             return
         except ValueError as exc:
@@ -302,7 +355,8 @@ class Journal:
                 f"unreadable checkpoint {meta_path}: {exc}; run with --fresh "
                 "to start over"
             ) from exc
-        if meta.get("version") != JOURNAL_VERSION or meta.get("key") != self.key:
+        self._check_meta(meta)
+        if meta.get("key") != self.key or meta.get("owner") != self.owner:
             logger.warning(
                 "saved progress in %s is from a different app, data owner list "
                 "or run config; starting a new run",
@@ -311,10 +365,12 @@ class Journal:
             shutil.rmtree(self.folder)
             return
         self.run_id = int(meta["run_id"])
+        self._nonce = str(meta["nonce"])
         files = sorted(self.folder.glob("*.exchange"))
         for f in files:
             try:
-                entries = _unpack(f.read_bytes(), self.parts_dir)
+                data = self._opened(f, f.read_bytes())
+                entries = _unpack(data, self.parts_dir)
             except (ValueError, struct.error, OSError) as exc:
                 raise CheckpointError(
                     f"corrupt checkpoint file {f}: {exc}; run with --fresh to start over"
@@ -322,7 +378,67 @@ class Journal:
             for fp, body in entries:
                 self._records.setdefault(fp, deque()).append(body)
                 self._unused += 1
-        self._next = len(files)
+        self._next = 1 + max((_index(f) for f in files), default=-1)
+
+    def _meta_fields(self, meta: dict[str, Any]) -> tuple[str, ...]:
+        return (
+            "run",
+            str(meta.get("version")),
+            str(meta.get("key")),
+            str(meta.get("run_id")),
+            str(meta.get("nonce")),
+            str(meta.get("owner")),
+        )
+
+    def _check_meta(self, meta: dict[str, Any]) -> None:
+        """Refuse saved progress this researcher cannot vouch for (never replayed)."""
+        version, tag = meta.get("version"), meta.get("tag")
+        if version != JOURNAL_VERSION:
+            self._refuse(
+                f"was written by another version of syft_flwr (format {version!r}) "
+                "that did not authenticate it"
+            )
+        if self._mac is None:
+            if tag is not None:
+                self._refuse(
+                    "is authenticated with an identity key this researcher does "
+                    "not have now (encryption off, or other keys)"
+                )
+            return
+        if not isinstance(tag, str):
+            self._refuse("carries no integrity tag (written without a key)")
+        try:
+            self._mac.verify(tag, *self._meta_fields(meta), what="its run record")
+        except StateIntegrityError as exc:
+            self._refuse(str(exc), cause=exc)
+
+    def _opened(self, path: Path, data: bytes) -> bytes:
+        """``data`` without its trailing tag, once the tag is checked."""
+        if self._mac is None:
+            return data
+        body, tag = data[:-_TAG_LEN], data[-_TAG_LEN:]
+        digest = hashlib.sha256(body).digest()
+        try:
+            self._mac.verify(
+                tag, *self._exchange_fields(path.name), digest, what=path.name
+            )
+        except StateIntegrityError as exc:
+            self._refuse(str(exc), cause=exc)
+        return body
+
+    def _exchange_fields(self, name: str) -> tuple[str, ...]:
+        # What binds an exchange file to its place: this run (nonce) and its name.
+        return ("exchange", self._nonce, str(self.run_id), name)
+
+    def _refuse(self, why: str, cause: Exception | None = None) -> None:
+        msg = (
+            f"the saved progress in {self.folder} {why}; nothing of it was "
+            "replayed. It may have been changed by someone who can write your "
+            "state folder, or copied from another researcher or run: check who "
+            "can write it, then run with --fresh to start over"
+        )
+        logger.error("%s", msg)
+        raise CheckpointError(msg) from (cause or StateIntegrityError(why))
 
     def begin(self, run_id: int) -> None:
         """Start recording a new run ``run_id`` (records of another run are dropped)."""
@@ -334,8 +450,18 @@ class Journal:
             for f in self.folder.glob("*.exchange"):
                 f.unlink(missing_ok=True)
             shutil.rmtree(self.parts_dir, ignore_errors=True)
+            self._nonce = os.urandom(16).hex()  # no entry of another run verifies
         self.run_id = run_id
-        meta = {"version": JOURNAL_VERSION, "key": self.key, "run_id": run_id}
+        meta: dict[str, Any] = {
+            "version": JOURNAL_VERSION,
+            "key": self.key,
+            "run_id": run_id,
+            "nonce": self._nonce,
+            "owner": self.owner,
+        }
+        meta["tag"] = (
+            None if self._mac is None else self._mac.tag_hex(*self._meta_fields(meta))
+        )
         _write_durable(self.folder / "run.json", json.dumps(meta).encode())
 
     def replay(self, fingerprints: Sequence[str]) -> list[bytes | None] | None:
@@ -390,12 +516,14 @@ class Journal:
         # written and fsynced by the writer thread, off the ServerApp's path.
         pieces = _pack(entries)
         path = self.folder / f"{n:08d}.exchange"
+        mac, bound = self._mac, self._exchange_fields(path.name)
+        seal = None if mac is None else (lambda digest: mac.tag(*bound, digest))
 
         def write() -> None:
             if kept:
                 # The linked chunks and their new names, before the record.
                 fsync_local_chunks(self.parts_dir, kept)
-            _write_durable(path, pieces)
+            _write_durable(path, pieces, seal=seal)
 
         self._writer.submit(write)
 
@@ -417,6 +545,14 @@ class Journal:
         """The run completed: forget it, so the next command starts a new run."""
         self._writer.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _index(path: Path) -> int:
+    """The sequence number of an exchange file ``<nnnnnnnn>.exchange``."""
+    try:
+        return int(path.stem)
+    except ValueError:
+        return -1
 
 
 class _Writer:
