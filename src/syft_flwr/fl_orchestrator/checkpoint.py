@@ -634,11 +634,23 @@ class ReplyCache:
         A private folder (the data owner's state dir for the app).
     keep:
         How many replies to keep (oldest are deleted first).
+    state_key:
+        Authenticates the replies kept in ``folder`` (a trailing tag over the
+        fingerprint and the reply's bytes, computed as they are written); one
+        that fails is not used, and the request is computed again. ``None``:
+        taken on trust (no identity key).
     """
 
-    def __init__(self, folder: Path, keep: int = DEFAULT_CACHED_REPLIES) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        keep: int = DEFAULT_CACHED_REPLIES,
+        *,
+        state_key: StateKey | None = None,
+    ) -> None:
         self.folder = Path(folder)
         self.keep = keep
+        self._mac = state_key
         self._lock = threading.Lock()
         self.ledger: Ledger | None = None
         self._legacy = False  # on a ledger: an older version's folder to read too
@@ -654,22 +666,44 @@ class ReplyCache:
         cache = cls(folder, ledger.keep_aliases)
         cache.ledger = ledger
         cache._legacy = legacy is not None and any(legacy.glob("*.reply"))
+        if cache._legacy and ledger.authenticated:
+            # An older version's untagged replies: never re-sent as our own.
+            logger.warning(
+                "replies an older version cached in %s carry no integrity tag; "
+                "they are not used (such a request is computed again)",
+                legacy,
+            )
+            cache._legacy = False
         return cache
 
     def _path(self, fp: str) -> Path:
         return self.folder / f"{fp}.reply"
 
+    def _read(self, fp: str) -> bytes | None:
+        """A reply kept in :attr:`folder` (its tag checked), or ``None``."""
+        try:
+            data = self._path(fp).read_bytes()
+        except FileNotFoundError:
+            return None
+        if self._mac is None or self.ledger is not None:
+            return data  # legacy files on a keyed ledger were refused above
+        body, tag = data[:-_TAG_LEN], data[-_TAG_LEN:]
+        digest = hashlib.sha256(body).digest()
+        self._mac.verify(tag, "reply", fp, digest, what=f"cached reply {fp[:12]}")
+        return body
+
     def get(self, fp: str) -> Message | None:
         """Return the cached reply for ``fp``, or ``None``."""
         data: bytes | None = None
-        if self.ledger is not None:
-            stored = self.ledger.alias_reply(fp)
-            data = None if stored is None else stored[1]
-        if data is None and (self.ledger is None or self._legacy):
-            try:
-                data = self._path(fp).read_bytes()
-            except FileNotFoundError:
-                return None
+        try:
+            if self.ledger is not None:
+                stored = self.ledger.alias_reply(fp)
+                data = None if stored is None else stored[1]
+            if data is None and (self.ledger is None or self._legacy):
+                data = self._read(fp)
+        except StateIntegrityError as exc:  # never re-send it: compute again
+            logger.warning("not using a cached reply %s: %s", fp[:12], exc)
+            return None
         if data is None:
             return None
         try:
@@ -696,7 +730,9 @@ class ReplyCache:
             self.ledger.keep_alias(fp, data)
             return
         data = reply if isinstance(reply, bytes) else flower_message_to_bytes(reply)
-        _write_durable(self._path(fp), data)
+        mac = self._mac
+        seal = None if mac is None else (lambda digest: mac.tag("reply", fp, digest))
+        _write_durable(self._path(fp), data, seal=seal)
         with self._lock:
             entries: list[tuple[float, Any]] = []
             for p in self.folder.glob("*.reply"):
