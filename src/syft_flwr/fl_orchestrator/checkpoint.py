@@ -348,9 +348,10 @@ class Journal:
             meta = json.loads(meta_path.read_text())
             if not isinstance(meta, dict):
                 raise ValueError("not a JSON object")
+            run_id, nonce = int(meta.get("run_id")), meta.get("nonce")
         except FileNotFoundError:
             return
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise CheckpointError(
                 f"unreadable checkpoint {meta_path}: {exc}; run with --fresh "
                 "to start over"
@@ -358,14 +359,13 @@ class Journal:
         self._check_meta(meta)
         if meta.get("key") != self.key or meta.get("owner") != self.owner:
             logger.warning(
-                "saved progress in %s is from a different app, data owner list "
-                "or run config; starting a new run",
+                "saved progress in %s is from a different app, data owner list, "
+                "run config or researcher; starting a new run",
                 self.folder,
             )
             shutil.rmtree(self.folder)
             return
-        self.run_id = int(meta["run_id"])
-        self._nonce = str(meta["nonce"])
+        self.run_id, self._nonce = run_id, str(nonce)
         files = sorted(self.folder.glob("*.exchange"))
         for f in files:
             try:
