@@ -16,7 +16,7 @@ import threading
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.crypto.keys import PrivateKeys
 from syft_flwr.crypto.state_mac import StateKey
-from syft_flwr.errors import SyftFlwrError
+from syft_flwr.errors import KeyNotFound, SyftFlwrError
 
 __all__ = ["state_key_for"]
 
@@ -65,7 +65,9 @@ def _stored_keys(client: SyftFlwrClient, purpose: str) -> PrivateKeys | None:
 
     try:
         return load_keys(client)
-    except SyftFlwrError as exc:  # no keys, or a key file we must not use
+    except KeyNotFound:  # never had keys: said once by the caller
+        return None
+    except SyftFlwrError as exc:  # a key file we must not use
         _warn_once(purpose + ":load", f"cannot read the identity key: {exc}")
         return None
 
