@@ -603,6 +603,9 @@ def _watch(
             rproc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             rproc.kill()
+    if not quiet:  # what was logged just before the researcher exited
+        for t in tails:
+            t.pump(out)
     rc = rproc.returncode
     if rc is not None and rc < 0:
         researcher.note = _exit_note(researcher, rc)

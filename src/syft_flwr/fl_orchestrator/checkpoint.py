@@ -395,18 +395,18 @@ class Journal:
         version, tag = meta.get("version"), meta.get("tag")
         if version != JOURNAL_VERSION:
             self._refuse(
-                f"was written by another version of syft_flwr (format {version!r}) "
-                "that did not authenticate it"
+                f"it was written by another version of syft_flwr (format "
+                f"{version!r}) that did not authenticate it"
             )
         if self._mac is None:
             if tag is not None:
                 self._refuse(
-                    "is authenticated with an identity key this researcher does "
-                    "not have now (encryption off, or other keys)"
+                    "it is authenticated with an identity key this researcher "
+                    "does not have now (encryption off, or other keys)"
                 )
             return
         if not isinstance(tag, str):
-            self._refuse("carries no integrity tag (written without a key)")
+            self._refuse("it carries no integrity tag (written without a key)")
         try:
             self._mac.verify(tag, *self._meta_fields(meta), what="its run record")
         except StateIntegrityError as exc:
@@ -420,7 +420,10 @@ class Journal:
         digest = hashlib.sha256(body).digest()
         try:
             self._mac.verify(
-                tag, *self._exchange_fields(path.name), digest, what=path.name
+                tag,
+                *self._exchange_fields(path.name),
+                digest,
+                what=f"its record {path.name}",
             )
         except StateIntegrityError as exc:
             self._refuse(str(exc), cause=exc)
@@ -432,10 +435,9 @@ class Journal:
 
     def _refuse(self, why: str, cause: Exception | None = None) -> None:
         msg = (
-            f"the saved progress in {self.folder} {why}; nothing of it was "
-            "replayed. It may have been changed by someone who can write your "
-            "state folder, or copied from another researcher or run: check who "
-            "can write it, then run with --fresh to start over"
+            f"the saved progress in {self.folder} cannot be trusted: {why}; "
+            "nothing of it was replayed. Check who can write your state "
+            "folder, then run with --fresh to start over"
         )
         logger.error("%s", msg)
         raise CheckpointError(msg) from (cause or StateIntegrityError(why))
