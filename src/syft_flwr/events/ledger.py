@@ -63,6 +63,7 @@ from syft_flwr.blobs import ATTACHED_MAGIC, read_local_blob, unpack_attached
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.crypto.state_mac import StateKey
 from syft_flwr.errors import StateIntegrityError
+from syft_flwr.events.kept_reply import open_kept, write_kept
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +82,6 @@ RECEIVED, RUNNING, STORED, REPLIED = "received", "running", "stored", "replied"
 #: An id whose record failed its integrity check: never run nor answered again.
 TAINTED = "tainted"
 _ORDER = {RECEIVED: 0, RUNNING: 1, STORED: 2, REPLIED: 3, TAINTED: 4}
-#: A kept reply file with a tag starts with this (a status never does: > 65000).
-_TAGGED_MAGIC = b"\xffSK1"
-_TAG_LEN = 32
 #: Entries are kept this long past their request's expiry (late resends, clock skew).
 KEEP_AFTER_EXPIRY = 3600.0  # seconds
 #: Compact the log when it holds this many more lines than live entries.
@@ -457,21 +455,8 @@ class Ledger:
         path = self._reply_path(mid)
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        digest = hashlib.sha256()  # of what is written, as it is written
         try:
-            if self._mac is not None:
-                who = peer.encode()
-                _write_all(fd, _TAGGED_MAGIC + len(who).to_bytes(2, "big") + who)
-            head = status.to_bytes(2, "big")
-            _write_all(fd, head)
-            digest.update(head)
-            for piece in frames.pieces(body):  # a FramedBody: no join
-                _write_all(fd, piece)
-                digest.update(piece)
-            if self._mac is not None:
-                _write_all(
-                    fd, self._mac.tag(*_reply_fields(mid, peer, digest.digest()))
-                )
+            write_kept(fd, mid, peer, status, body, self._mac)
             if durable:
                 os.fsync(fd)
         finally:
@@ -589,7 +574,7 @@ class Ledger:
             data = self._reply_path(mid).read_bytes()
         except OSError:
             return None
-        data, kept_for = self._opened_reply(mid, data)
+        data, kept_for = open_kept(mid, data, self._mac)
         if peer is not None and self._mac is not None and kept_for != peer:
             logger.warning(
                 "the kept reply to %s answers %s, not %s; it is not sent to them",
@@ -614,30 +599,6 @@ class Ledger:
             logger.warning("the kept reply to %s cannot be read back: %s", mid, exc)
             return None
         return status, frames.FramedBody(bytes(inner), parts)
-
-    def _opened_reply(self, mid: str, data: bytes) -> tuple[bytes, str]:
-        """A kept reply file's status and body, and whom it answers (tag checked)."""
-        tagged = data.startswith(_TAGGED_MAGIC) and len(data) >= 6 + _TAG_LEN
-        if self._mac is None:  # no key: taken on trust (either format)
-            if not tagged:
-                return data, ""
-            n = int.from_bytes(data[4:6], "big")
-            return data[6 + n : -_TAG_LEN], data[6 : 6 + n].decode("utf-8", "replace")
-        what = f"the kept reply to request {mid}"
-        if not tagged:
-            logger.warning("%s carries no integrity tag; it is not sent", what)
-            raise StateIntegrityError(f"{what} carries no integrity tag; not sent")
-        n = int.from_bytes(data[4:6], "big")
-        peer = data[6 : 6 + n].decode("utf-8", "replace")
-        body, tag = data[6 + n : -_TAG_LEN], data[-_TAG_LEN:]
-        try:
-            self._mac.verify(
-                tag, *_reply_fields(mid, peer, hashlib.sha256(body).digest()), what=what
-            )
-        except StateIntegrityError as exc:
-            logger.warning("%s; it is not sent", exc)
-            raise
-        return body, peer
 
     def alias_reply(self, alias: str) -> tuple[int, bytes] | None:
         """The stored reply ``alias`` names (see :meth:`store_reply`), if kept."""
@@ -749,18 +710,6 @@ def open_ledger(
 
     key = None if state_dir is None else state_key_for(client, policy, "ledger")
     return Ledger(state_dir, clock=clock, state_key=key)
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data).cast("B")
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _reply_fields(mid: str, peer: str, digest: bytes) -> tuple[str | bytes, ...]:
-    """What a kept reply's tag covers: the request, who it answers, its bytes."""
-    return ("reply", mid, peer, digest)
 
 
 def _chunk_owner(name: str) -> str | None:
