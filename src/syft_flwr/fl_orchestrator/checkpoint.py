@@ -75,6 +75,7 @@ from syft_flwr.blobs import (
 from syft_flwr.crypto.state_mac import StateKey
 from syft_flwr.errors import CheckpointError, StateIntegrityError
 from syft_flwr.events.ledger import Ledger
+from syft_flwr.fl_orchestrator.journal_seal import TAG_LEN, JournalSeal
 from syft_flwr.serde import (
     bytes_to_flower_message,
     flower_message_to_bytes,
@@ -86,8 +87,6 @@ __all__ = ["Journal", "ReplyCache", "request_fingerprint", "request_fingerprints
 logger = logging.getLogger("syft_flwr.checkpoint")
 
 JOURNAL_VERSION = 3
-#: Length of the tag that ends an authenticated exchange file (HMAC-SHA256).
-_TAG_LEN = 32
 #: How many replies a data owner keeps; only the interrupted phase is re-sent.
 DEFAULT_CACHED_REPLIES = 8
 
@@ -300,7 +299,7 @@ class Journal:
         self.folder = Path(folder)
         self.key = key
         self.owner = owner
-        self._mac = state_key
+        self._seal = JournalSeal(state_key, self.folder)
         self.run_id: int | None = None
         self._nonce = ""
         self._lock = threading.Lock()
@@ -356,7 +355,7 @@ class Journal:
                 f"unreadable checkpoint {meta_path}: {exc}; run with --fresh "
                 "to start over"
             ) from exc
-        self._check_meta(meta)
+        self._seal.check_meta(meta, JOURNAL_VERSION)
         if meta.get("key") != self.key or meta.get("owner") != self.owner:
             logger.warning(
                 "saved progress in %s is from a different app, data owner list, "
@@ -369,7 +368,7 @@ class Journal:
         files = sorted(self.folder.glob("*.exchange"))
         for f in files:
             try:
-                data = self._opened(f, f.read_bytes())
+                data = self._seal.opened(self._nonce, self.run_id, f, f.read_bytes())
                 entries = _unpack(data, self.parts_dir)
             except (ValueError, struct.error, OSError) as exc:
                 raise CheckpointError(
@@ -379,68 +378,6 @@ class Journal:
                 self._records.setdefault(fp, deque()).append(body)
                 self._unused += 1
         self._next = 1 + max((_index(f) for f in files), default=-1)
-
-    def _meta_fields(self, meta: dict[str, Any]) -> tuple[str, ...]:
-        return (
-            "run",
-            str(meta.get("version")),
-            str(meta.get("key")),
-            str(meta.get("run_id")),
-            str(meta.get("nonce")),
-            str(meta.get("owner")),
-        )
-
-    def _check_meta(self, meta: dict[str, Any]) -> None:
-        """Refuse saved progress this researcher cannot vouch for (never replayed)."""
-        version, tag = meta.get("version"), meta.get("tag")
-        if version != JOURNAL_VERSION:
-            self._refuse(
-                f"it was written by another version of syft_flwr (format "
-                f"{version!r}) that did not authenticate it"
-            )
-        if self._mac is None:
-            if tag is not None:
-                self._refuse(
-                    "it is authenticated with an identity key this researcher "
-                    "does not have now (encryption off, or other keys)"
-                )
-            return
-        if not isinstance(tag, str):
-            self._refuse("it carries no integrity tag (written without a key)")
-        try:
-            self._mac.verify(tag, *self._meta_fields(meta), what="its run record")
-        except StateIntegrityError as exc:
-            self._refuse(str(exc), cause=exc)
-
-    def _opened(self, path: Path, data: bytes) -> bytes:
-        """``data`` without its trailing tag, once the tag is checked."""
-        if self._mac is None:
-            return data
-        body, tag = data[:-_TAG_LEN], data[-_TAG_LEN:]
-        digest = hashlib.sha256(body).digest()
-        try:
-            self._mac.verify(
-                tag,
-                *self._exchange_fields(path.name),
-                digest,
-                what=f"its record {path.name}",
-            )
-        except StateIntegrityError as exc:
-            self._refuse(str(exc), cause=exc)
-        return body
-
-    def _exchange_fields(self, name: str) -> tuple[str, ...]:
-        # What binds an exchange file to its place: this run (nonce) and its name.
-        return ("exchange", self._nonce, str(self.run_id), name)
-
-    def _refuse(self, why: str, cause: Exception | None = None) -> None:
-        msg = (
-            f"the saved progress in {self.folder} cannot be trusted: {why}; "
-            "nothing of it was replayed. Check who can write your state "
-            "folder, then run with --fresh to start over"
-        )
-        logger.error("%s", msg)
-        raise CheckpointError(msg) from (cause or StateIntegrityError(why))
 
     def begin(self, run_id: int) -> None:
         """Start recording a new run ``run_id`` (records of another run are dropped)."""
@@ -461,9 +398,7 @@ class Journal:
             "nonce": self._nonce,
             "owner": self.owner,
         }
-        meta["tag"] = (
-            None if self._mac is None else self._mac.tag_hex(*self._meta_fields(meta))
-        )
+        meta["tag"] = self._seal.tag_meta(meta)
         _write_durable(self.folder / "run.json", json.dumps(meta).encode())
 
     def replay(self, fingerprints: Sequence[str]) -> list[bytes | None] | None:
@@ -518,8 +453,7 @@ class Journal:
         # written and fsynced by the writer thread, off the ServerApp's path.
         pieces = _pack(entries)
         path = self.folder / f"{n:08d}.exchange"
-        mac, bound = self._mac, self._exchange_fields(path.name)
-        seal = None if mac is None else (lambda digest: mac.tag(*bound, digest))
+        seal = self._seal.sealer(self._nonce, self.run_id, path.name)
 
         def write() -> None:
             if kept:
@@ -689,7 +623,7 @@ class ReplyCache:
             return None
         if self._mac is None or self.ledger is not None:
             return data  # legacy files on a keyed ledger were refused above
-        body, tag = data[:-_TAG_LEN], data[-_TAG_LEN:]
+        body, tag = data[:-TAG_LEN], data[-TAG_LEN:]
         digest = hashlib.sha256(body).digest()
         self._mac.verify(tag, "reply", fp, digest, what=f"cached reply {fp[:12]}")
         return body
