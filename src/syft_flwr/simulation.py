@@ -218,6 +218,9 @@ def _fork_party(
     """Run ``syft_flwr <argv>`` in a forked child; its output goes to ``log_path``."""
     sys.stdout.flush()
     sys.stderr.flush()
+    # Emptied here, before the parent relays it: a work dir used again must not
+    # show the last run's lines (nor hide this run's behind their offset).
+    os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
     pid = os.fork()
     if pid:
         return _ForkedParty(pid)
@@ -610,6 +613,9 @@ def _watch(
             rproc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             rproc.kill()
+    if not quiet:  # what was logged just before the researcher exited
+        for t in tails:
+            t.pump(out)
     rc = rproc.returncode
     if rc is not None and rc < 0:
         researcher.note = _exit_note(researcher, rc)

@@ -182,3 +182,48 @@ def test_kill_9_data_owner_researcher_goes_on_and_simulate_says_why(tmp_path: Pa
     assert "do3@example.org stopped answering: no heartbeat" in text
     assert "timed out" not in text
     assert 'TOY_RESULT {"final_mean": 4.0}' in out
+
+
+@pytest.mark.slow
+def test_a_tampered_journal_stops_the_resume_and_fresh_gives_the_honest_result(
+    tmp_path: Path,
+):
+    """Recorded replies rewritten to 1000.0 in a crashed run are never replayed."""
+    app_dir = tmp_path / "toy_app"
+    shutil.copytree(TOY, app_dir, ignore=shutil.ignore_patterns("__pycache__"))
+    work = tmp_path / "crashed"
+    cmd = _simulate(app_dir, work, "num-server-rounds=4 slow-seconds=0.3")
+    first = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()
+    )
+    _kill_researcher_after(work, 3, first)  # train 1, evaluate 1, train 2
+    out1, _ = first.communicate(timeout=120)
+    assert first.returncode == 1, out1
+
+    # Someone who can write the state folder rewrites the recorded replies.
+    journal = next((work / "SyftBox" / ".syft_flwr").rglob("resume/run.json")).parent
+    sys.path.insert(0, str(ROOT / "tests" / "fl_orchestrator"))
+    try:
+        from test_resume import _tamper_replies
+    finally:
+        sys.path.pop(0)
+    assert _tamper_replies(journal, 1000.0) >= 2
+
+    second = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env=_env()
+    )
+    both = second.stdout + second.stderr
+    assert second.returncode != 0, both
+    assert "failed its integrity check" in both, both  # the terminal says why
+    log = (work / "logs" / "researcher@example.org.log").read_text()
+    assert "failed its integrity check" in log and "--fresh" in log
+    assert "resuming run" not in log and "nothing of it was replayed" in log
+    assert "TOY_RESULT" not in second.stdout  # no result from forged replies
+    # Nothing was trained on the data owners' side for the refused command.
+    assert "running train" not in (work / "logs" / "do1@example.org.log").read_text()
+
+    third = subprocess.run(
+        [*cmd, "--fresh"], capture_output=True, text=True, timeout=300, env=_env()
+    )
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert _result(third.stdout, "TOY_RESULT ") == {"final_mean": 4.0}

@@ -167,3 +167,113 @@ def test_a_framed_reply_is_stored_self_contained_without_a_join(tmp_path: Path) 
         # The inline framed form: prefix then parts, readable on its own.
         assert status == 200 and stored == prefix + b"".join(parts)
         assert [bytes(p) for p in frames.parse_frame(stored).parts] == parts
+
+
+# -- authenticated with the data owner's own key ---------------------------------
+def _key(keys=None):
+    from syft_flwr.crypto.keys import generate_keys
+    from syft_flwr.crypto.state_mac import StateKey
+
+    return StateKey(keys or generate_keys(), "ledger")
+
+
+def _rewrite(path: Path, change) -> None:
+    lines = [json.dumps(change(json.loads(x))) for x in path.read_text().splitlines()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_a_changed_line_taints_its_id_and_is_never_cleared(tmp_path, caplog) -> None:
+    import pytest
+
+    from syft_flwr.errors import StateIntegrityError
+    from syft_flwr.events.ledger import TAINTED
+
+    key = _key()
+    led = Ledger(tmp_path, state_key=key)
+    led.mark("a", RUNNING, 100.0)
+    led.store_reply("b", 200, b"reply b", 1e12, peer="ds@example.org")
+    led.mark("c", REPLIED, 1e12)
+
+    def forge(rec):  # "a" ran (side effects): pretend it was only received
+        if rec["id"] == "a":
+            rec["s"] = RECEIVED
+        return rec
+
+    _rewrite(tmp_path / Ledger.FILE, forge)
+    again = Ledger(tmp_path, state_key=key)
+    assert again.state("a") == TAINTED and again.state("c") == REPLIED
+    assert "1 record(s)" in caplog.text and ": a" in caplog.text
+    with pytest.raises(StateIntegrityError, match="record of request a"):
+        again.stored_reply("a")
+    again.mark("a", RUNNING, 100.0)  # no later line clears it
+    again.trim()  # nor does compaction: it is kept, refused, under our tag
+    assert Ledger(tmp_path, state_key=key).state("a") == TAINTED
+    assert again.stored_reply("b", peer="ds@example.org") == (200, b"reply b")
+
+
+def test_a_ledger_from_another_party_or_an_older_version_is_not_trusted(
+    tmp_path,
+) -> None:
+    from syft_flwr.events.ledger import TAINTED
+
+    Ledger(tmp_path / "other", state_key=_key()).mark("x", REPLIED, 100.0)
+    (tmp_path / "old").mkdir()
+    Ledger(tmp_path / "old").mark("y", RUNNING, 100.0)  # untagged (no key)
+    mine = _key()
+    assert Ledger(tmp_path / "other", state_key=mine).state("x") == TAINTED
+    assert Ledger(tmp_path / "old", state_key=mine).state("y") == TAINTED
+
+
+def test_a_kept_reply_is_refused_when_altered_untagged_or_for_another_sender(
+    tmp_path,
+) -> None:
+    import pytest
+
+    from syft_flwr.errors import StateIntegrityError
+
+    key = _key()
+    led = Ledger(tmp_path, state_key=key)
+    led.store_reply("a", 200, b"the model", 100.0, peer="ds@example.org")
+    path = tmp_path / Ledger.REPLIES / "a.reply"
+    good = path.read_bytes()
+    assert b"the model" in good  # plaintext, with a tag after it
+    path.write_bytes(good.replace(b"the model", b"the modeX"))
+    with pytest.raises(StateIntegrityError, match="kept reply to request a"):
+        led.stored_reply("a")
+    path.write_bytes(good.replace(b"ds@example.org", b"ev@example.org"))
+    with pytest.raises(StateIntegrityError):  # re-addressed to another sender
+        led.stored_reply("a")
+    path.write_bytes((200).to_bytes(2, "big") + b"the model")  # older format
+    with pytest.raises(StateIntegrityError, match="no integrity tag"):
+        led.stored_reply("a")
+    path.write_bytes(good)
+    assert led.stored_reply("a", peer="ds@example.org") == (200, b"the model")
+    assert led.stored_reply("a", peer="eve@example.org") is None  # not theirs
+    # Under another data owner's key it does not verify either.
+    with pytest.raises(StateIntegrityError):
+        Ledger(tmp_path, state_key=_key()).stored_reply("a")
+    # Without a key (encryption off, no identity) it is read on trust.
+    assert Ledger(tmp_path).stored_reply("a") == (200, b"the model")
+
+
+def test_an_altered_cached_reply_is_computed_again(tmp_path) -> None:
+    from syft_flwr.crypto.keys import generate_keys
+    from syft_flwr.crypto.state_mac import StateKey
+    from syft_flwr.fl_orchestrator.checkpoint import ReplyCache
+
+    keys = generate_keys()
+    led = Ledger(tmp_path, state_key=StateKey(keys, "ledger"))
+    ReplyCache.on_ledger(led).ledger.keep_alias("fp-1", b"cached bytes")
+    path = next((tmp_path / Ledger.REPLIES).glob("alias+*.reply"))
+    path.write_bytes(path.read_bytes().replace(b"cached", b"forged"))
+    assert ReplyCache.on_ledger(led).get("fp-1") is None  # not used: recomputed
+    # An older version's untagged cache folder is not used on a keyed ledger.
+    legacy = tmp_path / "reply_cache"
+    ReplyCache(legacy).put("fp-2", b"\x00not a message")
+    assert ReplyCache.on_ledger(led, legacy=legacy)._legacy is False
+    # A cache kept in a folder of its own is tagged as well.
+    own = ReplyCache(tmp_path / "own", state_key=StateKey(keys, "reply-cache"))
+    own.put("fp-3", b"x" * 10)
+    f = tmp_path / "own" / "fp-3.reply"
+    f.write_bytes(b"y" + f.read_bytes()[1:])
+    assert own.get("fp-3") is None

@@ -147,7 +147,11 @@ def test_a_large_reply_is_kept_by_linking_its_sealed_chunks(
     # what the ledger wrote itself: references and keys, not the array
     reply_file = replies_dir(do_client) / f"{mid}.reply"
     assert reply_file.stat().st_size < 64 * 1024
-    assert reply_file.read_bytes()[2:7] == b"\x00SFA\x01"
+    data = reply_file.read_bytes()
+    # tagged (b"\xffSK1", whom it answers), status, then the attached record
+    assert data[:4] == b"\xffSK1"
+    start = 6 + int.from_bytes(data[4:6], "big") + 2
+    assert data[start : start + 5] == b"\x00SFA\x01"
 
 
 def test_a_restarted_data_owner_resends_the_linked_reply(

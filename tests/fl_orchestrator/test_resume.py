@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -353,3 +354,155 @@ def test_fingerprint_takes_a_named_content_hash_and_the_sender():
     one = request_fingerprint(a, with_sender=True, sender="ds@example.org")
     other = request_fingerprint(a, with_sender=True, sender="eve@example.org")
     assert one != other != named  # a sender only ever finds its own replies
+
+
+# -- the journal is authenticated private state ----------------------------------
+def _tamper_replies(journal: Path, value: float) -> int:
+    """Rewrite every recorded reply's arrays to ``value``, as an attacker would.
+
+    The attacker knows the format (it is open source) and re-packs each file; it
+    cannot compute the tag, so it keeps the old one. Returns the replies changed.
+    """
+    import numpy as np
+
+    from syft_flwr.fl_orchestrator.checkpoint import _pack, _unpack
+
+    changed = 0
+    for f in sorted(journal.glob("*.exchange")):
+        data = f.read_bytes()
+        body, tag = data[:-32], data[-32:]
+        entries = []
+        for fp, reply in _unpack(body, journal / "parts"):
+            if reply is not None:
+                msg = bytes_to_flower_message(reply)
+                for name, rec in msg.content.array_records.items():
+                    arrays = rec.to_numpy_ndarrays()
+                    msg.content[name] = ArrayRecord(
+                        [np.full_like(a, value) for a in arrays]
+                    )
+                    changed += 1
+                reply = flower_message_to_bytes(msg)
+            entries.append((fp, reply))
+        f.write_bytes(b"".join(bytes(p) for p in _pack(entries)) + tag)
+    return changed
+
+
+def test_rewritten_replies_in_a_crashed_runs_journal_are_never_replayed(
+    tmp_path, capsys, caplog
+):
+    hub = MemoryHub(max_file_size=4 * 1024 * 1024)
+    with pytest.raises(Crash):
+        _run(tmp_path, hub, 4, crash_at=4)
+    journal = tmp_path / DS / "flwr_toy" / "resume"
+    assert json.loads((journal / "run.json").read_text())["tag"]  # authenticated
+    assert _tamper_replies(journal, 1000.0) == 4  # train rounds 1 and 2, 2 owners
+    capsys.readouterr()
+    writes = hub.writes
+    with pytest.raises(CheckpointError, match="integrity check.*--fresh"):
+        _researcher_only(tmp_path, hub, 4)
+    assert hub.writes == writes  # refused before anything was sent
+    # Refused with its reason in the log; nothing was replayed or trained, and
+    # no result came out of the tampered journal.
+    assert "failed its integrity check" in caplog.text
+    assert "nothing of it was replayed" in caplog.text
+    out = capsys.readouterr().out
+    assert "TOY_RESULT" not in out
+    assert journal.exists()  # kept for inspection until --fresh
+    # Starting over gives the honest result (4 rounds of +1.0), not 1002.0.
+    ctx, handlers = _run(tmp_path, hub, 4, fresh=True)
+    assert '"final_mean": 4.0' in capsys.readouterr().out
+    assert _trains(handlers, ctx.run_id) == [4, 4]
+
+
+def _researcher_only(tmp: Path, hub: MemoryHub, rounds: int) -> None:
+    """The researcher's command alone (it stops before any data owner is asked)."""
+    cfg = load_project(TOY)
+    server_app = load_component(cfg.serverapp, cfg.app_dir)
+    rc = dict(cfg.app_config, **{"num-server-rounds": rounds})
+    client = MemoryClient(DS, hub, state_dir=tmp / DS)
+    run_researcher(server_app, "flwr/toy", OWNERS, client=client, run_config=rc)
+
+
+def _keyed(path: Path, keys, owner: str = DS, **kw) -> Journal:
+    from syft_flwr.crypto.state_mac import StateKey
+
+    return Journal(path, "k", state_key=StateKey(keys, "journal"), owner=owner, **kw)
+
+
+def test_a_journal_copied_from_another_researcher_is_refused(tmp_path, caplog):
+    import shutil
+
+    from syft_flwr.crypto.keys import generate_keys
+
+    theirs, mine = generate_keys(), generate_keys()
+    j = _keyed(tmp_path / "theirs", theirs, owner="other@example.org")
+    j.begin(7)
+    j.record([("fp1", b"their reply")])
+    j.flush()
+    # Copied as is: another researcher's key (and name) does not verify.
+    shutil.copytree(tmp_path / "theirs", tmp_path / "mine")
+    with pytest.raises(CheckpointError, match="integrity check"):
+        _keyed(tmp_path / "mine", mine)
+    assert "nothing of it was replayed" in caplog.text
+    # Nor with its run record re-labelled with this researcher's name.
+    meta = json.loads((tmp_path / "mine" / "run.json").read_text())
+    meta["owner"] = DS
+    (tmp_path / "mine" / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="integrity check"):
+        _keyed(tmp_path / "mine", mine)
+    # Their own researcher still resumes from it.
+    again = _keyed(tmp_path / "theirs", theirs, owner="other@example.org")
+    assert again.replay(["fp1"]) == [b"their reply"]
+
+
+def test_journal_entries_of_another_run_do_not_verify(tmp_path):
+    from syft_flwr.crypto.keys import generate_keys
+
+    keys = generate_keys()
+    j = _keyed(tmp_path / "j", keys)
+    j.begin(7)
+    j.record([("fp1", b"run 7 reply")])
+    j.flush()
+    old = (tmp_path / "j" / "00000000.exchange").read_bytes()
+    j = _keyed(tmp_path / "j", keys)
+    j.begin(8)  # another run of the same app, data owners and config
+    j.record([("fp1", b"run 8 reply")])
+    j.flush()
+    # Planting run 7's record into run 8 (as its next file) is refused.
+    (tmp_path / "j" / "00000001.exchange").write_bytes(old)
+    with pytest.raises(CheckpointError, match="00000001.exchange failed"):
+        _keyed(tmp_path / "j", keys)
+    # Renaming a genuine record (reordering the run) is refused too.
+    (tmp_path / "j" / "00000001.exchange").unlink()
+    (tmp_path / "j" / "00000000.exchange").rename(tmp_path / "j" / "00000003.exchange")
+    with pytest.raises(CheckpointError, match="00000003.exchange failed"):
+        _keyed(tmp_path / "j", keys)
+
+
+def test_an_untagged_journal_is_refused_with_a_clear_message(tmp_path, caplog):
+    from syft_flwr.crypto.keys import generate_keys
+
+    keys = generate_keys()
+    # A journal written by the version before authentication (format 2).
+    folder = tmp_path / "j"
+    folder.mkdir()
+    (folder / "run.json").write_text(
+        json.dumps({"version": 2, "key": "k", "run_id": 7})
+    )
+    with pytest.raises(CheckpointError, match="another version.*--fresh"):
+        _keyed(folder, keys)
+    # One written without a key (encryption was off) is not trusted once keys
+    # exist, and one written with a key is not read without it.
+    plain = Journal(tmp_path / "p", "k", owner=DS)
+    plain.begin(7)
+    plain.record([("fp", b"x")])
+    plain.flush()
+    with pytest.raises(CheckpointError, match="no integrity tag"):
+        _keyed(tmp_path / "p", keys)
+    keyed = _keyed(tmp_path / "q", keys)
+    keyed.begin(7)
+    with pytest.raises(CheckpointError, match="identity key this researcher"):
+        Journal(tmp_path / "q", "k", owner=DS)
+    assert "nothing of it was replayed" in caplog.text
+    # --fresh always starts over.
+    assert _keyed(folder, keys, fresh=True).run_id is None

@@ -29,6 +29,17 @@ without writing it again: its sealed chunk files get a second name in
 disk), and the stored reply holds their references and content keys. It is
 checked and opened again only if it is ever re-sent.
 
+The ledger and its kept replies are private state the data owner acts on (it
+re-sends a kept reply, sealed, as its own), so with a key
+(:class:`~syft_flwr.crypto.state_mac.StateKey`, purpose ``"ledger"``) every log
+line carries a tag over its fields, and every kept reply file a trailing tag over
+the request id, the sender it answers, its status and the hash of its bytes
+(computed as they are written; a reply with attachments tags its small record of
+references and content keys, and the chunks are checked again by decryption).
+A log line that fails (changed, or written by an older version) marks the id it
+names :data:`TAINTED`: never run, never answered with a kept reply. A kept reply
+that fails is never sent (:class:`~syft_flwr.errors.StateIntegrityError`).
+
 Entries and stored replies are trimmed once the request's expiry has passed
 (plus a grace period); the log is compacted when it grows. ``executed.log``
 from older versions is read as ``replied``.
@@ -49,13 +60,28 @@ from pathlib import Path
 from syft_flwr import frames
 from syft_flwr._fs import fsync_dir
 from syft_flwr.blobs import ATTACHED_MAGIC, read_local_blob, unpack_attached
+from syft_flwr.client.protocol import SyftFlwrClient
+from syft_flwr.crypto.state_mac import StateKey
+from syft_flwr.errors import StateIntegrityError
+from syft_flwr.events.kept_reply import open_kept, write_kept
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Ledger", "LedgerEntry", "RECEIVED", "REPLIED", "RUNNING", "STORED"]
+__all__ = [
+    "Ledger",
+    "LedgerEntry",
+    "RECEIVED",
+    "REPLIED",
+    "RUNNING",
+    "STORED",
+    "TAINTED",
+    "open_ledger",
+]
 
 RECEIVED, RUNNING, STORED, REPLIED = "received", "running", "stored", "replied"
-_ORDER = {RECEIVED: 0, RUNNING: 1, STORED: 2, REPLIED: 3}
+#: An id whose record failed its integrity check: never run nor answered again.
+TAINTED = "tainted"
+_ORDER = {RECEIVED: 0, RUNNING: 1, STORED: 2, REPLIED: 3, TAINTED: 4}
 #: Entries are kept this long past their request's expiry (late resends, clock skew).
 KEEP_AFTER_EXPIRY = 3600.0  # seconds
 #: Compact the log when it holds this many more lines than live entries.
@@ -90,6 +116,8 @@ class Ledger:
 
     With ``state_dir=None`` everything lives in memory only (tests, notebooks).
     Ids are validated by the caller (``envelope.ID_PATTERN``): never a path.
+    ``state_key`` (``StateKey(keys, "ledger")``) authenticates the log and the
+    kept replies; without it (no identity key) they are taken on trust.
     """
 
     FILE = "ledger.jsonl"
@@ -103,7 +131,9 @@ class Ledger:
         clock: Callable[[], float] = time.time,
         keep_aliases: int = DEFAULT_KEEP_ALIASES,
         keep_alias_bytes: int = DEFAULT_KEEP_ALIAS_BYTES,
+        state_key: StateKey | None = None,
     ) -> None:
+        self._mac = state_key
         self._lock = threading.Lock()
         self._clock = clock
         self._entries: dict[str, LedgerEntry] = {}
@@ -139,10 +169,11 @@ class Ledger:
                 if line.strip():
                     mid = line.strip()
                     self._entries[mid] = LedgerEntry(mid, REPLIED, NEVER)
+        tainted: set[str] = set()
         if self.path.exists():
             for line in self.path.read_text(errors="replace").splitlines():
                 self._lines += 1
-                try:  # our own file; a torn last line (crash mid-write) is skipped
+                try:  # a torn last line (crash mid-write) is skipped
                     rec = json.loads(line)
                     mid = str(rec["id"])
                     alias = rec.get("fp")
@@ -153,13 +184,61 @@ class Ledger:
                     )
                 except (ValueError, KeyError, TypeError, AttributeError):
                     continue
+                if mid in tainted or not self._authentic(rec):
+                    tainted.add(mid)  # once tainted, no later line clears it
+                    self._taint(mid)
+                    continue
                 if entry is not None and entry.state in _ORDER:
                     self._entries[mid] = entry
                 if isinstance(alias, str):
                     self._aliases.pop(alias, None)  # newest last
                     self._aliases[alias] = mid
+        if tainted:
+            logger.warning(
+                "%d record(s) in this data owner's request ledger %s failed their "
+                "integrity check (changed by someone who can write the state "
+                "folder, or written by an older version); the requests they name "
+                "are not run or answered again: %s",
+                len(tainted),
+                self.path,
+                ", ".join(sorted(tainted)[:10]),
+            )
         while len(self._aliases) > self.keep_aliases:
             self._aliases.pop(next(iter(self._aliases)))
+
+    def _fields(self, rec: dict[str, object]) -> tuple[str, ...]:
+        """What a log line's tag covers (the expiry as its JSON text)."""
+        exp = rec.get("exp")
+        return (
+            "line",
+            str(rec.get("id")),
+            str(rec.get("s", "")),
+            "" if exp is None else json.dumps(exp),
+            str(rec.get("fp", "")),
+        )
+
+    def _authentic(self, rec: dict[str, object]) -> bool:
+        if self._mac is None:
+            return True  # no key: taken on trust (logged where the key was sought)
+        tag = rec.get("t")
+        try:
+            self._mac.verify(
+                tag if isinstance(tag, str) else "", *self._fields(rec), what="line"
+            )
+        except StateIntegrityError:
+            return False
+        return True
+
+    def _taint(self, mid: str) -> None:
+        """Never act on ``mid`` again.
+
+        Its claimed expiry is not trusted either (a past one would let it be
+        trimmed and the request run again): it is kept until the ledger is
+        removed by hand.
+        """
+        self._entries[mid] = LedgerEntry(mid, TAINTED, NEVER)
+        for alias in [a for a, m in self._aliases.items() if m == mid]:
+            del self._aliases[alias]
 
     def _close_fd(self) -> None:
         if self._fd is not None:
@@ -178,6 +257,11 @@ class Ledger:
         self._close_fd()
 
     # -- queries ----------------------------------------------------------------
+    @property
+    def authenticated(self) -> bool:
+        """Whether records and kept replies are checked with the owner's key."""
+        return self._mac is not None
+
     def __contains__(self, mid: object) -> bool:
         with self._lock:
             return mid in self._entries
@@ -226,7 +310,7 @@ class Ledger:
                 return
             state = old.state  # the alias is news even if the state is not
         self._entries[mid] = LedgerEntry(mid, state, expires_at)
-        rec: dict[str, object] = {"id": mid, "s": state, "exp": expires_at}
+        rec: dict[str, object] = {"id": mid, "s": state, "exp": float(expires_at)}
         if alias is not None:
             rec["fp"] = alias
         self._append_locked(rec, durable=durable)
@@ -234,13 +318,18 @@ class Ledger:
     def _append_locked(self, rec: dict[str, object], *, durable: bool) -> None:
         if self.path is None:
             return
-        line = json.dumps(rec) + "\n"
+        line = json.dumps(self._tagged(rec)) + "\n"
         if self._fd is None:  # kept open: one open per process, not per mark
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         os.write(self._fd, line.encode())
         if durable:
             os.fsync(self._fd)
         self._lines += 1
+
+    def _tagged(self, rec: dict[str, object]) -> dict[str, object]:
+        if self._mac is not None:
+            rec["t"] = self._mac.tag_hex(*self._fields(rec))
+        return rec
 
     def add(self, mid: str) -> None:
         """Record ``mid`` as replied (the simple form older callers use)."""
@@ -261,15 +350,19 @@ class Ledger:
         durable: bool = True,
         alias: str | None = None,
         size: int | None = None,
+        peer: str = "",
     ) -> None:
         """Keep the reply (fsynced with ``durable``), then mark ``mid`` ``stored``.
+
+        ``peer`` is who the reply answers; with a key it is bound into the kept
+        reply's tag (see :meth:`stored_reply`).
 
         A reply already delivered is kept without an fsync (it only serves a
         rare resend); one that still has to be delivered is kept durably (or
         made so later with :meth:`sync_reply`). With ``alias`` the same file
         is also found by :meth:`alias_reply` (no second copy is written).
         """
-        self._write_reply(mid, status, body, durable=durable)
+        self._write_reply(mid, status, body, durable=durable, peer=peer)
         with self._lock:
             # The reply file itself is the durable record; a lost "stored" line
             # only leaves "running" plus a kept reply, which is read the same way.
@@ -292,6 +385,7 @@ class Ledger:
         size: int,
         durable: bool = True,
         alias: str | None = None,
+        peer: str = "",
     ) -> bool:
         """Keep a reply whose attachments are already stored, sealed, by linking them.
 
@@ -315,7 +409,14 @@ class Ledger:
                 self._linked.discard(mid)
             return False
         self.store_reply(
-            mid, status, attached, expires_at, durable=durable, alias=alias, size=size
+            mid,
+            status,
+            attached,
+            expires_at,
+            durable=durable,
+            alias=alias,
+            size=size,
+            peer=peer,
         )
         return True
 
@@ -345,7 +446,7 @@ class Ledger:
         fsync_dir(self.dir / self.REPLIES)
 
     def _write_reply(
-        self, mid: str, status: int, body: bytes, *, durable: bool
+        self, mid: str, status: int, body: bytes, *, durable: bool, peer: str = ""
     ) -> None:
         if self.dir is None:
             with self._lock:
@@ -355,12 +456,7 @@ class Ledger:
         tmp = path.with_name(path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, status.to_bytes(2, "big"))
-            for piece in frames.pieces(body):  # a FramedBody: no join
-                view = memoryview(piece).cast("B")
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
+            write_kept(fd, mid, peer, status, body, self._mac)
             if durable:
                 os.fsync(fd)
         finally:
@@ -450,19 +546,42 @@ class Ledger:
         with self._lock:
             self._linked.discard(mid)
 
-    def stored_reply(self, mid: str) -> tuple[int, bytes] | None:
+    def stored_reply(
+        self, mid: str, peer: str | None = None
+    ) -> tuple[int, bytes] | None:
         """The stored ``(status, body)`` of ``mid``, if it is still kept.
 
         A reply kept with its sealed attachments (:meth:`store_sealed`) comes
         back as a :class:`~syft_flwr.frames.FramedBody`, its chunks checked and
         opened; one that no longer opens is reported and treated as gone.
+        With ``peer``, a reply kept for another sender is not returned.
+
+        Raises
+        ------
+        StateIntegrityError
+            With a key: the kept reply (or the ledger's record of ``mid``)
+            failed its integrity check or carries no tag. It must not be sent.
         """
         if self.dir is None:
             with self._lock:
                 return self._memory_replies.get(mid)
+        if self.state(mid) == TAINTED:
+            raise StateIntegrityError(
+                f"the data owner's record of request {mid} failed its integrity "
+                "check; its kept reply is not sent"
+            )
         try:
             data = self._reply_path(mid).read_bytes()
         except OSError:
+            return None
+        data, kept_for = open_kept(mid, data, self._mac)
+        if peer is not None and self._mac is not None and kept_for != peer:
+            logger.warning(
+                "the kept reply to %s answers %s, not %s; it is not sent to them",
+                mid,
+                kept_for,
+                peer,
+            )
             return None
         if len(data) < 2:
             return None
@@ -558,11 +677,12 @@ class Ledger:
         assert self.path is not None and self.dir is not None
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w") as f:
-            for e in entries:
-                f.write(json.dumps({"id": e.mid, "s": e.state, "exp": e.expires_at}))
+            for e in entries:  # a tainted id stays refused, now under our tag
+                rec = {"id": e.mid, "s": e.state, "exp": float(e.expires_at)}
+                f.write(json.dumps(self._tagged(rec)))
                 f.write("\n")
             for alias, mid in self._aliases.items():  # oldest first, as loaded
-                f.write(json.dumps({"id": mid, "fp": alias}))
+                f.write(json.dumps(self._tagged({"id": mid, "fp": alias})))
                 f.write("\n")
             f.flush()
             os.fsync(f.fileno())
@@ -572,6 +692,24 @@ class Ledger:
         legacy = self.dir / self.LEGACY_FILE
         if legacy.exists():  # folded into the new log above
             legacy.unlink()
+
+
+def open_ledger(
+    state_dir: Path | None,
+    client: SyftFlwrClient,
+    policy: object,
+    clock: Callable[[], float] = time.time,
+) -> Ledger:
+    """The data owner's ledger in ``state_dir``, authenticated with its own key.
+
+    The key is derived from the data owner's identity key (see
+    :func:`~syft_flwr.crypto.own_state.state_key_for`); without one the ledger
+    is taken on trust, which is logged once.
+    """
+    from syft_flwr.crypto.own_state import state_key_for
+
+    key = None if state_dir is None else state_key_for(client, policy, "ledger")
+    return Ledger(state_dir, clock=clock, state_key=key)
 
 
 def _chunk_owner(name: str) -> str | None:

@@ -44,10 +44,19 @@ from syft_flwr.errors import (
     MessageNotFound,
     PermissionDenied,
     SecurityError,
+    StateIntegrityError,
     TransportError,
 )
 from syft_flwr.events.audit import AuditLog
-from syft_flwr.events.ledger import RECEIVED, REPLIED, RUNNING, STORED, Ledger
+from syft_flwr.events.ledger import (
+    RECEIVED,
+    REPLIED,
+    RUNNING,
+    STORED,
+    TAINTED,
+    Ledger,
+    open_ledger,
+)
 from syft_flwr.events.protocol import MessageHandler, SyftFlwrEvents
 from syft_flwr.rpc import CodecPolicy, Incoming, StoredParts, SyftFlwrRpc
 from syft_flwr.transports.base import RpcPath, Transport, Watch
@@ -267,7 +276,9 @@ class TransportEvents(SyftFlwrEvents):
             if allowed_senders is None
             else {fold_domain(s) for s in allowed_senders}
         )
-        self.ledger = Ledger(client.state_dir(self.app_name), clock=clock)
+        self.ledger = open_ledger(
+            client.state_dir(self.app_name), client, policy, clock
+        )
         #: What ran on this data owner's data, for whom, when, and what left.
         self.audit = audit or AuditLog.for_client(client, clock=clock)
         self._endpoints: dict[str, _Endpoint] = {}
@@ -490,7 +501,7 @@ class TransportEvents(SyftFlwrEvents):
             # cleaning up (its request deletion has not arrived yet): not a replay.
             return
         state = self.ledger.state(mid)
-        if state in (RUNNING, STORED, REPLIED):
+        if state in (RUNNING, STORED, REPLIED, TAINTED):
             self._incomplete.pop(key, None)
             self._answer_again(path, mid, key, state, head.expires, expires_at)
             return
@@ -616,7 +627,13 @@ class TransportEvents(SyftFlwrEvents):
         def keep(stored: StoredParts) -> None:
             kept.append(
                 self._keep_reply(
-                    mid, status, body, expires_at, alias=alias, stored=stored
+                    mid,
+                    status,
+                    body,
+                    expires_at,
+                    alias=alias,
+                    stored=stored,
+                    peer=incoming.path.peer,
                 )
             )
 
@@ -633,6 +650,7 @@ class TransportEvents(SyftFlwrEvents):
                 durable=True,
                 again=any(kept),
                 alias=None if any(kept) else alias,
+                peer=incoming.path.peer,
             )
 
     def _keep_reply(
@@ -646,6 +664,7 @@ class TransportEvents(SyftFlwrEvents):
         alias: str | None = None,
         again: bool = False,
         stored: StoredParts | None = None,
+        peer: str = "",
     ) -> bool:
         """Store the reply in the ledger (``again``: already stored, make it durable).
 
@@ -665,9 +684,16 @@ class TransportEvents(SyftFlwrEvents):
                 size=frames.total_size(body),
                 durable=durable,
                 alias=alias,
+                peer=peer,
             ):
                 self.ledger.store_reply(
-                    mid, status, body, expires_at, durable=durable, alias=alias
+                    mid,
+                    status,
+                    body,
+                    expires_at,
+                    durable=durable,
+                    alias=alias,
+                    peer=peer,
                 )
         except OSError as exc:
             logger.error("could not keep the reply to %s durably: %s", mid, exc)
@@ -831,7 +857,13 @@ class TransportEvents(SyftFlwrEvents):
         """A request this data owner has already started: never run it again."""
         if mid in self._retries:
             return  # its reply is queued for another write attempt
-        stored = self.ledger.stored_reply(mid)
+        try:
+            stored = self.ledger.stored_reply(mid, peer=path.peer)
+        except StateIntegrityError as exc:  # never send what we cannot vouch for
+            self._refuse(
+                path, mid, 409, f"{exc}; it is not run again", key, expires=expires
+            )
+            return
         if stored is not None:
             logger.info("request %s was answered before; sending the same reply", mid)
             self._deliver(path, mid, stored[0], stored[1], expires, expires_at)

@@ -25,6 +25,15 @@ app asks for something the journal does not hold while records are still
 unused (random node sampling without a seed, wall-clock based config), the
 grid says so and goes on live from there.
 
+The journal is private state the researcher acts on, so it is authenticated
+(:class:`~syft_flwr.crypto.state_mac.StateKey`, purpose ``"journal"``, derived
+from the researcher's identity key): ``run.json`` is tagged over the command key,
+run id, a random run nonce written when the run starts and the researcher's email,
+and each exchange file carries a trailing tag over its name, that nonce and the
+hash of its bytes (computed as they are written). A journal that was changed,
+copied from another researcher or run, or written by a version without tags stops
+the resume with a clear error and a ``--fresh`` hint; nothing of it is replayed.
+
 The cost is disk: the journal keeps every reply of the run (about the size of
 the model per data owner per phase); it is deleted when the run completes. Large
 replies cost no writing where the backend allows: their attachment chunks, as
@@ -63,8 +72,10 @@ from syft_flwr.blobs import (
     fsync_local_chunks,
     read_local_blob,
 )
-from syft_flwr.errors import CheckpointError
+from syft_flwr.crypto.state_mac import StateKey
+from syft_flwr.errors import CheckpointError, StateIntegrityError
 from syft_flwr.events.ledger import Ledger
+from syft_flwr.fl_orchestrator.journal_seal import TAG_LEN, JournalSeal
 from syft_flwr.serde import (
     bytes_to_flower_message,
     flower_message_to_bytes,
@@ -75,7 +86,7 @@ __all__ = ["Journal", "ReplyCache", "request_fingerprint", "request_fingerprints
 
 logger = logging.getLogger("syft_flwr.checkpoint")
 
-JOURNAL_VERSION = 2
+JOURNAL_VERSION = 3
 #: How many replies a data owner keeps; only the interrupted phase is re-sent.
 DEFAULT_CACHED_REPLIES = 8
 
@@ -145,13 +156,27 @@ def _fingerprint(
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-def _write_durable(path: Path, data: bytes | Sequence[bytes | memoryview]) -> None:
-    """Write ``data`` (or its pieces, in order) to ``path`` atomically and durably."""
+def _write_durable(
+    path: Path,
+    data: bytes | Sequence[bytes | memoryview],
+    *,
+    seal: Callable[[bytes], bytes] | None = None,
+) -> None:
+    """Write ``data`` (or its pieces, in order) to ``path`` atomically and durably.
+
+    With ``seal``, the SHA-256 of the bytes is computed as they are written (no
+    second pass over a large reply) and ``seal(digest)`` is appended.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    digest = hashlib.sha256() if seal is not None else None
     with open(tmp, "wb", opener=lambda p, f: os.open(p, f, 0o600)) as fh:
         for piece in frames.pieces(data) if isinstance(data, bytes) else data:
             fh.write(piece)
+            if digest is not None:
+                digest.update(piece)
+        if seal is not None and digest is not None:
+            fh.write(seal(digest.digest()))
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -241,6 +266,20 @@ class Journal:
         a journal written under another key is discarded with a log line.
     fresh:
         Discard any journal and start over.
+    state_key:
+        The researcher's journal MAC key (``StateKey(keys, "journal")``).
+        ``None`` (no identity key): the journal is written and read without
+        authentication.
+    owner:
+        The researcher's email, bound into the journal.
+
+    Raises
+    ------
+    CheckpointError
+        The saved progress is unreadable, fails its integrity check (changed,
+        copied from another researcher or run) or carries no tag (an older
+        version); nothing of it is replayed, and it is kept for inspection
+        until the researcher runs with ``--fresh``.
 
     Attributes
     ----------
@@ -248,10 +287,21 @@ class Journal:
         The run id to reuse, or ``None`` for a new run.
     """
 
-    def __init__(self, folder: Path, key: str, *, fresh: bool = False) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        key: str,
+        *,
+        fresh: bool = False,
+        state_key: StateKey | None = None,
+        owner: str = "",
+    ) -> None:
         self.folder = Path(folder)
         self.key = key
+        self.owner = owner
+        self._seal = JournalSeal(state_key, self.folder)
         self.run_id: int | None = None
+        self._nonce = ""
         self._lock = threading.Lock()
         self._records: dict[str, deque[bytes | None]] = {}
         self._unused = 0
@@ -295,26 +345,31 @@ class Journal:
         meta_path = self.folder / "run.json"
         try:
             meta = json.loads(meta_path.read_text())
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+            run_id, nonce = int(meta.get("run_id")), meta.get("nonce")
         except FileNotFoundError:
             return
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise CheckpointError(
                 f"unreadable checkpoint {meta_path}: {exc}; run with --fresh "
                 "to start over"
             ) from exc
-        if meta.get("version") != JOURNAL_VERSION or meta.get("key") != self.key:
+        self._seal.check_meta(meta, JOURNAL_VERSION)
+        if meta.get("key") != self.key or meta.get("owner") != self.owner:
             logger.warning(
-                "saved progress in %s is from a different app, data owner list "
-                "or run config; starting a new run",
+                "saved progress in %s is from a different app, data owner list, "
+                "run config or researcher; starting a new run",
                 self.folder,
             )
             shutil.rmtree(self.folder)
             return
-        self.run_id = int(meta["run_id"])
+        self.run_id, self._nonce = run_id, str(nonce)
         files = sorted(self.folder.glob("*.exchange"))
         for f in files:
             try:
-                entries = _unpack(f.read_bytes(), self.parts_dir)
+                data = self._seal.opened(self._nonce, self.run_id, f, f.read_bytes())
+                entries = _unpack(data, self.parts_dir)
             except (ValueError, struct.error, OSError) as exc:
                 raise CheckpointError(
                     f"corrupt checkpoint file {f}: {exc}; run with --fresh to start over"
@@ -322,7 +377,7 @@ class Journal:
             for fp, body in entries:
                 self._records.setdefault(fp, deque()).append(body)
                 self._unused += 1
-        self._next = len(files)
+        self._next = 1 + max((_index(f) for f in files), default=-1)
 
     def begin(self, run_id: int) -> None:
         """Start recording a new run ``run_id`` (records of another run are dropped)."""
@@ -334,8 +389,16 @@ class Journal:
             for f in self.folder.glob("*.exchange"):
                 f.unlink(missing_ok=True)
             shutil.rmtree(self.parts_dir, ignore_errors=True)
+            self._nonce = os.urandom(16).hex()  # no entry of another run verifies
         self.run_id = run_id
-        meta = {"version": JOURNAL_VERSION, "key": self.key, "run_id": run_id}
+        meta: dict[str, Any] = {
+            "version": JOURNAL_VERSION,
+            "key": self.key,
+            "run_id": run_id,
+            "nonce": self._nonce,
+            "owner": self.owner,
+        }
+        meta["tag"] = self._seal.tag_meta(meta)
         _write_durable(self.folder / "run.json", json.dumps(meta).encode())
 
     def replay(self, fingerprints: Sequence[str]) -> list[bytes | None] | None:
@@ -390,12 +453,13 @@ class Journal:
         # written and fsynced by the writer thread, off the ServerApp's path.
         pieces = _pack(entries)
         path = self.folder / f"{n:08d}.exchange"
+        seal = self._seal.sealer(self._nonce, self.run_id, path.name)
 
         def write() -> None:
             if kept:
                 # The linked chunks and their new names, before the record.
                 fsync_local_chunks(self.parts_dir, kept)
-            _write_durable(path, pieces)
+            _write_durable(path, pieces, seal=seal)
 
         self._writer.submit(write)
 
@@ -417,6 +481,14 @@ class Journal:
         """The run completed: forget it, so the next command starts a new run."""
         self._writer.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _index(path: Path) -> int:
+    """The sequence number of an exchange file ``<nnnnnnnn>.exchange``."""
+    try:
+        return int(path.stem)
+    except ValueError:
+        return -1
 
 
 class _Writer:
@@ -498,11 +570,23 @@ class ReplyCache:
         A private folder (the data owner's state dir for the app).
     keep:
         How many replies to keep (oldest are deleted first).
+    state_key:
+        Authenticates the replies kept in ``folder`` (a trailing tag over the
+        fingerprint and the reply's bytes, computed as they are written); one
+        that fails is not used, and the request is computed again. ``None``:
+        taken on trust (no identity key).
     """
 
-    def __init__(self, folder: Path, keep: int = DEFAULT_CACHED_REPLIES) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        keep: int = DEFAULT_CACHED_REPLIES,
+        *,
+        state_key: StateKey | None = None,
+    ) -> None:
         self.folder = Path(folder)
         self.keep = keep
+        self._mac = state_key
         self._lock = threading.Lock()
         self.ledger: Ledger | None = None
         self._legacy = False  # on a ledger: an older version's folder to read too
@@ -518,22 +602,44 @@ class ReplyCache:
         cache = cls(folder, ledger.keep_aliases)
         cache.ledger = ledger
         cache._legacy = legacy is not None and any(legacy.glob("*.reply"))
+        if cache._legacy and ledger.authenticated:
+            # An older version's untagged replies: never re-sent as our own.
+            logger.warning(
+                "replies an older version cached in %s carry no integrity tag; "
+                "they are not used (such a request is computed again)",
+                legacy,
+            )
+            cache._legacy = False
         return cache
 
     def _path(self, fp: str) -> Path:
         return self.folder / f"{fp}.reply"
 
+    def _read(self, fp: str) -> bytes | None:
+        """A reply kept in :attr:`folder` (its tag checked), or ``None``."""
+        try:
+            data = self._path(fp).read_bytes()
+        except FileNotFoundError:
+            return None
+        if self._mac is None or self.ledger is not None:
+            return data  # legacy files on a keyed ledger were refused above
+        body, tag = data[:-TAG_LEN], data[-TAG_LEN:]
+        digest = hashlib.sha256(body).digest()
+        self._mac.verify(tag, "reply", fp, digest, what=f"cached reply {fp[:12]}")
+        return body
+
     def get(self, fp: str) -> Message | None:
         """Return the cached reply for ``fp``, or ``None``."""
         data: bytes | None = None
-        if self.ledger is not None:
-            stored = self.ledger.alias_reply(fp)
-            data = None if stored is None else stored[1]
-        if data is None and (self.ledger is None or self._legacy):
-            try:
-                data = self._path(fp).read_bytes()
-            except FileNotFoundError:
-                return None
+        try:
+            if self.ledger is not None:
+                stored = self.ledger.alias_reply(fp)
+                data = None if stored is None else stored[1]
+            if data is None and (self.ledger is None or self._legacy):
+                data = self._read(fp)
+        except StateIntegrityError as exc:  # never re-send it: compute again
+            logger.warning("not using a cached reply %s: %s", fp[:12], exc)
+            return None
         if data is None:
             return None
         try:
@@ -560,7 +666,9 @@ class ReplyCache:
             self.ledger.keep_alias(fp, data)
             return
         data = reply if isinstance(reply, bytes) else flower_message_to_bytes(reply)
-        _write_durable(self._path(fp), data)
+        mac = self._mac
+        seal = None if mac is None else (lambda digest: mac.tag("reply", fp, digest))
+        _write_durable(self._path(fp), data, seal=seal)
         with self._lock:
             entries: list[tuple[float, Any]] = []
             for p in self.folder.glob("*.reply"):

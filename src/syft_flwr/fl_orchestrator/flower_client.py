@@ -453,7 +453,11 @@ def _reply_cache(ev: SyftFlwrEvents, state_dir: str | Path | None) -> ReplyCache
         and ledger.dir.resolve() == Path(state_dir).resolve()
     ):
         return ReplyCache.on_ledger(ledger, legacy=folder if folder.is_dir() else None)
-    return ReplyCache(folder)
+    from syft_flwr.crypto.own_state import state_key_for
+
+    client = getattr(ev, "_client", None)  # the data owner's own key, if any
+    policy = getattr(getattr(ev, "rpc", None), "policy", None)
+    return ReplyCache(folder, state_key=state_key_for(client, policy, "reply-cache"))
 
 
 def _start_heartbeat(

@@ -114,7 +114,11 @@ def run_researcher(
         settings=settings,
         project_hash=project_hash,
     )
-    journal = _open_journal(grid, app_name, datasites, run_config, state_dir, fresh)
+    try:
+        journal = _open_journal(grid, app_name, datasites, run_config, state_dir, fresh)
+    except BaseException:  # saved progress refused: nothing was sent
+        grid.close()
+        raise
     if journal is not None and journal.run_id is not None and run_id is None:
         rid = journal.run_id
         logger.info(
@@ -218,7 +222,16 @@ def _open_journal(
             default=str,
         ).encode()
     ).hexdigest()
-    return Journal(folder / "resume", key, fresh=fresh)
+    # Bound to this researcher: a journal copied from another fails its MAC.
+    from syft_flwr.crypto.own_state import state_key_for
+
+    return Journal(
+        folder / "resume",
+        key,
+        fresh=fresh,
+        state_key=state_key_for(grid.client, grid.rpc.policy, "journal"),
+        owner=grid.get_client_email(),
+    )
 
 
 def _check_work(grid: SyftGrid) -> None:
