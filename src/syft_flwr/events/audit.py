@@ -26,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from syft_flwr._printable import printable
+
 __all__ = ["AuditLog", "audit_entries", "format_audit", "read_audit"]
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
@@ -231,13 +233,15 @@ def format_audit(entries: list[dict[str, Any]]) -> str:
                 details.append(f"status {e.get('status')}")
             if e.get("fingerprint"):
                 details.append(f"key {str(e['fingerprint'])[:16]}")
+        # Every cell is escaped: message types, group ids, reasons and names
+        # come from researchers and must not drive the terminal.
         rows.append(
             (
                 ts.strftime("%Y-%m-%d %H:%M:%S"),
-                str(e.get("event", "")),
-                str(e.get("app", "")),
-                str(e.get("sender", "")),
-                ", ".join(d for d in details if d),
+                printable(e.get("event", "")),
+                printable(e.get("app", "")),
+                printable(e.get("sender", "")),
+                printable(", ".join(d for d in details if d)),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(4)]

@@ -302,27 +302,28 @@ def show_text(store: ProjectStore, ref: str) -> str:
     """
     rec = store.get(ref)
     pkg = store.package(rec.project_hash)
+    p = printable  # everything below came from a researcher or a shared folder
     out = [
-        f"project {rec.name} {rec.project_hash} [{rec.status}]",
-        f"from {rec.researcher} (fingerprint {rec.fingerprint})",
+        f"project {p(rec.name)} {p(rec.project_hash)} [{p(rec.status)}]",
+        f"from {p(rec.researcher)} (fingerprint {p(rec.fingerprint)})",
     ]
     if rec.reason:
-        out.append(f"reason: {rec.reason}")
+        out.append(f"reason: {p(rec.reason)}")
     prev = store.previous_approved(rec)
     if prev is not None:
         old = store.package(prev.project_hash).files
-        out.append(f"\n=== diff against approved {prev.short} ===")
+        out.append(f"\n=== diff against approved {p(prev.short)} ===")
         for path in sorted(set(old) | set(pkg.files)):
             a = _lines(old.get(path, b""))
             b = _lines(pkg.files.get(path, b""))
             out.extend(
-                printable(line.rstrip("\n"))
+                p(line.rstrip("\n"), multiline=True)
                 for line in difflib.unified_diff(a, b, f"a/{path}", f"b/{path}")
             )
     for path in sorted(pkg.files):
-        out.append(f"\n=== {path} ===")
+        out.append(f"\n=== {p(path)} ===")
         text = pkg.files[path].decode("utf-8", errors="replace")
-        out.append(printable(text).rstrip("\n"))
+        out.append(p(text, multiline=True).rstrip("\n"))
     return os.linesep.join(out) + os.linesep
 
 
