@@ -527,18 +527,40 @@ def audit(
             help="Only events since then: a duration like 1d or 12h, or an ISO date.",
         ),
     ] = None,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Only check that no line was changed, removed or added; exit 1 if "
+            "one was, 3 if the trail cannot be fully verified.",
+        ),
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Data owner: show what ran on your data, for whom, when, and what left."""
-    from syft_flwr.events.audit import audit_entries, format_audit
+    from syft_flwr.events.audit import audit_entries, format_audit, verify_audit
 
-    entries = audit_entries(client_for(config), since=_parse_since(since))
+    client = client_for(config)
+    report = verify_audit(client)
+    if verify:
+        if json_:
+            print_json(dataclasses.asdict(report))
+        else:
+            print(report.summary())
+        code = {"tampered": 1, "unverifiable": 3}.get(report.status, 0)
+        if code:
+            raise typer.Exit(code)
+        return
+    entries = audit_entries(client, since=_parse_since(since))
     if json_:
         print_json(entries)
-    elif not entries:
-        print("no audit events yet")
-    else:
-        print(format_audit(entries))
+        return
+    print(format_audit(entries) if entries else "no audit events yet")
+    if report.status in ("tampered", "unverifiable"):
+        # The table is shown either way (it is what is there), and the warning
+        # after it, on both streams, so a data owner cannot miss it.
+        print(report.summary())
+        print(f"syft_flwr audit: {report.summary()}", file=sys.stderr)
 
 
 @app.command("gdrive-login")

@@ -14,11 +14,16 @@ one line per event (fsynced at most once a second):
 No private values are ever written: sizes, names, types and times only. The
 file is rotated at ``max_bytes`` (``audit.jsonl`` -> ``audit.1.jsonl`` ...,
 ``keep`` old files), so the trail is bounded; it survives restarts.
+
+Each line is chained to the one before and MACed with a key derived from the
+data owner's identity key; the chain's head is kept in ``audit.head.json`` (see
+:mod:`syft_flwr.events.audit_chain`), so ``syft_flwr audit --verify`` detects an
+edited, removed or inserted line and a cut-off end.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import threading
 import time
@@ -27,8 +32,32 @@ from pathlib import Path
 from typing import Any
 
 from syft_flwr._printable import printable
+from syft_flwr.crypto.state_mac import StateKey
+from syft_flwr.errors import KeyNotFound, StateIntegrityError
+from syft_flwr.events.audit_chain import (
+    MAX_LINE,
+    ZERO_HASH,
+    AuditReport,
+    ChainHead,
+    line_hash,
+    parse_line,
+    read_head,
+    seal_line,
+    trail_lines,
+    verify_trail,
+    write_head,
+)
 
-__all__ = ["AuditLog", "audit_entries", "format_audit", "read_audit"]
+__all__ = [
+    "AuditLog",
+    "audit_entries",
+    "audit_key",
+    "format_audit",
+    "read_audit",
+    "verify_audit",
+]
+
+logger = logging.getLogger("syft_flwr.audit")
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 #: Seconds between fsyncs of the trail: every line is in the kernel at once
@@ -52,6 +81,9 @@ class AuditLog:
         How many rotated files are kept.
     clock:
         POSIX time source.
+    key:
+        ``StateKey(keys, "audit")`` of the data owner; every line is MACed with
+        it (None: chained only, which ``--verify`` reports).
     """
 
     def __init__(
@@ -61,11 +93,14 @@ class AuditLog:
         max_bytes: int = DEFAULT_MAX_BYTES,
         keep: int = DEFAULT_KEEP,
         clock: Callable[[], float] = time.time,
+        key: StateKey | None = None,
     ) -> None:
         self.dir = None if directory is None else Path(directory)
         self.max_bytes = max_bytes
         self.keep = keep
         self.clock = clock
+        self.key = key
+        self._head: ChainHead | None = None  # the chain so far; None: not read yet
         self._lock = threading.Lock()
         self._memory: list[dict[str, Any]] = []
         self._last_sync = float("-inf")
@@ -78,12 +113,17 @@ class AuditLog:
     def for_client(cls, client: Any, **kwargs: Any) -> AuditLog:
         """The audit trail of ``client``'s identity (all apps)."""
         state = client.state_dir("audit")
+        kwargs.setdefault("key", audit_key(client))
         return cls(None if state is None else Path(state), **kwargs)
 
     def close(self) -> None:
-        """Close the trail's file (reopened at the next event)."""
+        """Sync and close the trail's file (reopened at the next event)."""
         with self._lock:
             if self._fd is not None:
+                try:
+                    self._sync()
+                except OSError:
+                    logger.exception("could not sync the audit trail")
                 os.close(self._fd)
                 self._fd = None
 
@@ -110,24 +150,71 @@ class AuditLog:
                 self._memory.append(entry)
                 return
             try:
-                self._rotate_if_needed()
-                line = (json.dumps(entry, sort_keys=True) + "\n").encode()
-                if self._fd is None:  # kept open between events
-                    self._fd = os.open(
-                        self.dir / FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
-                    )
-                os.write(self._fd, line)
-                self._size += len(line)
-                now = time.monotonic()
-                if now - self._last_sync >= SYNC_EVERY:
-                    os.fsync(self._fd)
-                    self._last_sync = now
+                self._append(entry)
             except OSError:  # the audit must never stop the serving loop
-                import logging
+                logger.exception("could not write the audit trail")
 
-                logging.getLogger("syft_flwr.audit").exception(
-                    "could not write the audit trail"
-                )
+    def _append(self, entry: dict[str, Any]) -> None:
+        assert self.dir is not None
+        if self._head is None:
+            self._head = self._resume()
+        self._rotate_if_needed()
+        head = self._head
+        line = seal_line(entry, head.seq + 1, head.hash, self.key)
+        if self._fd is None:  # kept open between events
+            self._fd = os.open(
+                self.dir / FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
+            )
+        os.write(self._fd, line + b"\n")
+        self._size += len(line) + 1
+        self._head = ChainHead(head.seq + 1, line_hash(line), head.first or 1)
+        now = time.monotonic()
+        if now - self._last_sync >= SYNC_EVERY:
+            self._sync()
+            self._last_sync = now
+        else:  # in the kernel with the line; on disk at the next sync
+            write_head(self.dir, self._head, self.key, durable=False)
+
+    def _sync(self) -> None:
+        # The trail first, then its head: a crash never leaves a durable head
+        # that names lines the disk does not have (short of a machine crash
+        # between two syncs, which --verify reports as lines lost at the end).
+        assert self.dir is not None and self._fd is not None
+        os.fsync(self._fd)
+        if self._head is not None:
+            write_head(self.dir, self._head, self.key, durable=True)
+
+    def _resume(self) -> ChainHead:
+        """Where the chain goes on: the kept head, else the last chained line."""
+        assert self.dir is not None
+        _drop_torn_tail(self.dir / FILE)
+        try:
+            head = read_head(self.dir, self.key)
+        except StateIntegrityError as exc:
+            logger.warning("%s; the trail goes on from its last line", exc)
+            head = None
+        if head is not None:
+            return head  # a cut-off end stays visible: the next line names the head
+        last, first = _last_chained(self.dir)
+        if last is None:  # a new trail, or one written before it was chained
+            return ChainHead(0, ZERO_HASH, 0)
+        # Chained lines but no valid head: say so in the trail itself, so that
+        # a head removed to hide a cut-off end is never silent.
+        logger.warning(
+            "the audit trail's head was missing or failed its check; the removal "
+            "of lines at its end before now cannot be ruled out"
+        )
+        seq, digest = last
+        head = ChainHead(seq, digest, first or 1)
+        line = seal_line(
+            {"ts": round(self.clock(), 3), "event": "head_lost"},
+            seq + 1,
+            digest,
+            self.key,
+        )
+        with open(self.dir / FILE, "ab") as f:
+            f.write(line + b"\n")
+        return ChainHead(seq + 1, line_hash(line), head.first)
 
     def _rotate_if_needed(self) -> None:
         assert self.dir is not None
@@ -151,6 +238,11 @@ class AuditLog:
         extra = self.dir / f"audit.{self.keep + 1}.jsonl"
         if extra.exists():
             extra.unlink()
+        # The chain goes on into the new file; the head learns which line is
+        # now the oldest kept, so removing a kept file is not mistaken for this.
+        _, first = _last_chained(self.dir, oldest_only=True)
+        if self._head is not None and first is not None:
+            self._head = ChainHead(self._head.seq, self._head.hash, first)
 
     def entries(self, since: float | None = None) -> list[dict[str, Any]]:
         """Every kept event, oldest first (optionally only from ``since`` on)."""
@@ -162,31 +254,96 @@ class AuditLog:
         return [e for e in out if since is None or float(e.get("ts", 0)) >= since]
 
 
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line left without its newline by a crash mid-write.
+
+    It never made it into the chain (the head is written after the line), so
+    nothing verifiable is lost; appending after it would garble the next line.
+    """
+    try:
+        with open(path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(max(0, size - MAX_LINE))
+            tail = f.read()
+            if tail.endswith(b"\n"):
+                return
+            cut = size - len(tail) + tail.rfind(b"\n") + 1
+            f.truncate(cut)
+            logger.warning("removed a torn last line of the audit trail (%s)", path)
+    except FileNotFoundError:
+        return
+
+
+def _last_chained(
+    directory: Path, *, oldest_only: bool = False
+) -> tuple[tuple[int, str] | None, int | None]:
+    """(seq and hash of the last chained line, seq of the first chained line).
+
+    ``oldest_only`` stops after the oldest kept file's first chained line.
+    """
+    last: tuple[int, str] | None = None
+    first: int | None = None
+    for _path, _n, raw, _torn in trail_lines(directory):
+        entry = parse_line(raw)
+        if entry is None or not isinstance(entry.get("seq"), int):
+            continue
+        if first is None:
+            first = entry["seq"]
+            if oldest_only:
+                break
+        last = (entry["seq"], line_hash(raw))
+    return last, first
+
+
 def read_audit(directory: Path) -> list[dict[str, Any]]:
     """Read every kept audit file in ``directory``, oldest first.
 
-    A torn last line (a crash mid-write) is skipped.
+    A line that is not a JSON object (a torn last line) is skipped; the chain
+    fields ``prev`` and ``mac`` are left out (``seq`` is kept).
     """
-    files = sorted(
-        directory.glob("audit.*.jsonl"),
-        key=lambda p: int(p.name.split(".")[1]),
-        reverse=True,
-    )
-    files.append(directory / FILE)
     out: list[dict[str, Any]] = []
-    for f in files:
-        try:
-            text = f.read_text(errors="replace")
-        except FileNotFoundError:
-            continue
-        for line in text.splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict):
-                out.append(entry)
+    for _path, _n, raw, _torn in trail_lines(directory):
+        entry = parse_line(raw)
+        if entry is not None:
+            entry.pop("prev", None)
+            entry.pop("mac", None)
+            out.append(entry)
     return out
+
+
+def audit_key(client: Any) -> StateKey | None:
+    """``StateKey(keys, "audit")`` of ``client``; None if it has no keys yet."""
+    from syft_flwr.crypto.policy import load_keys
+
+    try:
+        return StateKey(load_keys(client), "audit")
+    except KeyNotFound:
+        return None
+
+
+def verify_audit(client: Any | None = None) -> AuditReport:
+    """Check this data owner's audit trail (``syft_flwr audit --verify``).
+
+    Parameters
+    ----------
+    client:
+        The data owner's ``SyftFlwrClient`` (``create_client()`` if None).
+
+    Returns
+    -------
+    AuditReport
+        ``status`` is ``"intact"``, ``"tampered"``, ``"unverifiable"`` or
+        ``"empty"``; ``problems`` and ``notes`` say what was found, in words.
+    """
+    from syft_flwr.client.factory import create_client, wrap_client
+
+    c = wrap_client(client) if client is not None else create_client()
+    state = c.state_dir("audit")
+    if state is None:
+        return AuditReport(notes=["this identity keeps its audit trail in memory"])
+    return verify_trail(Path(state), audit_key(c))
 
 
 def audit_entries(

@@ -1,0 +1,365 @@
+"""The audit trail's integrity: each line chained to the one before and MACed.
+
+Every line written by :class:`~syft_flwr.events.audit.AuditLog` carries
+
+* ``seq``: its number, 1, 2, 3 ... across rotated files (never reset);
+* ``prev``: the SHA-256 of the previous line's bytes (64 zeros for the first);
+* ``mac``: an HMAC of the rest of the line under ``StateKey(keys, "audit")``, a
+  key derived from the data owner's identity key, always the line's last field.
+
+A chain alone cannot tell a truncated file from a shorter one, so the chain's
+head (last ``seq``, its hash, and the ``seq`` of the oldest line still kept) is
+kept, MACed, in ``audit.head.json`` next to the trail and replaced atomically
+after every line. :func:`verify_trail` then detects an edited line (its MAC), a
+removed or inserted line (``seq`` and ``prev``), removed lines at the end (the
+head) and removed old files (``first``). Rotation keeps the chain: the first line
+of a new file carries the hash of the previous file's last line.
+
+Lines written before the chain existed (no ``seq``) are reported as
+*unverifiable*, never as intact; a data owner without keys gets a chain without
+MACs, which detects accidents but not a forger (also reported).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from syft_flwr import strict_json
+from syft_flwr._fs import fsync_dir
+from syft_flwr.crypto.state_mac import StateKey
+from syft_flwr.errors import EnvelopeError, StateIntegrityError
+
+__all__ = [
+    "HEAD_FILE",
+    "AuditReport",
+    "ChainHead",
+    "line_hash",
+    "read_head",
+    "seal_line",
+    "trail_files",
+    "trail_lines",
+    "verify_trail",
+    "write_head",
+]
+
+CURRENT = "audit.jsonl"
+HEAD_FILE = "audit.head.json"
+ZERO_HASH = "0" * 64
+#: A line longer than this is not one the trail wrote (it is reported, unread).
+MAX_LINE = 64 * 1024
+_ROTATED = re.compile(r"^audit\.([1-9][0-9]{0,5})\.jsonl$")
+_MAC_TAIL = re.compile(rb', "mac": "([0-9a-f]{64})"\}$')
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def seal_line(
+    entry: dict[str, Any], seq: int, prev: str, key: StateKey | None
+) -> bytes:
+    """One trail line (no newline): ``entry`` with ``seq``, ``prev`` and ``mac``."""
+    body = json.dumps({**entry, "seq": seq, "prev": prev}, sort_keys=True)
+    if key is None:
+        return body.encode()
+    # The MAC covers the exact bytes before it, so no re-encoding is needed to
+    # check it (a JSON round trip need not give the same bytes back).
+    return (body[:-1] + f', "mac": "{key.tag_hex("line", body)}"}}').encode()
+
+
+def line_hash(line: bytes) -> str:
+    """The hash the next line's ``prev`` carries."""
+    return hashlib.sha256(line).hexdigest()
+
+
+def parse_line(line: bytes) -> dict[str, Any] | None:
+    """The entry of one trail line, or None if it is not a JSON object."""
+    try:
+        entry = strict_json.loads(line, max_bytes=MAX_LINE)
+    except EnvelopeError:
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+def _mac_ok(line: bytes, key: StateKey) -> bool:
+    m = _MAC_TAIL.search(line)
+    if m is None:
+        return False
+    try:
+        key.verify(
+            m.group(1).decode(), "line", line[: m.start()] + b"}", what="audit line"
+        )
+    except StateIntegrityError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The newest line of the chain and the oldest one still kept."""
+
+    seq: int
+    hash: str
+    first: int
+
+
+def _head_fields(head: ChainHead) -> tuple[str, ...]:
+    return (str(head.seq), head.hash, str(head.first))
+
+
+def write_head(
+    directory: Path, head: ChainHead, key: StateKey | None, *, durable: bool
+) -> None:
+    """Replace ``audit.head.json`` atomically (fsynced when ``durable``)."""
+    doc: dict[str, Any] = {"seq": head.seq, "hash": head.hash, "first": head.first}
+    if key is not None:
+        doc["mac"] = key.tag_hex("head", *_head_fields(head))
+    tmp = directory / (HEAD_FILE + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, json.dumps(doc, sort_keys=True).encode())
+        if durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, directory / HEAD_FILE)
+    if durable:
+        fsync_dir(directory)
+
+
+def read_head(directory: Path, key: StateKey | None) -> ChainHead | None:
+    """The kept chain head; None if there is none.
+
+    Raises
+    ------
+    StateIntegrityError
+        The head file is unreadable, or fails its MAC.
+    """
+    try:
+        raw = (directory / HEAD_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
+    doc = parse_line(raw[:MAX_LINE])
+    try:
+        assert doc is not None
+        head = ChainHead(int(doc["seq"]), str(doc["hash"]), int(doc["first"]))
+        assert _HEX64.match(head.hash) and 0 <= head.first <= head.seq + 1
+    except (AssertionError, KeyError, TypeError, ValueError):
+        raise StateIntegrityError(
+            f"the audit trail's head ({HEAD_FILE}) cannot be read"
+        ) from None
+    if key is not None:
+        key.verify(
+            str(doc.get("mac", "")),
+            "head",
+            *_head_fields(head),
+            what=f"the audit trail's head ({HEAD_FILE})",
+        )
+    return head
+
+
+def trail_files(directory: Path) -> list[Path]:
+    """The kept trail files, oldest first (``audit.N.jsonl`` ..., ``audit.jsonl``)."""
+    rotated = []
+    with contextlib.suppress(FileNotFoundError):
+        for p in directory.iterdir():
+            m = _ROTATED.match(p.name)
+            if m:
+                rotated.append((int(m.group(1)), p))
+    return [p for _, p in sorted(rotated, reverse=True)] + [directory / CURRENT]
+
+
+def trail_lines(directory: Path) -> Iterator[tuple[Path, int, bytes, bool]]:
+    """Every line of the kept files, oldest first: (file, line number, bytes, torn).
+
+    ``torn`` marks a last line without its newline (a crash mid-write).
+    """
+    for path in trail_files(directory):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        parts = data.split(b"\n")
+        for n, line in enumerate(parts, 1):
+            last = n == len(parts)
+            if last and not line:
+                break
+            yield path, n, line, last
+
+
+@dataclass
+class AuditReport:
+    """What :func:`verify_trail` found.
+
+    Attributes
+    ----------
+    status : str
+        ``"intact"`` (every line chained, authenticated and present),
+        ``"tampered"`` (see ``problems``), ``"unverifiable"`` (lines with no
+        chain, or no key to check them with) or ``"empty"``.
+    lines, verified, legacy : int
+        Lines read, lines whose chain and MAC checked, lines with no chain.
+    problems, notes : list of str
+        What is wrong, in words; what is worth knowing but not wrong.
+    """
+
+    status: str = "empty"
+    lines: int = 0
+    verified: int = 0
+    legacy: int = 0
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """The report in a few lines for the data owner."""
+        head = {
+            "intact": f"audit trail intact: {self.verified} line(s) chained and "
+            "authenticated, none changed, removed or added",
+            "empty": "the audit trail is empty",
+            "unverifiable": "the audit trail cannot be fully verified",
+            "tampered": "WARNING: the audit trail was changed after it was written",
+        }[self.status]
+        return "\n".join([head, *(f"  - {p}" for p in self.problems + self.notes)])
+
+
+@dataclass
+class _Walk:
+    """The state of a walk along the chain."""
+
+    key: StateKey | None
+    report: AuditReport = field(default_factory=AuditReport)
+    seq: int | None = None  # last chained line's seq
+    hash: str = ZERO_HASH
+    first: int | None = None
+
+    def line(self, where: str, raw: bytes) -> None:
+        r = self.report
+        r.lines += 1
+        entry = parse_line(raw)
+        if entry is None:
+            r.problems.append(f"{where} is not a line the trail wrote (unreadable)")
+            return
+        if "seq" not in entry:
+            if self.seq is None:
+                r.legacy += 1
+            else:
+                r.problems.append(f"{where} has no chain fields: it was inserted")
+            return
+        ok = self._follows(where, entry)
+        if self.key is not None and not _mac_ok(raw, self.key):
+            r.problems.append(
+                f"{where} (line #{entry.get('seq')}) was changed, or was not "
+                "written by this data owner"
+            )
+            ok = False
+        r.verified += ok
+        self.hash = line_hash(raw)
+
+    def _follows(self, where: str, entry: dict[str, Any]) -> bool:
+        seq, prev = entry.get("seq"), entry.get("prev")
+        if not isinstance(seq, int) or not isinstance(prev, str):
+            self.report.problems.append(f"{where} has broken chain fields")
+            return False
+        last, self.seq = self.seq, seq
+        if last is None:
+            self.first = seq
+            return True
+        if seq != last + 1:
+            gap = "removed" if seq > last + 1 else "inserted, reordered or repeated"
+            self.report.problems.append(
+                f"{where}: line #{seq} follows line #{last} (lines {gap})"
+            )
+            return False
+        if prev != self.hash:
+            self.report.problems.append(
+                f"{where}: line #{seq} does not follow the line before it "
+                "(that line was changed or replaced)"
+            )
+            return False
+        return True
+
+
+def verify_trail(directory: Path, key: StateKey | None) -> AuditReport:
+    """Check every kept line of the trail in ``directory`` and its head.
+
+    Parameters
+    ----------
+    directory : Path
+        The data owner's audit folder.
+    key : StateKey or None
+        ``StateKey(keys, "audit")``; None checks the chain only (reported).
+
+    Returns
+    -------
+    AuditReport
+    """
+    walk = _Walk(key)
+    r = walk.report
+    for path, n, raw, last in trail_lines(directory):
+        if last and path.name == CURRENT and parse_line(raw) is None:
+            r.notes.append(f"{path.name}: a torn last line (a crash mid-write) skipped")
+            continue
+        walk.line(f"{path.name} line {n}", raw)
+    _check_head(directory, walk)
+    if r.legacy:
+        r.notes.append(
+            f"{r.legacy} line(s) were written before the trail was chained "
+            "(an older syft_flwr): they cannot be verified"
+        )
+    if key is None and r.lines:
+        r.notes.append(
+            "no identity key to check the lines' MACs with: the chain shows "
+            "accidents, not a forger who rewrote it"
+        )
+    r.status = _status(r, key)
+    return r
+
+
+def _check_head(directory: Path, walk: _Walk) -> None:
+    r = walk.report
+    try:
+        head = read_head(directory, walk.key)
+    except StateIntegrityError as exc:
+        r.problems.append(str(exc))
+        return
+    if head is None:
+        if walk.seq is not None:
+            r.problems.append(
+                f"the trail's head ({HEAD_FILE}) is missing: removal of the last "
+                "lines cannot be ruled out"
+            )
+        return
+    last = walk.seq or 0
+    if head.seq > last:
+        r.problems.append(
+            f"the last {head.seq - last} line(s) are missing (the trail ends at "
+            f"#{last}, its head says #{head.seq}): the end was cut off, or lost in "
+            "a crash of the machine before it reached the disk"
+        )
+    elif head.seq == last and last and head.hash != walk.hash:
+        r.problems.append(f"the last line (#{last}) is not the one the head recorded")
+    elif head.seq < last:
+        r.notes.append(
+            f"{last - head.seq} line(s) after the recorded head (written just "
+            "before the data owner stopped)"
+        )
+    if walk.first is not None and walk.first != head.first:
+        r.problems.append(
+            f"the oldest kept line is #{walk.first} but the head says #{head.first}: "
+            "older lines or files were removed"
+        )
+
+
+def _status(r: AuditReport, key: StateKey | None) -> str:
+    if r.problems:
+        return "tampered"
+    if not r.lines:
+        return "empty"
+    if r.legacy or key is None:
+        return "unverifiable"
+    return "intact"
