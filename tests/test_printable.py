@@ -123,3 +123,87 @@ def test_log_lines_escape_messages_and_tracebacks():
     text = fmt.format(rec)
     _assert_escaped(text)
     assert "Traceback" in text.splitlines()[1]  # the traceback keeps its lines
+
+
+def test_a_hostile_group_id_and_file_name_come_out_escaped_from_syft_flwr_audit(
+    make_client, events_runner, datasites_dir: Path, syft_root: Path
+) -> None:
+    """Through the real data owner loop, the real ClientApp handler and the CLI."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from _support import APP, PLAIN, wait_until
+    from flwr.app import ConfigRecord, Message, RecordDict
+    from flwr.clientapp import ClientApp
+
+    from syft_flwr._flwr_compat import set_message_id, set_task_identity
+    from syft_flwr.crypto.policy import load_or_create_keys
+    from syft_flwr.events import TransportEvents
+    from syft_flwr.events.audit import audit_entries
+    from syft_flwr.fl_orchestrator.flower_client import ClientAppHandler
+    from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
+    from syft_flwr.serde import flower_message_to_bytes
+
+    ds_email, do_email, ep = "ds@example.org", "do1@example.org", "messages"
+    do = make_client(do_email)
+    load_or_create_keys(do, do.make_transport())  # the trail is MACed
+    ds = SyftFlwrRpc(
+        make_client(ds_email).make_transport(),
+        APP,
+        settings=PLAIN,
+        policy=PlaintextPolicy(),
+    )
+    capp = ClientApp()
+
+    @capp.train()
+    def train(msg, context):
+        return Message(RecordDict(), reply_to=msg)
+
+    handler = ClientAppHandler(capp, email=do_email)
+    ev = TransportEvents(APP, do, settings=PLAIN, poll_interval=0.25)
+    ev.drain_timeout = 0.0
+    ev.on_request(ep, handler)
+    events_runner.start(ev)
+    try:
+        set_task_identity(3)
+        msg = Message(
+            RecordDict({"config": ConfigRecord({"x": 1})}),
+            dst_node_id=handler.node_id,
+            message_type="train",
+            group_id=HOSTILE,
+        )
+        set_message_id(msg, "m-1")
+        body = flower_message_to_bytes(msg)
+        mid = ds.send_request(do_email, ep, body, expires_at=time.time() + 60)
+        wait_until(lambda: ds.response_for(do_email, ep, mid), timeout=10)
+        folder = datasites_dir / do_email / "app_data" / APP / "rpc" / ep / ds_email
+        (folder / f"x{HOSTILE}.request").write_bytes(b"{}")
+        wait_until(
+            lambda: any(e["event"] == "refused" for e in audit_entries(do)),
+            timeout=10,
+            message="the bad file name in the trail",
+        )
+    finally:
+        events_runner.stop(ev)
+        ds.transport.close()
+    assert handler.succeeded == 1
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SYFT_FLWR_", "SYFTBOX_"))
+    }
+    conf = syft_root / "configs" / f"{do_email}.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "syft_flwr", "audit", "--config", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    _assert_escaped(r.stdout)
+    assert "train evil\\x1b[2K" in r.stdout  # the run row, its group id escaped
+    assert "invalid name" in r.stdout  # the refused file, its name escaped
+    assert "WARNING" not in r.stdout + r.stderr  # the trail itself verifies

@@ -35,10 +35,11 @@ from syft_flwr._printable import printable
 from syft_flwr.crypto.state_mac import StateKey
 from syft_flwr.errors import KeyNotFound, StateIntegrityError
 from syft_flwr.events.audit_chain import (
-    MAX_LINE,
     ZERO_HASH,
     AuditReport,
     ChainHead,
+    drop_torn_tail,
+    last_chained,
     line_hash,
     parse_line,
     read_head,
@@ -187,7 +188,7 @@ class AuditLog:
     def _resume(self) -> ChainHead:
         """Where the chain goes on: the kept head, else the last chained line."""
         assert self.dir is not None
-        _drop_torn_tail(self.dir / FILE)
+        drop_torn_tail(self.dir / FILE)
         try:
             head = read_head(self.dir, self.key)
         except StateIntegrityError as exc:
@@ -195,7 +196,7 @@ class AuditLog:
             head = None
         if head is not None:
             return head  # a cut-off end stays visible: the next line names the head
-        last, first = _last_chained(self.dir)
+        last, first = last_chained(self.dir)
         if last is None:  # a new trail, or one written before it was chained
             return ChainHead(0, ZERO_HASH, 0)
         # Chained lines but no valid head: say so in the trail itself, so that
@@ -240,7 +241,7 @@ class AuditLog:
             extra.unlink()
         # The chain goes on into the new file; the head learns which line is
         # now the oldest kept, so removing a kept file is not mistaken for this.
-        _, first = _last_chained(self.dir, oldest_only=True)
+        _, first = last_chained(self.dir, oldest_only=True)
         if self._head is not None and first is not None:
             self._head = ChainHead(self._head.seq, self._head.hash, first)
 
@@ -252,49 +253,6 @@ class AuditLog:
         else:
             out = read_audit(self.dir)
         return [e for e in out if since is None or float(e.get("ts", 0)) >= since]
-
-
-def _drop_torn_tail(path: Path) -> None:
-    """Cut a last line left without its newline by a crash mid-write.
-
-    It never made it into the chain (the head is written after the line), so
-    nothing verifiable is lost; appending after it would garble the next line.
-    """
-    try:
-        with open(path, "rb+") as f:
-            size = f.seek(0, os.SEEK_END)
-            if size == 0:
-                return
-            f.seek(max(0, size - MAX_LINE))
-            tail = f.read()
-            if tail.endswith(b"\n"):
-                return
-            cut = size - len(tail) + tail.rfind(b"\n") + 1
-            f.truncate(cut)
-            logger.warning("removed a torn last line of the audit trail (%s)", path)
-    except FileNotFoundError:
-        return
-
-
-def _last_chained(
-    directory: Path, *, oldest_only: bool = False
-) -> tuple[tuple[int, str] | None, int | None]:
-    """(seq and hash of the last chained line, seq of the first chained line).
-
-    ``oldest_only`` stops after the oldest kept file's first chained line.
-    """
-    last: tuple[int, str] | None = None
-    first: int | None = None
-    for _path, _n, raw, _torn in trail_lines(directory):
-        entry = parse_line(raw)
-        if entry is None or not isinstance(entry.get("seq"), int):
-            continue
-        if first is None:
-            first = entry["seq"]
-            if oldest_only:
-                break
-        last = (entry["seq"], line_hash(raw))
-    return last, first
 
 
 def read_audit(directory: Path) -> list[dict[str, Any]]:
@@ -384,6 +342,17 @@ def format_audit(entries: list[dict[str, Any]]) -> str:
             details.append(str(e.get("outcome", e.get("status", ""))))
         elif e.get("event") == "refused":
             details.append(f"{e.get('status')}: {e.get('reason', '')}")
+            if e.get("count"):  # a flood, aggregated (events.refusals)
+                since = _dt.datetime.fromtimestamp(float(e.get("since", 0)), tz=_dt.UTC)
+                details.append(
+                    f"{e['count']} more refusal(s) in {e.get('folder', '?')} since "
+                    f"{since:%Y-%m-%d %H:%M:%S}, last reason shown"
+                )
+        elif e.get("event") == "head_lost":
+            details.append(
+                "the trail's head was missing or changed when the data owner "
+                "started: lines cut off before this one cannot be ruled out"
+            )
         elif e.get("event") in ("received", "replied"):
             details.append(f"{e.get('bytes', 0)} bytes")
             if e.get("status") is not None:

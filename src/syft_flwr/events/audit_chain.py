@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -41,6 +42,8 @@ __all__ = [
     "HEAD_FILE",
     "AuditReport",
     "ChainHead",
+    "drop_torn_tail",
+    "last_chained",
     "line_hash",
     "read_head",
     "seal_line",
@@ -58,6 +61,7 @@ MAX_LINE = 64 * 1024
 _ROTATED = re.compile(r"^audit\.([1-9][0-9]{0,5})\.jsonl$")
 _MAC_TAIL = re.compile(rb', "mac": "([0-9a-f]{64})"\}$')
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+logger = logging.getLogger("syft_flwr.audit")
 
 
 def seal_line(
@@ -190,6 +194,49 @@ def trail_lines(directory: Path) -> Iterator[tuple[Path, int, bytes, bool]]:
             if last and not line:
                 break
             yield path, n, line, last
+
+
+def drop_torn_tail(path: Path) -> None:
+    """Cut a last line left without its newline by a crash mid-write.
+
+    It never made it into the chain (the head is written after the line), so
+    nothing verifiable is lost; appending after it would garble the next line.
+    """
+    try:
+        with open(path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(max(0, size - MAX_LINE))
+            tail = f.read()
+            if tail.endswith(b"\n"):
+                return
+            cut = size - len(tail) + tail.rfind(b"\n") + 1
+            f.truncate(cut)
+            logger.warning("removed a torn last line of the audit trail (%s)", path)
+    except FileNotFoundError:
+        return
+
+
+def last_chained(
+    directory: Path, *, oldest_only: bool = False
+) -> tuple[tuple[int, str] | None, int | None]:
+    """(seq and hash of the last chained line, seq of the first chained line).
+
+    ``oldest_only`` stops after the oldest kept file's first chained line.
+    """
+    last: tuple[int, str] | None = None
+    first: int | None = None
+    for _path, _n, raw, _torn in trail_lines(directory):
+        entry = parse_line(raw)
+        if entry is None or not isinstance(entry.get("seq"), int):
+            continue
+        if first is None:
+            first = entry["seq"]
+            if oldest_only:
+                break
+        last = (entry["seq"], line_hash(raw))
+    return last, first
 
 
 @dataclass
