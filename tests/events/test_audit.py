@@ -35,6 +35,7 @@ def test_rotation_keeps_the_trail_bounded(tmp_path: Path) -> None:
         "audit.2.jsonl",
         "audit.head.json",
         "audit.jsonl",
+        "audit.lock",
     ]
     assert sum(p.stat().st_size for p in tmp_path.iterdir()) < 3 * 2000 + 400
     entries = read_audit(tmp_path)

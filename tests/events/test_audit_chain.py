@@ -287,3 +287,42 @@ def test_cli_verify_says_an_old_trail_cannot_be_verified(owner) -> None:
     r = _cli(conf, "--verify")
     assert r.returncode == 3, r.stdout + r.stderr
     assert "cannot be fully verified" in r.stdout and "intact" not in r.stdout
+
+
+_WRITER = """
+import sys
+from syft_flwr.client.factory import create_client
+from syft_flwr.events.audit import AuditLog
+log = AuditLog.for_client(create_client(config_path=sys.argv[1]), max_bytes=4000, keep=100)
+for i in range(int(sys.argv[3])):
+    log.record("received", id=f"{sys.argv[2]}-{i}", sender="ds@x", bytes=i)
+log.close()
+"""
+
+
+def test_two_data_owner_processes_write_one_chain(owner) -> None:
+    """Two apps served at once (two processes) share one trail: one chain."""
+    do, conf = owner
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SYFT_FLWR_", "SYFTBOX_"))
+    }
+    n = 150
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(conf), name, str(n)], env=env
+        )
+        for name in ("a", "b")
+    ]
+    here = AuditLog.for_client(do, max_bytes=4000, keep=100)
+    for i in range(n):
+        here.record("received", id=f"c-{i}", sender="ds@x", bytes=i)
+    here.close()
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    report = verify_audit(do)
+    assert report.status == "intact", report.summary()
+    ids = [e.get("id") for e in audit_entries(do)]
+    assert len(ids) == 6 + 3 * n  # the fixture's 6, then every line of all three
+    assert all(f"{w}-{i}" in ids for w in "abc" for i in range(n))
+    assert len(list(Path(do.state_dir("audit")).glob("audit.*.jsonl"))) > 3

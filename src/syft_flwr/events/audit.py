@@ -23,11 +23,12 @@ edited, removed or inserted line and a cut-off end.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from syft_flwr._printable import printable
 from syft_flwr.crypto.state_mac import StateKey
 from syft_flwr.errors import KeyNotFound, StateIntegrityError
 from syft_flwr.events.audit_chain import (
+    HEAD_FILE,
     ZERO_HASH,
     AuditReport,
     ChainHead,
@@ -67,6 +69,7 @@ DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 SYNC_EVERY = 1.0
 DEFAULT_KEEP = 4
 FILE = "audit.jsonl"
+LOCK_FILE = "audit.lock"
 
 
 class AuditLog:
@@ -101,12 +104,10 @@ class AuditLog:
         self.keep = keep
         self.clock = clock
         self.key = key
-        self._head: ChainHead | None = None  # the chain so far; None: not read yet
         self._lock = threading.Lock()
         self._memory: list[dict[str, Any]] = []
         self._last_sync = float("-inf")
         self._fd: int | None = None
-        self._size = -1  # bytes in the current file; -1: not looked at yet
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
@@ -120,13 +121,17 @@ class AuditLog:
     def close(self) -> None:
         """Sync and close the trail's file (reopened at the next event)."""
         with self._lock:
-            if self._fd is not None:
-                try:
-                    self._sync()
-                except OSError:
-                    logger.exception("could not sync the audit trail")
-                os.close(self._fd)
-                self._fd = None
+            if self._fd is None:
+                return
+            try:
+                assert self.dir is not None
+                with _dir_lock(self.dir):
+                    os.fsync(self._fd)
+                    _fsync_file(self.dir / HEAD_FILE)
+            except OSError:
+                logger.exception("could not sync the audit trail")
+            os.close(self._fd)
+            self._fd = None
 
     def __del__(self) -> None:
         if getattr(self, "_fd", None) is not None:
@@ -151,39 +156,50 @@ class AuditLog:
                 self._memory.append(entry)
                 return
             try:
-                self._append(entry)
+                with _dir_lock(self.dir):
+                    self._append(entry)
             except OSError:  # the audit must never stop the serving loop
                 logger.exception("could not write the audit trail")
 
     def _append(self, entry: dict[str, Any]) -> None:
-        assert self.dir is not None
-        if self._head is None:
-            self._head = self._resume()
-        self._rotate_if_needed()
-        head = self._head
-        line = seal_line(entry, head.seq + 1, head.hash, self.key)
-        if self._fd is None:  # kept open between events
-            self._fd = os.open(
-                self.dir / FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
-            )
-        os.write(self._fd, line + b"\n")
-        self._size += len(line) + 1
-        self._head = ChainHead(head.seq + 1, line_hash(line), head.first or 1)
-        now = time.monotonic()
-        if now - self._last_sync >= SYNC_EVERY:
-            self._sync()
-            self._last_sync = now
-        else:  # in the kernel with the line; on disk at the next sync
-            write_head(self.dir, self._head, self.key, durable=False)
+        """Chain one line to the kept head (under the folder's lock).
 
-    def _sync(self) -> None:
-        # The trail first, then its head: a crash never leaves a durable head
-        # that names lines the disk does not have (short of a machine crash
-        # between two syncs, which --verify reports as lines lost at the end).
-        assert self.dir is not None and self._fd is not None
-        os.fsync(self._fd)
-        if self._head is not None:
-            write_head(self.dir, self._head, self.key, durable=True)
+        The head is read back every time, not remembered: several processes
+        (one per served app) write one trail, and each goes on from the others.
+        """
+        assert self.dir is not None
+        head = self._resume()
+        fd = self._current_fd()
+        if os.fstat(fd).st_size >= self.max_bytes:
+            head = self._rotate(head)
+            fd = self._current_fd()
+        line = seal_line(entry, head.seq + 1, head.hash, self.key)
+        os.write(fd, line + b"\n")
+        head = ChainHead(head.seq + 1, line_hash(line), head.first or 1)
+        now = time.monotonic()
+        durable = now - self._last_sync >= SYNC_EVERY
+        if durable:
+            # The trail first, then its head: a durable head never names lines
+            # the disk does not have (short of a machine crash between two
+            # syncs, which --verify reports as lines lost at the end).
+            os.fsync(fd)
+            self._last_sync = now
+        write_head(self.dir, head, self.key, durable=durable)
+
+    def _current_fd(self) -> int:
+        """The open current file; reopened if another writer rotated it."""
+        assert self.dir is not None
+        path = self.dir / FILE
+        if self._fd is not None:
+            try:
+                if os.stat(path).st_ino == os.fstat(self._fd).st_ino:
+                    return self._fd
+            except FileNotFoundError:
+                pass
+            os.close(self._fd)
+            self._fd = None
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return self._fd
 
     def _resume(self) -> ChainHead:
         """Where the chain goes on: the kept head, else the last chained line."""
@@ -206,44 +222,33 @@ class AuditLog:
             "of lines at its end before now cannot be ruled out"
         )
         seq, digest = last
-        head = ChainHead(seq, digest, first or 1)
         line = seal_line(
             {"ts": round(self.clock(), 3), "event": "head_lost"},
             seq + 1,
             digest,
             self.key,
         )
-        with open(self.dir / FILE, "ab") as f:
-            f.write(line + b"\n")
-        return ChainHead(seq + 1, line_hash(line), head.first)
+        os.write(self._current_fd(), line + b"\n")
+        return ChainHead(seq + 1, line_hash(line), first or 1)
 
-    def _rotate_if_needed(self) -> None:
+    def _rotate(self, head: ChainHead) -> ChainHead:
+        """Start a new current file; the chain goes on into it."""
         assert self.dir is not None
-        current = self.dir / FILE
-        if self._size < 0:  # first write of this process: learn the size once
-            try:
-                self._size = current.stat().st_size
-            except FileNotFoundError:
-                self._size = 0
-        if self._size < self.max_bytes:
-            return
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        self._size = 0
         for i in range(self.keep - 1, 0, -1):
             older = self.dir / f"audit.{i}.jsonl"
             if older.exists():
                 os.replace(older, self.dir / f"audit.{i + 1}.jsonl")
-        os.replace(current, self.dir / "audit.1.jsonl")
+        os.replace(self.dir / FILE, self.dir / "audit.1.jsonl")
         extra = self.dir / f"audit.{self.keep + 1}.jsonl"
         if extra.exists():
             extra.unlink()
-        # The chain goes on into the new file; the head learns which line is
-        # now the oldest kept, so removing a kept file is not mistaken for this.
+        # The head learns which line is now the oldest kept, so removing a
+        # kept file is not mistaken for this.
         _, first = last_chained(self.dir, oldest_only=True)
-        if self._head is not None and first is not None:
-            self._head = ChainHead(self._head.seq, self._head.hash, first)
+        return ChainHead(head.seq, head.hash, first or head.first)
 
     def entries(self, since: float | None = None) -> list[dict[str, Any]]:
         """Every kept event, oldest first (optionally only from ``since`` on)."""
@@ -253,6 +258,40 @@ class AuditLog:
         else:
             out = read_audit(self.dir)
         return [e for e in out if since is None or float(e.get("ts", 0)) >= since]
+
+
+_THREAD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _dir_lock(directory: Path) -> Iterator[None]:
+    """Serialize writers of one trail, across threads and processes.
+
+    POSIX only (``fcntl``); elsewhere a process-local lock.
+    """
+    with _THREAD_LOCK:
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            yield
+            return
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+
+def _fsync_file(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_audit(directory: Path) -> list[dict[str, Any]]:

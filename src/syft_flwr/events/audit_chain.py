@@ -207,6 +207,9 @@ def drop_torn_tail(path: Path) -> None:
             size = f.seek(0, os.SEEK_END)
             if size == 0:
                 return
+            f.seek(size - 1)
+            if f.read(1) == b"\n":  # the common case: one byte read
+                return
             f.seek(max(0, size - MAX_LINE))
             tail = f.read()
             if tail.endswith(b"\n"):
