@@ -188,3 +188,13 @@ def test_cli_audit_after_a_simulated_run(tmp_path: Path) -> None:
     assert (
         text.returncode == 0 and "replied" in text.stdout and "\x1b[" not in text.stdout
     )
+    # the trail the real run wrote is chained, MACed and complete
+    verified = subprocess.run(
+        [sys.executable, "-m", "syft_flwr", "audit", "--config", str(conf), "--verify"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "audit trail intact" in verified.stdout
