@@ -207,3 +207,14 @@ def test_a_hostile_group_id_and_file_name_come_out_escaped_from_syft_flwr_audit(
     assert "train evil\\x1b[2K" in r.stdout  # the run row, its group id escaped
     assert "invalid name" in r.stdout  # the refused file, its name escaped
     assert "WARNING" not in r.stdout + r.stderr  # the trail itself verifies
+
+
+def test_command_errors_are_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    from syft_flwr.cli import run_cli
+
+    assert run_cli(["audit", "--config", f"/nonexistent/{HOSTILE}.json"]) == 2
+    err = capsys.readouterr().err
+    assert not any(c in err for c in RAW)
+    # whitespace (\r, U+2028) is folded into one line; the rest is escaped
+    assert all(e in err for e in ("\\x1b[2K", "\\x9b1A", "\\u202e", "\\u2066"))
+    assert err.count("\n") == 1  # one line, whatever the message quotes

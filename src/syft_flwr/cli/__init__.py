@@ -18,6 +18,7 @@ import click
 import typer
 
 from syft_flwr import __version__
+from syft_flwr._printable import printable
 from syft_flwr.cli._common import (
     ConfigOpt,
     JsonOpt,
@@ -604,8 +605,9 @@ _review.register(app)
 _NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+def _one_line(text: object) -> str:
+    # Error messages can quote names, reasons and paths other parties chose.
+    return printable(" ".join(str(text).split()))
 
 
 def _restore_argument_help(group: click.Group, typer_app: typer.Typer) -> None:
@@ -681,15 +683,17 @@ def run_cli(argv: list[str] | None = None) -> int:
         print(f"syft_flwr: error: {_one_line(exc.format_message())}", file=sys.stderr)
         return exc.exit_code
     except ConfigError as exc:
-        print(f"syft_flwr: error: {exc}", file=sys.stderr)
+        print(f"syft_flwr: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except SyftFlwrError as exc:
-        print(f"syft_flwr: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(
+            f"syft_flwr: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr
+        )
         return 1
     except (KeyboardInterrupt, click.Abort):
         return 130
     except OSError as exc:  # e.g. a read-only or full work folder: no traceback
-        print(f"syft_flwr: error: {exc}", file=sys.stderr)
+        print(f"syft_flwr: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0
 
