@@ -205,6 +205,26 @@ def test_an_old_untagged_trail_is_unverifiable_not_intact(
     assert (report.status, report.legacy, report.verified) == ("unverifiable", 1, 1)
 
 
+def test_fake_old_lines_put_in_front_of_the_chain_are_detected(
+    tmp_path: Path, key: StateKey
+) -> None:
+    """Rows with no chain fields pass for an older syft_flwr's: not in front of
+    a chain that began without them (the head counted them at its start)."""
+    (tmp_path / "audit.jsonl").write_text(
+        json.dumps({"ts": 1, "event": "run", "id": "old"}) + "\n"
+    )
+    _fill(AuditLog(tmp_path, key=key))  # an upgraded data owner: one old line
+    assert verify_trail(tmp_path, key).status == "unverifiable"
+    fake = json.dumps({"ts": 2, "event": "run", "sender": EVE, "outcome": "ok"})
+    _write(tmp_path, [fake.encode() + b"\n", *_lines(tmp_path)])
+    report = verify_trail(tmp_path, key)
+    assert report.status == "tampered"
+    assert any(
+        "1 line(s) with no chain fields were added in front of the chain" in p
+        for p in report.problems
+    )
+
+
 def test_without_a_key_the_chain_is_checked_and_the_gap_is_said(
     tmp_path: Path,
 ) -> None:

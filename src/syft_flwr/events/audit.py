@@ -40,6 +40,7 @@ from syft_flwr.events.audit_chain import (
     ZERO_HASH,
     AuditReport,
     ChainHead,
+    count_unchained,
     drop_torn_tail,
     last_chained,
     line_hash,
@@ -175,7 +176,7 @@ class AuditLog:
             fd = self._current_fd()
         line = seal_line(entry, head.seq + 1, head.hash, self.key)
         os.write(fd, line + b"\n")
-        head = ChainHead(head.seq + 1, line_hash(line), head.first or 1)
+        head = ChainHead(head.seq + 1, line_hash(line), head.first or 1, head.legacy)
         now = time.monotonic()
         durable = now - self._last_sync >= SYNC_EVERY
         if durable:
@@ -213,8 +214,11 @@ class AuditLog:
         if head is not None:
             return head  # a cut-off end stays visible: the next line names the head
         last, first = last_chained(self.dir)
+        # Lines with no chain fields (an older syft_flwr) are counted into the
+        # head, so none can be added in front of the chain later unnoticed.
+        legacy = count_unchained(self.dir)
         if last is None:  # a new trail, or one written before it was chained
-            return ChainHead(0, ZERO_HASH, 0)
+            return ChainHead(0, ZERO_HASH, 0, legacy)
         # Chained lines but no valid head: say so in the trail itself, so that
         # a head removed to hide a cut-off end is never silent.
         logger.warning(
@@ -229,7 +233,7 @@ class AuditLog:
             self.key,
         )
         os.write(self._current_fd(), line + b"\n")
-        return ChainHead(seq + 1, line_hash(line), first or 1)
+        return ChainHead(seq + 1, line_hash(line), first or 1, legacy)
 
     def _rotate(self, head: ChainHead) -> ChainHead:
         """Start a new current file; the chain goes on into it."""
@@ -248,7 +252,7 @@ class AuditLog:
         # The head learns which line is now the oldest kept, so removing a
         # kept file is not mistaken for this.
         _, first = last_chained(self.dir, oldest_only=True)
-        return ChainHead(head.seq, head.hash, first or head.first)
+        return ChainHead(head.seq, head.hash, first or head.first, head.legacy)
 
     def entries(self, since: float | None = None) -> list[dict[str, Any]]:
         """Every kept event, oldest first (optionally only from ``since`` on)."""

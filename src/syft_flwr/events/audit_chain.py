@@ -42,6 +42,7 @@ __all__ = [
     "HEAD_FILE",
     "AuditReport",
     "ChainHead",
+    "count_unchained",
     "drop_torn_tail",
     "last_chained",
     "line_hash",
@@ -105,22 +106,29 @@ def _mac_ok(line: bytes, key: StateKey) -> bool:
 
 @dataclass(frozen=True)
 class ChainHead:
-    """The newest line of the chain and the oldest one still kept."""
+    """The newest line of the chain, the oldest one still kept, and how many
+    unchained lines (an older syft_flwr's) were there when the chain began."""
 
     seq: int
     hash: str
     first: int
+    legacy: int = 0
 
 
 def _head_fields(head: ChainHead) -> tuple[str, ...]:
-    return (str(head.seq), head.hash, str(head.first))
+    return (str(head.seq), head.hash, str(head.first), str(head.legacy))
 
 
 def write_head(
     directory: Path, head: ChainHead, key: StateKey | None, *, durable: bool
 ) -> None:
     """Replace ``audit.head.json`` atomically (fsynced when ``durable``)."""
-    doc: dict[str, Any] = {"seq": head.seq, "hash": head.hash, "first": head.first}
+    doc: dict[str, Any] = {
+        "seq": head.seq,
+        "hash": head.hash,
+        "first": head.first,
+        "legacy": head.legacy,
+    }
     if key is not None:
         doc["mac"] = key.tag_hex("head", *_head_fields(head))
     tmp = directory / (HEAD_FILE + ".tmp")
@@ -151,8 +159,11 @@ def read_head(directory: Path, key: StateKey | None) -> ChainHead | None:
     doc = parse_line(raw[:MAX_LINE])
     try:
         assert doc is not None
-        head = ChainHead(int(doc["seq"]), str(doc["hash"]), int(doc["first"]))
+        head = ChainHead(
+            int(doc["seq"]), str(doc["hash"]), int(doc["first"]), int(doc["legacy"])
+        )
         assert _HEX64.match(head.hash) and 0 <= head.first <= head.seq + 1
+        assert head.legacy >= 0
     except (AssertionError, KeyError, TypeError, ValueError):
         raise StateIntegrityError(
             f"the audit trail's head ({HEAD_FILE}) cannot be read"
@@ -219,6 +230,15 @@ def drop_torn_tail(path: Path) -> None:
             logger.warning("removed a torn last line of the audit trail (%s)", path)
     except FileNotFoundError:
         return
+
+
+def count_unchained(directory: Path) -> int:
+    """How many readable lines of the kept files have no chain fields."""
+    return sum(
+        1
+        for _p, _n, raw, _t in trail_lines(directory)
+        if (entry := parse_line(raw)) is not None and "seq" not in entry
+    )
 
 
 def last_chained(
@@ -397,6 +417,12 @@ def _check_head(directory: Path, walk: _Walk) -> None:
         r.notes.append(
             f"{last - head.seq} line(s) after the recorded head (written just "
             "before the data owner stopped)"
+        )
+    if r.legacy > head.legacy:
+        r.problems.append(
+            f"{r.legacy - head.legacy} line(s) with no chain fields were added in "
+            "front of the chain (the trail had "
+            f"{head.legacy} such line(s) from an older syft_flwr when it was chained)"
         )
     if walk.first is not None and walk.first != head.first:
         r.problems.append(
