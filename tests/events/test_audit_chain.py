@@ -234,6 +234,52 @@ def test_without_a_key_the_chain_is_checked_and_the_gap_is_said(
     assert any("no identity key" in n for n in report.notes)
 
 
+def test_a_trail_begun_before_the_keys_existed_is_unverifiable_not_tampered(
+    tmp_path: Path, key: StateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    _fill(AuditLog(tmp_path))  # serving in plaintext, no keys yet
+    _fill(AuditLog(tmp_path, key=key), 3)  # then keys: the chain goes on MACed
+    assert "head" not in caplog.text  # the unkeyed head was taken over quietly
+    report = verify_trail(tmp_path, key)
+    assert report.status == "unverifiable", report.summary()
+    assert (report.unauthenticated, report.verified) == (6, 3)
+    assert any("before this data owner had keys" in n for n in report.notes)
+    # from then on every line needs a MAC: one without is not passed off as old
+    lines = _lines(tmp_path)
+    e = json.loads(lines[-1])
+    del e["mac"]
+    lines[-1] = seal_line(
+        {k: v for k, v in e.items() if k not in ("seq", "prev")},
+        e["seq"],
+        e["prev"],
+        None,
+    )
+    lines[-1] += b"\n"
+    _write(tmp_path, lines)
+    report = verify_trail(tmp_path, key)
+    assert report.status == "tampered"
+    assert any("line 9 (line #9) was changed" in p for p in report.problems)
+
+
+def test_a_head_without_a_mac_is_refused_once_lines_carry_one(
+    tmp_path: Path, key: StateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    _fill(AuditLog(tmp_path, key=key))
+    _write(tmp_path, _lines(tmp_path)[:-2])  # cut the end ...
+    head = json.loads((tmp_path / HEAD_FILE).read_text())
+    del head["mac"]
+    head["seq"] -= 2  # ... and hide it with a head "from before the keys"
+    head["hash"] = line_hash(_lines(tmp_path)[-1].rstrip(b"\n"))
+    (tmp_path / HEAD_FILE).write_text(json.dumps(head))
+    report = verify_trail(tmp_path, key)
+    assert any("carries no MAC although its lines do" in p for p in report.problems)
+    log = AuditLog(tmp_path, key=key)  # the writer does not take it either
+    log.record("received", id="m9", sender="ds@x", bytes=3)
+    log.close()
+    assert "carries no MAC although its lines do" in caplog.text
+    assert [e["event"] for e in log.entries()][-2:] == ["head_lost", "received"]
+
+
 # -- through the command line, in a real process --------------------------------
 
 

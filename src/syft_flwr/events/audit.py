@@ -43,6 +43,7 @@ from syft_flwr.events.audit_chain import (
     count_unchained,
     drop_torn_tail,
     last_chained,
+    last_is_keyed,
     line_hash,
     parse_line,
     read_head,
@@ -207,7 +208,13 @@ class AuditLog:
         assert self.dir is not None
         drop_torn_tail(self.dir / FILE)
         try:
-            head = read_head(self.dir, self.key)
+            head = read_head(self.dir, self.key, unkeyed_ok=True)
+            if head is not None and not head.keyed and last_is_keyed(self.dir):
+                # Only a trail written before the data owner had keys may have
+                # a head without a MAC; this one has MACed lines.
+                raise StateIntegrityError(
+                    "the audit trail's head carries no MAC although its lines do"
+                )
         except StateIntegrityError as exc:
             logger.warning("%s; the trail goes on from its last line", exc)
             head = None

@@ -16,8 +16,11 @@ head) and removed old files (``first``). Rotation keeps the chain: the first lin
 of a new file carries the hash of the previous file's last line.
 
 Lines written before the chain existed (no ``seq``) are reported as
-*unverifiable*, never as intact; a data owner without keys gets a chain without
-MACs, which detects accidents but not a forger (also reported).
+*unverifiable*, never as intact, and the head counts them when the chain begins
+(so more cannot be put in front of it later). A data owner without keys gets a
+chain without MACs, which detects accidents but not a forger (also reported);
+once it has keys, every later line and the head carry a MAC, and one without
+after a MACed line is reported as not written by the data owner.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ __all__ = [
     "count_unchained",
     "drop_torn_tail",
     "last_chained",
+    "last_is_keyed",
     "line_hash",
     "read_head",
     "seal_line",
@@ -113,6 +117,9 @@ class ChainHead:
     hash: str
     first: int
     legacy: int = 0
+    #: Whether the head carried a MAC (False: written before the data owner had
+    #: keys; not itself part of the head).
+    keyed: bool = field(default=True, compare=False)
 
 
 def _head_fields(head: ChainHead) -> tuple[str, ...]:
@@ -144,8 +151,13 @@ def write_head(
         fsync_dir(directory)
 
 
-def read_head(directory: Path, key: StateKey | None) -> ChainHead | None:
+def read_head(
+    directory: Path, key: StateKey | None, *, unkeyed_ok: bool = False
+) -> ChainHead | None:
     """The kept chain head; None if there is none.
+
+    ``unkeyed_ok`` accepts a head without a MAC (``keyed=False``): one written
+    before the data owner had keys; the caller decides whether that can be.
 
     Raises
     ------
@@ -168,6 +180,8 @@ def read_head(directory: Path, key: StateKey | None) -> ChainHead | None:
         raise StateIntegrityError(
             f"the audit trail's head ({HEAD_FILE}) cannot be read"
         ) from None
+    if key is not None and "mac" not in doc and unkeyed_ok:
+        return ChainHead(head.seq, head.hash, head.first, head.legacy, keyed=False)
     if key is not None:
         key.verify(
             str(doc.get("mac", "")),
@@ -241,6 +255,16 @@ def count_unchained(directory: Path) -> int:
     )
 
 
+def last_is_keyed(directory: Path) -> bool:
+    """Whether the last chained line of the trail carries a MAC."""
+    keyed = False
+    for _p, _n, raw, _t in trail_lines(directory):
+        entry = parse_line(raw)
+        if entry is not None and "seq" in entry:
+            keyed = "mac" in entry
+    return keyed
+
+
 def last_chained(
     directory: Path, *, oldest_only: bool = False
 ) -> tuple[tuple[int, str] | None, int | None]:
@@ -274,6 +298,8 @@ class AuditReport:
         chain, or no key to check them with) or ``"empty"``.
     lines, verified, legacy : int
         Lines read, lines whose chain and MAC checked, lines with no chain.
+    unauthenticated : int
+        Chained lines with no MAC, written before the data owner had keys.
     problems, notes : list of str
         What is wrong, in words; what is worth knowing but not wrong.
     """
@@ -282,6 +308,7 @@ class AuditReport:
     lines: int = 0
     verified: int = 0
     legacy: int = 0
+    unauthenticated: int = 0
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -306,6 +333,7 @@ class _Walk:
     seq: int | None = None  # last chained line's seq
     hash: str = ZERO_HASH
     first: int | None = None
+    keyed: bool = False  # a line with a valid MAC was seen: all after need one
 
     def line(self, where: str, raw: bytes) -> None:
         r = self.report
@@ -320,15 +348,25 @@ class _Walk:
             else:
                 r.problems.append(f"{where} has no chain fields: it was inserted")
             return
-        ok = self._follows(where, entry)
-        if self.key is not None and not _mac_ok(raw, self.key):
-            r.problems.append(
-                f"{where} (line #{entry.get('seq')}) was changed, or was not "
-                "written by this data owner"
-            )
-            ok = False
+        ok = self._follows(where, entry) and self._authentic(where, entry, raw)
         r.verified += ok
         self.hash = line_hash(raw)
+
+    def _authentic(self, where: str, entry: dict[str, Any], raw: bytes) -> bool:
+        if self.key is None:
+            return True  # the chain only (reported)
+        if "mac" not in entry and not self.keyed:
+            # Before the data owner had keys: ordered, but not authenticated.
+            self.report.unauthenticated += 1
+            return False
+        if "mac" in entry and _mac_ok(raw, self.key):
+            self.keyed = True
+            return True
+        self.report.problems.append(
+            f"{where} (line #{entry.get('seq')}) was changed, or was not "
+            "written by this data owner"
+        )
+        return False
 
     def _follows(self, where: str, entry: dict[str, Any]) -> bool:
         seq, prev = entry.get("seq"), entry.get("prev")
@@ -381,6 +419,11 @@ def verify_trail(directory: Path, key: StateKey | None) -> AuditReport:
             f"{r.legacy} line(s) were written before the trail was chained "
             "(an older syft_flwr): they cannot be verified"
         )
+    if r.unauthenticated:
+        r.notes.append(
+            f"{r.unauthenticated} line(s) were written before this data owner had "
+            "keys (no MAC): their order is checked, not who wrote them"
+        )
     if key is None and r.lines:
         r.notes.append(
             "no identity key to check the lines' MACs with: the chain shows "
@@ -393,9 +436,15 @@ def verify_trail(directory: Path, key: StateKey | None) -> AuditReport:
 def _check_head(directory: Path, walk: _Walk) -> None:
     r = walk.report
     try:
-        head = read_head(directory, walk.key)
+        head = read_head(directory, walk.key, unkeyed_ok=True)
     except StateIntegrityError as exc:
         r.problems.append(str(exc))
+        return
+    if head is not None and not head.keyed and walk.keyed:
+        r.problems.append(
+            f"the trail's head ({HEAD_FILE}) carries no MAC although its lines do: "
+            "it was not written by this data owner"
+        )
         return
     if head is None:
         if walk.seq is not None:
@@ -436,6 +485,6 @@ def _status(r: AuditReport, key: StateKey | None) -> str:
         return "tampered"
     if not r.lines:
         return "empty"
-    if r.legacy or key is None:
+    if r.legacy or r.unauthenticated or key is None:
         return "unverifiable"
     return "intact"
