@@ -15,7 +15,7 @@ from syft_flwr.client import SyftCoreClient
 from syft_flwr.crypto.keys import generate_keys
 from syft_flwr.crypto.state_mac import StateKey
 from syft_flwr.events import TransportEvents
-from syft_flwr.events.audit import AuditLog
+from syft_flwr.events.audit import AuditLog, format_audit
 from syft_flwr.events.audit_chain import verify_trail
 from syft_flwr.events.refusals import DETAIL, FILE, MAX_GROUPS, RefusalLog
 from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
@@ -114,6 +114,8 @@ def test_a_flood_is_aggregated_keeps_real_entries_and_is_not_logged_after_a_rest
         # FLOOD requests and one bad file name: one row with the count of the rest
         assert summary["count"] == FLOOD + 1 - DETAIL
         assert summary["folder"] == f"{APP}/{EP}"
+        table = format_audit(entries)
+        assert f"{FLOOD + 1 - DETAIL} more refusal(s) in {APP}/{EP} since" in table
         assert len(_refusal_warnings(caplog)) == DETAIL + 1
         assert ran == [b"real work"]  # nothing of eve's ran
         assert verify_trail(audit_dir, key).status == "intact"

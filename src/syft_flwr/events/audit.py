@@ -390,14 +390,16 @@ def format_audit(entries: list[dict[str, Any]]) -> str:
             details.append(f"{e.get('message_type', '?')} {e.get('group', '')}".strip())
             details.append(f"{float(e.get('end', 0)) - float(e.get('start', 0)):.2f} s")
             details.append(str(e.get("outcome", e.get("status", ""))))
+        elif e.get("event") == "refused" and e.get("count"):
+            # A flood, aggregated (events.refusals): one row for the rest.
+            since = _dt.datetime.fromtimestamp(float(e.get("since", 0)), tz=_dt.UTC)
+            details.append(
+                f"{e['count']} more refusal(s) in {e.get('folder', '?')} since "
+                f"{since:%Y-%m-%d %H:%M:%S}; last {e.get('status')}: "
+                f"{e.get('reason', '')}"
+            )
         elif e.get("event") == "refused":
             details.append(f"{e.get('status')}: {e.get('reason', '')}")
-            if e.get("count"):  # a flood, aggregated (events.refusals)
-                since = _dt.datetime.fromtimestamp(float(e.get("since", 0)), tz=_dt.UTC)
-                details.append(
-                    f"{e['count']} more refusal(s) in {e.get('folder', '?')} since "
-                    f"{since:%Y-%m-%d %H:%M:%S}, last reason shown"
-                )
         elif e.get("event") == "head_lost":
             details.append(
                 "the trail's head was missing or changed when the data owner "
