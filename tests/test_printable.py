@@ -11,6 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from syft_flwr._printable import printable
 from syft_flwr.cli.review import format_projects, format_status
+from syft_flwr.crypto.keys import generate_keys
+from syft_flwr.crypto.state_mac import StateKey
 from syft_flwr.events.audit import format_audit
 from syft_flwr.logs import FORMAT, PrintableFormatter
 from syft_flwr.review.api import Submission
@@ -77,7 +79,7 @@ def _record(**kw: object) -> ProjectRecord:
 
 
 def test_projects_and_status_escape_names_reasons_and_file_names():
-    text = format_projects([_record()])
+    text = format_projects([_record(note=HOSTILE)])
     _assert_escaped(text)
     sub = Submission(HOSTILE, "ab" * 32, HOSTILE, "r", "rejected", HOSTILE)
     _assert_escaped(format_status([sub]))
@@ -89,7 +91,7 @@ def test_show_escapes_code_reason_and_names_but_keeps_code_lines(tmp_path: Path)
     src = app / "toy_app" / "client_app.py"
     src.write_text(src.read_text() + f"\n# {HOSTILE}\nx = 1\n")
     data, manifest = pack_app(app, "ds@example.org", Ed25519PrivateKey.generate())
-    store = ProjectStore(tmp_path / "store")
+    store = ProjectStore(tmp_path / "store", key=StateKey(generate_keys(), "review"))
     store.add(
         read_package(data),
         researcher="ds@example.org",
@@ -98,7 +100,7 @@ def test_show_escapes_code_reason_and_names_but_keeps_code_lines(tmp_path: Path)
         expires="e",
         data=data,
     )
-    store.decide(manifest.project_hash, "rejected", HOSTILE)
+    store.decide(manifest.project_hash, "ds@example.org", "rejected", HOSTILE)
     text = show_text(store, manifest.project_hash[:8])
     _assert_escaped(text)
     assert "\nx = 1\n" in text.replace("\r\n", "\n")  # code is still readable

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -268,14 +269,19 @@ def test_plaintext_is_refused_when_encryption_is_required() -> None:
 class _FakeSeal(BodyCodec):
     algorithm = "fake"
 
+    def __init__(self, seen: list[SealContext] | None = None) -> None:
+        self.seen = seen if seen is not None else []
+
     def seal(
         self, ctx: SealContext, parts: Sequence[memoryview]
     ) -> tuple[dict[str, Any] | None, list[bytes]]:
+        self.seen.append(ctx)
         return {"alg": "fake", "ek": "AAAA"}, [bytes(p)[::-1] for p in parts]
 
     def open(
         self, ctx: SealContext, header: Mapping[str, Any] | None, parts: Sequence[bytes]
     ) -> bytes:
+        self.seen.append(ctx)
         return b"".join(p[::-1] for p in parts)
 
 
@@ -284,14 +290,15 @@ class _FakePolicy:
 
     def __init__(self) -> None:
         self.contexts: list[SealContext] = []
+        self.sealed: list[SealContext] = []  # what the codec was given
 
     def for_sending(self, ctx: SealContext) -> BodyCodec:
         self.contexts.append(ctx)
-        return _FakeSeal()
+        return _FakeSeal(self.sealed)
 
     def for_receiving(self, ctx: SealContext, head: Head) -> BodyCodec:
         self.contexts.append(ctx)
-        return _FakeSeal()
+        return _FakeSeal(self.sealed)
 
 
 def test_policy_sees_the_right_contexts_and_plaintext_side_refuses_sealed() -> None:
@@ -305,7 +312,11 @@ def test_policy_sees_the_right_contexts_and_plaintext_side_refuses_sealed() -> N
     inc = do.read(f"{FOLDER}/{mid}.request")
     assert inc.body == b"secret" * 100 and inc.head.encrypted
     sent, received = sp.contexts[0], rp.contexts[0]
-    assert sent == received
+    # The policy picks keys by the addressing fields; the codec seals and opens
+    # with the head's signed fields too (the same bytes on both sides).
+    assert sent == replace(received, head=b"")
+    assert sp.sealed == rp.sealed == [received]
+    assert received.head == inc.head.signed_fields and b'"status' not in received.head
     assert (sent.sender, sent.recipient, sent.kind, sent.app, sent.endpoint) == (
         DS,
         DO,
@@ -489,13 +500,14 @@ def test_a_missing_or_altered_attachment_chunk_is_not_ready_yet() -> None:
 
 def test_a_version_1_message_is_still_read() -> None:
     # What syft_flwr before envelope v2 wrote: the same head with v = 1, a
-    # protobuf body in chunks, no attachments.
+    # protobuf body in chunks, no attachments. Plaintext (encryption off): no
+    # version signs anything there, so older ones are read as before.
     hub, ds, do = _pair()
     body = bytes(range(256)) * 40
     mid = ds.send_request(DO, EP, body, expires_at=_later())
     key = f"{FOLDER}/{mid}.request"
     doc = json.loads(hub.snapshot()[key])
-    assert doc["syft_flwr"]["v"] == 2
+    assert doc["syft_flwr"]["v"] == 3
     doc["syft_flwr"]["v"] = 1
     doc["headers"]["x-syft-flwr-envelope"] = "1"
     ds.transport.put(key, json.dumps(doc).encode())

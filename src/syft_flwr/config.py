@@ -27,6 +27,8 @@ variable                           default     meaning
 ``SYFT_FLWR_HEARTBEAT_INTERVAL``   transport   seconds between a data owner's heartbeats
 ``SYFT_FLWR_HEARTBEAT_MISSES``     ``4``       missed heartbeats before the researcher
                                                stops waiting for a data owner
+``SYFT_FLWR_ALLOW_NONFINITE``      ``false``   accept NaN/Inf in data owners' reply arrays
+                                               and metrics (by default: refused)
 =================================  ==========  ============================================
 """
 
@@ -78,6 +80,7 @@ ENV_MAX_MESSAGE_BYTES = "SYFT_FLWR_MAX_MESSAGE_BYTES"
 ENV_PREKEY_GRACE = "SYFT_FLWR_PREKEY_GRACE"
 ENV_HEARTBEAT_INTERVAL = "SYFT_FLWR_HEARTBEAT_INTERVAL"
 ENV_HEARTBEAT_MISSES = "SYFT_FLWR_HEARTBEAT_MISSES"
+ENV_ALLOW_NONFINITE = "SYFT_FLWR_ALLOW_NONFINITE"
 
 DEFAULT_MSG_TIMEOUT = 120.0  # seconds
 DEFAULT_POLL_INTERVAL = 2.0  # seconds
@@ -181,6 +184,9 @@ class Settings:
     no_color: bool = False
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     prekey_grace: float = DEFAULT_PREKEY_GRACE
+    #: Accept replies whose floating-point arrays hold NaN or Inf (the researcher's
+    #: explicit opt-down; by default such a reply is refused, see ``reply_check``).
+    allow_nonfinite: bool = False
 
     def __post_init__(self) -> None:
         if self.prekey_grace < 0:
@@ -229,6 +235,8 @@ class Settings:
             values["heartbeat_interval"] = _parse_float(ENV_HEARTBEAT_INTERVAL, v)  # type: ignore[arg-type]
         if (v := env.get(ENV_HEARTBEAT_MISSES)) not in (None, ""):
             values["heartbeat_misses"] = _parse_int(ENV_HEARTBEAT_MISSES, v, minimum=1)  # type: ignore[arg-type]
+        if (v := env.get(ENV_ALLOW_NONFINITE)) not in (None, ""):
+            values["allow_nonfinite"] = _parse_bool(ENV_ALLOW_NONFINITE, v)  # type: ignore[arg-type]
         if (v := env.get(ENV_LOG_LEVEL)) not in (None, ""):
             values["log_level"] = str(v).upper()
         if (v := env.get(ENV_MAX_MESSAGE_BYTES)) not in (None, ""):

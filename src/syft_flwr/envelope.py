@@ -1,4 +1,4 @@
-"""The on-disk envelope (format version 2): bytes <-> a head file plus chunk files.
+"""The on-disk envelope (format version 3): bytes <-> a head file plus chunk files.
 
 The full specification is ``docs/envelope.md``. In short:
 
@@ -7,7 +7,7 @@ The full specification is ``docs/envelope.md``. In short:
   ``status_code`` on responses), so other SyftBox tools can read it, plus one
   extra object ``"syft_flwr"`` describing how the body is stored::
 
-      "syft_flwr": {"v": 2, "kind": "request", "size": 1234,
+      "syft_flwr": {"v": 3, "kind": "request", "size": 1234,
                     "storage": "inline" | "chunks",
                     "chunks": [{"size": 4194304, "sha256": "..."}, ...],
                     "encryption": null | {"alg": "...", "ek": "<base64>"}}
@@ -18,7 +18,10 @@ The full specification is ``docs/envelope.md``. In short:
   in the head. Chunks are written first and the head last, so the head's
   appearance commits the message.
 * Encryption (see ``syft_flwr.crypto``) is a :class:`BodyCodec` applied per chunk;
-  the head then carries the algorithm and the ephemeral public key.
+  the head then carries the algorithm and the ephemeral public key. From
+  version 3 every head field but the stored body, the chunk list and the
+  encryption header (:func:`signed_head`) is bound into the seal too, so a
+  status, a creation time or a header cannot be changed on a sealed message.
 * A reader treats unparsable JSON, a missing chunk or a chunk whose size or
   hash does not match as :class:`~syft_flwr.errors.IncompleteMessage`: "not
   ready yet, try again", never "bad message". Only a head that parses but breaks
@@ -35,7 +38,7 @@ import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -51,6 +54,7 @@ __all__ = [
     "ID_PATTERN",
     "MAX_HEAD_BYTES",
     "PlainCodec",
+    "SIGNED_HEAD_VERSION",
     "SealContext",
     "check_id",
     "chunk_name",
@@ -60,9 +64,12 @@ __all__ = [
     "head_name",
     "parse_head",
     "parse_time",
+    "signed_head",
 ]
 
-ENVELOPE_VERSION = 2
+ENVELOPE_VERSION = 3
+#: First version whose head fields are bound into the seal (:func:`signed_head`).
+SIGNED_HEAD_VERSION = 3
 #: Bytes kept free in a head for everything but the inline body.
 HEAD_RESERVE = 2048
 CONTENT_TYPE = "application/vnd.flower.message+protobuf"
@@ -101,7 +108,11 @@ def chunk_name(message_id: str, kind: Kind, index: int) -> str:
 
 @dataclass(frozen=True)
 class SealContext:
-    """Everything a body is bound to; used as AEAD associated data when encrypting."""
+    """Everything a body is bound to; used as AEAD associated data when encrypting.
+
+    ``head`` is :func:`signed_head` of the message's head (version 3), or empty
+    for older versions, whose other head fields were not sealed.
+    """
 
     message_id: str
     sender: str
@@ -110,6 +121,7 @@ class SealContext:
     endpoint: str
     kind: Kind
     expires: str
+    head: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -193,6 +205,48 @@ class Head:
     def encrypted(self) -> bool:
         return self.encryption is not None
 
+    @property
+    def signed_fields(self) -> bytes:
+        """:func:`signed_head` of this head; empty before version 3 (not sealed)."""
+        if self.version < SIGNED_HEAD_VERSION:
+            return b""
+        return signed_head(self.raw)
+
+
+#: Head fields a seal cannot cover, because they are its output: the stored body
+#: and the chunk list (the signature covers their digests) and the encryption
+#: header (its key and prekey id are signed separately; the signature is in it).
+_UNSIGNED_TOP = frozenset({"body"})
+_UNSIGNED_META = frozenset({"chunks", "encryption"})
+
+
+def signed_head(doc: Mapping[str, Any]) -> bytes:
+    """The canonical bytes of every head field a version-3 seal binds.
+
+    That is the whole head except the stored body, the chunk list and the
+    encryption header: status, creation time, expiry, ids, url, method,
+    headers, version, kind, size and storage. Canonical JSON (sorted keys, no
+    spaces, ASCII): the strict reader accepts only strings, integers, ``null``
+    and objects of them there, which re-encode to the same bytes on every side,
+    and two different heads never encode alike.
+
+    Parameters
+    ----------
+    doc : Mapping
+        The head as a JSON object (written, or as parsed by :func:`parse_head`).
+
+    Returns
+    -------
+    bytes
+    """
+    top = {k: v for k, v in doc.items() if k not in _UNSIGNED_TOP}
+    meta = top.get("syft_flwr")
+    if isinstance(meta, Mapping):
+        top["syft_flwr"] = {k: v for k, v in meta.items() if k not in _UNSIGNED_META}
+    return json.dumps(
+        top, sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    ).encode("ascii")
+
 
 def _plan_parts(
     body: memoryview, inline_limit: int, chunk_payload: int
@@ -201,6 +255,43 @@ def _plan_parts(
         return [body]
     n = max(1, math.ceil(len(body) / chunk_payload))
     return [body[i * chunk_payload : (i + 1) * chunk_payload] for i in range(n)]
+
+
+def _head_doc(
+    ctx: SealContext,
+    url: str,
+    created: str,
+    size: int,
+    inline: bool,
+    status_code: int | None,
+    headers: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """The head without what sealing produces (stored body, chunks, encryption)."""
+    hdrs = {"content-type": CONTENT_TYPE, "x-syft-flwr-envelope": str(ENVELOPE_VERSION)}
+    if headers:
+        hdrs.update(headers)
+    doc: dict[str, Any] = {
+        "id": ctx.message_id,
+        "sender": ctx.sender,
+        "url": url,
+        "headers": hdrs,
+        "body": "",
+        "created": created,
+        "expires": ctx.expires,
+    }
+    if ctx.kind == "request":
+        doc["method"] = "POST"
+    else:
+        doc["status_code"] = 200 if status_code is None else int(status_code)
+    doc["syft_flwr"] = {
+        "v": ENVELOPE_VERSION,
+        "kind": ctx.kind,
+        "size": size,
+        "storage": "inline" if inline else "chunks",
+        "chunks": [],
+        "encryption": None,
+    }
+    return doc
 
 
 def encode_message(
@@ -227,37 +318,19 @@ def encode_message(
     room = (chunk_size - HEAD_RESERVE) * 3 // 4 - codec.overhead
     inline_limit = min(inline_limit, max(0, room))
     parts = _plan_parts(view, inline_limit, chunk_size - codec.overhead)
-    enc_header, stored = codec.seal(ctx, parts)
     inline = len(view) <= inline_limit
-    meta: dict[str, Any] = {
-        "v": ENVELOPE_VERSION,
-        "kind": ctx.kind,
-        "size": len(view),
-        "storage": "inline" if inline else "chunks",
-        "chunks": []
-        if inline
-        else [
-            {"size": len(p), "sha256": hashlib.sha256(p).hexdigest()} for p in stored
-        ],
-        "encryption": enc_header,
-    }
-    hdrs = {"content-type": CONTENT_TYPE, "x-syft-flwr-envelope": str(ENVELOPE_VERSION)}
-    if headers:
-        hdrs.update(headers)
-    doc: dict[str, Any] = {
-        "id": ctx.message_id,
-        "sender": ctx.sender,
-        "url": url,
-        "headers": hdrs,
-        "body": base64.b64encode(stored[0]).decode("ascii") if inline else "",
-        "created": created,
-        "expires": ctx.expires,
-    }
-    if ctx.kind == "request":
-        doc["method"] = "POST"
+    doc = _head_doc(ctx, url, created, len(view), inline, status_code, headers)
+    # Everything the reader acts on is sealed with the body (version 3), so
+    # nobody can turn a sealed 200 into an error, or back-date it.
+    ctx = replace(ctx, head=signed_head(doc))
+    enc_header, stored = codec.seal(ctx, parts)
+    if inline:
+        doc["body"] = base64.b64encode(stored[0]).decode("ascii")
     else:
-        doc["status_code"] = 200 if status_code is None else int(status_code)
-    doc["syft_flwr"] = meta
+        doc["syft_flwr"]["chunks"] = [
+            {"size": len(p), "sha256": hashlib.sha256(p).hexdigest()} for p in stored
+        ]
+    doc["syft_flwr"]["encryption"] = enc_header
     head = json.dumps(doc, separators=(",", ":")).encode("utf-8")
     if len(head) > chunk_size:
         # Only with absurdly small chunks for the body size (the manifest grows

@@ -34,6 +34,7 @@ either::
         ├── UnknownSenderError         sender is not an allowed aggregator/data owner
         ├── ReplayError                a request id was already executed
         ├── MessageExpired             the request's expiry has passed
+        ├── UnacceptableReply          a reply's values are not finite or not the model's shape
         └── ReviewError                a project package or review decision is refused
             ├── UnsafeArchiveError     ``../``, absolute paths, links, devices, too big
             ├── ProjectSignatureError  not signed by the researcher's pinned identity key
@@ -77,6 +78,7 @@ __all__ = [
     "TransportClosed",
     "TransportError",
     "TransportTimeout",
+    "UnacceptableReply",
     "UnknownSenderError",
     "UnsafeArchiveError",
     "UnsafeFileError",
@@ -251,4 +253,23 @@ class StateIntegrityError(SecurityError):
 
     The record was changed, copied from another party or another run, or written by
     a version of syft_flwr that did not authenticate it. It is never acted on.
+    """
+
+
+class UnacceptableReply(SecurityError):
+    """A data owner's reply carries values the researcher will not aggregate.
+
+    An array or metric that is not finite (NaN, Inf), an array whose shape, dtype
+    or serialization differs from the model the data owner was sent, or one that
+    is not a readable numpy array. The reply counts as that data owner's failure.
+    """
+
+
+class UnsignedHeadError(SecurityError):
+    """A sealed message's head fields (status, creation time, ...) are not signed.
+
+    Envelopes before version 3 sealed the body but not the head around it, so a
+    status there could have been changed by anyone who can write the file. Such a
+    message is refused where the unsigned fields would change what the reader
+    does (see ``docs/envelope.md``).
     """

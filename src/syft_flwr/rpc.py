@@ -35,6 +35,7 @@ from syft_flwr.blobs import (
 from syft_flwr.config import Settings
 from syft_flwr.envelope import (
     MAX_HEAD_BYTES,
+    SIGNED_HEAD_VERSION,
     BodyCodec,
     Head,
     Kind,
@@ -53,8 +54,12 @@ from syft_flwr.errors import (
     MessageNotFound,
     PermissionDenied,
     PlaintextRefused,
+    SecurityError,
+    TransportError,
     UnknownSenderError,
+    UnsignedHeadError,
 )
+from syft_flwr.reasons import reason_text
 from syft_flwr.transports.base import RpcPath, Transport, Watch, join_key
 
 __all__ = [
@@ -119,6 +124,32 @@ def message_files(message: Incoming) -> tuple[str, ...]:
                 for i in range(ref.count)
             )
     return tuple(names)
+
+
+def _check_head_signed(head: Head) -> None:
+    """Refuse a sealed message whose unsigned head fields would steer its reader.
+
+    Before envelope version 3 only the body was sealed: a status or creation
+    time there could have been changed by anyone who can write the file. The
+    one such message still read is a sealed 200 reply (a status changed to 200
+    only makes an error reply unreadable; nothing else in it is acted on).
+
+    Raises
+    ------
+    UnsignedHeadError
+        A sealed request, or a sealed non-200 reply, of an older version.
+    """
+    if not head.encrypted or head.version >= SIGNED_HEAD_VERSION:
+        return
+    if head.kind == "response" and (head.status_code or 200) == 200:
+        return
+    what = f"status {head.status_code} reply" if head.kind == "response" else "request"
+    raise UnsignedHeadError(
+        f"{what} {head.id} from {head.sender} was written by an older syft_flwr "
+        f"(envelope version {head.version}), which does not sign its head: its "
+        "status and creation time cannot be trusted, so it is not taken as "
+        f"{head.sender}'s; upgrade syft_flwr on both sides"
+    )
 
 
 class CodecPolicy(Protocol):
@@ -601,15 +632,7 @@ class SyftFlwrRpc:
             raise UnknownSenderError(
                 f"{kind} file {path.name} carries a different id ({head.id})"
             )
-        ctx = SealContext(
-            message_id=head.id,
-            sender=head.sender,
-            recipient=path.owner if kind == "request" else path.peer,
-            app=self.app_name,
-            endpoint=path.endpoint,
-            kind=kind,
-            expires=head.expires,
-        )
+        ctx = self._context_of(path, head)
         # A refusal (non-200 response) may come in clear when the data owner
         # could not seal it. With encryption on, nothing proves who wrote such a
         # file, so it never counts as the data owner's answer: it is refused
@@ -617,7 +640,7 @@ class SyftFlwrRpc:
         refusal = kind == "response" and (head.status_code or 200) != 200
         if self.policy.required and not head.encrypted:
             if refusal and head.storage == "inline":
-                claimed = head.inline_body[:200].decode("utf-8", errors="replace")
+                claimed = reason_text(head.inline_body, limit=200)
                 raise PlaintextRefused(
                     f"an unauthenticated refusal (status {head.status_code}, not "
                     f"sealed by {head.sender}) says: {claimed!r}"
@@ -626,6 +649,8 @@ class SyftFlwrRpc:
                 f"{kind} {head.id} from {head.sender} is not encrypted, but encryption "
                 "is required here (SYFT_FLWR_ENCRYPTION_ENABLED)"
             )
+        if self.policy.required:
+            _check_head_signed(head)
         codec = (
             PlainCodec()
             if refusal and not head.encrypted
@@ -646,6 +671,60 @@ class SyftFlwrRpc:
         if head.version >= 2:
             body, refs = self._read_attachments(path, head, body)
         return Incoming(path=path, head=head, body=body, attachments=tuple(refs))
+
+    def _context_of(self, path: RpcPath, head: Head) -> SealContext:
+        """What a message at ``path`` with ``head`` must have been sealed with."""
+        return SealContext(
+            message_id=head.id,
+            sender=head.sender,
+            recipient=path.owner if head.kind == "request" else path.peer,
+            app=self.app_name,
+            endpoint=path.endpoint,
+            kind=head.kind,
+            expires=head.expires,
+            head=head.signed_fields,
+        )
+
+    def vouch_for_reply(self, key: str) -> bool:
+        """Whether the reply file at ``key`` is one this side wrote, as it stands.
+
+        Its head must parse, name this side as sender and the file's own id,
+        and (encryption on) carry this side's signature over that id, its
+        recipient and every signed head field, in a version its reader accepts.
+        A reply copied from another request, or altered, is not vouched for.
+        With encryption off nothing is signed: sender and id are all there is.
+
+        Raises
+        ------
+        MessageNotFound
+            No file at ``key`` (gone meanwhile).
+        """
+        path = RpcPath.parse(key)
+        if path is None or path.app != self.app_name:
+            return False
+        try:
+            head = parse_head(
+                self.read_head_bytes(key),
+                expected_kind="response",
+                max_message_bytes=self.settings.max_message_bytes,
+            )
+        except MessageNotFound:
+            raise
+        except (EnvelopeError, TransportError):
+            return False
+        if head.sender != self.identity or head.id != path.name.rsplit(".", 1)[0]:
+            return False
+        if not self.policy.required:
+            return True
+        vouch = getattr(self.policy, "vouch_sent", None)
+        if vouch is None or not head.encrypted:
+            return False
+        try:
+            _check_head_signed(head)
+            vouch(self._context_of(path, head), head)
+        except (EncryptionError, SecurityError, EnvelopeError, TransportError):
+            return False
+        return True
 
     def _read_attachments(
         self, path: RpcPath, head: Head, body: bytes

@@ -154,7 +154,7 @@ def test_forgery_by_holder_of_recipients_keys_is_refused(net, signed: bool) -> N
     # the attack is real: without the signature the ciphertext would open
     head = parse_head(hub.snapshot()[key])
     ctx = X3DHCodec._mctx(
-        SealContext(mid, DS, DO, APP, EP, "request", head.expires),
+        SealContext(mid, DS, DO, APP, EP, "request", head.expires, head.signed_fields),
         1,
         ds_public.identity_key.public_bytes_raw(),
         do_keys.identity.public_key().public_bytes_raw(),

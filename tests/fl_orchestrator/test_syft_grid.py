@@ -668,6 +668,47 @@ def test_pull_messages_never_blocks_and_matches_by_reply_to(net: Network) -> Non
     assert isinstance(grid.pull_messages([silent_id]), list)
 
 
+def _collect(pull: Callable[[], list[Message]], n: int) -> list[Message]:
+    got: list[Message] = []
+    deadline = time.monotonic() + 10
+    while len(got) < n:
+        assert time.monotonic() < deadline, f"{len(got)} of {n} replies"
+        got.extend(pull())
+        time.sleep(0.005)
+    return got
+
+
+def test_pull_messages_takes_flower_next_signature(net: Network) -> None:
+    """Flower 1.43: ``pull_messages(reply_to_message_ids=None, *, message_ids=None)``."""
+    net.prepare_only(SILENT)
+    grid = net.grid([*DATA_OWNERS, SILENT])
+    silent_id = grid.push_messages([message_to(grid, SILENT)])[0]
+
+    # None (and no argument at all) means every reply that arrived for this grid.
+    first = train_messages(grid, 3)[:2]
+    first_ids = set(grid.push_messages(first))
+    replies = _collect(grid.pull_messages, 2)
+    assert {r.metadata.reply_to_message_id for r in replies} == first_ids
+    assert grid.pull_messages(None) == []  # handed out once; the silent one waits
+
+    # The new keyword name works.
+    second = train_messages(grid, 3)[:1]
+    second_id = grid.push_messages(second)[0]
+    got = _collect(lambda: grid.pull_messages(reply_to_message_ids=[second_id]), 1)
+    assert [r.metadata.reply_to_message_id for r in got] == [second_id]
+
+    # The old keyword is a deprecated alias that still works.
+    third_id = grid.push_messages(train_messages(grid, 3)[:1])[0]
+    with pytest.warns(DeprecationWarning, match="reply_to_message_ids"):
+        assert grid.pull_messages(message_ids=[silent_id]) == []
+    with pytest.warns(DeprecationWarning):
+        got = _collect(lambda: grid.pull_messages(message_ids=[third_id]), 1)
+    assert [r.metadata.reply_to_message_id for r in got] == [third_id]
+
+    with pytest.raises(TypeError, match="not both"):
+        grid.pull_messages([third_id], message_ids=[third_id])
+
+
 def test_timeout_argument_beats_env(
     net: Network, monkeypatch: pytest.MonkeyPatch
 ) -> None:

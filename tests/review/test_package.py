@@ -163,13 +163,15 @@ def test_write_tree_refuses_a_non_empty_destination(tmp_path: Path):
 
 
 def test_control_characters_never_reach_the_terminal(tmp_path: Path, app: Path):
+    from syft_flwr.crypto.keys import generate_keys
+    from syft_flwr.crypto.state_mac import StateKey
     from syft_flwr.review.store import ProjectStore, show_text
 
     with pytest.raises(UnsafeArchiveError, match="unsafe path"):
         read_package(_tar([("app/a\x1b[2J.py", b"")]))
     (app / "toy_app" / "client_app.py").write_text("x = 1  # \x1b[2J\x1b[1A hidden\n")
     data, manifest = pack_app(app, WHO, Ed25519PrivateKey.generate(), name="n\x1b]0;")
-    store = ProjectStore(tmp_path / "store")
+    store = ProjectStore(tmp_path / "store", key=StateKey(generate_keys(), "review"))
     pkg = read_package(data)
     store.add(
         pkg, researcher=WHO, fingerprint="f", request_key="k", expires="e", data=data

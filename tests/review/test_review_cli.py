@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -96,3 +97,57 @@ def test_submit_approve_serve_only_the_approved_code(tmp_path: Path):
     assert r.returncode != 0
     assert "refused the request" in r.stdout + r.stderr
     assert "is for project" in out and "but this data owner serves" in out
+
+
+def test_same_files_from_two_researchers_are_decided_apart(tmp_path: Path):
+    """B submits A's files first; the data owner approves A's submission by name."""
+    b = "b@example.org"
+    app = tmp_path / "toy_app"
+    shutil.copytree(TOY, app, ignore=shutil.ignore_patterns("__pycache__"))
+    r_conf, b_conf, do_conf = (_config(tmp_path, e) for e in (R, b, DO))
+    assert cli("bootstrap", str(app), "-a", R, "-d", DO).returncode == 0
+    assert cli("projects", "--config", do_conf).returncode == 0  # opens the inbox
+    assert cli("submit", str(app), "--to", DO, "--config", b_conf).returncode == 0
+    r = cli("submit", str(app), "--to", DO, "--config", r_conf)
+    project = re.search(r"project hash: ([0-9a-f]{64})", r.stdout).group(1)
+    r = cli("projects", "--config", do_conf, "--brief")
+    assert r.stdout.count(f"{project[:12]}  [pending]") == 2
+    listed = json.loads(cli("projects", "--json", "--config", do_conf).stdout)
+    assert sorted(p["researcher"] for p in listed) == sorted([R, b])
+    assert not {"request_key", "other_requests"} & set(listed[0])  # internals
+    r = cli("approve", project[:8], "--config", do_conf)
+    assert r.returncode != 0 and "submitted by 2 researchers" in r.stderr
+    r = cli("approve", project[:8], "--researcher", R, "--config", do_conf)
+    assert r.returncode == 0 and f"for {R} only" in r.stdout
+    r = cli("reject", project[:8], "--researcher", b, "--reason", "who are you?",
+            "--config", do_conf)  # fmt: skip
+    assert r.returncode == 0
+    assert "[approved]" in cli("status", "--config", r_conf).stdout
+    r = cli("status", "--config", b_conf)
+    assert "[rejected]  reason: who are you?" in r.stdout and "approved" not in r.stdout
+    r = cli("show", project[:8], "--researcher", b, "--config", do_conf)
+    assert f"from {b}" in r.stdout and "reason: who are you?" in r.stdout
+
+    # Someone who can write the data owner's state folder approves B's record.
+    index = tmp_path / "SB" / ".syft_flwr" / "state" / DO / "_review" / "projects.json"
+    doc = json.loads(index.read_text())
+    for entry in doc["records"]:
+        if entry["researcher"] == b:
+            entry.update(status="approved", reason="")
+    index.write_text(json.dumps(doc))
+    r = cli("projects", "--config", do_conf, "--brief")
+    assert "1 record(s) in your review store failed their integrity check" in r.stdout
+    assert (
+        "failed its integrity check" in r.stderr and f"from:        {b}" not in r.stdout
+    )
+    # B runs the same code anyway: the data owner's serve refuses B, runs R's.
+    server = _serve(do_conf)
+    rb = _research(app, b_conf)
+    r = _research(app, r_conf)
+    out, _ = server.communicate(timeout=60)
+    assert rb.returncode != 0  # refused: B's ServerApp got no result at all
+    assert f"{b} is not an allowed sender" in out and f"for {b}" not in out
+    assert f"is waiting for work from {R}\n" in out  # only R's approval counts
+    assert r.returncode == 0, r.stdout + r.stderr  # R's real result arrives
+    assert f"running train (round group '') for {R}" in out
+    assert server.returncode == 0, out

@@ -16,7 +16,9 @@ from flwr.clientapp import ClientApp
 from syft_flwr._flwr_compat import set_message_id
 from syft_flwr.client.syft_p2p_client import MemoryClient
 from syft_flwr.config import Settings
+from syft_flwr.crypto.keys import generate_keys
 from syft_flwr.crypto.policy import load_or_create_keys
+from syft_flwr.crypto.state_mac import StateKey
 from syft_flwr.errors import ConfigError, ProjectNotApproved, RunFailed
 from syft_flwr.fl_orchestrator.flower_client import ClientAppHandler
 from syft_flwr.fl_orchestrator.flower_server import run_researcher
@@ -28,7 +30,7 @@ from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
 from syft_flwr.transports.memory import MemoryHub
 
 TOY = Path(__file__).resolve().parents[1] / "assets" / "toy_app"
-DS, DO = "ds@example.org", "do@example.org"
+DS, DO, OTHER = "ds@example.org", "do@example.org", "other@example.org"
 ENC = Settings(encryption_enabled=True, poll_interval=0.25)
 
 
@@ -76,7 +78,7 @@ def test_approval_survives_a_restart_and_show_diffs_the_new_version(
     api.approve(owner, first.project_hash, settings=ENC)
     # A "restart": new client objects, new store, read from disk.
     owner2 = make_syft_client(syft_root, DO)
-    assert api.project_store(owner2).is_approved(first.project_hash)
+    assert api.project_store(owner2).is_approved(first.project_hash, DS)
     assert api.submission_status(researcher, settings=ENC)[0].status == "approved"
     # the same code submitted again is answered with the stored decision
     api.submit(app, [DO], client=researcher, settings=ENC)
@@ -112,8 +114,12 @@ def test_project_signed_by_another_key_is_refused_and_the_researcher_told(
     assert st.status == "refused" and "not signed" in st.reason
 
 
-def _request(h: ClientAppHandler, named: str | None) -> Message:
+def _request(
+    h: ClientAppHandler, named: str | None, sender: str | None = DS
+) -> Message:
+    """One request through ``h``, served for ``sender`` (as the events loop does)."""
     from syft_flwr._flwr_compat import set_task_identity
+    from syft_flwr.events.watcher import RequestInfo, _current
 
     set_task_identity(3)
     msg = Message(
@@ -124,11 +130,18 @@ def _request(h: ClientAppHandler, named: str | None) -> Message:
     set_message_id(msg, "m-1")
     if named is not None:
         attach_project_hash(msg, named)
-    return bytes_to_flower_message(h(flower_message_to_bytes(msg)))
+    info = None
+    if sender is not None:
+        info = RequestInfo("m-1", sender, "messages", "", "", {}, encrypted=True)
+    token = _current.set(info)
+    try:
+        return bytes_to_flower_message(h(flower_message_to_bytes(msg)))
+    finally:
+        _current.reset(token)
 
 
 def test_tampered_file_after_approval_is_refused_and_nothing_runs(tmp_path, app):
-    store = ProjectStore(tmp_path / "store")
+    store = ProjectStore(tmp_path / "store", key=StateKey(generate_keys(), "review"))
     data, manifest = pack_app(app, DS, Ed25519PrivateKey.generate())
     from syft_flwr.review.unpack import read_package
 
@@ -152,7 +165,7 @@ def test_tampered_file_after_approval_is_refused_and_nothing_runs(tmp_path, app)
     h = ClientAppHandler(capp, email=DO, check=guard)
     # pending: refused
     assert "not approved" in _request(h, manifest.project_hash).error.reason
-    store.decide(manifest.project_hash, "approved")
+    store.decide(manifest.project_hash, DS, "approved")
     assert not _request(h, manifest.project_hash).has_error()
     assert PROJECT_RECORD not in ran[0].content  # the ClientApp never sees it
     # other code, or no hash: refused
@@ -241,3 +254,38 @@ def test_a_decision_not_sealed_by_the_data_owner_is_not_believed(parties, app: P
     )
     [st] = api.submission_status(researcher, settings=ENC)
     assert st.status == "undeliverable" and "not encrypted" in st.reason
+
+
+def _guarded(store: ProjectStore, project_hash: str, work: Path):
+    ran: list[Message] = []
+    capp = ClientApp()
+
+    @capp.train()
+    def train(msg, context):
+        ran.append(msg)
+        return Message(RecordDict(), reply_to=msg)
+
+    h = ClientAppHandler(capp, email=DO, check=ProjectGuard(store, project_hash, work))
+    return h, ran
+
+
+def test_the_guard_approves_the_researcher_not_the_files(tmp_path: Path, app: Path):
+    from syft_flwr.review.package import pack_app
+    from syft_flwr.review.unpack import read_package
+
+    store = ProjectStore(tmp_path / "s", key=StateKey(generate_keys(), "review"))
+    for who in (DS, OTHER):
+        data, manifest = pack_app(app, who, generate_keys().identity)
+        store.add(
+            read_package(data), researcher=who, fingerprint="f",
+            request_key=f"k-{who}", expires="e", data=data,
+        )  # fmt: skip
+    store.decide(manifest.project_hash, DS, "approved")
+    h, ran = _guarded(store, manifest.project_hash, app)
+    reply = _request(h, manifest.project_hash, sender=OTHER)
+    assert f"not approved for {OTHER}" in reply.error.reason and ran == []
+    assert (
+        "sender is not known" in _request(h, manifest.project_hash, None).error.reason
+    )
+    assert not _request(h, manifest.project_hash, sender=DS).has_error()
+    assert len(ran) == 1 and h.refused == 2

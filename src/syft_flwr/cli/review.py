@@ -52,6 +52,8 @@ def format_projects(records: list[ProjectRecord], *, files: bool = True) -> str:
         )
         if r.reason:
             lines.append(f"  reason:      {p(r.reason)}")
+        if r.note:
+            lines.append(f"  note:        {p(r.note)}")
         if files:
             lines += [f"    {p(path)}  ({p(size)} bytes)" for path, _, size in r.files]
     return "\n".join(lines) + "\n"
@@ -74,7 +76,7 @@ def format_status(subs: list[Submission]) -> str:
 def _record_dict(rec: ProjectRecord, *, files: bool = True) -> dict[str, Any]:
     """A project record for ``--json`` (no request internals, files optional)."""
     out = dataclasses.asdict(rec)
-    del out["request_key"]
+    del out["request_key"], out["other_requests"]
     if files:
         out["files"] = [
             {"path": path, "sha256": digest, "size": size}
@@ -87,6 +89,14 @@ def _record_dict(rec: ProjectRecord, *, files: bool = True) -> dict[str, Any]:
 
 ProjectArg = Annotated[
     str, typer.Argument(help="Hash of the project (at least 6 leading digits).")
+]
+ResearcherOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--researcher",
+        help="Whose submission, when several researchers submitted the same files "
+        "(each is decided on its own).",
+    ),
 ]
 
 
@@ -160,7 +170,8 @@ def projects(
 
     client = client_for(config)
     new = receive_projects(client, researchers=researcher or ())
-    records = project_store(client).records()
+    store = project_store(client)
+    records = store.records()
     if status:
         records = [r for r in records if r.status == status]
     if json_:
@@ -168,21 +179,32 @@ def projects(
         return
     if new:
         print(f"{len(new)} new submission(s)")
+    if store.damaged:
+        print(
+            f"{len(store.damaged)} record(s) in your review store failed their "
+            "integrity check (changed or copied by someone else): ignored, never "
+            "approved; the warnings say which"
+        )
     print(format_projects(records, files=not brief), end="")
 
 
-def show(project: ProjectArg, config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+def show(
+    project: ProjectArg,
+    researcher: ResearcherOpt = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+) -> None:
     """Data owner: print a project's code and its diff to the last approval."""
     from syft_flwr.review.api import project_store
     from syft_flwr.review.store import show_text
 
     store = project_store(client_for(config))
     if not json_:
-        print(show_text(store, project), end="")
+        print(show_text(store, project, researcher), end="")
         return
-    rec = store.get(project)
+    rec = store.get(project, researcher)
     prev = store.previous_approved(rec)
-    code = store.package(rec.project_hash).files
+    code = store.package(rec).files
     print_json(
         _record_dict(rec)
         | {
@@ -194,14 +216,16 @@ def show(project: ProjectArg, config: ConfigOpt = None, json_: JsonOpt = False) 
     )
 
 
-def approve(project: ProjectArg, config: ConfigOpt = None) -> None:
-    """Data owner: approve a project (the researcher is told)."""
+def approve(
+    project: ProjectArg, researcher: ResearcherOpt = None, config: ConfigOpt = None
+) -> None:
+    """Data owner: approve a project for its researcher (who is told)."""
     from syft_flwr.review.api import approve as _approve
 
-    rec = _approve(client_for(config), project)
+    rec = _approve(client_for(config), project, researcher=researcher)
     print(
         f"approved {printable(rec.name)} {rec.project_hash} "
-        f"from {printable(rec.researcher)}"
+        f"for {printable(rec.researcher)} only"
     )
     print("  the researcher was told; run it with: syft_flwr serve " + rec.short)
 
@@ -211,12 +235,13 @@ def reject(
     reason: Annotated[
         str, typer.Option("--reason", help="Why; sent to the researcher.")
     ],
+    researcher: ResearcherOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Data owner: reject a project (the researcher is told)."""
+    """Data owner: reject a project (its researcher, and only they, are told)."""
     from syft_flwr.review.api import reject as _reject
 
-    rec = _reject(client_for(config), project, reason)
+    rec = _reject(client_for(config), project, reason, researcher=researcher)
     print(
         f"rejected {printable(rec.name)} {rec.short} from "
         f"{printable(rec.researcher)}: {printable(rec.reason)}"

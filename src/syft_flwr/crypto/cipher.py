@@ -74,6 +74,7 @@ __all__ = [
     "seal_key",
     "sign_transcript",
     "transcript",
+    "transcript_of_digests",
     "verify_transcript",
 ]
 
@@ -85,6 +86,11 @@ TAG_SIZE = 16
 KEY_SIZE = 32
 _HKDF_INFO = b"syft_flwr/" + ALGORITHM.encode("ascii")
 _SIG_DOMAIN = b"syft_flwr/x3dh-transcript/" + ALGORITHM.encode("ascii")
+#: Transcripts that bind the message's head fields (envelope version 3) use
+#: their own domain, so one can never pass for a transcript without them.
+_SIG_DOMAIN_HEAD = b"syft_flwr/x3dh-transcript-head/" + ALGORITHM.encode("ascii")
+#: The signed head fields are a small JSON object (a head is at most 8 MiB).
+_MAX_HEAD = 8 * 1024 * 1024
 _KINDS = ("request", "response")
 _MAX_CHUNKS = 2**63  # chunk_count and index are encoded as u64 in the AAD
 _P25519 = 2**255 - 19
@@ -205,6 +211,10 @@ class MessageContext:
         Raw 32-byte Ed25519 identity key of the sender.
     recipient_identity : bytes
         Raw 32-byte Ed25519 identity key of the recipient.
+    head : bytes
+        The envelope's signed head fields
+        (:func:`~syft_flwr.envelope.signed_head`: status, creation time, url,
+        headers, version, size, ...), or empty for envelopes before version 3.
     """
 
     message_id: str
@@ -217,6 +227,7 @@ class MessageContext:
     chunk_count: int
     sender_identity: bytes
     recipient_identity: bytes
+    head: bytes = b""
 
     def __post_init__(self) -> None:
         for name in ("message_id", "sender", "recipient", "app", "endpoint", "expires"):
@@ -235,6 +246,8 @@ class MessageContext:
                 raise EncryptionError(f"MessageContext.{name} must be 32 bytes")
         if self.kind not in _KINDS:
             raise EncryptionError(f"MessageContext.kind must be one of {_KINDS}")
+        if not isinstance(self.head, bytes) or len(self.head) > _MAX_HEAD:
+            raise EncryptionError("MessageContext.head must be at most 8 MiB of bytes")
         if (
             not isinstance(self.chunk_count, int)
             or isinstance(self.chunk_count, bool)
@@ -258,6 +271,9 @@ class MessageContext:
             parts.append(struct.pack(">I", len(raw)))
             parts.append(raw)
         parts.append(struct.pack(">Q", self.chunk_count))
+        if self.head:
+            parts.append(struct.pack(">I", len(self.head)))
+            parts.append(self.head)
         return b"".join(parts)
 
     def aad(self, index: int) -> bytes:
@@ -267,8 +283,9 @@ class MessageContext:
         identity keys (Signal's ``AD = IK_A || IK_B``), then the fields
         ``ALGORITHM, message_id, sender, recipient, app, endpoint, kind, expires``
         in this order, each as a 4-byte big-endian length followed by its UTF-8
-        bytes, then ``chunk_count`` and ``index`` as 8-byte big-endian unsigned
-        integers. Because every variable-length field carries its length, no two
+        bytes, then ``chunk_count`` as an 8-byte big-endian unsigned integer,
+        then (when not empty) ``head`` as a 4-byte length and its bytes, then
+        ``index`` as an 8-byte big-endian unsigned integer. Because every variable-length field carries its length, no two
         different contexts encode to the same bytes.
 
         Parameters
@@ -464,7 +481,9 @@ def transcript(ctx: MessageContext, sealed: SealedKey, parts: Iterable[bytes]) -
     """What the sender's identity key signs: header, context and ciphertext digest.
 
     ``domain || ctx (as in the AAD, without index) || len(prekey) || prekey ||
-    ephemeral key || SHA-256 over (SHA-256 of each stored part)``.
+    ephemeral key || SHA-256 over (SHA-256 of each stored part)``. The domain
+    is ``"syft_flwr/x3dh-transcript-head/" + alg`` when ``ctx.head`` is set
+    (envelope version 3), else ``"syft_flwr/x3dh-transcript/" + alg``.
 
     Parameters
     ----------
@@ -477,13 +496,37 @@ def transcript(ctx: MessageContext, sealed: SealedKey, parts: Iterable[bytes]) -
     -------
     bytes
     """
+    return transcript_of_digests(
+        ctx, sealed, (hashlib.sha256(p).digest() for p in parts)
+    )
+
+
+def transcript_of_digests(
+    ctx: MessageContext, sealed: SealedKey, digests: Iterable[bytes]
+) -> bytes:
+    """:func:`transcript`, from the SHA-256 of each stored part instead of the parts.
+
+    A head lists those digests, so a sender can check its own signature on a
+    message it wrote without reading (or being able to open) its chunks.
+
+    Parameters
+    ----------
+    ctx : MessageContext
+    sealed : SealedKey
+    digests : iterable of bytes
+        The 32-byte SHA-256 of each stored part, in order.
+
+    Returns
+    -------
+    bytes
+    """
     outer = hashlib.sha256()
-    for part in parts:
-        outer.update(hashlib.sha256(part).digest())
+    for digest in digests:
+        outer.update(digest)
     pk = sealed.prekey.encode("utf-8")
     return b"".join(
         (
-            _SIG_DOMAIN,
+            _SIG_DOMAIN_HEAD if ctx.head else _SIG_DOMAIN,
             ctx._prefix(),
             struct.pack(">I", len(pk)),
             pk,

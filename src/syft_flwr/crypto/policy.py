@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import threading
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from syft_flwr import strict_json
@@ -37,6 +39,7 @@ from syft_flwr.crypto.cipher import (
     seal_key,
     sign_transcript,
     transcript,
+    transcript_of_digests,
     verify_transcript,
 )
 from syft_flwr.crypto.keys import (
@@ -256,6 +259,7 @@ class X3DHCodec(BodyCodec):
             chunk_count=count,
             sender_identity=sender_ik,
             recipient_identity=recipient_ik,
+            head=ctx.head,
         )
 
     def seal(
@@ -283,6 +287,66 @@ class X3DHCodec(BodyCodec):
         parts: Sequence[bytes],
     ) -> bytes:
         what = f"{ctx.kind} {ctx.message_id} from {ctx.sender}"
+        sealed, signature = self._read_header(what, header)
+        own_ik = self.own.identity.public_key().public_bytes_raw()
+        mctx = self._mctx(
+            ctx, len(parts), self.peer.identity_key.public_bytes_raw(), own_ik
+        )
+        # Signature first: a forgery is refused before any key is touched, and
+        # even by someone who holds all of our private keys.
+        verify_transcript(self.peer, transcript(mctx, sealed, parts), signature)
+        spk = self.prekeys(sealed.prekey)
+        key = open_key(PrivateKeys(self.own.identity, spk), self.peer, sealed)
+        return b"".join(decrypt_chunk(key, mctx, i, p) for i, p in enumerate(parts))
+
+    def verify_sent(
+        self,
+        ctx: SealContext,
+        header: Mapping[str, Any] | None,
+        digests: Sequence[bytes],
+    ) -> None:
+        """Check that we sealed this message, for ``self.peer``, as it stands.
+
+        The sender cannot open what it sealed (the ephemeral key is gone), but
+        it can check its own signature over the head and the stored parts'
+        digests: that proves the id, the recipient, the status and every other
+        signed field are the ones it wrote.
+
+        Parameters
+        ----------
+        ctx : SealContext
+            Built from the head, with us as the sender.
+        header : mapping or None
+            The head's encryption header.
+        digests : sequence of bytes
+            SHA-256 of each stored part, in order (from the head).
+
+        Raises
+        ------
+        DecryptionError
+            Not encrypted, another scheme, or not our signature over it.
+        """
+        what = f"{ctx.kind} {ctx.message_id} to {ctx.recipient}"
+        sealed, signature = self._read_header(what, header)
+        own_key = self.own.identity.public_key()
+        mctx = self._mctx(
+            ctx,
+            len(digests),
+            own_key.public_bytes_raw(),
+            self.peer.identity_key.public_bytes_raw(),
+        )
+        try:
+            own_key.verify(signature, transcript_of_digests(mctx, sealed, digests))
+        except InvalidSignature:
+            raise DecryptionError(
+                f"{what} is not signed by our identity key as it stands: altered, "
+                "or sealed for another message"
+            ) from None
+
+    def _read_header(
+        self, what: str, header: Mapping[str, Any] | None
+    ) -> tuple[SealedKey, bytes]:
+        """The sealed key and signature of an encryption header (refuses others)."""
         if not header:
             raise PlaintextRefused(f"{what} is not encrypted")
         alg = header.get("alg")
@@ -306,16 +370,7 @@ class X3DHCodec(BodyCodec):
             signature = base64.b64decode(str(header["sig"]), validate=True)
         except (KeyError, binascii.Error, ValueError, EncryptionError) as exc:
             raise DecryptionError(f"bad encryption header of {what}: {exc}") from exc
-        own_ik = self.own.identity.public_key().public_bytes_raw()
-        mctx = self._mctx(
-            ctx, len(parts), self.peer.identity_key.public_bytes_raw(), own_ik
-        )
-        # Signature first: a forgery is refused before any key is touched, and
-        # even by someone who holds all of our private keys.
-        verify_transcript(self.peer, transcript(mctx, sealed, parts), signature)
-        spk = self.prekeys(sealed.prekey)
-        key = open_key(PrivateKeys(self.own.identity, spk), self.peer, sealed)
-        return b"".join(decrypt_chunk(key, mctx, i, p) for i, p in enumerate(parts))
+        return sealed, signature
 
 
 class EncryptionPolicy:
@@ -352,6 +407,31 @@ class EncryptionPolicy:
                 f"{self.identity}"
             )
         return X3DHCodec(self.keys, self.directory.get(ctx.sender), self.prekeys)
+
+    def vouch_sent(self, ctx: SealContext, head: Head) -> None:
+        """Check that ``head`` is a message we sealed, exactly as it stands.
+
+        Parameters
+        ----------
+        ctx : SealContext
+            Built from the head and where it sits, with us as the sender.
+        head : Head
+
+        Raises
+        ------
+        DecryptionError
+            Not sealed by our identity key for this id, recipient and head.
+        KeyNotFound
+            The recipient's public keys are not visible (cannot check).
+        """
+        if ctx.sender != self.identity:
+            raise DecryptionError(f"{head.kind} {head.id} was not sent by us")
+        if head.storage == "inline":
+            digests = [hashlib.sha256(head.inline_body).digest()]
+        else:
+            digests = [bytes.fromhex(c.sha256) for c in head.chunks]
+        codec = X3DHCodec(self.keys, self.directory.get(ctx.recipient), self.prekeys)
+        codec.verify_sent(ctx, head.encryption, digests)
 
 
 def publish_did(

@@ -431,7 +431,9 @@ class TransportEvents(SyftFlwrEvents):
                 self._foreign_replies.add(key)
                 logger.warning(
                     "a reply to request %s from %s is already there but was not "
-                    "written by %s; it will be replaced by the real answer",
+                    "written by %s for this request as it stands (another "
+                    "request's reply, altered, or not sealed by it); it will be "
+                    "replaced by the real answer",
                     mid,
                     sender,
                     self.client_email,
@@ -543,26 +545,19 @@ class TransportEvents(SyftFlwrEvents):
             return None
 
     def _own_reply(self, response_key: str) -> bool:
-        """Whether the reply file at ``response_key`` can be ours (then keep it).
+        """Whether the reply file at ``response_key`` is ours (then keep it).
 
         A reply from an earlier run of this data owner (its ledger lost, or
-        another device) must not make the work run twice; a file that is not
-        even a well-formed reply from this data owner (sealed, when encryption
-        is on) cannot be, and is replaced by the real answer.
+        another device) must not make the work run twice. Only one this data
+        owner can vouch for counts: its own id and (encryption on) its own
+        seal over that id and every signed head field. Anything else, an old
+        reply of ours copied under this id included, is replaced by the real
+        answer.
         """
         try:
-            head = parse_head(
-                self.rpc.read_head_bytes(response_key),
-                expected_kind="response",
-                max_message_bytes=self.settings.max_message_bytes,
-            )
+            return self.rpc.vouch_for_reply(response_key)
         except MessageNotFound:
             return True  # gone meanwhile: the next pass decides
-        except (EnvelopeError, TransportError):
-            return False
-        if head.sender != self.client_email:
-            return False
-        return head.encrypted or not self.rpc.policy.required
 
     def _replied_or_refused(self, key: str) -> bool:
         """Whether this data owner answered (or refused) the request at ``key``."""

@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,7 +58,9 @@ from syft_flwr.fl_orchestrator.checkpoint import (
     Kept,
     request_fingerprints,
 )
+from syft_flwr.fl_orchestrator.reply_check import screen_reply
 from syft_flwr.ids import node_id_map, normalize_email
+from syft_flwr.reasons import reason_text
 from syft_flwr.review.guard import attach_project_hash, take_project_hash
 from syft_flwr.rpc import CodecPolicy, Incoming, Part, SyftFlwrRpc
 from syft_flwr.serde import (
@@ -153,6 +156,11 @@ class SyftGrid(Grid):
     journal:
         Resume record (see :mod:`syft_flwr.fl_orchestrator.checkpoint`): calls
         found in it are answered from disk, completed calls are appended.
+    allow_nonfinite:
+        Accept replies whose floating-point arrays hold NaN or Inf. Default
+        (``None``): ``SYFT_FLWR_ALLOW_NONFINITE``, else ``False``: such a reply
+        becomes an error reply for its data owner (see
+        :mod:`syft_flwr.fl_orchestrator.reply_check`).
 
     Raises
     ------
@@ -174,8 +182,11 @@ class SyftGrid(Grid):
         clock: Callable[[], float] = time.time,
         project_hash: str | None = None,
         journal: Journal | None = None,
+        allow_nonfinite: bool | None = None,
     ) -> None:
         self._explicit_settings = settings
+        self._explicit_allow_nonfinite = allow_nonfinite
+        self._said_nonfinite = False
         self.project_hash = project_hash
         self.journal = journal
         self._owns_transport = False
@@ -271,6 +282,19 @@ class SyftGrid(Grid):
     def _get_timeout(self, timeout: float | None) -> float:
         """Explicit argument > ``SYFT_FLWR_MSG_TIMEOUT`` > 120 s."""
         return float(timeout) if timeout is not None else self._settings().msg_timeout
+
+    def _allow_nonfinite(self) -> bool:
+        """Argument > ``SYFT_FLWR_ALLOW_NONFINITE`` > False; said once when on."""
+        allow = self._explicit_allow_nonfinite
+        if allow is None:
+            allow = self._settings().allow_nonfinite
+        if allow and not self._said_nonfinite:
+            self._said_nonfinite = True
+            logger.warning(
+                "replies holding NaN or Inf are accepted (allow_nonfinite is on): "
+                "one such reply can make the aggregated model NaN"
+            )
+        return allow
 
     def _ensure_watch(self, email: str) -> None:
         # Never hold the grid lock across a transport call: the transport's event
@@ -712,7 +736,9 @@ class SyftGrid(Grid):
     def _to_reply(self, p: _Pending, mid: str, inc: Incoming) -> Message:
         status = inc.head.status_code or 200
         if status != 200:
-            reason = inc.body.decode("utf-8", errors="replace") or f"status {status}"
+            # Text the data owner wrote (sealed with its status when encryption
+            # is on); never message bytes, whatever sits in the body.
+            reason = reason_text(inc.body) if len(inc.body) else f"status {status}"
             code = _STATUS_TO_ERROR.get(status, ErrorCode.UNKNOWN)
             return self._error_reply(p.message, code, f"{p.email}: {reason}")
         try:
@@ -735,9 +761,43 @@ class SyftGrid(Grid):
             set_message_id(reply, str(uuid.uuid4()))
         return reply
 
-    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
-        """Return the replies available now (never blocks)."""
-        return self._pull(list(message_ids), full=True)
+    def pull_messages(
+        self,
+        reply_to_message_ids: Iterable[str] | None = None,
+        *,
+        message_ids: Iterable[str] | None = None,
+    ) -> list[Message]:
+        """Return the replies available now (never blocks).
+
+        Parameters
+        ----------
+        reply_to_message_ids : iterable of str, optional
+            Ids returned by :meth:`push_messages` whose replies to collect. ``None``
+            (the default) collects every reply that arrived for this grid.
+        message_ids : iterable of str, optional
+            Deprecated keyword alias of ``reply_to_message_ids`` (its name up to
+            Flower 1.42); accepted so that both Flower's current and next ``Grid``
+            signatures work. Passing both is a ``TypeError``.
+        """
+        if message_ids is not None:
+            if reply_to_message_ids is not None:
+                raise TypeError(
+                    "pull_messages() takes reply_to_message_ids or its deprecated "
+                    "alias message_ids, not both"
+                )
+            warnings.warn(
+                "pull_messages(message_ids=...) is deprecated; pass the ids as "
+                "reply_to_message_ids (Flower >= 1.43)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            reply_to_message_ids = message_ids
+        if reply_to_message_ids is None:
+            with self._lock:
+                ids = list(self._pending)
+        else:
+            ids = list(reply_to_message_ids)
+        return self._pull(ids, full=True)
 
     def _pull(
         self, ids: list[str], *, full: bool, check_rejected: bool | None = None
@@ -794,7 +854,14 @@ class SyftGrid(Grid):
                 continue
             if inc is None:
                 continue
-            reply = self._to_reply(p, mid, inc)
+            # Authentic is not harmless: NaN/Inf or another shape never reach
+            # the strategy; they become this data owner's error reply.
+            reply = screen_reply(
+                p.message,
+                self._to_reply(p, mid, inc),
+                sender=p.email,
+                allow_nonfinite=self._allow_nonfinite(),
+            )
             if self._keeping and not reply.has_error():
                 self._keep(mid, inc, reply)
             out.append(reply)

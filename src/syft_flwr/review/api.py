@@ -35,6 +35,7 @@ from syft_flwr.errors import (
     SecurityError,
     TransportError,
 )
+from syft_flwr.review.inbox import MAX_PENDING_PER_RESEARCHER, InboxQuota
 from syft_flwr.review.package import pack_app, printable
 from syft_flwr.review.serve import prepare_work_dir, serve
 from syft_flwr.review.store import (
@@ -43,9 +44,10 @@ from syft_flwr.review.store import (
     ProjectRecord,
     ProjectStore,
     project_store,
+    requests_of,
 )
 from syft_flwr.review.unpack import read_package
-from syft_flwr.rpc import SyftFlwrRpc
+from syft_flwr.rpc import Incoming, SyftFlwrRpc
 from syft_flwr.transports.base import RpcPath, Transport
 
 __all__ = [
@@ -207,12 +209,12 @@ def submission_status(
             )
             continue
         if inc is not None:
-            sub = _decision(sub, inc.body)
+            sub = _decision(sub, inc.body, fold_domain(client.email))
         out.append(sub)
     return out
 
 
-def _decision(sub: Submission, body: bytes) -> Submission:
+def _decision(sub: Submission, body: bytes, me: str) -> Submission:
     try:
         doc = strict_json.loads(body, max_bytes=_MAX_DECISION_BYTES)
         status, reason = (
@@ -220,10 +222,21 @@ def _decision(sub: Submission, body: bytes) -> Submission:
             printable(str(doc.get("reason", "")))[:2000],
         )
         named = str(doc["project_hash"])
+        who = doc.get("researcher")
     except (EnvelopeError, KeyError, TypeError) as exc:
         return Submission(
             **{**sub.__dict__, "status": "undeliverable", "reason": str(exc)}
         )
+    if not isinstance(who, str) or fold_domain(who) != me:
+        # A decision is for the researcher it names and no one else; one that
+        # names no one (an older data owner) could be another's decision.
+        why = (
+            "the decision names no researcher (the data owner runs an older "
+            "syft_flwr; ask them to update and decide again)"
+            if who is None
+            else f"the decision is for {printable(str(who))[:200]}, not for {me}"
+        )
+        return Submission(**{**sub.__dict__, "status": "undeliverable", "reason": why})
     if status == "refused":  # the package failed the checks: maybe no hash to name
         return Submission(**{**sub.__dict__, "status": status, "reason": reason})
     if named != sub.project_hash or status not in (APPROVED, REJECTED):
@@ -240,12 +253,15 @@ def receive_projects(
     settings: Settings | None = None,
     store: ProjectStore | None = None,
     researchers: Iterable[str] = (),
+    max_pending: int = MAX_PENDING_PER_RESEARCHER,
 ) -> list[ProjectRecord]:
     """Open the review inbox; read new submissions, check them, record them pending.
 
     A submission that cannot be opened, is malformed or unsafe, or is not signed
     by the pinned identity key of the researcher who sent it, is answered with
-    an authenticated ``"refused"`` decision and never stored.
+    an authenticated ``"refused"`` decision and never stored. Each record is
+    that researcher's own: the same files from another researcher are another
+    record, decided on its own.
 
     Parameters
     ----------
@@ -260,6 +276,9 @@ def receive_projects(
     researchers : iterable of str, optional
         Researchers to open the inbox to (Google Drive shares folders per
         peer; SyftBox lets every peer write only its own sub-folder).
+    max_pending : int, optional
+        At most this many projects of one researcher wait for review; more of
+        its submissions stay unread in the inbox (logged) until some are decided.
 
     Returns
     -------
@@ -275,10 +294,13 @@ def receive_projects(
     rpc = _rpc(client, transport, settings)
     directory = KeyDirectory(transport, TrustStore(key_store_for(client)))
     new = []
-    recorded = {r.request_key for r in store.records()}
+    recorded = {k for r in store.records() for k, _ in requests_of(r)}
+    quota = InboxQuota(store, max_pending)
     for key in rpc.pending_request_keys(REVIEW_ENDPOINT):
         if key in recorded:
             continue  # pending review: it is answered when decided
+        if not quota.admit(key):
+            continue  # that researcher has enough waiting: read when some are decided
         try:
             inc = rpc.read(key)
         except IncompleteMessage:
@@ -286,30 +308,52 @@ def receive_projects(
         except (EnvelopeError, EncryptionError, SecurityError, TransportError) as exc:
             logger.warning("set aside submission %s: %s", key, exc)
             continue
-        try:
-            pkg = read_package(inc.body)
-            if pkg.manifest.researcher != inc.sender:
-                raise ReviewError(
-                    f"{inc.sender} sent a project signed as {pkg.manifest.researcher}"
-                )
-            bundle = directory.get(inc.sender)
-            pkg.verify(bundle.identity_key)
-        except (ReviewError, EncryptionError) as exc:
-            logger.warning("refused a submission from %s: %s", inc.sender, exc)
-            _reply(rpc, key, inc.head.expires, "", "refused", str(exc))
-            continue
-        rec = store.add(
-            pkg,
-            researcher=inc.sender,
-            fingerprint=fingerprint(bundle),
-            request_key=key,
-            expires=inc.head.expires,
-            data=inc.body,
-        )
-        if rec.status != "pending":  # a resubmission of a decided project
-            _reply(rpc, key, rec.expires, rec.project_hash, rec.status, rec.reason)
-        new.append(rec)
+        rec = _check_and_store(inc, key, rpc, directory, store)
+        if rec is not None:
+            new = [r for r in new if r.key != rec.key] + [rec]  # once per record
+    quota.report()
     return new
+
+
+def _check_and_store(
+    inc: Incoming,
+    key: str,
+    rpc: SyftFlwrRpc,
+    directory: KeyDirectory,
+    store: ProjectStore,
+) -> ProjectRecord | None:
+    """Check one opened submission; store it pending, or answer a refusal."""
+    try:
+        pkg = read_package(inc.body)
+        if pkg.manifest.researcher != inc.sender:
+            raise ReviewError(
+                f"{inc.sender} sent a project signed as {pkg.manifest.researcher}"
+            )
+        bundle = directory.get(inc.sender)
+        pkg.verify(bundle.identity_key)
+    except (ReviewError, EncryptionError) as exc:
+        logger.warning("refused a submission from %s: %s", inc.sender, exc)
+        _reply(rpc, key, inc.head.expires, "", inc.sender, "refused", str(exc))
+        return None
+    rec = store.add(
+        pkg,
+        researcher=inc.sender,
+        fingerprint=fingerprint(bundle),
+        request_key=key,
+        expires=inc.head.expires,
+        data=inc.body,
+    )
+    if rec.status != "pending":  # a resubmission of a project it had decided
+        _reply(
+            rpc,
+            key,
+            rec.expires,
+            rec.project_hash,
+            rec.researcher,
+            rec.status,
+            rec.reason,
+        )
+    return rec
 
 
 def _reply(
@@ -317,13 +361,32 @@ def _reply(
     key: str,
     expires: str,
     project_hash: str,
+    researcher: str,
     status: str,
     reason: str,
 ) -> None:
     path = RpcPath.parse(key)
-    assert path is not None
+    if (
+        path is None
+        or (path.owner, path.app, path.endpoint)
+        != (rpc.identity, REVIEW_APP, REVIEW_ENDPOINT)
+        or fold_domain(path.peer) != fold_domain(researcher)
+        or not path.name.endswith(".request")
+    ):
+        # Only ever an answer to a submission of that researcher in this data
+        # owner's own review inbox, whatever a record says.
+        raise ReviewError(
+            f"{printable(key)[:200]!r} is not a submission of {researcher} to you"
+        )
+    # The decision names the researcher it is for: the researcher believes
+    # only a decision that names itself.
     body = json.dumps(
-        {"status": status, "reason": reason, "project_hash": project_hash}
+        {
+            "status": status,
+            "reason": reason,
+            "project_hash": project_hash,
+            "researcher": researcher,
+        }
     )
     rpc.send_response(
         path,
@@ -337,6 +400,7 @@ def _reply(
 def _decide(
     client: SyftFlwrClient,
     ref: str,
+    researcher: str | None,
     status: str,
     reason: str,
     transport: Transport | None,
@@ -344,16 +408,31 @@ def _decide(
 ) -> ProjectRecord:
     settings = settings or Settings.from_env()
     store = project_store(client)
-    rec = store.decide(store.get(ref).project_hash, status, reason)  # durable first
-    transport = transport or client.make_transport()
-    _reply(
-        _rpc(client, transport, settings),
-        rec.request_key,
-        rec.expires,
-        rec.project_hash,
-        status,
-        reason,
-    )
+    who = fold_domain(researcher) if researcher else None
+    rec = store.get(ref, who)
+    asked = requests_of(rec)  # latest first
+    rec = store.decide(rec.project_hash, rec.researcher, status, reason)  # durable
+    rpc = _rpc(client, transport or client.make_transport(), settings)
+    for i, (key, expires) in reversed(list(enumerate(asked))):
+        try:
+            _reply(rpc, key, expires, rec.project_hash, rec.researcher, status, reason)
+        except ReviewError as exc:
+            logger.warning(
+                "stored the decision on %s, but could not tell %s: %s; they are "
+                "told when they submit it again",
+                rec.short,
+                rec.researcher,
+                exc,
+            )
+        except (TransportError, EncryptionError):
+            if i == 0:
+                raise  # the latest request: decide again to retry telling them
+            logger.warning(
+                "could not answer an earlier submission of %s by %s",
+                rec.short,
+                rec.researcher,
+                exc_info=True,
+            )
     return rec
 
 
@@ -361,18 +440,26 @@ def approve(
     client: SyftFlwrClient,
     ref: str,
     *,
+    researcher: str | None = None,
     transport: Transport | None = None,
     settings: Settings | None = None,
 ) -> ProjectRecord:
-    """Approve project ``ref`` (a hash prefix) and tell the researcher.
+    """Approve project ``ref`` (a hash prefix) for its researcher, and tell them.
 
-    The approval is stored durably before the researcher is told.
+    The approval is stored durably before the researcher is told. It approves
+    that researcher's submission only: another researcher who submits the same
+    files has a record of its own.
+
+    Parameters
+    ----------
+    researcher : str, optional
+        Whose submission, when several researchers submitted the project.
 
     Returns
     -------
     ProjectRecord
     """
-    return _decide(client, ref, APPROVED, "", transport, settings)
+    return _decide(client, ref, researcher, APPROVED, "", transport, settings)
 
 
 def reject(
@@ -380,10 +467,16 @@ def reject(
     ref: str,
     reason: str,
     *,
+    researcher: str | None = None,
     transport: Transport | None = None,
     settings: Settings | None = None,
 ) -> ProjectRecord:
-    """Reject project ``ref`` with ``reason``, and tell the researcher.
+    """Reject project ``ref`` with ``reason``, and tell its researcher.
+
+    Parameters
+    ----------
+    researcher : str, optional
+        Whose submission, when several researchers submitted the project.
 
     Returns
     -------
@@ -391,4 +484,6 @@ def reject(
     """
     if not reason.strip():
         raise ConfigError("give a reason for the rejection")
-    return _decide(client, ref, REJECTED, reason.strip(), transport, settings)
+    return _decide(
+        client, ref, researcher, REJECTED, reason.strip(), transport, settings
+    )

@@ -20,7 +20,9 @@ from pathlib import Path
 
 from flwr.app import ConfigRecord, Message
 
-from syft_flwr.errors import ConfigError
+from syft_flwr._email import fold_domain
+from syft_flwr.errors import ConfigError, StateIntegrityError
+from syft_flwr.events import current_request
 from syft_flwr.review.package import hash_tree
 from syft_flwr.review.store import ProjectStore
 
@@ -63,6 +65,12 @@ class ProjectGuard:
         The approved project this data owner serves.
     work_dir : Path
         The folder the ClientApp was loaded from; re-hashed at every request.
+
+    Notes
+    -----
+    Approval is per *(researcher, hash)*: the request's authenticated sender is
+    taken from :func:`syft_flwr.events.current_request` (set by the events
+    loop); a request served without it is refused.
     """
 
     def __init__(self, store: ProjectStore, project_hash: str, work_dir: Path) -> None:
@@ -93,8 +101,22 @@ class ProjectGuard:
                 f"the request is for project {named[:12]}, but this data owner serves "
                 f"approved project {self.project_hash[:12]} here"
             )
-        if not self.store.is_approved(named):
-            return f"project {named[:12]} is not approved by this data owner"
+        # Approval is per (researcher, hash): approving these files for one
+        # researcher lets no one else run them.
+        req = current_request()
+        if req is None:
+            return (
+                "the request's sender is not known, so its approval cannot be checked"
+            )
+        sender = fold_domain(req.sender)
+        try:
+            approved = self.store.is_approved(named, sender)
+        except (ConfigError, StateIntegrityError) as exc:
+            return f"the review store cannot be read: {exc}"
+        if not approved:
+            return (
+                f"project {named[:12]} is not approved for {sender} by this data owner"
+            )
         try:
             now = hash_tree(self.work_dir)
         except ConfigError as exc:

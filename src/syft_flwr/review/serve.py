@@ -6,11 +6,11 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings
-from syft_flwr.errors import ProjectNotApproved
+from syft_flwr.errors import ConfigError, ProjectNotApproved
 from syft_flwr.review.store import APPROVED, ProjectRecord, ProjectStore, project_store
 from syft_flwr.review.unpack import write_tree
 
@@ -31,30 +31,52 @@ def prepare_work_dir(
     Returns
     -------
     tuple of (ProjectRecord, Path)
+        One approved record of the project (every approved record of a hash has
+        the same files; the guard checks each request's sender).
 
     Raises
     ------
     ProjectNotApproved
         The project is not approved (or none / several are, with ``ref=None``).
     """
-    if ref is None:
-        approved = [r for r in store.records() if r.status == APPROVED]
-        if len(approved) != 1:
-            raise ProjectNotApproved(
-                f"{len(approved)} approved projects: name one (syft_flwr projects)"
-            )
-        rec = approved[0]
-    else:
-        rec = store.get(ref)
-    if rec.status != APPROVED:
-        raise ProjectNotApproved(f"project {rec.short} is {rec.status}, not approved")
-    pkg = store.package(rec.project_hash)
+    prefix = None if ref is None else ref.strip().lower()
+    approved = [
+        r
+        for r in store.records()
+        if r.status == APPROVED
+        and (prefix is None or r.project_hash.startswith(prefix))
+    ]
+    hashes = {r.project_hash for r in approved}
+    if ref is None and len(hashes) != 1:
+        raise ProjectNotApproved(
+            f"{len(hashes)} approved projects: name one (syft_flwr projects)"
+        )
+    if not approved:
+        _not_approved(store, ref or "")
+    if len(hashes) != 1:
+        raise ConfigError(f"{len(hashes)} approved projects match {ref!r}")
+    rec = approved[0]
+    pkg = store.package(rec)
     if pkg.project_hash != rec.project_hash:
         raise ProjectNotApproved(f"stored package of {rec.short} changed")
     work = store.directory / "work" / rec.project_hash[:16]
     store.remove_work(work)  # never run leftovers of an earlier serve
     write_tree(pkg.files, work)
     return rec, work
+
+
+def _not_approved(store: ProjectStore, ref: str) -> NoReturn:
+    """Raise why nothing of ``ref`` can be served: unknown, or whose it is and how."""
+    prefix = ref.strip().lower()
+    found = [
+        r
+        for r in store.records()
+        if len(prefix) >= 6 and r.project_hash.startswith(prefix)
+    ]
+    if not found:
+        store.get(ref)  # raises: unknown, too short, or only a damaged record
+    who = ", ".join(sorted(f"{r.researcher} ({r.status})" for r in found))
+    raise ProjectNotApproved(f"project {found[0].short} is not approved: {who}")
 
 
 _IMPORT_LOCK = threading.Lock()
@@ -94,9 +116,10 @@ def serve(
 ) -> Any:
     """Serve an approved project until its researcher's stop signal.
 
-    The ClientApp is loaded from the project's own working folder; only its
-    researcher may send work; every request must name the approved hash, and the
-    folder is re-hashed before each one (:class:`~syft_flwr.review.guard.ProjectGuard`).
+    The ClientApp is loaded from the project's own working folder; only the
+    researchers whose own submission of it was approved may send work; every
+    request must name the approved hash, and the folder is re-hashed before each
+    one (:class:`~syft_flwr.review.guard.ProjectGuard`).
 
     Parameters
     ----------
@@ -134,7 +157,9 @@ def serve(
         client_app,
         cfg.flwr_app_name,
         client=client,
-        aggregators=[rec.researcher],  # the signer, not what its pyproject says
+        # The researchers this data owner approved these files for (each one's
+        # own record; not what the pyproject says); the guard checks per request.
+        aggregators=store.approved_researchers(rec.project_hash),
         run_config=parse_run_config(cfg.app_config, run_config),
         node_config=node_config_for(cfg, node_config),
         settings=settings,

@@ -2,8 +2,14 @@
 
 Layout of the store folder (``client.state_dir("_review")``)::
 
-    projects.json              index: project hash -> record (status, researcher, ...)
-    packages/<hash>.tar.gz     the package as received (signature checked)
+    projects.json                       {"version": 2, "records": [record + tag, ...]}
+    packages/<hash>-<researcher>.tar.gz the package as received (signature checked)
+
+A record is keyed by *(researcher, project hash)* (:mod:`syft_flwr.review.records`):
+the same files submitted by two researchers are two records, each decided, told
+and served on its own. Every record carries an HMAC tag under the data owner's
+``StateKey(keys, "review")``; a record that fails it is never acted on (it is
+reported, kept as it is for inspection, and never treated as approved).
 
 Every write is atomic (temp file + rename + fsync), and the package is on disk
 before the index names it, so an interruption never leaves an approval that
@@ -15,18 +21,40 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import json
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from syft_flwr import strict_json
+from syft_flwr._email import fold_domain
 from syft_flwr.crypto.keys import _atomic_write
-from syft_flwr.errors import ConfigError, ReviewError
+from syft_flwr.crypto.state_mac import StateKey
+from syft_flwr.errors import (
+    ConfigError,
+    EnvelopeError,
+    KeyNotFound,
+    ReviewError,
+    StateIntegrityError,
+)
 from syft_flwr.review.package import Package, printable
+from syft_flwr.review.records import (
+    APPROVED,
+    PENDING,
+    REJECTED,
+    STORE_VERSION,
+    Index,
+    ProjectRecord,
+    parse_index,
+    record_slug,
+    requests_of,
+    resubmitted,
+    tagged,
+)
 from syft_flwr.review.unpack import read_package
 
 if TYPE_CHECKING:
@@ -39,57 +67,15 @@ __all__ = [
     "ProjectRecord",
     "ProjectStore",
     "project_store",
+    "requests_of",
     "show_text",
 ]
 
-PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
+logger = logging.getLogger("syft_flwr.review")
 _THREAD_LOCK = threading.Lock()
 _INDEX = "projects.json"
-
-
-@dataclass(frozen=True)
-class ProjectRecord:
-    """One submitted project as the data owner sees it.
-
-    Attributes
-    ----------
-    project_hash : str
-        sha256 over the file list (what is approved).
-    name : str
-        The project's name as the researcher gave it.
-    researcher : str
-        The signer's email (the envelope's authenticated sender).
-    fingerprint : str
-        Fingerprint of the researcher's identity key that signed the manifest.
-    files : list of list
-        ``[path, sha256, size]`` per file.
-    status : str
-        ``"pending"``, ``"approved"`` or ``"rejected"``.
-    reason : str
-        Why it was rejected (empty otherwise).
-    received, decided : float
-        POSIX times (``decided`` 0 while pending).
-    request_key : str
-        Transport key of the submission request (the decision answers it).
-    expires : str
-        Expiry of that request (the decision's expiry too).
-    """
-
-    project_hash: str
-    name: str
-    researcher: str
-    fingerprint: str
-    files: list[list[Any]]
-    status: str
-    reason: str
-    received: float
-    decided: float
-    request_key: str
-    expires: str
-
-    @property
-    def short(self) -> str:
-        return self.project_hash[:12]
+_MAX_INDEX_BYTES = 256 * 1024 * 1024
+Records = dict[tuple[str, str], ProjectRecord]
 
 
 class ProjectStore:
@@ -99,33 +85,70 @@ class ProjectStore:
     ----------
     directory : Path
         A private folder (created 0700), e.g. ``client.state_dir("_review")``.
+    key : StateKey
+        The data owner's ``StateKey(keys, "review")``: tags every record written,
+        checks every record read.
     clock : callable, optional
         Current POSIX time.
     """
 
     def __init__(
-        self, directory: str | Path, *, clock: Callable[[], float] = time.time
+        self,
+        directory: str | Path,
+        *,
+        key: StateKey,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.directory = Path(directory)
+        self.key = key
         self.clock = clock
+        #: Records that failed their integrity check: ``(hash or "", raw, why)``.
+        self.damaged: list[tuple[str, Any, str]] = []
+        self._warned: set[str] = set()
 
     # -- storage ------------------------------------------------------------------
-    def _load(self) -> dict[str, ProjectRecord]:
+    def _parse(self) -> Index:
+        """The index on disk, every record checked (failures logged once each)."""
         path = self.directory / _INDEX
         try:
-            doc = json.loads(path.read_text("utf-8"))
+            doc = strict_json.loads(path.read_bytes(), max_bytes=_MAX_INDEX_BYTES)
         except FileNotFoundError:
-            return {}
-        except ValueError as exc:
-            raise ConfigError(f"{path} is damaged: {exc}") from exc
-        return {h: ProjectRecord(**r) for h, r in doc.items()}
+            return Index()
+        except EnvelopeError as exc:
+            raise StateIntegrityError(
+                f"the review store {path} is damaged ({exc}); no project in it is "
+                "treated as approved"
+            ) from exc
+        index = parse_index(doc, self.key, str(path))
+        self.damaged = index.damaged
+        for _, _, why in index.damaged:
+            if why not in self._warned:  # the store is read at every request
+                self._warned.add(why)
+                logger.warning("ignored a review record: %s", why)
+        return index
 
-    def _save(self, records: dict[str, ProjectRecord]) -> None:
+    def _load(self) -> Records:
+        index = self._parse()
+        if index.legacy:
+            with self._writing():  # upgraded once, durably, with the note
+                index = self._parse()
+                if index.legacy:
+                    logger.warning(
+                        "the review store was written by an older syft_flwr without "
+                        "integrity checks: its %d project(s) need your review again "
+                        "(syft_flwr projects)",
+                        len(index.records),
+                    )
+                    self._save(index)
+        return index.records
+
+    def _save(self, index: Index) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        data = json.dumps(
-            {h: asdict(r) for h, r in records.items()}, indent=2, sort_keys=True
-        )
-        _atomic_write(self.directory / _INDEX, data.encode(), 0o600, force_mode=True)
+        entries = [tagged(r, self.key) for r in index.records.values()]
+        # Damaged records stay as they were (evidence), never re-tagged.
+        entries += [raw for _, raw, _ in index.damaged]
+        data = _dumps({"version": STORE_VERSION, "records": entries})
+        _atomic_write(self.directory / _INDEX, data, 0o600, force_mode=True)
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -149,40 +172,86 @@ class ProjectStore:
             finally:
                 os.close(fd)  # releases the lock
 
-    def _package_path(self, project_hash: str) -> Path:
-        return self.directory / "packages" / f"{project_hash}.tar.gz"
+    def _package_path(self, project_hash: str, researcher: str) -> Path:
+        name = f"{project_hash}-{record_slug(researcher)}.tar.gz"
+        return self.directory / "packages" / name
 
     # -- queries ------------------------------------------------------------------
     def records(self) -> list[ProjectRecord]:
-        """Every project, newest first."""
+        """Every project that passed its integrity check, newest first."""
         return sorted(self._load().values(), key=lambda r: -r.received)
 
     def __iter__(self) -> Iterator[ProjectRecord]:
         return iter(self.records())
 
-    def get(self, ref: str) -> ProjectRecord:
+    def get(self, ref: str, researcher: str | None = None) -> ProjectRecord:
         """The project whose hash starts with ``ref`` (at least 6 hex digits).
+
+        Parameters
+        ----------
+        ref : str
+            A hash prefix.
+        researcher : str, optional
+            Whose submission, when several researchers submitted that project.
 
         Raises
         ------
         ConfigError
-            No project, or several, match ``ref``.
+            No project, or several, match.
+        StateIntegrityError
+            Only a record that failed its integrity check matches.
         """
         ref = ref.strip().lower()
+        who = None if researcher is None else fold_domain(researcher)
         found = [
-            r for h, r in self._load().items() if len(ref) >= 6 and h.startswith(ref)
+            r
+            for r in self._load().values()
+            if len(ref) >= 6
+            and r.project_hash.startswith(ref)
+            and (who is None or fold_domain(r.researcher) == who)
         ]
-        if len(found) != 1:
-            what = "no project" if not found else f"{len(found)} projects"
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            bad = [w for h, _, w in self.damaged if len(ref) >= 6 and h.startswith(ref)]
+            if bad:
+                raise StateIntegrityError(bad[0])
             raise ConfigError(
-                f"{what} matches {ref!r}; give at least 6 digits of a hash from "
-                "`syft_flwr projects`"
+                f"no project matches {ref!r}"
+                + (f" from {researcher}" if researcher else "")
+                + "; give at least 6 digits of a hash from `syft_flwr projects`"
             )
-        return found[0]
+        if len({r.project_hash for r in found}) == 1:
+            who = ", ".join(sorted(r.researcher for r in found))
+            raise ConfigError(
+                f"project {found[0].short} was submitted by {len(found)} researchers "
+                f"({who}); each is decided on its own: name one with --researcher"
+            )
+        raise ConfigError(
+            f"{len(found)} projects match {ref!r}; give more digits of the hash"
+        )
 
-    def package(self, project_hash: str) -> Package:
-        """Read back the stored package (its shape checked again)."""
-        return read_package(self._package_path(project_hash).read_bytes())
+    def package(self, rec: ProjectRecord) -> Package:
+        """Read back the package of ``rec`` (its shape and signer checked again).
+
+        Raises
+        ------
+        StateIntegrityError
+            The stored package is not the files, or not the researcher, of ``rec``.
+        """
+        path = self._package_path(rec.project_hash, rec.researcher)
+        if not path.exists():  # stored by the first store format
+            path = self.directory / "packages" / f"{rec.project_hash}.tar.gz"
+        pkg = read_package(path.read_bytes())
+        if (pkg.project_hash, pkg.manifest.researcher) != (
+            rec.project_hash,
+            rec.researcher,
+        ):
+            raise StateIntegrityError(
+                f"the stored package of project {rec.short} from {rec.researcher} "
+                "is not the one that was submitted; it was not used"
+            )
+        return pkg
 
     def previous_approved(self, record: ProjectRecord) -> ProjectRecord | None:
         """The latest other approved version of the same project and researcher."""
@@ -196,9 +265,31 @@ class ProjectStore:
         ]
         return max(older, key=lambda r: r.decided, default=None)
 
-    def is_approved(self, project_hash: str) -> bool:
-        rec = self._load().get(project_hash)
-        return rec is not None and rec.status == APPROVED
+    def is_approved(self, project_hash: str, researcher: str) -> bool:
+        """Whether ``researcher``'s own record of ``project_hash`` is approved."""
+        who = fold_domain(researcher)
+        return any(
+            r.status == APPROVED and fold_domain(r.researcher) == who
+            for r in self._load().values()
+            if r.project_hash == project_hash
+        )
+
+    def approved_researchers(self, project_hash: str) -> list[str]:
+        """Every researcher whose submission of ``project_hash`` is approved."""
+        return sorted(
+            r.researcher
+            for r in self._load().values()
+            if r.project_hash == project_hash and r.status == APPROVED
+        )
+
+    def pending_count(self, researcher: str) -> int:
+        """How many of ``researcher``'s projects wait for a decision."""
+        who = fold_domain(researcher)
+        return sum(
+            1
+            for r in self._load().values()
+            if fold_domain(r.researcher) == who and r.status == PENDING
+        )
 
     # -- changes ------------------------------------------------------------------
     def add(
@@ -211,22 +302,26 @@ class ProjectStore:
         expires: str,
         data: bytes,
     ) -> ProjectRecord:
-        """Record a verified package (kept as it is if already known)."""
+        """Record a verified package of ``researcher`` (kept if already known).
+
+        Only that researcher's own record of the same files is reused: another
+        researcher's submission of identical files is a record of its own.
+        """
         with self._writing():
-            records = self._load()
-            known = records.get(package.project_hash)
+            index = self._parse()
+            known = index.records.get((researcher, package.project_hash))
             if known is not None:
                 # A resubmission: answer its newer request, keep the decision.
-                rec = replace(known, request_key=request_key, expires=expires)
+                rec = resubmitted(known, request_key, expires)
             else:
-                path = self._package_path(package.project_hash)
+                path = self._package_path(package.project_hash, researcher)
                 path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 _atomic_write(path, data, 0o600, force_mode=True)  # before the index
                 rec = self._new_record(package, researcher, fingerprint)
                 # where the decision goes: the request this package came in
                 rec = replace(rec, request_key=request_key, expires=expires)
-            records[rec.project_hash] = rec
-            self._save(records)
+            index.records[rec.key] = rec
+            self._save(index)
         return rec
 
     def _new_record(
@@ -246,22 +341,27 @@ class ProjectStore:
             expires="",
         )
 
-    def decide(self, project_hash: str, status: str, reason: str = "") -> ProjectRecord:
-        """Set ``status`` (approved or rejected) durably; return the new record."""
+    def decide(
+        self, project_hash: str, researcher: str, status: str, reason: str = ""
+    ) -> ProjectRecord:
+        """Set ``status`` (approved or rejected) of ``researcher``'s record durably."""
         if status not in (APPROVED, REJECTED):
             raise ValueError(f"unknown decision {status!r}")
         with self._writing():
-            records = self._load()
-            if project_hash not in records:
-                raise ReviewError(f"unknown project {project_hash}")
+            index = self._parse()
+            known = index.records.get((researcher, project_hash))
+            if known is None:
+                raise ReviewError(f"unknown project {project_hash} from {researcher}")
             rec = replace(
-                records[project_hash],
+                known,
                 status=status,
                 reason=reason,
                 decided=self.clock(),
+                note="",
+                other_requests=[],  # the caller answers them (see requests_of)
             )
-            records[project_hash] = rec
-            self._save(records)
+            index.records[rec.key] = rec
+            self._save(index)
         return rec
 
     def remove_work(self, path: Path) -> None:
@@ -273,21 +373,37 @@ class ProjectStore:
                 shutil.rmtree(path)
 
 
+def _dumps(doc: Any) -> bytes:
+    """The store's JSON bytes (sorted keys, so a rewrite changes only what changed)."""
+    import json
+
+    return json.dumps(doc, indent=2, sort_keys=True).encode()
+
+
 def project_store(client: SyftFlwrClient) -> ProjectStore:
     """The data owner's project store, in ``client.state_dir("_review")``.
+
+    Its records are authenticated with a key derived from the data owner's
+    identity key (created and published first if this identity has none yet).
 
     Raises
     ------
     ConfigError
         The client has no private state folder (give a ``MemoryClient`` one).
     """
+    from syft_flwr.crypto.policy import load_keys, load_or_create_keys
+
     folder = client.state_dir("_review")
     if folder is None:
         raise ConfigError(f"{client!r} has no state folder to keep reviews in")
-    return ProjectStore(folder)
+    try:
+        keys = load_keys(client)
+    except KeyNotFound:
+        keys = load_or_create_keys(client, client.make_transport())
+    return ProjectStore(folder, key=StateKey(keys, "review"))
 
 
-def show_text(store: ProjectStore, ref: str) -> str:
+def show_text(store: ProjectStore, ref: str, researcher: str | None = None) -> str:
     """The code of project ``ref`` and a diff against the version approved before.
 
     Parameters
@@ -295,13 +411,15 @@ def show_text(store: ProjectStore, ref: str) -> str:
     store : ProjectStore
     ref : str
         A hash prefix.
+    researcher : str, optional
+        Whose submission, when several researchers submitted that project.
 
     Returns
     -------
     str
     """
-    rec = store.get(ref)
-    pkg = store.package(rec.project_hash)
+    rec = store.get(ref, researcher)
+    pkg = store.package(rec)
     p = printable  # everything below came from a researcher or a shared folder
     out = [
         f"project {p(rec.name)} {p(rec.project_hash)} [{p(rec.status)}]",
@@ -309,9 +427,11 @@ def show_text(store: ProjectStore, ref: str) -> str:
     ]
     if rec.reason:
         out.append(f"reason: {p(rec.reason)}")
+    if rec.note:
+        out.append(f"note: {p(rec.note)}")
     prev = store.previous_approved(rec)
     if prev is not None:
-        old = store.package(prev.project_hash).files
+        old = store.package(prev).files
         out.append(f"\n=== diff against approved {p(prev.short)} ===")
         for path in sorted(set(old) | set(pkg.files)):
             a = _lines(old.get(path, b""))

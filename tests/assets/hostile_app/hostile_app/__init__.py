@@ -1,0 +1,1 @@
+"""Flower app with one hostile data owner, for syft_flwr's reply_check tests."""
