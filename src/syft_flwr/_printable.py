@@ -20,7 +20,13 @@ __all__ = ["printable"]
 _BIDI = frozenset(chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)))
 
 
+#: The three controls people know by their own escapes.
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def _escape(c: str) -> str:
+    if c in _NAMED:
+        return _NAMED[c]
     code = ord(c)
     if code < 0x100:
         return f"\\x{code:02x}"
@@ -54,7 +60,7 @@ def printable(text: object, *, multiline: bool = False) -> str:
     -------
     str
         Only printable characters; ESC is ``\\x1b``, U+009B ``\\x9b``, U+202E
-        ``\\u202e``. A backslash is left as it is.
+        ``\\u202e``, a newline ``\\n``. A backslash is left as it is.
 
     Examples
     --------
