@@ -416,20 +416,22 @@ def keys_show(
         return
     for info in infos:
         label = "you" if info.role == "own" else info.status
-        print(f"{info.email}  [{label}]")
+        print(f"{printable(info.email)}  [{label}]")
         if info.fingerprint:
-            print(f"  fingerprint: {info.fingerprint}")
+            print(f"  fingerprint: {printable(info.fingerprint)}")
         if info.digits:
             print(f"  read aloud:  {info.digits}")
         if info.role == "peer" and info.published and info.status != "pinned":
-            print(f"  published now: {info.published}")
+            print(f"  published now: {printable(info.published)}")
         if info.status == "changed":
             print(
-                f"  REFUSED until you check it: syft_flwr keys trust {info.email} "
-                f"--fingerprint '{info.published}'"
+                f"  REFUSED until you check it: syft_flwr keys trust {printable(info.email)} "
+                f"--fingerprint '{printable(info.published)}'"
             )
         elif info.status == "not pinned":
-            print(f"  to pin it after checking: syft_flwr keys trust {info.email}")
+            print(
+                f"  to pin it after checking: syft_flwr keys trust {printable(info.email)}"
+            )
     if len(infos) == 1 and email is None:
         print("(no peers pinned yet: peers are pinned the first time you exchange)")
 
