@@ -24,8 +24,8 @@ from syft_flwr.events.audit_chain import (
     HEAD_FILE,
     line_hash,
     seal_line,
-    verify_trail,
 )
+from syft_flwr.events.audit_verify import verify_trail
 
 DO = "do1@example.org"
 EVE = "eve@example.org"

@@ -16,7 +16,7 @@ from syft_flwr.crypto.keys import generate_keys
 from syft_flwr.crypto.state_mac import StateKey
 from syft_flwr.events import TransportEvents
 from syft_flwr.events.audit import AuditLog, format_audit
-from syft_flwr.events.audit_chain import verify_trail
+from syft_flwr.events.audit_verify import verify_trail
 from syft_flwr.events.refusals import DETAIL, FILE, MAX_GROUPS, RefusalLog
 from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
 

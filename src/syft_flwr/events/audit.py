@@ -23,12 +23,11 @@ edited, removed or inserted line and a cut-off end.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +37,11 @@ from syft_flwr.errors import KeyNotFound, StateIntegrityError
 from syft_flwr.events.audit_chain import (
     HEAD_FILE,
     ZERO_HASH,
-    AuditReport,
     ChainHead,
     count_unchained,
+    dir_lock,
     drop_torn_tail,
+    fsync_file,
     last_chained,
     last_is_keyed,
     line_hash,
@@ -49,9 +49,9 @@ from syft_flwr.events.audit_chain import (
     read_head,
     seal_line,
     trail_lines,
-    verify_trail,
     write_head,
 )
+from syft_flwr.events.audit_verify import AuditReport, verify_trail
 
 __all__ = [
     "AuditLog",
@@ -71,7 +71,6 @@ DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 SYNC_EVERY = 1.0
 DEFAULT_KEEP = 4
 FILE = "audit.jsonl"
-LOCK_FILE = "audit.lock"
 
 
 class AuditLog:
@@ -127,9 +126,9 @@ class AuditLog:
                 return
             try:
                 assert self.dir is not None
-                with _dir_lock(self.dir):
+                with dir_lock(self.dir):
                     os.fsync(self._fd)
-                    _fsync_file(self.dir / HEAD_FILE)
+                    fsync_file(self.dir / HEAD_FILE)
             except OSError:
                 logger.exception("could not sync the audit trail")
             os.close(self._fd)
@@ -158,7 +157,7 @@ class AuditLog:
                 self._memory.append(entry)
                 return
             try:
-                with _dir_lock(self.dir):
+                with dir_lock(self.dir):
                     self._append(entry)
             except OSError:  # the audit must never stop the serving loop
                 logger.exception("could not write the audit trail")
@@ -269,40 +268,6 @@ class AuditLog:
         else:
             out = read_audit(self.dir)
         return [e for e in out if since is None or float(e.get("ts", 0)) >= since]
-
-
-_THREAD_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _dir_lock(directory: Path) -> Iterator[None]:
-    """Serialize writers of one trail, across threads and processes.
-
-    POSIX only (``fcntl``); elsewhere a process-local lock.
-    """
-    with _THREAD_LOCK:
-        try:
-            import fcntl
-        except ImportError:  # Windows
-            yield
-            return
-        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
-
-
-def _fsync_file(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def read_audit(directory: Path) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ Every line written by :class:`~syft_flwr.events.audit.AuditLog` carries
 A chain alone cannot tell a truncated file from a shorter one, so the chain's
 head (last ``seq``, its hash, and the ``seq`` of the oldest line still kept) is
 kept, MACed, in ``audit.head.json`` next to the trail and replaced atomically
-after every line. :func:`verify_trail` then detects an edited line (its MAC), a
+after every line. :func:`~syft_flwr.events.audit_verify.verify_trail` then detects an edited line (its MAC), a
 removed or inserted line (``seq`` and ``prev``), removed lines at the end (the
 head) and removed old files (``first``). Rotation keeps the chain: the first line
 of a new file carries the hash of the previous file's last line.
@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,23 +44,25 @@ from syft_flwr.errors import EnvelopeError, StateIntegrityError
 
 __all__ = [
     "HEAD_FILE",
-    "AuditReport",
     "ChainHead",
     "count_unchained",
+    "dir_lock",
     "drop_torn_tail",
+    "fsync_file",
     "last_chained",
     "last_is_keyed",
     "line_hash",
+    "mac_ok",
     "read_head",
     "seal_line",
     "trail_files",
     "trail_lines",
-    "verify_trail",
     "write_head",
 ]
 
 CURRENT = "audit.jsonl"
 HEAD_FILE = "audit.head.json"
+LOCK_FILE = "audit.lock"
 ZERO_HASH = "0" * 64
 #: A line longer than this is not one the trail wrote (it is reported, unread).
 MAX_LINE = 64 * 1024
@@ -67,6 +70,41 @@ _ROTATED = re.compile(r"^audit\.([1-9][0-9]{0,5})\.jsonl$")
 _MAC_TAIL = re.compile(rb', "mac": "([0-9a-f]{64})"\}$')
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 logger = logging.getLogger("syft_flwr.audit")
+
+
+_THREAD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def dir_lock(directory: Path) -> Iterator[None]:
+    """Serialize writers of one trail, across threads and processes.
+
+    POSIX only (``fcntl``); elsewhere a process-local lock.
+    """
+    with _THREAD_LOCK:
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            yield
+            return
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+
+def fsync_file(path: Path) -> None:
+    """Flush ``path`` to disk, if it exists."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def seal_line(
@@ -95,7 +133,7 @@ def parse_line(line: bytes) -> dict[str, Any] | None:
     return entry if isinstance(entry, dict) else None
 
 
-def _mac_ok(line: bytes, key: StateKey) -> bool:
+def mac_ok(line: bytes, key: StateKey) -> bool:
     m = _MAC_TAIL.search(line)
     if m is None:
         return False
@@ -284,207 +322,3 @@ def last_chained(
                 break
         last = (entry["seq"], line_hash(raw))
     return last, first
-
-
-@dataclass
-class AuditReport:
-    """What :func:`verify_trail` found.
-
-    Attributes
-    ----------
-    status : str
-        ``"intact"`` (every line chained, authenticated and present),
-        ``"tampered"`` (see ``problems``), ``"unverifiable"`` (lines with no
-        chain, or no key to check them with) or ``"empty"``.
-    lines, verified, legacy : int
-        Lines read, lines whose chain and MAC checked, lines with no chain.
-    unauthenticated : int
-        Chained lines with no MAC, written before the data owner had keys.
-    problems, notes : list of str
-        What is wrong, in words; what is worth knowing but not wrong.
-    """
-
-    status: str = "empty"
-    lines: int = 0
-    verified: int = 0
-    legacy: int = 0
-    unauthenticated: int = 0
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        """The report in a few lines for the data owner."""
-        head = {
-            "intact": f"audit trail intact: {self.verified} line(s) chained and "
-            "authenticated, none changed, removed or added",
-            "empty": "the audit trail is empty",
-            "unverifiable": "the audit trail cannot be fully verified",
-            "tampered": "WARNING: the audit trail was changed after it was written",
-        }[self.status]
-        return "\n".join([head, *(f"  - {p}" for p in self.problems + self.notes)])
-
-
-@dataclass
-class _Walk:
-    """The state of a walk along the chain."""
-
-    key: StateKey | None
-    report: AuditReport = field(default_factory=AuditReport)
-    seq: int | None = None  # last chained line's seq
-    hash: str = ZERO_HASH
-    first: int | None = None
-    keyed: bool = False  # a line with a valid MAC was seen: all after need one
-
-    def line(self, where: str, raw: bytes) -> None:
-        r = self.report
-        r.lines += 1
-        entry = parse_line(raw)
-        if entry is None:
-            r.problems.append(f"{where} is not a line the trail wrote (unreadable)")
-            return
-        if "seq" not in entry:
-            if self.seq is None:
-                r.legacy += 1
-            else:
-                r.problems.append(f"{where} has no chain fields: it was inserted")
-            return
-        ok = self._follows(where, entry) and self._authentic(where, entry, raw)
-        r.verified += ok
-        self.hash = line_hash(raw)
-
-    def _authentic(self, where: str, entry: dict[str, Any], raw: bytes) -> bool:
-        if self.key is None:
-            return True  # the chain only (reported)
-        if "mac" not in entry and not self.keyed:
-            # Before the data owner had keys: ordered, but not authenticated.
-            self.report.unauthenticated += 1
-            return False
-        if "mac" in entry and _mac_ok(raw, self.key):
-            self.keyed = True
-            return True
-        self.report.problems.append(
-            f"{where} (line #{entry.get('seq')}) was changed, or was not "
-            "written by this data owner"
-        )
-        return False
-
-    def _follows(self, where: str, entry: dict[str, Any]) -> bool:
-        seq, prev = entry.get("seq"), entry.get("prev")
-        if not isinstance(seq, int) or not isinstance(prev, str):
-            self.report.problems.append(f"{where} has broken chain fields")
-            return False
-        last, self.seq = self.seq, seq
-        if last is None:
-            self.first = seq
-            return True
-        if seq != last + 1:
-            gap = "removed" if seq > last + 1 else "inserted, reordered or repeated"
-            self.report.problems.append(
-                f"{where}: line #{seq} follows line #{last} (lines {gap})"
-            )
-            return False
-        if prev != self.hash:
-            self.report.problems.append(
-                f"{where}: line #{seq} does not follow the line before it "
-                "(that line was changed or replaced)"
-            )
-            return False
-        return True
-
-
-def verify_trail(directory: Path, key: StateKey | None) -> AuditReport:
-    """Check every kept line of the trail in ``directory`` and its head.
-
-    Parameters
-    ----------
-    directory : Path
-        The data owner's audit folder.
-    key : StateKey or None
-        ``StateKey(keys, "audit")``; None checks the chain only (reported).
-
-    Returns
-    -------
-    AuditReport
-    """
-    walk = _Walk(key)
-    r = walk.report
-    for path, n, raw, last in trail_lines(directory):
-        if last and path.name == CURRENT and parse_line(raw) is None:
-            r.notes.append(f"{path.name}: a torn last line (a crash mid-write) skipped")
-            continue
-        walk.line(f"{path.name} line {n}", raw)
-    _check_head(directory, walk)
-    if r.legacy:
-        r.notes.append(
-            f"{r.legacy} line(s) were written before the trail was chained "
-            "(an older syft_flwr): they cannot be verified"
-        )
-    if r.unauthenticated:
-        r.notes.append(
-            f"{r.unauthenticated} line(s) were written before this data owner had "
-            "keys (no MAC): their order is checked, not who wrote them"
-        )
-    if key is None and r.lines:
-        r.notes.append(
-            "no identity key to check the lines' MACs with: the chain shows "
-            "accidents, not a forger who rewrote it"
-        )
-    r.status = _status(r, key)
-    return r
-
-
-def _check_head(directory: Path, walk: _Walk) -> None:
-    r = walk.report
-    try:
-        head = read_head(directory, walk.key, unkeyed_ok=True)
-    except StateIntegrityError as exc:
-        r.problems.append(str(exc))
-        return
-    if head is not None and not head.keyed and walk.keyed:
-        r.problems.append(
-            f"the trail's head ({HEAD_FILE}) carries no MAC although its lines do: "
-            "it was not written by this data owner"
-        )
-        return
-    if head is None:
-        if walk.seq is not None:
-            r.problems.append(
-                f"the trail's head ({HEAD_FILE}) is missing: removal of the last "
-                "lines cannot be ruled out"
-            )
-        return
-    last = walk.seq or 0
-    if head.seq > last:
-        r.problems.append(
-            f"the last {head.seq - last} line(s) are missing (the trail ends at "
-            f"#{last}, its head says #{head.seq}): the end was cut off, or lost in "
-            "a crash of the machine before it reached the disk"
-        )
-    elif head.seq == last and last and head.hash != walk.hash:
-        r.problems.append(f"the last line (#{last}) is not the one the head recorded")
-    elif head.seq < last:
-        r.notes.append(
-            f"{last - head.seq} line(s) after the recorded head (written just "
-            "before the data owner stopped)"
-        )
-    if r.legacy > head.legacy:
-        r.problems.append(
-            f"{r.legacy - head.legacy} line(s) with no chain fields were added in "
-            "front of the chain (the trail had "
-            f"{head.legacy} such line(s) from an older syft_flwr when it was chained)"
-        )
-    if walk.first is not None and walk.first != head.first:
-        r.problems.append(
-            f"the oldest kept line is #{walk.first} but the head says #{head.first}: "
-            "older lines or files were removed"
-        )
-
-
-def _status(r: AuditReport, key: StateKey | None) -> str:
-    if r.problems:
-        return "tampered"
-    if not r.lines:
-        return "empty"
-    if r.legacy or r.unauthenticated or key is None:
-        return "unverifiable"
-    return "intact"
