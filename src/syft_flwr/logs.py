@@ -5,11 +5,31 @@ from __future__ import annotations
 import logging
 import sys
 
+from syft_flwr._printable import printable
 from syft_flwr.config import Settings
 
-__all__ = ["setup_logging", "use_color"]
+__all__ = ["PrintableFormatter", "setup_logging", "use_color"]
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+class PrintableFormatter(logging.Formatter):
+    """A formatter that shows every message through :func:`printable`.
+
+    Log lines carry emails, file names, ids and reasons from other parties; a
+    terminal escape or newline in one could fake or hide another line. The
+    message stays on its line; a traceback keeps its newlines but nothing else.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: object) -> str:  # noqa: N802
+        return printable(super().formatException(ei), multiline=True)  # type: ignore[arg-type]
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+        return printable(super().formatStack(stack_info), multiline=True)
 
 
 def use_color(stream: object = None, settings: Settings | None = None) -> bool:
@@ -39,7 +59,7 @@ def setup_logging(level: str | None = None) -> None:
     logger.setLevel(lvl)
     if not any(getattr(h, "_syft_flwr", False) for h in logger.handlers):
         h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter(FORMAT, "%H:%M:%S"))
+        h.setFormatter(PrintableFormatter(FORMAT, "%H:%M:%S"))
         h._syft_flwr = True  # type: ignore[attr-defined]
         logger.addHandler(h)
         logger.propagate = False

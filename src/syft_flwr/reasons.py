@@ -10,6 +10,8 @@ readable length, on one line.
 
 from __future__ import annotations
 
+from syft_flwr._printable import printable
+
 __all__ = ["MAX_REASON_CHARS", "reason_text"]
 
 #: Characters of a reason shown; the rest is cut (its length is said).
@@ -50,11 +52,6 @@ def reason_text(body: bytes | memoryview, *, limit: int = MAX_REASON_CHARS) -> s
 
 def _escape(text: str) -> str:
     # One line: a newline or carriage return in a log could fake another entry
-    # or overwrite this one on a terminal; shown as \n and \r instead.
-    return "".join(
-        c
-        if c == "\t" or c.isprintable()
-        else {"\n": "\\n", "\r": "\\r"}.get(c)
-        or (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
-        for c in text
-    )
+    # or overwrite this one on a terminal; shown as \n and \r instead (the one
+    # escape for everything shown to a person).
+    return printable(text)

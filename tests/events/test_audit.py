@@ -30,8 +30,14 @@ def test_rotation_keeps_the_trail_bounded(tmp_path: Path) -> None:
     for i in range(200):
         log.record("received", id=f"m{i}", bytes=i)
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["audit.1.jsonl", "audit.2.jsonl", "audit.jsonl"]
-    assert sum(p.stat().st_size for p in tmp_path.iterdir()) < 3 * 2000 + 200
+    assert files == [
+        "audit.1.jsonl",
+        "audit.2.jsonl",
+        "audit.head.json",
+        "audit.jsonl",
+        "audit.lock",
+    ]
+    assert sum(p.stat().st_size for p in tmp_path.iterdir()) < 3 * 2000 + 400
     entries = read_audit(tmp_path)
     ids = [e["id"] for e in entries]
     assert ids[-1] == "m199" and ids == sorted(ids, key=lambda x: int(x[1:]))
@@ -182,3 +188,13 @@ def test_cli_audit_after_a_simulated_run(tmp_path: Path) -> None:
     assert (
         text.returncode == 0 and "replied" in text.stdout and "\x1b[" not in text.stdout
     )
+    # the trail the real run wrote is chained, MACed and complete
+    verified = subprocess.run(
+        [sys.executable, "-m", "syft_flwr", "audit", "--config", str(conf), "--verify"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "audit trail intact" in verified.stdout

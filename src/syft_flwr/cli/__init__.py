@@ -18,6 +18,7 @@ import click
 import typer
 
 from syft_flwr import __version__
+from syft_flwr._printable import printable
 from syft_flwr.cli._common import (
     ConfigOpt,
     JsonOpt,
@@ -430,17 +431,17 @@ def keys_show(
         return
     for info in infos:
         label = "you" if info.role == "own" else info.status
-        print(f"{info.email}  [{label}]")
+        print(f"{printable(info.email)}  [{label}]")
         if info.fingerprint:
-            print(f"  fingerprint: {info.fingerprint}")
+            print(f"  fingerprint: {printable(info.fingerprint)}")
         if info.digits:
             print(f"  read aloud:  {info.digits}")
         if info.role == "peer" and info.published and info.status != "pinned":
-            print(f"  published now: {info.published}")
+            print(f"  published now: {printable(info.published)}")
         if info.status == "changed":
             print(
-                f"  REFUSED until you check it: syft_flwr keys trust {info.email} "
-                f"--fingerprint '{info.published}'"
+                f"  REFUSED until you check it: syft_flwr keys trust {printable(info.email)} "
+                f"--fingerprint '{printable(info.published)}'"
             )
         elif info.status == "older":
             print(
@@ -448,7 +449,9 @@ def keys_show(
                 "(an old did.json put back?); ask them to publish again"
             )
         elif info.status == "not pinned":
-            print(f"  to pin it after checking: syft_flwr keys trust {info.email}")
+            print(
+                f"  to pin it after checking: syft_flwr keys trust {printable(info.email)}"
+            )
     if len(infos) == 1 and email is None:
         print("(no peers pinned yet: peers are pinned the first time you exchange)")
 
@@ -580,18 +583,40 @@ def audit(
             help="Only events since then: a duration like 1d or 12h, or an ISO date.",
         ),
     ] = None,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Only check that no line was changed, removed or added; exit 1 if "
+            "one was, 3 if the trail cannot be fully verified.",
+        ),
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Data owner: show what ran on your data, for whom, when, and what left."""
-    from syft_flwr.events.audit import audit_entries, format_audit
+    from syft_flwr.events.audit import audit_entries, format_audit, verify_audit
 
-    entries = audit_entries(client_for(config), since=_parse_since(since))
+    client = client_for(config)
+    report = verify_audit(client)
+    if verify:
+        if json_:
+            print_json(dataclasses.asdict(report))
+        else:
+            print(report.summary())
+        code = {"tampered": 1, "unverifiable": 3}.get(report.status, 0)
+        if code:
+            raise typer.Exit(code)
+        return
+    entries = audit_entries(client, since=_parse_since(since))
     if json_:
         print_json(entries)
-    elif not entries:
-        print("no audit events yet")
-    else:
-        print(format_audit(entries))
+        return
+    print(format_audit(entries) if entries else "no audit events yet")
+    if report.status in ("tampered", "unverifiable"):
+        # The table is shown either way (it is what is there), and the warning
+        # after it, on both streams, so a data owner cannot miss it.
+        print(report.summary())
+        print(f"syft_flwr audit: {report.summary()}", file=sys.stderr)
 
 
 @app.command("gdrive-login")
@@ -635,8 +660,9 @@ _review.register(app)
 _NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+def _one_line(text: object) -> str:
+    # Error messages can quote names, reasons and paths other parties chose.
+    return printable(" ".join(str(text).split()))
 
 
 def _restore_argument_help(group: click.Group, typer_app: typer.Typer) -> None:
@@ -712,15 +738,17 @@ def run_cli(argv: list[str] | None = None) -> int:
         print(f"syft_flwr: error: {_one_line(exc.format_message())}", file=sys.stderr)
         return exc.exit_code
     except ConfigError as exc:
-        print(f"syft_flwr: error: {exc}", file=sys.stderr)
+        print(f"syft_flwr: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except SyftFlwrError as exc:
-        print(f"syft_flwr: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(
+            f"syft_flwr: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr
+        )
         return 1
     except (KeyboardInterrupt, click.Abort):
         return 130
     except OSError as exc:  # e.g. a read-only or full work folder: no traceback
-        print(f"syft_flwr: error: {exc}", file=sys.stderr)
+        print(f"syft_flwr: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     return result if isinstance(result, int) else 0
 

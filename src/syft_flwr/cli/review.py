@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import click
 import typer
 
+from syft_flwr._printable import printable
 from syft_flwr.cli._common import (
     ConfigOpt,
     JsonOpt,
@@ -40,21 +41,22 @@ def format_projects(records: list[ProjectRecord], *, files: bool = True) -> str:
     """The text ``syft_flwr projects`` prints."""
     if not records:
         return "no projects submitted to you yet\n"
+    p = printable  # names, emails and file names come from researchers
     lines = []
     for r in records:
-        lines.append(f"{r.short}  [{r.status}]  {r.name}")
-        lines.append(f"  from:        {r.researcher}")
-        lines.append(f"  fingerprint: {r.fingerprint}")
-        lines.append(f"  hash:        {r.project_hash}")
+        lines.append(f"{p(r.short)}  [{p(r.status)}]  {p(r.name)}")
+        lines.append(f"  from:        {p(r.researcher)}")
+        lines.append(f"  fingerprint: {p(r.fingerprint)}")
+        lines.append(f"  hash:        {p(r.project_hash)}")
         lines.append(
             f"  received:    {_when(r.received)}   decided: {_when(r.decided)}"
         )
         if r.reason:
-            lines.append(f"  reason:      {r.reason}")
+            lines.append(f"  reason:      {p(r.reason)}")
         if r.note:
-            lines.append(f"  note:        {r.note}")
+            lines.append(f"  note:        {p(r.note)}")
         if files:
-            lines += [f"    {path}  ({size} bytes)" for path, _, size in r.files]
+            lines += [f"    {p(path)}  ({p(size)} bytes)" for path, _, size in r.files]
     return "\n".join(lines) + "\n"
 
 
@@ -62,10 +64,13 @@ def format_status(subs: list[Submission]) -> str:
     """The text ``syft_flwr status`` prints."""
     if not subs:
         return "nothing submitted yet (syft_flwr submit APP_DIR --to EMAIL)\n"
+    p = printable  # a data owner's reason and names read from shared folders
     lines = []
     for s in subs:
-        line = f"{s.data_owner}: {s.name} {s.project_hash[:12]} [{s.status}]"
-        lines.append(line + (f"  reason: {s.reason}" if s.reason else ""))
+        line = (
+            f"{p(s.data_owner)}: {p(s.name)} {p(s.project_hash[:12])} [{p(s.status)}]"
+        )
+        lines.append(line + (f"  reason: {p(s.reason)}" if s.reason else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -132,7 +137,9 @@ def submit(
         print_json([dataclasses.asdict(s) for s in subs])
         return
     for s in subs:
-        print(f"submitted {s.name} {s.project_hash[:12]} to {s.data_owner}")
+        print(
+            f"submitted {printable(s.name)} {s.project_hash[:12]} to {printable(s.data_owner)}"
+        )
     print(f"  project hash: {subs[0].project_hash}" if subs else "no data owners given")
     print("  see their decisions with: syft_flwr status")
 
@@ -235,7 +242,10 @@ def approve(
     from syft_flwr.review.api import approve as _approve
 
     rec = _approve(client_for(config), project, researcher=researcher)
-    print(f"approved {rec.name} {rec.project_hash} for {rec.researcher} only")
+    print(
+        f"approved {printable(rec.name)} {rec.project_hash} "
+        f"for {printable(rec.researcher)} only"
+    )
     print("  the researcher was told; run it with: syft_flwr serve " + rec.short)
 
 
@@ -251,7 +261,10 @@ def reject(
     from syft_flwr.review.api import reject as _reject
 
     rec = _reject(client_for(config), project, reason, researcher=researcher)
-    print(f"rejected {rec.name} {rec.short} from {rec.researcher}: {rec.reason}")
+    print(
+        f"rejected {printable(rec.name)} {rec.short} from "
+        f"{printable(rec.researcher)}: {printable(rec.reason)}"
+    )
 
 
 def serve(

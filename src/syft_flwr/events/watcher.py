@@ -58,6 +58,7 @@ from syft_flwr.events.ledger import (
     open_ledger,
 )
 from syft_flwr.events.protocol import MessageHandler, SyftFlwrEvents
+from syft_flwr.events.refusals import RefusalLog
 from syft_flwr.rpc import CodecPolicy, Incoming, StoredParts, SyftFlwrRpc
 from syft_flwr.transports.base import RpcPath, Transport, Watch
 
@@ -281,6 +282,9 @@ class TransportEvents(SyftFlwrEvents):
         )
         #: What ran on this data owner's data, for whom, when, and what left.
         self.audit = audit or AuditLog.for_client(client, clock=clock)
+        #: Refusals logged once per file (across restarts), within a quota per
+        #: sender and folder, so a flood cannot push real entries out.
+        self.refusals = RefusalLog(self.audit, clock=clock)
         self._endpoints: dict[str, _Endpoint] = {}
         self._queue: queue.Queue[str] = queue.Queue()
         self._stop = threading.Event()
@@ -346,6 +350,7 @@ class TransportEvents(SyftFlwrEvents):
             self._loop()
             self._drain()
         finally:
+            self.refusals.close()  # the counts of this run, then the memory file
             for w in self._watches:
                 w.cancel()
             self._watches.clear()
@@ -402,6 +407,7 @@ class TransportEvents(SyftFlwrEvents):
                 self._retry_due()
             now = mono()
             if now >= next_rescan:
+                self.refusals.flush_due()
                 self._rescan()
                 self._sweep_answered()
                 next_rescan = now + self.poll_interval
@@ -448,10 +454,15 @@ class TransportEvents(SyftFlwrEvents):
             # never read, never run, never answered (a reply would reuse it).
             if key not in self._refused:
                 self._refused.add(key)
-                logger.warning(
-                    "ignored a request file with an invalid name in %s's folder: %r",
-                    sender,
-                    path.name[:80],
+                self.refusals.refused(
+                    key,
+                    mid="",
+                    app=self.app_name,
+                    folder=f"{self.app_name}/{path.endpoint}",
+                    sender=sender,
+                    status=400,
+                    reason=f"ignored a request file with an invalid name: "
+                    f"{path.name[:80]!r}",
                 )
             return
 
@@ -890,11 +901,11 @@ class TransportEvents(SyftFlwrEvents):
         if key in self._refused:
             return  # already answered and logged
         self._refused.add(key)
-        logger.warning("refused request %s from %s: %s", mid, path.peer, reason)
-        self.audit.record(
-            "refused",
-            id=mid,
+        self.refusals.refused(
+            key,
+            mid=mid,
             app=self.app_name,
+            folder=f"{self.app_name}/{path.endpoint}",
             sender=path.peer,
             status=status,
             reason=reason,
@@ -928,6 +939,8 @@ class TransportEvents(SyftFlwrEvents):
         first = self._incomplete.setdefault(key, time.monotonic())
         if time.monotonic() - first > INCOMPLETE_WARN_AFTER and key not in self._warned:
             self._warned.add(key)
+            if not self.refusals.first_time("incomplete:" + key):
+                return  # warned about before a restart
             logger.warning(
                 "request %s from %s is still incomplete after %.0f s (%s); "
                 "waiting for the rest to sync, nothing was deleted",

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from syft_flwr import strict_json
 from syft_flwr._email import fold_domain
+from syft_flwr._printable import printable
 from syft_flwr.errors import (
     ConfigError,
     EnvelopeError,
@@ -200,20 +201,6 @@ class Package:
             Signed by another key, or altered after signing.
         """
         verify_manifest(self.manifest_bytes, self.signature, researcher_key)
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters (terminal escapes) shown as ``\\xNN``/``\\uNNNN``.
-
-    Names and code from a researcher are shown on the data owner's terminal;
-    an escape sequence there could hide or rewrite what is displayed.
-    """
-    return "".join(
-        c
-        if c in "\n\t" or c.isprintable()
-        else (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
-        for c in text
-    )
 
 
 def _hex64(value: Any) -> str:

@@ -421,30 +421,31 @@ def show_text(store: ProjectStore, ref: str, researcher: str | None = None) -> s
     """
     rec = store.get(ref, researcher)
     pkg = store.package(rec)
+    p = printable  # everything below came from a researcher or a shared folder
     out = [
-        f"project {rec.name} {rec.project_hash} [{rec.status}]",
-        f"from {rec.researcher} (fingerprint {rec.fingerprint})",
-        *(printable(line) for line in entry_point_lines(pkg.files)),
+        f"project {p(rec.name)} {p(rec.project_hash)} [{p(rec.status)}]",
+        f"from {p(rec.researcher)} (fingerprint {p(rec.fingerprint)})",
+        *(p(line) for line in entry_point_lines(pkg.files)),
     ]
     if rec.reason:
-        out.append(f"reason: {rec.reason}")
+        out.append(f"reason: {p(rec.reason)}")
     if rec.note:
-        out.append(f"note: {rec.note}")
+        out.append(f"note: {p(rec.note)}")
     prev = store.previous_approved(rec)
     if prev is not None:
         old = store.package(prev).files
-        out.append(f"\n=== diff against approved {prev.short} ===")
+        out.append(f"\n=== diff against approved {p(prev.short)} ===")
         for path in sorted(set(old) | set(pkg.files)):
             a = _lines(old.get(path, b""))
             b = _lines(pkg.files.get(path, b""))
             out.extend(
-                printable(line.rstrip("\n"))
+                p(line.rstrip("\n"), multiline=True)
                 for line in difflib.unified_diff(a, b, f"a/{path}", f"b/{path}")
             )
     for path in sorted(pkg.files):
-        out.append(f"\n=== {path} ===")
+        out.append(f"\n=== {p(path)} ===")
         text = pkg.files[path].decode("utf-8", errors="replace")
-        out.append(printable(text).rstrip("\n"))
+        out.append(p(text, multiline=True).rstrip("\n"))
     return os.linesep.join(out) + os.linesep
 
 
