@@ -56,7 +56,7 @@ def node_config_for(
     base = {**DEFAULT_NODE_CONFIG, **cfg.app_config}
     if isinstance(overrides, dict):
         return {**base, **overrides}
-    return parse_run_config(base, overrides)
+    return parse_run_config(base, overrides, option="--node-config", strict_keys=False)
 
 
 def pick_role(cfg: ProjectConfig, email: str, role: str | None = None) -> str:

@@ -25,7 +25,8 @@ from typing import IO, Protocol
 
 from syft_flwr.config import Settings
 from syft_flwr.errors import ConfigError
-from syft_flwr.project import ProjectConfig, load_project
+from syft_flwr.project import ProjectConfig, load_project, parse_run_config
+from syft_flwr.run_config import check_counts
 
 __all__ = ["Party", "SimulationResult", "prepare_network", "simulate"]
 
@@ -370,6 +371,7 @@ def simulate(
         entry=entry,
         log_dir=log_dir,
         fresh=fresh,
+        timeout=timeout,
     )
     parties = _prepare(plan)
     if not quiet:
@@ -403,18 +405,25 @@ def _plan(
     entry: str,
     log_dir: str | Path | None,
     fresh: bool = False,
+    timeout: float = 1800.0,
 ) -> _Plan:
     """Check the inputs and decide names and folders (nothing is started yet)."""
     cfg = load_project(app_dir)
+    check_counts(num_data_owners, timeout)
+    parse_run_config(cfg.app_config, run_config)  # refused here, not in a party
     paths = [Path(x).resolve() for x in (mock_dataset_paths or [])]
     for data_path in paths:
         if not data_path.exists():
             raise ConfigError(f"mock dataset path does not exist: {data_path}")
-    n = len(paths) or num_data_owners or len(cfg.datasites) or 2
-    if n < 1:
-        raise ConfigError("need at least one data owner")
-    if paths and num_data_owners and num_data_owners != len(paths):
-        raise ConfigError("--num-data-owners differs from the number of dataset paths")
+    if num_data_owners is None:
+        n = len(paths) or len(cfg.datasites) or 2
+    else:
+        n = num_data_owners
+    if paths and n != len(paths):
+        raise ConfigError(
+            f"--num-data-owners {n} differs from the {len(paths)} mock dataset "
+            "paths: give one path per data owner, or leave -n out"
+        )
     if entry not in ("party", "main.py"):
         raise ConfigError(f"entry must be 'party' or 'main.py', got {entry!r}")
     if entry == "main.py":

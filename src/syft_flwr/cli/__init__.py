@@ -26,7 +26,7 @@ from syft_flwr.cli._common import (
     emails,
     print_json,
 )
-from syft_flwr.errors import ConfigError, SyftFlwrError
+from syft_flwr.errors import AlreadyExistsError, ConfigError, SyftFlwrError
 
 __all__ = ["app", "get_command", "main", "run_cli"]
 
@@ -130,7 +130,13 @@ def bootstrap(
         )
     ]
     owners = [e for v in values for e in emails(v)]
-    cfg = _bootstrap(project_dir, aggregator, owners, transport, force=force)
+    try:
+        cfg = _bootstrap(project_dir, aggregator, owners, transport, force=force)
+    except AlreadyExistsError:
+        raise ConfigError(
+            f"{project_dir / 'main.py'} already exists; run the same command with "
+            "--force to replace it"
+        ) from None
     print(f"bootstrapped {cfg.app_dir} (app {cfg.app_name}, transport {cfg.transport})")
     print(f"  aggregator: {cfg.aggregator}")
     print(f"  data owners: {', '.join(cfg.datasites)}")
@@ -277,10 +283,13 @@ def run(
     plot_out: PlotOutOpt = None,
 ) -> None:
     """Simulate with one data owner per mock dataset path (upstream's form)."""
-    from syft_flwr.project import load_project
+    from syft_flwr.project import load_project, parse_run_config
+    from syft_flwr.run_config import check_counts
     from syft_flwr.run_simulation import LOG_DIR_NAME
 
     cfg = load_project(app_dir)  # a clear error before any prompt
+    check_counts(None, timeout)
+    parse_run_config(cfg.app_config, run_config)
     values = mock_dataset_paths or [
         _prompt("Enter comma-separated paths to mock datasets", "--mock-dataset-paths")
     ]
