@@ -160,9 +160,13 @@ def test_kill_9_researcher_then_same_command_resumes(
     # The same result as the uninterrupted run...
     assert _result(second.stdout, prefix) == expected
     log = (work / "logs" / "researcher@example.org.log").read_text()
+    log = log.rsplit("run again in this work dir", 1)[1]
     assert "resuming run" in log and "replayed" in log
-    # ...and the data owners trained only the rounds the checkpoint lacked.
-    trained = (work / "logs" / "do1@example.org.log").read_text().count("running train")
+    # ...and the data owners trained only the rounds the checkpoint lacked (the
+    # rerun appends to the crashed run's log, after a marker line).
+    do_log = (work / "logs" / "do1@example.org.log").read_text()
+    assert "run again in this work dir" in do_log
+    trained = do_log.rsplit("run again in this work dir", 1)[1].count("running train")
     assert 0 < trained < rounds
     # The completed run left no checkpoint behind.
     assert not list((work / "SyftBox" / ".syft_flwr").rglob("resume/*.exchange"))

@@ -9,7 +9,6 @@ configuration error, 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +25,8 @@ from syft_flwr.cli._common import (
     emails,
     print_json,
 )
+from syft_flwr.cli._simulate import SimulateOptions as _SimulateOptions
+from syft_flwr.cli._simulate import simulate_and_report as _simulate
 from syft_flwr.errors import AlreadyExistsError, ConfigError, SyftFlwrError
 
 __all__ = ["app", "get_command", "main", "run_cli"]
@@ -178,64 +179,6 @@ PlotOutOpt = Annotated[
         help="Plot the run's per-round metrics to this PNG file (needs matplotlib).",
     ),
 ]
-
-
-@dataclasses.dataclass(frozen=True)
-class _SimulateOptions:
-    app_dir: Path
-    run_config: list[str] | None
-    workdir: Path | None
-    fresh: bool
-    timeout: float
-    history_out: Path | None
-    plot_out: Path | None
-
-
-def _simulate(
-    opts: _SimulateOptions,
-    num_data_owners: int | None,
-    paths: list[str] | None,
-    *,
-    entry: str = "party",
-    log_dir: Path | None = None,
-) -> None:
-    from syft_flwr.simulation import simulate as _run_simulation
-
-    res = _run_simulation(
-        opts.app_dir,
-        num_data_owners,
-        mock_dataset_paths=paths,
-        run_config=" ".join(opts.run_config) if opts.run_config else None,
-        workdir=opts.workdir,
-        timeout=opts.timeout,
-        entry=entry,
-        log_dir=log_dir,
-        fresh=opts.fresh,
-    )
-    if not res.ok:
-        raise typer.Exit(1)
-    if opts.history_out or opts.plot_out:
-        _write_history(res, opts.history_out, opts.plot_out)
-
-
-def _write_history(res: Any, history_out: Path | None, plot_out: Path | None) -> None:
-    """``--history-out`` / ``--plot-out`` of a successful simulation."""
-    from syft_flwr.history import plot_history, simulation_history
-
-    history = simulation_history(res)
-    if history is None:
-        raise SyftFlwrError(
-            "the run saved no per-round history (its ServerApp did not use a "
-            "Flower strategy's start())"
-        )
-    if history_out is not None:
-        history_out.parent.mkdir(parents=True, exist_ok=True)
-        history_out.write_text(json.dumps(history, indent=2, sort_keys=True) + "\n")
-        print(f"history of {len(history['rounds'])} round(s) written to {history_out}")
-    if plot_out is not None:
-        plot_out.parent.mkdir(parents=True, exist_ok=True)
-        plot_history(history, plot_out)
-        print(f"plot of the per-round metrics written to {plot_out}")
 
 
 @app.command()
@@ -649,7 +592,11 @@ def run_cli(argv: list[str] | None = None) -> int:
     command = get_command()
     try:
         # standalone_mode=False: errors reach us, so each is one plain line.
-        result = command.main(args=argv, prog_name="syft_flwr", standalone_mode=False)
+        args = list(sys.argv[1:] if argv is None else argv)
+        # obj: the arguments as given, so simulate can print the command that resumes
+        result = command.main(
+            args=args, prog_name="syft_flwr", standalone_mode=False, obj={"argv": args}
+        )
     except _NO_ARGS_IS_HELP as exc:
         # `syft_flwr` alone: show the help (rich on a terminal), exit as a usage error
         help_text = exc.ctx.get_help()  # rich prints it itself and returns ""
