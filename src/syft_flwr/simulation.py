@@ -239,6 +239,9 @@ def _fork_party(
             if hasattr(stream, "reconfigure"):
                 stream.reconfigure(line_buffering=True)
         os.chdir(cwd)
+        from syft_flwr._proctitle import prepare
+
+        prepare()  # before the environment is replaced (see prepare)
         os.environ.clear()
         os.environ.update(env)
         sys.argv = ["syft_flwr", *argv]
@@ -736,6 +739,8 @@ def _collect(
             t.pump(out)
     for p in parties:
         p.returncode = procs[p.email].returncode
+    # Ctrl-C after every party had finished its work interrupted nothing.
+    interrupted = interrupted and not all(p.returncode == 0 for p in parties)
     result = SimulationResult(
         ok=not interrupted and all(p.returncode == 0 for p in parties),
         workdir=plan.root,

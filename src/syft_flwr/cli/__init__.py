@@ -287,6 +287,7 @@ def party(
     ] = False,
 ) -> None:
     """Internal: one party of a `simulate` run (also usable by hand)."""
+    from syft_flwr._proctitle import set_party_title
     from syft_flwr.client.syft_core_client import SyftCoreClient
     from syft_flwr.ids import normalize_email
     from syft_flwr.logs import setup_logging
@@ -304,6 +305,7 @@ def party(
         changes["aggregator"] = normalize_email(aggregator)
     cfg = dataclasses.replace(cfg, **changes)  # type: ignore[arg-type]
     client = SyftCoreClient.load(config)
+    set_party_title(role, client.email)
     run_role(
         cfg, client, role, run_config=run_config, node_config=node_config, fresh=fresh
     )
