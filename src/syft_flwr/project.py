@@ -100,7 +100,10 @@ def load_project(app_dir: str | Path) -> ProjectConfig:
     datasites = tuple(normalize_email(e) for e in syft.get("datasites", []))
     transport = syft.get("transport")
     if transport is not None and transport not in TRANSPORTS:
-        raise ConfigError(f"[tool.syft_flwr] transport must be one of {TRANSPORTS}")
+        raise ConfigError(
+            f"{d / 'pyproject.toml'}: [tool.syft_flwr] transport {transport!r} is "
+            f"not known: use {' or '.join(TRANSPORTS)}"
+        )
     return ProjectConfig(
         app_dir=d,
         name=str(data.get("project", {}).get("name", d.name)),
@@ -262,7 +265,9 @@ def _check_parties(
     agg = normalize_email(aggregator)
     dss = [normalize_email(e) for e in datasites]
     if not dss:
-        raise ConfigError("give at least one data owner email (datasites)")
+        raise ConfigError(
+            "give at least one data owner email (-d/--datasites; datasites= in Python)"
+        )
     twice = sorted({e for e in dss if dss.count(e) > 1})
     if twice:
         raise ConfigError(

@@ -7,7 +7,10 @@ stderr that names the mistake and the fix, and that no work folder was made
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,3 +97,48 @@ def test_bootstrap_over_main_py_names_the_flag(app: Path):
     assert "already exists; run the same command with --force" in r.stderr
     assert "force=True" not in r.stderr  # Python advice has no place on the CLI
     assert (app / "main.py").read_text() == "# mine\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (
+            ["keys"],
+            {"SYFTBOX_CLIENT_CONFIG_PATH": "{tmp}/nope/config.json"},
+            "no SyftBox config at {tmp}/nope/config.json (set by "
+            "SYFTBOX_CLIENT_CONFIG_PATH); give your SyftBox config with --config PATH",
+        ),
+        (
+            ["keys", "show", "--config", "{tmp}/gone.json"],
+            {},
+            "no SyftBox config at {tmp}/gone.json (the config path given)",
+        ),
+        (
+            ["audit"],
+            {"HOME": "{tmp}/home"},
+            "no SyftBox config at {tmp}/home/.syftbox/config.json (the default "
+            "location)",
+        ),
+    ],
+)
+def test_config_errors_name_the_path_the_user_set_and_a_cli_flag(
+    tmp_path: Path, args: list[str], env: dict[str, str], needle: str
+):
+    full = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SYFT_FLWR_", "SYFTBOX_"))
+    }
+    full.update({k: v.format(tmp=tmp_path) for k, v in env.items()})
+    r = subprocess.run(
+        [sys.executable, "-m", "syft_flwr", *(a.format(tmp=tmp_path) for a in args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=full,
+    )
+    assert r.returncode == 2, r.stderr
+    assert needle.format(tmp=tmp_path) in r.stderr
+    # Neither syft_core's "not found at 'None'" nor Python-only advice.
+    assert "None" not in r.stderr and "transport=" not in r.stderr
+    assert not list(tmp_path.rglob("*.json"))  # nothing was created

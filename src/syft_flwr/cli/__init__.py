@@ -514,8 +514,10 @@ def gdrive_login(
     try:
         from google_auth_oauthlib.flow import InstalledAppFlow
     except ImportError:
+        # Not "pip install syft-flwr[oauth]": that name on PyPI is upstream's.
         raise ConfigError(
-            'install the OAuth helper: pip install "syft-flwr[oauth]"'
+            "install the OAuth helper: pip install google-auth-oauthlib (or, in "
+            'your clone of syft_flwr: pip install -e ".[oauth]")'
         ) from None
     from syft_flwr.transports.gdrive import DRIVE_SCOPES, _write_private
 

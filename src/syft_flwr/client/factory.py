@@ -81,8 +81,8 @@ def create_client(
         return SyftCoreClient.load(config_path)
     except ConfigError as exc:
         raise ConfigError(
-            "no transport configured and no SyftBox config found "
-            f"({exc}); pass transport='p2p' with an email for Google Drive"
+            f"no transport configured and {exc}; pass transport='p2p' and an "
+            "email for Google Drive"
         ) from exc
 
 
