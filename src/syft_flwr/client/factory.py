@@ -74,7 +74,10 @@ def create_client(
         if key == "gdrive":
             email = email or os.environ.get("SYFTBOX_EMAIL")
             if not email:
-                raise ConfigError("Google Drive mode needs an email (or SYFTBOX_EMAIL)")
+                raise ConfigError(
+                    "Google Drive mode needs your email: set SYFTBOX_EMAIL to your "
+                    "Google account's email"
+                )
             return SyftP2PClient(email, **kwargs)
         return SyftCoreClient.load(config_path)
     try:
