@@ -625,6 +625,7 @@ def run_cli(argv: list[str] | None = None) -> int:
         print(f"syft_flwr: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, click.Abort):
+        print("syft_flwr: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # e.g. a read-only or full work folder: no traceback
         print(f"syft_flwr: error: {exc}", file=sys.stderr)
