@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.cli.test_cli import TOY
 from tests.cli.test_crashes_cli import _env, _frozen, _party_pid
 
@@ -35,6 +37,7 @@ def _alive(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_says_interrupted_and_the_printed_command_resumes(
     tmp_path: Path,
 ):
@@ -104,3 +107,43 @@ def test_ctrl_c_exits_130_says_interrupted_and_the_printed_command_resumes(
     # The relayed progress shows only the rerun, not the earlier log again.
     rerun = text[len(first_log) :]
     assert again.stdout.count("[ROUND 2/6]") == rerun.count("[ROUND 2/6]") == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_without_workdir_keeps_the_temp_folder_and_names_it(tmp_path: Path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    cmd = [sys.executable, "-m", "syft_flwr", "simulate", str(TOY)]
+    cmd += ["--fresh", "--run-config", "num-server-rounds=100 slow-seconds=0.3"]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(_env(), TMPDIR=str(tmp)),
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        work = next(iter(tmp.glob("syft_flwr_sim_*")), None)
+        log = work / "logs" / RESEARCHER_LOG if work else None
+        if log is not None and log.exists() and "[ROUND 1/100]" in log.read_text():
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the run ended before it could be interrupted")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert work is not None and work.is_dir()
+    assert f"kept the temporary work folder {work}" in out
+    lines = out.splitlines()
+    hint = lines[lines.index("to resume from the last completed round, run:") + 1]
+    # The typed command, minus --fresh (it would start over), plus the folder.
+    assert shlex.split(hint) == [
+        "syft_flwr",
+        *cmd[3:5],
+        *cmd[6:],
+        "--workdir",
+        str(work),
+    ]
