@@ -547,13 +547,25 @@ def _prepare(plan: _Plan) -> list[Party]:
     ]
     agg = plan.aggregator
     parties.append(Party(agg, "researcher", configs[agg], plan.logs / f"{agg}.log"))
-    if plan.resuming:  # the earlier runs' logs stay; mark where this one starts
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        for p in parties:
-            if p.log_path.exists():
-                with open(p.log_path, "a") as f:
-                    f.write(f"\n{RESUME_MARK} {stamp} =====\n")
+    _keep_earlier_logs(plan, parties)
     return parties
+
+
+def _keep_earlier_logs(plan: _Plan, parties: list[Party]) -> None:
+    """A rerun never overwrites the logs of the run before it.
+
+    Resuming appends after a marker line; ``--fresh`` moves the earlier log
+    aside to ``<email>.log.prev`` (one generation) and starts a new one.
+    """
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    for p in parties:
+        if not p.log_path.exists():
+            continue
+        if plan.resuming:
+            with open(p.log_path, "a") as f:
+                f.write(f"\n{RESUME_MARK} {stamp} =====\n")
+        elif plan.fresh:
+            os.replace(p.log_path, p.log_path.with_name(f"{p.log_path.name}.prev"))
 
 
 def _start_parties(plan: _Plan, parties: list[Party]) -> dict[str, _PartyProcess]:

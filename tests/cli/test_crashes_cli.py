@@ -180,6 +180,8 @@ def test_kill_9_researcher_then_same_command_resumes(
     assert (work / "logs" / "do1@example.org.log").read_text().count(
         "running train"
     ) == rounds
+    # ...and the resumed run's log was moved aside, not overwritten.
+    assert (work / "logs" / "do1@example.org.log.prev").read_text() == do_log
 
 
 @pytest.mark.slow
