@@ -142,3 +142,23 @@ def test_config_errors_name_the_path_the_user_set_and_a_cli_flag(
     # Neither syft_core's "not found at 'None'" nor Python-only advice.
     assert "None" not in r.stderr and "transport=" not in r.stderr
     assert not list(tmp_path.rglob("*.json"))  # nothing was created
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["keys", "rotate", "--grace", "xx"], "--grace: invalid duration 'xx'"),
+        (
+            ["gdrive-login", "--client-secrets", "{tmp}/nope.json"],
+            "--client-secrets {tmp}/nope.json: no such file",
+        ),
+        # Not a Flower app: said before asking for the aggregator's email.
+        (["bootstrap", "{tmp}"], "no pyproject.toml in {tmp}: is it a Flower app?"),
+    ],
+)
+def test_flags_are_named_in_their_errors(tmp_path: Path, args: list[str], needle: str):
+    r = cli(*(a.format(tmp=tmp_path) for a in args))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle.format(tmp=tmp_path) in lines[0], r.stderr
+    assert "Enter the datasite email" not in r.stderr

@@ -120,7 +120,9 @@ def bootstrap(
 ) -> None:
     """Turn a Flower app folder into a syft_flwr app."""
     from syft_flwr.project import bootstrap as _bootstrap
+    from syft_flwr.project import load_project
 
+    load_project(project_dir)  # not a Flower app: say so before asking anything
     aggregator = aggregator or _prompt(
         "Enter the datasite email of the Aggregator (Flower Server)", "-a/--aggregator"
     )
@@ -430,7 +432,10 @@ def keys_rotate(
     from syft_flwr.config import Settings, parse_duration
     from syft_flwr.crypto.identity import rotate_prekey
 
-    seconds = None if grace is None else parse_duration(grace)
+    try:
+        seconds = None if grace is None else parse_duration(grace)
+    except ConfigError as exc:
+        raise ConfigError(f"--grace: {exc}") from None
     r = rotate_prekey(
         client_for(_keys_config(ctx, config)),
         grace=seconds,
@@ -521,6 +526,11 @@ def gdrive_login(
         ) from None
     from syft_flwr.transports.gdrive import DRIVE_SCOPES, _write_private
 
+    if not client_secrets.is_file():
+        raise ConfigError(
+            f"--client-secrets {client_secrets}: no such file (download the "
+            "Desktop OAuth client JSON from the Google Cloud console)"
+        )
     flow = InstalledAppFlow.from_client_secrets_file(
         str(client_secrets), list(DRIVE_SCOPES)
     )
