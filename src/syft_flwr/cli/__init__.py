@@ -152,8 +152,8 @@ WorkdirOpt = Annotated[
     typer.Option(
         "--workdir",
         help="Folder for the simulated network and outputs (default: a new "
-        "temporary folder); run again with the same folder to resume an "
-        "interrupted run.",
+        "temporary folder, removed after a run that succeeded); run again with "
+        "the same folder to resume an interrupted run.",
     ),
 ]
 FreshOpt = Annotated[
@@ -191,7 +191,8 @@ def simulate(
         typer.Option(
             "-n",
             "--num-data-owners",
-            help="How many data owners (default: the app's datasites, else 2).",
+            help="How many data owners, 1 or more (default: the app's "
+            "datasites, else 2).",
         ),
     ] = None,
     run_config: RunConfigOpt = None,

@@ -26,7 +26,8 @@ RunConfigOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--run-config",
-        help='App config overrides, e.g. "num-server-rounds=5"; repeatable.',
+        help="App config overrides, key=value for keys of the app's config, "
+        'e.g. "num-server-rounds=5"; repeatable.',
     ),
 ]
 
