@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flwr.common.config import parse_config_args
-
 from syft_flwr.errors import AlreadyExistsError, ConfigError, PathNotFoundError
 from syft_flwr.ids import normalize_email
 
@@ -102,7 +100,10 @@ def load_project(app_dir: str | Path) -> ProjectConfig:
     datasites = tuple(normalize_email(e) for e in syft.get("datasites", []))
     transport = syft.get("transport")
     if transport is not None and transport not in TRANSPORTS:
-        raise ConfigError(f"[tool.syft_flwr] transport must be one of {TRANSPORTS}")
+        raise ConfigError(
+            f"{d / 'pyproject.toml'}: [tool.syft_flwr] transport {transport!r} is "
+            f"not known: use {' or '.join(TRANSPORTS)}"
+        )
     return ProjectConfig(
         app_dir=d,
         name=str(data.get("project", {}).get("name", d.name)),
@@ -117,24 +118,31 @@ def load_project(app_dir: str | Path) -> ProjectConfig:
 
 
 def parse_run_config(
-    base: dict[str, Any], overrides: str | list[str] | None
+    base: dict[str, Any],
+    overrides: str | list[str] | None,
+    *,
+    option: str = "--run-config",
+    strict_keys: bool = True,
 ) -> dict[str, Any]:
     """Merge ``--run-config "k=v k2=v2"`` overrides into the app config.
+
+    Every entry must be ``key=value`` with a key of ``base`` (unless
+    ``strict_keys`` is false, as for a node config) and a value of the type of
+    its default; see :func:`syft_flwr.run_config.parse_overrides`.
 
     Raises
     ------
     ConfigError
-        If an override is malformed.
+        If an override is malformed, names an unknown key or has the wrong type.
     """
+    from syft_flwr.run_config import flatten, parse_overrides
+
     out = dict(base)
-    if not overrides:
-        return out
-    items = [overrides] if isinstance(overrides, str) else list(overrides)
-    try:
-        parsed = parse_config_args(items)
-    except Exception as exc:
-        raise ConfigError(f"invalid --run-config {overrides!r}: {exc}") from exc
-    out.update(parsed)
+    out.update(
+        parse_overrides(
+            overrides, flatten(base), option=option, strict_keys=strict_keys
+        )
+    )
     return out
 
 
@@ -227,21 +235,14 @@ def bootstrap(
     """
     d = Path(flwr_project_dir).resolve()
     cfg = load_project(d)  # validates it is a Flower app
+    # Every input is checked before anything is written.
+    agg, dss, t = _check_parties(aggregator, datasites, transport)
     main_py = d / "main.py"
     if write_main and main_py.exists() and not force:
         raise AlreadyExistsError(
-            f"{main_py} already exists; remove it or bootstrap with --force "
-            "(force=True) to replace it"
+            f"{main_py} already exists; remove it or bootstrap with force=True "
+            "to replace it"
         )
-    agg = normalize_email(aggregator)
-    dss = [normalize_email(e) for e in datasites]
-    if not dss:
-        raise ConfigError("give at least one data owner email (datasites)")
-    if len(set(dss)) != len(dss):
-        raise ConfigError("data owner emails must be unique")
-    t = transport or "syftbox"
-    if t not in TRANSPORTS:
-        raise ConfigError(f"transport must be one of {TRANSPORTS}, got {t!r}")
     name = app_name or f"{agg}_{cfg.name}_{int(time.time())}"
     table = _render_table(
         {"app_name": name, "aggregator": agg, "datasites": dss, "transport": t}
@@ -258,6 +259,34 @@ def bootstrap(
     if write_main:
         _write_atomic(main_py, MAIN_TEMPLATE)
     return load_project(d)
+
+
+def _check_parties(
+    aggregator: str, datasites: list[str], transport: str | None
+) -> tuple[str, list[str], str]:
+    """The checked aggregator, data owners and transport of a bootstrap."""
+    agg = normalize_email(aggregator)
+    dss = [normalize_email(e) for e in datasites]
+    if not dss:
+        raise ConfigError(
+            "give at least one data owner email (-d/--datasites; datasites= in Python)"
+        )
+    twice = sorted({e for e in dss if dss.count(e) > 1})
+    if twice:
+        raise ConfigError(
+            f"data owner {', '.join(twice)} is listed twice: give each email once"
+        )
+    if agg in dss:
+        raise ConfigError(
+            f"{agg} is both the aggregator and a data owner: the researcher and "
+            "each data owner need their own email"
+        )
+    t = transport or "syftbox"
+    if t not in TRANSPORTS:
+        raise ConfigError(
+            f"transport {t!r} is not known: use {' or '.join(TRANSPORTS)}"
+        )
+    return agg, dss, t
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from syft_flwr._email import fold_domain
+from syft_flwr._proctitle import set_party_title
 from syft_flwr.client.factory import create_client
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings
@@ -60,7 +61,7 @@ def node_config_for(
     base = dict(DEFAULT_NODE_CONFIG)
     if isinstance(overrides, dict):
         return {**base, **overrides}
-    return parse_run_config(base, overrides)
+    return parse_run_config(base, overrides, option="--node-config", strict_keys=False)
 
 
 def pick_role(cfg: ProjectConfig, email: str, role: str | None = None) -> str:
@@ -335,6 +336,7 @@ def main(project_dir: str | Path, argv: list[str] | None = None) -> None:
         cfg = load_project(project_dir)
         client = create_client(project_dir=cfg.app_dir, config_path=args.config)
         role = pick_role(cfg, client.email, args.role)
+        set_party_title(role, client.email)
         logger.info("%s runs %s as %s", client.email, cfg.name, role)
         logger.info(
             "DATA_DIR=%s OUTPUT_DIR=%s",

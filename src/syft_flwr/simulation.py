@@ -25,11 +25,14 @@ from typing import IO, Protocol
 
 from syft_flwr.config import Settings
 from syft_flwr.errors import ConfigError
-from syft_flwr.project import ProjectConfig, load_project
+from syft_flwr.project import ProjectConfig, load_project, parse_run_config
+from syft_flwr.run_config import check_counts
 
 __all__ = ["Party", "SimulationResult", "prepare_network", "simulate"]
 
 RESEARCHER_EMAIL = "researcher@example.org"
+#: Starts the part of a party's log written by a rerun in the same work dir.
+RESUME_MARK = "===== syft_flwr simulate: run again in this work dir at"
 
 
 @dataclass
@@ -54,6 +57,8 @@ class SimulationResult:
     workdir: Path
     parties: list[Party] = field(default_factory=list)
     seconds: float = 0.0
+    #: Stopped by Ctrl-C (or SIGINT): not a failure; the same workdir resumes.
+    interrupted: bool = False
 
     @property
     def researcher(self) -> Party:
@@ -213,7 +218,7 @@ def _can_fork() -> bool:
 
 
 def _fork_party(
-    argv: list[str], env: dict[str, str], cwd: Path, log_path: Path
+    argv: list[str], env: dict[str, str], cwd: Path, log_path: Path, append: bool
 ) -> _ForkedParty:
     """Run ``syft_flwr <argv>`` in a forked child; its output goes to ``log_path``."""
     sys.stdout.flush()
@@ -227,7 +232,8 @@ def _fork_party(
     code = 1
     try:
         os.setsid()  # like start_new_session: Ctrl-C reaches the runner only
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        keep = os.O_APPEND if append else os.O_TRUNC
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | keep, 0o644)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
@@ -238,6 +244,9 @@ def _fork_party(
             if hasattr(stream, "reconfigure"):
                 stream.reconfigure(line_buffering=True)
         os.chdir(cwd)
+        from syft_flwr._proctitle import prepare
+
+        prepare()  # before the environment is replaced (see prepare)
         os.environ.clear()
         os.environ.update(env)
         sys.argv = ["syft_flwr", *argv]
@@ -262,9 +271,11 @@ def _fork_party(
 
 
 class _Tail:
-    def __init__(self, path: Path, prefix: str, only_problems: bool) -> None:
+    def __init__(
+        self, path: Path, prefix: str, only_problems: bool, pos: int = 0
+    ) -> None:
         self.path, self.prefix, self.only_problems = path, prefix, only_problems
-        self.pos = 0
+        self.pos = pos  # a resumed run's log already holds the earlier runs
         self.buf = ""
 
     def pump(self, out: IO[str]) -> None:
@@ -302,6 +313,8 @@ class _Plan:
     entry: str
     app_name: str
     fresh: bool
+    #: The work dir holds an earlier run of this app: logs are appended to.
+    resuming: bool = False
 
     @property
     def n(self) -> int:
@@ -375,6 +388,7 @@ def simulate(
         entry=entry,
         log_dir=log_dir,
         fresh=fresh,
+        timeout=timeout,
     )
     parties = _prepare(plan)
     if not quiet:
@@ -383,18 +397,35 @@ def simulate(
             f"(encryption {'on' if plan.encryption else 'off'}), work dir {plan.root}\n"
         )
     tails = [
-        _Tail(p.log_path, f"[{p.email}]", only_problems=p.role != "researcher")
+        _Tail(
+            p.log_path,
+            f"[{p.email}]",
+            only_problems=p.role != "researcher",
+            pos=_size(p.log_path) if plan.resuming else 0,
+        )
         for p in (parties[-1], *parties[:-1])
     ]
     start = time.monotonic()
     procs: dict[str, _PartyProcess] = {}
+    interrupted = False
     try:
         procs = _start_parties(plan, parties)
-        _watch(parties, procs, tails, start + timeout, out, quiet)
+        interrupted = _watch(parties, procs, tails, start + timeout, out, quiet)
         _stop_parties(parties, procs)
+    except KeyboardInterrupt:  # a second Ctrl-C while the parties stop
+        interrupted = bool(procs)
+        if not procs:
+            raise
     finally:
         _kill_leftovers(procs)
-    return _collect(plan, parties, procs, tails, start, out, quiet)
+    return _collect(plan, parties, procs, tails, start, out, quiet, interrupted)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _plan(
@@ -408,18 +439,25 @@ def _plan(
     entry: str,
     log_dir: str | Path | None,
     fresh: bool = False,
+    timeout: float = 1800.0,
 ) -> _Plan:
     """Check the inputs and decide names and folders (nothing is started yet)."""
     cfg = load_project(app_dir)
+    check_counts(num_data_owners, timeout)
+    parse_run_config(cfg.app_config, run_config)  # refused here, not in a party
     paths = [Path(x).resolve() for x in (mock_dataset_paths or [])]
     for data_path in paths:
         if not data_path.exists():
             raise ConfigError(f"mock dataset path does not exist: {data_path}")
-    n = len(paths) or num_data_owners or len(cfg.datasites) or 2
-    if n < 1:
-        raise ConfigError("need at least one data owner")
-    if paths and num_data_owners and num_data_owners != len(paths):
-        raise ConfigError("--num-data-owners differs from the number of dataset paths")
+    if num_data_owners is None:
+        n = len(paths) or len(cfg.datasites) or 2
+    else:
+        n = num_data_owners
+    if paths and n != len(paths):
+        raise ConfigError(
+            f"--num-data-owners {n} differs from the {len(paths)} mock dataset "
+            "paths: give one path per data owner, or leave -n out"
+        )
     if entry not in ("party", "main.py"):
         raise ConfigError(f"entry must be 'party' or 'main.py', got {entry!r}")
     if entry == "main.py":
@@ -449,8 +487,10 @@ def _plan(
         else Path(tempfile.mkdtemp(prefix="syft_flwr_sim_"))
     )
     logs = Path(log_dir).expanduser().resolve() if log_dir else root / "logs"
+    app_name, resuming = _app_name(root, cfg.name, fresh)
     return _Plan(
-        app_name=_app_name(root, cfg.name, fresh),
+        app_name=app_name,
+        resuming=resuming,
         fresh=fresh,
         cfg=cfg,
         datasites=datasites,
@@ -464,12 +504,13 @@ def _plan(
     )
 
 
-def _app_name(root: Path, name: str, fresh: bool) -> str:
+def _app_name(root: Path, name: str, fresh: bool) -> tuple[str, bool]:
     """The app folder name of this network: kept across reruns in one work dir.
 
     The researcher's checkpoint and each data owner's reply cache live under the
     app name, so a rerun in the same work dir resumes; a new work dir, or
     ``fresh``, gets a new name (no leftovers of another run can interfere).
+    Also returns whether the name was kept (an earlier run is resumed).
     """
     state = root / "simulation.json"
     if not fresh:
@@ -478,11 +519,11 @@ def _app_name(root: Path, name: str, fresh: bool) -> str:
         except (FileNotFoundError, ValueError, AttributeError):
             saved = None
         if isinstance(saved, str) and saved.startswith(f"{name}_"):
-            return saved
+            return saved, True
     app_name = f"{name}_{int(time.time())}_{secrets.token_hex(3)}"
     root.mkdir(parents=True, exist_ok=True)
     _write_text_atomic(state, json.dumps({"app_name": app_name}))
-    return app_name
+    return app_name, False
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -511,7 +552,25 @@ def _prepare(plan: _Plan) -> list[Party]:
     ]
     agg = plan.aggregator
     parties.append(Party(agg, "researcher", configs[agg], plan.logs / f"{agg}.log"))
+    _keep_earlier_logs(plan, parties)
     return parties
+
+
+def _keep_earlier_logs(plan: _Plan, parties: list[Party]) -> None:
+    """A rerun never overwrites the logs of the run before it.
+
+    Resuming appends after a marker line; ``--fresh`` moves the earlier log
+    aside to ``<email>.log.prev`` (one generation) and starts a new one.
+    """
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    for p in parties:
+        if not p.log_path.exists():
+            continue
+        if plan.resuming:
+            with open(p.log_path, "a") as f:
+                f.write(f"\n{RESUME_MARK} {stamp} =====\n")
+        elif plan.fresh:
+            os.replace(p.log_path, p.log_path.with_name(f"{p.log_path.name}.prev"))
 
 
 def _start_parties(plan: _Plan, parties: list[Party]) -> dict[str, _PartyProcess]:
@@ -548,9 +607,11 @@ def _start_parties(plan: _Plan, parties: list[Party]) -> dict[str, _PartyProcess
             cmd.append("--fresh")
         if fork:
             # cmd is [python, -m, syft_flwr.cli, party, ...]
-            procs[p.email] = _fork_party(cmd[3:], env, plan.cfg.app_dir, p.log_path)
+            procs[p.email] = _fork_party(
+                cmd[3:], env, plan.cfg.app_dir, p.log_path, plan.resuming
+            )
             continue
-        with open(p.log_path, "wb") as log:
+        with open(p.log_path, "ab" if plan.resuming else "wb") as log:
             procs[p.email] = subprocess.Popen(
                 cmd,
                 stdout=log,
@@ -579,8 +640,10 @@ def _watch(
     deadline: float,
     out: IO[str],
     quiet: bool,
-) -> None:
+) -> bool:
     """Relay progress until the researcher exits, the deadline passes or Ctrl-C.
+
+    Returns whether the run was interrupted (Ctrl-C).
 
     A data owner that exits while the run goes on is reported at once, with its
     exit code and the last line of its log (the researcher itself stops waiting
@@ -588,6 +651,7 @@ def _watch(
     """
     researcher = parties[-1]
     rproc = procs[researcher.email]
+    interrupted = False
     try:
         while rproc.poll() is None:
             if not quiet:
@@ -595,7 +659,8 @@ def _watch(
                     t.pump(out)
             for p in parties[:-1]:
                 rc = procs[p.email].poll()
-                if rc is not None and not p.note:
+                # exit 0: the researcher ended the run; only trouble is news
+                if rc not in (None, 0) and not p.note:
                     p.note = _exit_note(p, rc)
                     if not quiet:
                         out.write(f"data owner {p.email} {p.note}\n")
@@ -607,6 +672,7 @@ def _watch(
                 break
             time.sleep(0.2)
     except KeyboardInterrupt:
+        interrupted = True
         out.write("interrupted: asking the researcher to stop the data owners\n")
         rproc.send_signal(signal.SIGINT)
         try:
@@ -617,13 +683,14 @@ def _watch(
         for t in tails:
             t.pump(out)
     rc = rproc.returncode
-    if rc is not None and rc < 0:
+    if rc is not None and rc < 0 and not interrupted:
         researcher.note = _exit_note(researcher, rc)
         if not quiet:
             out.write(
                 f"the researcher {researcher.note}; run the same command again "
                 "to resume from the last completed round\n"
             )
+    return interrupted
 
 
 def _exit_note(party: Party, returncode: int) -> str:
@@ -689,6 +756,7 @@ def _collect(
     start: float,
     out: IO[str],
     quiet: bool,
+    interrupted: bool = False,
 ) -> SimulationResult:
     """Record exit codes, print the summary and write ``summary.json``."""
     if not quiet:
@@ -696,20 +764,25 @@ def _collect(
             t.pump(out)
     for p in parties:
         p.returncode = procs[p.email].returncode
+    # Ctrl-C after every party had finished its work interrupted nothing.
+    interrupted = interrupted and not all(p.returncode == 0 for p in parties)
     result = SimulationResult(
-        ok=all(p.returncode == 0 for p in parties),
+        ok=not interrupted and all(p.returncode == 0 for p in parties),
         workdir=plan.root,
         parties=parties,
         seconds=time.monotonic() - start,
+        interrupted=interrupted,
     )
     if not quiet:
         out.write("\nsummary:\n")
         for p in parties:
-            state = "ok" if p.returncode == 0 else f"FAILED (exit {p.returncode})"
+            state = _state(p.returncode, interrupted)
             out.write(f"  {p.role:<10} {p.email:<28} {state:<18} log: {p.log_path}\n")
             if p.note:
                 out.write(f"  {'':<10} {p.note}\n")
-        verdict = "succeeded" if result.ok else "FAILED"
+        verdict = (
+            "interrupted" if interrupted else ("succeeded" if result.ok else "FAILED")
+        )
         out.write(f"simulation {verdict} in {result.seconds:.1f} s\n")
         out.flush()
     _write_text_atomic(
@@ -717,6 +790,7 @@ def _collect(
         json.dumps(
             {
                 "ok": result.ok,
+                "interrupted": result.interrupted,
                 "seconds": result.seconds,
                 "parties": [
                     {
@@ -732,3 +806,12 @@ def _collect(
         ),
     )
     return result
+
+
+def _state(returncode: int | None, interrupted: bool) -> str:
+    """A party's line in the summary: ok, interrupted (Ctrl-C) or FAILED."""
+    if returncode == 0:
+        return "ok"
+    if interrupted and returncode in (130, -signal.SIGINT):
+        return "interrupted"
+    return f"FAILED (exit {returncode})"

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -64,15 +66,45 @@ def _result(stdout: str, prefix: str) -> dict:
     return json.loads(lines[-1].split(prefix, 1)[1])
 
 
-def _kill_researcher_after(work: Path, exchanges: int, proc: subprocess.Popen) -> None:
-    """kill -9 the researcher once ``exchanges`` calls are in its checkpoint."""
+@contextlib.contextmanager
+def _frozen(pid: int) -> Iterator[None]:
+    """Hold ``pid`` still (SIGSTOP) so what the test reads is the state it acts on.
+
+    Polling a running party races it: on a loaded machine the party can finish
+    the whole run between the test's check and its kill. A stopped process
+    cannot move on, so the check and the kill see the same state.
+    """
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def _exchanges(work: Path) -> int:
+    return len(list((work / "SyftBox" / ".syft_flwr").rglob("resume/*.exchange")))
+
+
+def _kill_researcher_after(work: Path, exchanges: int, proc: subprocess.Popen) -> int:
+    """kill -9 the researcher once ``exchanges`` calls are in its checkpoint.
+
+    Returns the number of completed calls the checkpoint held at the kill (the
+    researcher is stopped while they are counted, so it is exact).
+    """
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        done = list((work / "SyftBox" / ".syft_flwr").rglob("resume/*.exchange"))
         pid = _party_pid(work)
-        if len(done) >= exchanges and pid is not None:
-            os.kill(pid, signal.SIGKILL)
-            return
+        if pid is not None:
+            with _frozen(pid):
+                done = _exchanges(work)
+                if done >= exchanges:
+                    os.kill(pid, signal.SIGKILL)
+                    return done
         time.sleep(0.01)
     pytest.fail("the run ended before the researcher could be killed")
 
@@ -82,7 +114,7 @@ def _kill_researcher_after(work: Path, exchanges: int, proc: subprocess.Popen) -
     ("app", "run_config", "prefix", "kill_after", "rounds"),
     [
         # Message API: FedAvg.start(); a slow ClientApp keeps rounds long.
-        (TOY, "num-server-rounds=6 slow-seconds=0.3", "TOY_RESULT ", 5, 6),
+        (TOY, "num-server-rounds=6 slow-seconds=0.3", "TOY_RESULT ", 3, 6),
         # Legacy Server/Strategy (server_fn); weights_sha256 compares the model.
         (LEGACY, "num-server-rounds=12", "SYFT_FLWR_RESULT ", 8, 12),
     ],
@@ -113,8 +145,10 @@ def test_kill_9_researcher_then_same_command_resumes(
     first = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()
     )
-    _kill_researcher_after(work, kill_after, first)
+    at_kill = _kill_researcher_after(work, kill_after, first)
     out1, _ = first.communicate(timeout=120)
+    # The researcher died mid-run: its checkpoint still holds what it had done.
+    assert _exchanges(work) >= at_kill >= kill_after, out1
     assert first.returncode == 1, out1
     assert "the researcher was killed by SIGKILL" in out1
     assert "run the same command again" in out1
@@ -126,9 +160,13 @@ def test_kill_9_researcher_then_same_command_resumes(
     # The same result as the uninterrupted run...
     assert _result(second.stdout, prefix) == expected
     log = (work / "logs" / "researcher@example.org.log").read_text()
+    log = log.rsplit("run again in this work dir", 1)[1]
     assert "resuming run" in log and "replayed" in log
-    # ...and the data owners trained only the rounds the checkpoint lacked.
-    trained = (work / "logs" / "do1@example.org.log").read_text().count("running train")
+    # ...and the data owners trained only the rounds the checkpoint lacked (the
+    # rerun appends to the crashed run's log, after a marker line).
+    do_log = (work / "logs" / "do1@example.org.log").read_text()
+    assert "run again in this work dir" in do_log
+    trained = do_log.rsplit("run again in this work dir", 1)[1].count("running train")
     assert 0 < trained < rounds
     # The completed run left no checkpoint behind.
     assert not list((work / "SyftBox" / ".syft_flwr").rglob("resume/*.exchange"))
@@ -142,6 +180,8 @@ def test_kill_9_researcher_then_same_command_resumes(
     assert (work / "logs" / "do1@example.org.log").read_text().count(
         "running train"
     ) == rounds
+    # ...and the resumed run's log was moved aside, not overwritten.
+    assert (work / "logs" / "do1@example.org.log.prev").read_text() == do_log
 
 
 @pytest.mark.slow
@@ -164,9 +204,15 @@ def test_kill_9_data_owner_researcher_goes_on_and_simulate_says_why(tmp_path: Pa
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         pid = _party_pid(work, "do3@example.org")
-        if log.exists() and "[ROUND 2/4]" in log.read_text() and pid is not None:
-            os.kill(pid, signal.SIGKILL)
-            break
+        researcher = _party_pid(work)
+        if pid is not None and researcher is not None:
+            # With the researcher held still, round 2 started and round 4 not yet
+            # means a round that needs do3 is still ahead of it.
+            with _frozen(researcher):
+                text = log.read_text() if log.exists() else ""
+                if "[ROUND 2/4]" in text and "[ROUND 4/4]" not in text:
+                    os.kill(pid, signal.SIGKILL)
+                    break
         time.sleep(0.05)
     else:
         pytest.fail("the run ended before do3 could be killed")

@@ -9,7 +9,6 @@ configuration error, 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,7 +26,9 @@ from syft_flwr.cli._common import (
     emails,
     print_json,
 )
-from syft_flwr.errors import ConfigError, SyftFlwrError
+from syft_flwr.cli._simulate import SimulateOptions as _SimulateOptions
+from syft_flwr.cli._simulate import simulate_and_report as _simulate
+from syft_flwr.errors import AlreadyExistsError, ConfigError, SyftFlwrError
 
 __all__ = ["app", "get_command", "main", "run_cli"]
 
@@ -120,7 +121,9 @@ def bootstrap(
 ) -> None:
     """Turn a Flower app folder into a syft_flwr app."""
     from syft_flwr.project import bootstrap as _bootstrap
+    from syft_flwr.project import load_project
 
+    load_project(project_dir)  # not a Flower app: say so before asking anything
     aggregator = aggregator or _prompt(
         "Enter the datasite email of the Aggregator (Flower Server)", "-a/--aggregator"
     )
@@ -131,7 +134,13 @@ def bootstrap(
         )
     ]
     owners = [e for v in values for e in emails(v)]
-    cfg = _bootstrap(project_dir, aggregator, owners, transport, force=force)
+    try:
+        cfg = _bootstrap(project_dir, aggregator, owners, transport, force=force)
+    except AlreadyExistsError:
+        raise ConfigError(
+            f"{project_dir / 'main.py'} already exists; run the same command with "
+            "--force to replace it"
+        ) from None
     print(f"bootstrapped {cfg.app_dir} (app {cfg.app_name}, transport {cfg.transport})")
     print(f"  aggregator: {cfg.aggregator}")
     print(f"  data owners: {', '.join(cfg.datasites)}")
@@ -144,8 +153,8 @@ WorkdirOpt = Annotated[
     typer.Option(
         "--workdir",
         help="Folder for the simulated network and outputs (default: a new "
-        "temporary folder); run again with the same folder to resume an "
-        "interrupted run.",
+        "temporary folder, removed after a run that succeeded); run again with "
+        "the same folder to resume an interrupted run.",
     ),
 ]
 FreshOpt = Annotated[
@@ -175,64 +184,6 @@ PlotOutOpt = Annotated[
 ]
 
 
-@dataclasses.dataclass(frozen=True)
-class _SimulateOptions:
-    app_dir: Path
-    run_config: list[str] | None
-    workdir: Path | None
-    fresh: bool
-    timeout: float
-    history_out: Path | None
-    plot_out: Path | None
-
-
-def _simulate(
-    opts: _SimulateOptions,
-    num_data_owners: int | None,
-    paths: list[str] | None,
-    *,
-    entry: str = "party",
-    log_dir: Path | None = None,
-) -> None:
-    from syft_flwr.simulation import simulate as _run_simulation
-
-    res = _run_simulation(
-        opts.app_dir,
-        num_data_owners,
-        mock_dataset_paths=paths,
-        run_config=" ".join(opts.run_config) if opts.run_config else None,
-        workdir=opts.workdir,
-        timeout=opts.timeout,
-        entry=entry,
-        log_dir=log_dir,
-        fresh=opts.fresh,
-    )
-    if not res.ok:
-        raise typer.Exit(1)
-    if opts.history_out or opts.plot_out:
-        _write_history(res, opts.history_out, opts.plot_out)
-
-
-def _write_history(res: Any, history_out: Path | None, plot_out: Path | None) -> None:
-    """``--history-out`` / ``--plot-out`` of a successful simulation."""
-    from syft_flwr.history import plot_history, simulation_history
-
-    history = simulation_history(res)
-    if history is None:
-        raise SyftFlwrError(
-            "the run saved no per-round history (its ServerApp did not use a "
-            "Flower strategy's start())"
-        )
-    if history_out is not None:
-        history_out.parent.mkdir(parents=True, exist_ok=True)
-        history_out.write_text(json.dumps(history, indent=2, sort_keys=True) + "\n")
-        print(f"history of {len(history['rounds'])} round(s) written to {history_out}")
-    if plot_out is not None:
-        plot_out.parent.mkdir(parents=True, exist_ok=True)
-        plot_history(history, plot_out)
-        print(f"plot of the per-round metrics written to {plot_out}")
-
-
 @app.command()
 def simulate(
     app_dir: AppDirArg,
@@ -241,7 +192,8 @@ def simulate(
         typer.Option(
             "-n",
             "--num-data-owners",
-            help="How many data owners (default: the app's datasites, else 2).",
+            help="How many data owners, 1 or more (default: the app's "
+            "datasites, else 2).",
         ),
     ] = None,
     run_config: RunConfigOpt = None,
@@ -278,10 +230,13 @@ def run(
     plot_out: PlotOutOpt = None,
 ) -> None:
     """Simulate with one data owner per mock dataset path (upstream's form)."""
-    from syft_flwr.project import load_project
+    from syft_flwr.project import load_project, parse_run_config
+    from syft_flwr.run_config import check_counts
     from syft_flwr.run_simulation import LOG_DIR_NAME
 
     cfg = load_project(app_dir)  # a clear error before any prompt
+    check_counts(None, timeout)
+    parse_run_config(cfg.app_config, run_config)
     values = mock_dataset_paths or [
         _prompt("Enter comma-separated paths to mock datasets", "--mock-dataset-paths")
     ]
@@ -345,6 +300,7 @@ def party(
     ] = False,
 ) -> None:
     """Internal: one party of a `simulate` run (also usable by hand)."""
+    from syft_flwr._proctitle import set_party_title
     from syft_flwr.client.syft_core_client import SyftCoreClient
     from syft_flwr.ids import normalize_email
     from syft_flwr.logs import setup_logging
@@ -362,6 +318,7 @@ def party(
         changes["aggregator"] = normalize_email(aggregator)
     cfg = dataclasses.replace(cfg, **changes)  # type: ignore[arg-type]
     client = SyftCoreClient.load(config)
+    set_party_title(role, client.email)
     run_role(
         cfg,
         client,
@@ -499,7 +456,10 @@ def keys_rotate(
     from syft_flwr.config import Settings, parse_duration
     from syft_flwr.crypto.identity import rotate_prekey
 
-    seconds = None if grace is None else parse_duration(grace)
+    try:
+        seconds = None if grace is None else parse_duration(grace)
+    except ConfigError as exc:
+        raise ConfigError(f"--grace: {exc}") from None
     r = rotate_prekey(
         client_for(_keys_config(ctx, config)),
         grace=seconds,
@@ -638,11 +598,18 @@ def gdrive_login(
     try:
         from google_auth_oauthlib.flow import InstalledAppFlow
     except ImportError:
+        # Not "pip install syft-flwr[oauth]": that name on PyPI is upstream's.
         raise ConfigError(
-            'install the OAuth helper: pip install "syft-flwr[oauth]"'
+            "install the OAuth helper: pip install google-auth-oauthlib (or, in "
+            'your clone of syft_flwr: pip install -e ".[oauth]")'
         ) from None
     from syft_flwr.transports.gdrive import DRIVE_SCOPES, _write_private
 
+    if not client_secrets.is_file():
+        raise ConfigError(
+            f"--client-secrets {client_secrets}: no such file (download the "
+            "Desktop OAuth client JSON from the Google Cloud console)"
+        )
     flow = InstalledAppFlow.from_client_secrets_file(
         str(client_secrets), list(DRIVE_SCOPES)
     )
@@ -719,7 +686,11 @@ def run_cli(argv: list[str] | None = None) -> int:
     command = get_command()
     try:
         # standalone_mode=False: errors reach us, so each is one plain line.
-        result = command.main(args=argv, prog_name="syft_flwr", standalone_mode=False)
+        args = list(sys.argv[1:] if argv is None else argv)
+        # obj: the arguments as given, so simulate can print the command that resumes
+        result = command.main(
+            args=args, prog_name="syft_flwr", standalone_mode=False, obj={"argv": args}
+        )
     except _NO_ARGS_IS_HELP as exc:
         # `syft_flwr` alone: show the help (rich on a terminal), exit as a usage error
         help_text = exc.ctx.get_help()  # rich prints it itself and returns ""
@@ -746,6 +717,7 @@ def run_cli(argv: list[str] | None = None) -> int:
         )
         return 1
     except (KeyboardInterrupt, click.Abort):
+        print("syft_flwr: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:  # e.g. a read-only or full work folder: no traceback
         print(f"syft_flwr: error: {_one_line(exc)}", file=sys.stderr)

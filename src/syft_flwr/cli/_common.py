@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from syft_flwr.errors import ConfigError
+
 if TYPE_CHECKING:  # the CLI imports the client machinery only when a command runs
     from syft_flwr.client.protocol import SyftFlwrClient
 
@@ -24,7 +26,8 @@ RunConfigOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--run-config",
-        help='App config overrides, e.g. "num-server-rounds=5"; repeatable.',
+        help="App config overrides, key=value for keys of the app's config, "
+        'e.g. "num-server-rounds=5"; repeatable.',
     ),
 ]
 
@@ -36,9 +39,15 @@ def emails(value: str) -> list[str]:
 
 def client_for(config: str | None) -> SyftFlwrClient:
     """The client of the user whose SyftBox config is ``config`` (or the default)."""
-    from syft_flwr.client.factory import create_client
+    from syft_flwr.client.syft_core_client import SyftCoreClient
 
-    return create_client(config_path=config)
+    # The command line speaks SyftBox; Google Drive parties run through main.py.
+    try:
+        return SyftCoreClient.load(config)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"{exc}; give your SyftBox config with --config PATH"
+        ) from None
 
 
 def print_json(value: Any) -> None:

@@ -74,15 +74,18 @@ def create_client(
         if key == "gdrive":
             email = email or os.environ.get("SYFTBOX_EMAIL")
             if not email:
-                raise ConfigError("Google Drive mode needs an email (or SYFTBOX_EMAIL)")
+                raise ConfigError(
+                    "Google Drive mode needs your email: set SYFTBOX_EMAIL to your "
+                    "Google account's email"
+                )
             return SyftP2PClient(email, **kwargs)
         return SyftCoreClient.load(config_path)
     try:
         return SyftCoreClient.load(config_path)
     except ConfigError as exc:
         raise ConfigError(
-            "no transport configured and no SyftBox config found "
-            f"({exc}); pass transport='p2p' with an email for Google Drive"
+            f"no transport configured and {exc}; pass transport='p2p' and an "
+            "email for Google Drive"
         ) from exc
 
 

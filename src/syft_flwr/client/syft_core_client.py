@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,20 @@ __all__ = ["SyftCoreClient"]
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.@+-]", "_", name)
+
+
+def config_source(filepath: str | Path | None = None) -> tuple[Path, str]:
+    """Which SyftBox config is used, and who chose it (for error messages).
+
+    ``filepath`` if given, else ``SYFTBOX_CLIENT_CONFIG_PATH``, else
+    ``~/.syftbox/config.json``.
+    """
+    if filepath:
+        return Path(filepath).expanduser(), "the config path given"
+    env = os.environ.get("SYFTBOX_CLIENT_CONFIG_PATH")
+    if env:
+        return Path(env).expanduser(), "set by SYFTBOX_CLIENT_CONFIG_PATH"
+    return Path("~/.syftbox/config.json").expanduser(), "the default location"
 
 
 class SyftCoreClient(SyftFlwrClient):
@@ -46,12 +61,15 @@ class SyftCoreClient(SyftFlwrClient):
         ConfigError
             If no readable SyftBox config is found.
         """
+        path, source = config_source(filepath)
+        if not path.is_file():
+            # syft_core would say "not found at 'None'": name what the user set.
+            raise ConfigError(f"no SyftBox config at {path} ({source})")
         try:
-            return cls(Client.load(filepath))
+            return cls(Client.load(path))
         except Exception as exc:  # syft_core wraps everything in ClientConfigException
-            where = filepath or "SYFTBOX_CLIENT_CONFIG_PATH or ~/.syftbox/config.json"
             raise ConfigError(
-                f"cannot load SyftBox config from {where}: {exc}"
+                f"cannot read the SyftBox config {path} ({source}): {exc}"
             ) from exc
 
     @property
