@@ -96,7 +96,7 @@ class _Setup:
 
     def __init__(self, transport: str, encrypted: bool) -> None:
         from syft_flwr.events import create_events_watcher
-        from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+        from syft_flwr.researcher.grid import SyftGrid
 
         self._tmp = tempfile.TemporaryDirectory(prefix="bench_transport_")
         root = Path(self._tmp.name)

@@ -21,7 +21,7 @@ from syft_core.config import SyftClientConfig
 
 from syft_flwr.client import SyftCoreClient
 from syft_flwr.config import Settings
-from syft_flwr.events.watcher import TransportEvents
+from syft_flwr.data_owner.loop import TransportEvents
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
 
 T = TypeVar("T")

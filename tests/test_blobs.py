@@ -8,7 +8,8 @@ import tracemalloc
 
 import pytest
 
-from syft_flwr.blobs import (
+from syft_flwr.errors import DecryptionError, EnvelopeError, IncompleteMessage
+from syft_flwr.wire.blobs import (
     BLOB_ALG,
     BlobRef,
     pack_attached,
@@ -17,7 +18,6 @@ from syft_flwr.blobs import (
     unpack_attached,
     write_blob,
 )
-from syft_flwr.errors import DecryptionError, EnvelopeError, IncompleteMessage
 
 CHUNK = 1000
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from syft_flwr.envelope import (
+from syft_flwr.errors import ChunkIntegrityError, EnvelopeError, IncompleteMessage
+from syft_flwr.wire.envelope import (
     ENVELOPE_VERSION,
     BodyCodec,
     PlainCodec,
@@ -25,7 +26,6 @@ from syft_flwr.envelope import (
     parse_head,
     parse_time,
 )
-from syft_flwr.errors import ChunkIntegrityError, EnvelopeError, IncompleteMessage
 
 SENDER = "ds@example.org"
 RECIPIENT = "do1@example.org"

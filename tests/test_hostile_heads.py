@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from syft_flwr import strict_json
-from syft_flwr.envelope import (
+from syft_flwr.errors import EnvelopeError, IncompleteMessage
+from syft_flwr.wire import strict_json
+from syft_flwr.wire.envelope import (
     MAX_HEAD_BYTES,
     PlainCodec,
     SealContext,
@@ -23,7 +24,6 @@ from syft_flwr.envelope import (
     format_time,
     parse_head,
 )
-from syft_flwr.errors import EnvelopeError, IncompleteMessage
 
 NOW = 1_790_000_000.0
 

@@ -13,7 +13,7 @@ from syft_flwr._printable import printable
 from syft_flwr.cli.review import format_projects, format_status
 from syft_flwr.crypto.keys import generate_keys
 from syft_flwr.crypto.state_mac import StateKey
-from syft_flwr.events.audit import format_audit
+from syft_flwr.data_owner.audit import format_audit
 from syft_flwr.logs import FORMAT, PrintableFormatter
 from syft_flwr.review.api import Submission
 from syft_flwr.review.package import pack_app
@@ -145,11 +145,11 @@ def test_a_hostile_group_id_and_file_name_come_out_escaped_from_syft_flwr_audit(
 
     from syft_flwr._flwr_compat import set_message_id, set_task_identity
     from syft_flwr.crypto.policy import load_or_create_keys
+    from syft_flwr.data_owner.audit import audit_entries
+    from syft_flwr.data_owner.handler import ClientAppHandler
     from syft_flwr.events import TransportEvents
-    from syft_flwr.events.audit import audit_entries
-    from syft_flwr.fl_orchestrator.flower_client import ClientAppHandler
-    from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
     from syft_flwr.serde import flower_message_to_bytes
+    from syft_flwr.wire.mailbox import PlaintextPolicy, SyftFlwrRpc
 
     ds_email, do_email, ep = "ds@example.org", "do1@example.org", "messages"
     do = make_client(do_email)

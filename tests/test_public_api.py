@@ -14,7 +14,7 @@ from syft_flwr.client import SyftCoreClient
 def test_documented_imports() -> None:
     from syft_flwr.client import create_client
     from syft_flwr.events import SyftFlwrEvents, create_events_watcher
-    from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+    from syft_flwr.researcher.grid import SyftGrid
 
     assert callable(create_client) and callable(create_events_watcher)
     assert inspect.isclass(SyftFlwrEvents) and inspect.isclass(SyftGrid)
@@ -24,7 +24,7 @@ def test_syftgrid_is_a_flower_grid_implementing_every_abstract_method() -> None:
     from flwr.server import Grid as ServerGrid
     from flwr.serverapp import Grid
 
-    from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+    from syft_flwr.researcher.grid import SyftGrid
 
     assert issubclass(SyftGrid, Grid)
     assert Grid is ServerGrid
@@ -45,7 +45,7 @@ def test_syftgrid_is_a_flower_grid_implementing_every_abstract_method() -> None:
 
 
 def test_syftgrid_signatures() -> None:
-    from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+    from syft_flwr.researcher.grid import SyftGrid
 
     init = inspect.signature(SyftGrid.__init__)
     assert list(init.parameters)[1:5] == ["app_name", "datasites", "client", "rpc"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from flwr.app import ConfigRecord, Message, Metadata, RecordDict
 
-from syft_flwr.reasons import MAX_REASON_CHARS, reason_text
 from syft_flwr.serde import flower_message_to_bytes
+from syft_flwr.wire.reasons import MAX_REASON_CHARS, reason_text
 
 
 def test_a_written_reason_is_shown_as_it_is() -> None:

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from syft_flwr.config import Settings
-from syft_flwr.envelope import BodyCodec, Head, PlainCodec, SealContext
 from syft_flwr.errors import (
     EncryptionError,
     EnvelopeError,
@@ -23,14 +22,15 @@ from syft_flwr.errors import (
     TransportError,
     UnknownSenderError,
 )
-from syft_flwr.rpc import (
+from syft_flwr.transports.base import RpcPath
+from syft_flwr.transports.memory import MemoryHub, MemoryTransport
+from syft_flwr.wire.envelope import BodyCodec, Head, PlainCodec, SealContext
+from syft_flwr.wire.mailbox import (
     Incoming,
     PlaintextPolicy,
     SyftFlwrRpc,
     attachment_chunk_name,
 )
-from syft_flwr.transports.base import RpcPath
-from syft_flwr.transports.memory import MemoryHub, MemoryTransport
 
 DS = "ds@example.org"
 DO = "do1@example.org"
@@ -453,14 +453,14 @@ def test_clear_refusals_are_written_but_never_trusted_when_encryption_is_require
 
 
 def _framed(parts: list[bytes]) -> bytes:
-    from syft_flwr import frames
+    from syft_flwr.wire import frames
 
     slots = [frames.PartSlot("r", f"k{i}", len(p)) for i, p in enumerate(parts)]
     return frames.pack(slots, b"\x0askeleton", parts)
 
 
 def test_large_parts_travel_as_attachments_next_to_the_message() -> None:
-    from syft_flwr.frames import FramedBody
+    from syft_flwr.wire.frames import FramedBody
 
     hub, ds, do = _pair()
     parts = [bytes(range(256)) * 40, b"\x07" * 9000]  # 10240 and 9000 bytes
@@ -564,8 +564,8 @@ def test_keep_attachments_links_the_chunks_and_leaves_the_message_whole(
 ) -> None:
     import os
 
-    from syft_flwr.blobs import read_local_blob
     from syft_flwr.transports.syftbox import SyftBoxTransport
+    from syft_flwr.wire.blobs import read_local_blob
 
     root = tmp_path / "datasites"
     ds = SyftFlwrRpc(SyftBoxTransport(root, DS), APP, settings=SMALL)
@@ -653,7 +653,7 @@ def test_a_message_not_known_here_is_found_by_listing() -> None:
 
 
 def test_remembered_writes_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    import syft_flwr.rpc as rpc_module
+    import syft_flwr.wire.mailbox as rpc_module
 
     monkeypatch.setattr(rpc_module, "MAX_REMEMBERED_WRITES", 3)
     hub, ds, _ = _listing_pair()
@@ -679,8 +679,8 @@ def test_a_rejected_request_is_reported_by_response_for() -> None:
 def test_read_with_a_parsed_head_checks_its_kind_and_parses_no_more(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import syft_flwr.rpc as rpc_module
-    from syft_flwr.envelope import parse_head
+    import syft_flwr.wire.mailbox as rpc_module
+    from syft_flwr.wire.envelope import parse_head
 
     _, ds, do = _pair()
     mid = ds.send_request(DO, EP, b"q" * 3000, expires_at=_later())

@@ -32,7 +32,7 @@ from _support import (
     make_syft_client,
 )
 
-from syft_flwr.events.watcher import TransportEvents
+from syft_flwr.data_owner.loop import TransportEvents
 
 APP_EXAMPLE = "flwr/example"
 OWNERS = ["alice@example.org", "bob@example.org", "carol@example.org"]
@@ -82,7 +82,7 @@ def test_syftgrid_constructor_set_run_and_node_ids_examples(
 ) -> None:
     from random import randint
 
-    from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+    from syft_flwr.researcher.grid import SyftGrid
 
     grid = SyftGrid(app_name="flwr/example", datasites=OWNERS[:2])
     network["grids"].append(grid)
@@ -103,7 +103,7 @@ def test_create_message_example(network: dict[str, Any]) -> None:
     import numpy as np
     from flwr.app import ArrayRecord, ConfigRecord, MessageType, RecordDict
 
-    from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+    from syft_flwr.researcher.grid import SyftGrid
 
     grid = SyftGrid(app_name="flwr/example", datasites=OWNERS)
     network["grids"].append(grid)
@@ -128,7 +128,7 @@ def test_create_message_example(network: dict[str, Any]) -> None:
 def test_send_and_receive_example_with_env_timeout(network: dict[str, Any]) -> None:
     from flwr.app import ConfigRecord, MessageType, RecordDict
 
-    from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+    from syft_flwr.researcher.grid import SyftGrid
 
     grid = SyftGrid(app_name="flwr/example", datasites=OWNERS)
     network["grids"].append(grid)
@@ -155,7 +155,7 @@ def test_send_and_receive_example_with_env_timeout(network: dict[str, Any]) -> N
 def test_push_messages_example(network: dict[str, Any]) -> None:
     from flwr.app import ConfigRecord, MessageType, RecordDict
 
-    from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+    from syft_flwr.researcher.grid import SyftGrid
 
     grid = SyftGrid(app_name="flwr/example", datasites=OWNERS)
     network["grids"].append(grid)
@@ -189,7 +189,7 @@ def test_complete_example(
     # --- seed "Complete Example", adjusted as the module docstring says ---
     from flwr.app import ConfigRecord, MessageType, RecordDict
 
-    from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+    from syft_flwr.researcher.grid import SyftGrid
 
     # Create SyftGrid
     grid = SyftGrid(

@@ -272,7 +272,7 @@ def _big_content(seed: int = 0) -> RecordDict:
 
 
 def test_large_arrays_use_the_framed_body_and_survive_exactly() -> None:
-    from syft_flwr import frames
+    from syft_flwr.wire import frames
 
     content = _big_content()
     msg = Message(metadata=_metadata(), content=content)
@@ -340,8 +340,8 @@ def test_damaged_framed_bodies_are_refused(mutate) -> None:  # noqa: ANN001
 
 
 def test_framed_table_must_match_the_skeleton() -> None:
-    from syft_flwr import frames
     from syft_flwr.serde import join_message, split_message
+    from syft_flwr.wire import frames
 
     split = split_message(Message(metadata=_metadata(), content=_big_content()))
     frame = frames.parse_frame(split.prefix)
@@ -357,9 +357,9 @@ def test_framed_table_must_match_the_skeleton() -> None:
 
 
 def test_a_framed_body_may_name_its_content_hash() -> None:
-    from syft_flwr import frames
     from syft_flwr.errors import SerializationError
     from syft_flwr.serde import split_message
+    from syft_flwr.wire import frames
 
     msg = Message(
         metadata=_metadata(),
@@ -395,8 +395,8 @@ def test_a_framed_body_may_name_its_content_hash() -> None:
 def test_a_named_table_is_parsed_strictly(table: bytes, why: str) -> None:
     import struct
 
-    from syft_flwr import frames
     from syft_flwr.errors import SerializationError
+    from syft_flwr.wire import frames
 
     body = struct.pack(">4sBIQ", frames.MAGIC, 2, len(table), 0) + table
     with pytest.raises(SerializationError, match=why):
@@ -407,8 +407,8 @@ def test_a_named_table_is_parsed_strictly(table: bytes, why: str) -> None:
 def test_a_framed_body_of_a_newer_version_asks_for_an_upgrade() -> None:
     import struct
 
-    from syft_flwr import frames
     from syft_flwr.errors import SerializationError
+    from syft_flwr.wire import frames
 
     body = struct.pack(">4sBIQ", frames.MAGIC, 3, 2, 0) + b"[]"
     with pytest.raises(SerializationError, match="upgrade syft_flwr"):

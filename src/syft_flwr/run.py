@@ -137,7 +137,7 @@ def run_project_researcher(
     fresh: bool = False,
 ) -> Any:
     """Load the app's ServerApp and run it with a SyftGrid (resuming unless ``fresh``)."""
-    from syft_flwr.fl_orchestrator.flower_server import run_researcher
+    from syft_flwr.researcher.runner import run_researcher
 
     server_app = load_component(cfg.serverapp, cfg.app_dir)
     rc = parse_run_config(cfg.app_config, run_config)
@@ -181,7 +181,7 @@ def run_project_data_owner(
     RunFailed
         Every ClientApp call failed, or the researcher reported a failed run.
     """
-    from syft_flwr.fl_orchestrator.flower_client import run_data_owner
+    from syft_flwr.data_owner.handler import run_data_owner
     from syft_flwr.review.unreviewed import record_unreviewed
 
     settings = settings or Settings.from_env()

@@ -7,7 +7,7 @@ so do content and errors, with every record type and exact scalar type.
 Large arrays skip the protobuf: protobuf copies a ``bytes`` field several times
 on the way in and out (about 1 s for a 95 MB model). A message with an
 ``Array`` of at least :data:`PART_MIN_BYTES` is written as a framed body
-(:mod:`syft_flwr.frames`): the protobuf of everything else (the *skeleton*,
+(:mod:`syft_flwr.wire.frames`): the protobuf of everything else (the *skeleton*,
 those arrays' ``data`` left empty) plus the arrays' bytes as separate parts,
 taken from and given back to ``Array.data`` as they are. Smaller messages stay
 plain protobuf, byte for byte what earlier versions wrote.
@@ -39,8 +39,8 @@ from flwr.proto.recorddict_pb2 import (  # type: ignore[attr-defined]
 )
 from google.protobuf.message import DecodeError
 
-from syft_flwr import frames
 from syft_flwr.errors import SerializationError
+from syft_flwr.wire import frames
 
 __all__ = [
     "PART_MIN_BYTES",
@@ -62,7 +62,7 @@ PART_MIN_BYTES = 1024 * 1024
 class SplitMessage:
     """A message as a small framed prefix plus the large arrays' bytes.
 
-    ``prefix`` is a detached framed body (:mod:`syft_flwr.frames`); ``parts`` are
+    ``prefix`` is a detached framed body (:mod:`syft_flwr.wire.frames`); ``parts`` are
     the ``Array.data`` objects themselves (not copies), in table order. A message
     without large arrays has ``parts == ()`` and ``prefix`` is its plain protobuf.
     """
@@ -324,7 +324,7 @@ def flower_message_to_bytes(message: Message) -> bytes:
     -------
     bytes
         ``flwr.proto.message_pb2.Message`` wire bytes, or a framed body
-        (:mod:`syft_flwr.frames`) when the message has arrays of at least
+        (:mod:`syft_flwr.wire.frames`) when the message has arrays of at least
         :data:`PART_MIN_BYTES`.
 
     Raises
@@ -338,7 +338,7 @@ def flower_message_to_bytes(message: Message) -> bytes:
 def bytes_to_flower_message(data: bytes | bytearray | memoryview) -> Message:
     """Parse bytes produced by :func:`flower_message_to_bytes`.
 
-    Also takes a :class:`~syft_flwr.frames.FramedBody` (a prefix read with its
+    Also takes a :class:`~syft_flwr.wire.frames.FramedBody` (a prefix read with its
     parts as separate buffers).
 
     Raises

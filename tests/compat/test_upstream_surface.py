@@ -134,7 +134,7 @@ def test_node_config_defaults_and_repeated_options(tmp_path: Path):
 def test_data_owner_outcome_rules():
     from flwr.clientapp import ClientApp
 
-    from syft_flwr.fl_orchestrator.flower_client import ClientAppHandler
+    from syft_flwr.data_owner.handler import ClientAppHandler
 
     h = ClientAppHandler(ClientApp(), email="do1@openmined.org")
     h.check_outcome()  # no work, no failure

@@ -13,8 +13,8 @@ from syft_flwr.crypto.keys import generate_keys
 from syft_flwr.crypto.own_state import state_key_for
 from syft_flwr.crypto.policy import save_keys
 from syft_flwr.crypto.state_mac import StateKey
-from syft_flwr.rpc import PlaintextPolicy
 from syft_flwr.transports.memory import MemoryHub
+from syft_flwr.wire.mailbox import PlaintextPolicy
 
 
 class _Holding:

@@ -26,7 +26,6 @@ from syft_flwr.crypto.policy import (
     did_key,
     load_or_create_keys,
 )
-from syft_flwr.envelope import chunk_name, parse_head
 from syft_flwr.errors import (
     BadSignatureError,
     ChunkIntegrityError,
@@ -37,10 +36,11 @@ from syft_flwr.errors import (
     PlaintextRefused,
 )
 from syft_flwr.events import create_events_watcher
-from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
-from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
+from syft_flwr.researcher.grid import SyftGrid
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
 from syft_flwr.transports.memory import MemoryHub
+from syft_flwr.wire.envelope import chunk_name, parse_head
+from syft_flwr.wire.mailbox import PlaintextPolicy, SyftFlwrRpc
 
 APP = "flwr/enc"
 EP = "messages"

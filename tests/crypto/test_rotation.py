@@ -35,8 +35,8 @@ from syft_flwr.crypto.prekeys import PREKEYS_FILE
 from syft_flwr.crypto.store import key_store_for
 from syft_flwr.crypto.trust import TrustStore
 from syft_flwr.errors import DecryptionError, KeyRollbackError
-from syft_flwr.rpc import SyftFlwrRpc
 from syft_flwr.transports.memory import MemoryHub
+from syft_flwr.wire.mailbox import SyftFlwrRpc
 
 DS, DO = "ds@example.org", "do@example.org"
 APP, EP = "flwr/rot", "messages"

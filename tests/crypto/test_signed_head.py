@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 
-from syft_flwr import envelope
 from syft_flwr.client import MemoryClient
 from syft_flwr.config import Settings
 from syft_flwr.crypto.policy import default_policy
-from syft_flwr.envelope import parse_head, signed_head
 from syft_flwr.errors import DecryptionError, UnsignedHeadError
-from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
 from syft_flwr.transports.base import RpcPath
 from syft_flwr.transports.memory import MemoryHub
+from syft_flwr.wire import envelope
+from syft_flwr.wire.envelope import parse_head, signed_head
+from syft_flwr.wire.mailbox import PlaintextPolicy, SyftFlwrRpc
 
 APP, EP = "flwr/signed", "messages"
 DS, DO = "ds@example.org", "do@example.org"

@@ -40,8 +40,8 @@ from syft_flwr.errors import (
     PeerKeyChangedError,
     StateIntegrityError,
 )
-from syft_flwr.rpc import SyftFlwrRpc
 from syft_flwr.transports.memory import MemoryHub
+from syft_flwr.wire.mailbox import SyftFlwrRpc
 
 DS, DO = "ds@example.org", "do@example.org"
 APP, EP = "flwr/tofu", "messages"

@@ -36,10 +36,10 @@ from syft_flwr.crypto.policy import (
     did_key,
     load_or_create_keys,
 )
-from syft_flwr.envelope import BodyCodec, Head, SealContext, parse_head
 from syft_flwr.errors import BadSignatureError, DecryptionError, KeyNotFound
-from syft_flwr.rpc import SyftFlwrRpc
 from syft_flwr.transports.memory import MemoryHub
+from syft_flwr.wire.envelope import BodyCodec, Head, SealContext, parse_head
+from syft_flwr.wire.mailbox import SyftFlwrRpc
 
 DS, DO = "ds@example.org", "do@example.org"
 APP, EP = "flwr/x3dh", "messages"

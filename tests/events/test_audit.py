@@ -14,9 +14,9 @@ import pytest
 from _support import APP, PLAIN, EventsRunner, wait_until
 
 from syft_flwr.client import SyftCoreClient
+from syft_flwr.data_owner.audit import AuditLog, audit_entries, format_audit, read_audit
 from syft_flwr.events import TransportEvents
-from syft_flwr.events.audit import AuditLog, audit_entries, format_audit, read_audit
-from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
+from syft_flwr.wire.mailbox import PlaintextPolicy, SyftFlwrRpc
 
 DS = "ds@example.org"
 DO = "do1@example.org"

@@ -19,13 +19,13 @@ from syft_flwr.client import SyftCoreClient
 from syft_flwr.crypto.keys import generate_keys
 from syft_flwr.crypto.policy import load_or_create_keys
 from syft_flwr.crypto.state_mac import StateKey
-from syft_flwr.events.audit import AuditLog, audit_entries, verify_audit
-from syft_flwr.events.audit_chain import (
+from syft_flwr.data_owner.audit import AuditLog, audit_entries, verify_audit
+from syft_flwr.data_owner.audit_chain import (
     HEAD_FILE,
     line_hash,
     seal_line,
 )
-from syft_flwr.events.audit_verify import verify_trail
+from syft_flwr.data_owner.audit_verify import verify_trail
 
 DO = "do1@example.org"
 EVE = "eve@example.org"
@@ -358,7 +358,7 @@ def test_cli_verify_says_an_old_trail_cannot_be_verified(owner) -> None:
 _WRITER = """
 import sys
 from syft_flwr.client.factory import create_client
-from syft_flwr.events.audit import AuditLog
+from syft_flwr.data_owner.audit import AuditLog
 log = AuditLog.for_client(create_client(config_path=sys.argv[1]), max_bytes=4000, keep=100)
 for i in range(int(sys.argv[3])):
     log.record("received", id=f"{sys.argv[2]}-{i}", sender="ds@x", bytes=i)

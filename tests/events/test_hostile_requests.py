@@ -20,16 +20,16 @@ import pytest
 from _support import APP, PLAIN, EventsRunner, wait_until
 
 from syft_flwr.client import SyftCoreClient
-from syft_flwr.envelope import (
+from syft_flwr.errors import UnsafeFileError
+from syft_flwr.events import TransportEvents
+from syft_flwr.wire.envelope import (
     MAX_HEAD_BYTES,
     PlainCodec,
     SealContext,
     encode_message,
     format_time,
 )
-from syft_flwr.errors import UnsafeFileError
-from syft_flwr.events import TransportEvents
-from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
+from syft_flwr.wire.mailbox import PlaintextPolicy, SyftFlwrRpc
 
 DS = "ds@example.org"
 DO = "do1@example.org"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from syft_flwr.events.ledger import (
+from syft_flwr.data_owner.ledger import (
     RECEIVED,
     REPLIED,
     RUNNING,
@@ -154,7 +154,7 @@ def test_sync_reply_and_trim_sweep_stray_files(tmp_path: Path) -> None:
 
 
 def test_a_framed_reply_is_stored_self_contained_without_a_join(tmp_path: Path) -> None:
-    from syft_flwr import frames
+    from syft_flwr.wire import frames
 
     parts = [b"a" * 5000, b"b" * 7000]
     slots = [frames.PartSlot("r", f"k{i}", len(p)) for i, p in enumerate(parts)]
@@ -185,8 +185,8 @@ def _rewrite(path: Path, change) -> None:
 def test_a_changed_line_taints_its_id_and_is_never_cleared(tmp_path, caplog) -> None:
     import pytest
 
+    from syft_flwr.data_owner.ledger import TAINTED
     from syft_flwr.errors import StateIntegrityError
-    from syft_flwr.events.ledger import TAINTED
 
     key = _key()
     led = Ledger(tmp_path, state_key=key)
@@ -214,7 +214,7 @@ def test_a_changed_line_taints_its_id_and_is_never_cleared(tmp_path, caplog) -> 
 def test_a_ledger_from_another_party_or_an_older_version_is_not_trusted(
     tmp_path,
 ) -> None:
-    from syft_flwr.events.ledger import TAINTED
+    from syft_flwr.data_owner.ledger import TAINTED
 
     Ledger(tmp_path / "other", state_key=_key()).mark("x", REPLIED, 100.0)
     (tmp_path / "old").mkdir()
@@ -259,7 +259,7 @@ def test_a_kept_reply_is_refused_when_altered_untagged_or_for_another_sender(
 def test_an_altered_cached_reply_is_computed_again(tmp_path) -> None:
     from syft_flwr.crypto.keys import generate_keys
     from syft_flwr.crypto.state_mac import StateKey
-    from syft_flwr.fl_orchestrator.checkpoint import ReplyCache
+    from syft_flwr.researcher.journal import ReplyCache
 
     keys = generate_keys()
     led = Ledger(tmp_path, state_key=StateKey(keys, "ledger"))

@@ -23,7 +23,7 @@ from _support import APP, PLAIN, EventsRunner, wait_until
 from syft_flwr.client import SyftCoreClient
 from syft_flwr.config import Settings
 from syft_flwr.events import TransportEvents, create_events_watcher
-from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
+from syft_flwr.wire.mailbox import PlaintextPolicy, SyftFlwrRpc
 
 DS = "ds@example.org"
 DO = "do1@example.org"

@@ -19,10 +19,10 @@ from _support import APP, EventsRunner, wait_until
 from syft_flwr.client import SyftCoreClient
 from syft_flwr.config import Settings
 from syft_flwr.crypto.policy import default_policy
+from syft_flwr.data_owner.audit import AuditLog
+from syft_flwr.data_owner.ledger import Ledger
 from syft_flwr.events import TransportEvents
-from syft_flwr.events.audit import AuditLog
-from syft_flwr.events.ledger import Ledger
-from syft_flwr.rpc import Incoming, SyftFlwrRpc
+from syft_flwr.wire.mailbox import Incoming, SyftFlwrRpc
 
 DS = "ds@example.org"
 DO = "do1@example.org"

@@ -14,11 +14,11 @@ from _support import APP, PLAIN, EventsRunner, wait_until
 from syft_flwr.client import SyftCoreClient
 from syft_flwr.crypto.keys import generate_keys
 from syft_flwr.crypto.state_mac import StateKey
+from syft_flwr.data_owner.audit import AuditLog, format_audit
+from syft_flwr.data_owner.audit_verify import verify_trail
+from syft_flwr.data_owner.refusals import DETAIL, FILE, MAX_GROUPS, RefusalLog
 from syft_flwr.events import TransportEvents
-from syft_flwr.events.audit import AuditLog, format_audit
-from syft_flwr.events.audit_verify import verify_trail
-from syft_flwr.events.refusals import DETAIL, FILE, MAX_GROUPS, RefusalLog
-from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
+from syft_flwr.wire.mailbox import PlaintextPolicy, SyftFlwrRpc
 
 DS = "ds@example.org"
 DO = "do1@example.org"

@@ -19,15 +19,15 @@ import pytest
 from _support import APP, EventsRunner, wait_until
 from flwr.app import Array, ArrayRecord, Message, Metadata, RecordDict
 
-from syft_flwr import frames
 from syft_flwr.client import SyftCoreClient
 from syft_flwr.config import Settings
 from syft_flwr.crypto.policy import default_policy
+from syft_flwr.data_owner.ledger import Ledger
 from syft_flwr.events import TransportEvents
-from syft_flwr.events.ledger import Ledger
-from syft_flwr.rpc import Incoming, SyftFlwrRpc
 from syft_flwr.serde import bytes_to_flower_message, split_message
 from syft_flwr.transports.syftbox import SyftBoxTransport
+from syft_flwr.wire import frames
+from syft_flwr.wire.mailbox import Incoming, SyftFlwrRpc
 
 DS = "ds@example.org"
 DO = "do1@example.org"

@@ -20,11 +20,11 @@ from _support import APP, PLAIN, EventsRunner, wait_until
 from syft_flwr.client import SyftCoreClient
 from syft_flwr.config import Settings
 from syft_flwr.crypto.policy import default_policy
-from syft_flwr.envelope import PlainCodec, SealContext, encode_message, format_time
 from syft_flwr.errors import EncryptionError
 from syft_flwr.events import RequestInfo, TransportEvents, current_request
-from syft_flwr.rpc import Incoming, PlaintextPolicy, SyftFlwrRpc
 from syft_flwr.transports.syftbox import SyftBoxTransport
+from syft_flwr.wire.envelope import PlainCodec, SealContext, encode_message, format_time
+from syft_flwr.wire.mailbox import Incoming, PlaintextPolicy, SyftFlwrRpc
 
 DS = "ds@example.org"
 DO = "do1@example.org"
@@ -175,9 +175,9 @@ def test_each_request_head_is_parsed_once(
     events_runner: EventsRunner,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import syft_flwr.events.watcher as watcher_module
-    import syft_flwr.rpc as rpc_module
-    from syft_flwr.envelope import parse_head
+    import syft_flwr.data_owner.loop as watcher_module
+    import syft_flwr.wire.mailbox as rpc_module
+    from syft_flwr.wire.envelope import parse_head
 
     parsed: list[str] = []
 

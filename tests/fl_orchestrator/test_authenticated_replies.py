@@ -26,11 +26,11 @@ from flwr.app import ConfigRecord, RecordDict
 
 from syft_flwr.config import Settings
 from syft_flwr.crypto.policy import default_policy
-from syft_flwr.envelope import PlainCodec, SealContext, encode_message, format_time
+from syft_flwr.data_owner.loop import TransportEvents
 from syft_flwr.events import create_events_watcher
-from syft_flwr.events.watcher import TransportEvents
-from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
-from syft_flwr.rpc import SyftFlwrRpc
+from syft_flwr.researcher.grid import SyftGrid
+from syft_flwr.wire.envelope import PlainCodec, SealContext, encode_message, format_time
+from syft_flwr.wire.mailbox import SyftFlwrRpc
 
 DO = "do1@example.org"
 EVE = "eve@example.org"

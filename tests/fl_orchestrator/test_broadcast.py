@@ -30,13 +30,13 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
 from syft_flwr.client import SyftCoreClient
 from syft_flwr.config import Settings
+from syft_flwr.data_owner.loop import TransportEvents
 from syft_flwr.errors import DecryptionError, EncryptionError
 from syft_flwr.events import create_events_watcher
-from syft_flwr.events.watcher import TransportEvents
-from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
-from syft_flwr.rpc import SyftFlwrRpc
+from syft_flwr.researcher.grid import SyftGrid
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
 from syft_flwr.transports.base import Transport
+from syft_flwr.wire.mailbox import SyftFlwrRpc
 
 EP = "messages"
 MiB = 1024 * 1024
@@ -282,7 +282,7 @@ def test_a_data_owner_not_addressed_cannot_open_the_shared_model(
 
 def _journaled_grid(net: Net, tmp_path: Path) -> tuple[Any, Any]:
     """A grid over ``net`` recording into a fresh resume journal."""
-    from syft_flwr.fl_orchestrator.checkpoint import Journal
+    from syft_flwr.researcher.journal import Journal
 
     journal = Journal(tmp_path / "resume", "key")
     journal.begin(7)
@@ -294,7 +294,7 @@ def _journaled_grid(net: Net, tmp_path: Path) -> tuple[Any, Any]:
 def test_resume_journal_keeps_large_replies_without_writing_them_again(
     net: Net, tmp_path: Path
 ) -> None:
-    from syft_flwr.fl_orchestrator.checkpoint import Journal, request_fingerprint
+    from syft_flwr.researcher.journal import Journal, request_fingerprint
 
     journal = Journal(tmp_path / "resume", "key")
     journal.begin(7)
@@ -404,8 +404,8 @@ def test_a_failed_shared_upload_falls_back_to_copies_and_leaves_nothing(
 
 
 def test_a_request_with_large_arrays_names_its_content_hash(net: Net) -> None:
-    from syft_flwr import frames
     from syft_flwr.review.guard import PROJECT_RECORD, take_project_hash
+    from syft_flwr.wire import frames
 
     grid, _ = net.grid()
     grid.project_hash = "ab" * 32

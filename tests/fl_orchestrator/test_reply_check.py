@@ -22,10 +22,10 @@ from syft_flwr._flwr_compat import set_message_id, set_task_identity
 from syft_flwr.config import Settings
 from syft_flwr.errors import ConfigError, SecurityError, UnacceptableReply
 from syft_flwr.events import create_events_watcher
-from syft_flwr.fl_orchestrator import reply_check
-from syft_flwr.fl_orchestrator.checkpoint import Journal
-from syft_flwr.fl_orchestrator.reply_check import check_reply, screen_reply
-from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+from syft_flwr.researcher import reply_check
+from syft_flwr.researcher.grid import SyftGrid
+from syft_flwr.researcher.journal import Journal
+from syft_flwr.researcher.reply_check import check_reply, screen_reply
 from syft_flwr.serde import (
     SpillableArray,
     bytes_to_flower_message,

@@ -21,13 +21,13 @@ from flwr.clientapp import ClientApp
 
 from syft_flwr._flwr_compat import set_message_id, set_routing, set_task_identity
 from syft_flwr.client import SyftCoreClient
+from syft_flwr.data_owner.handler import ClientAppHandler, _reply_cache
+from syft_flwr.data_owner.ledger import Ledger
 from syft_flwr.events import TransportEvents
-from syft_flwr.events.ledger import Ledger
-from syft_flwr.fl_orchestrator.checkpoint import ReplyCache
-from syft_flwr.fl_orchestrator.flower_client import ClientAppHandler, _reply_cache
 from syft_flwr.ids import node_id_for
-from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
+from syft_flwr.researcher.journal import ReplyCache
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
+from syft_flwr.wire.mailbox import PlaintextPolicy, SyftFlwrRpc
 
 DS = "ds@example.org"
 DO = "do1@example.org"
@@ -201,7 +201,7 @@ def test_a_reply_cache_of_an_older_version_is_still_read(tmp_path: Path) -> None
 
 
 def test_the_loop_keeps_the_alias_unless_the_handler_overran(tmp_path: Path) -> None:
-    from syft_flwr.events.watcher import RequestInfo, _current, _ReplyKeep
+    from syft_flwr.data_owner.loop import RequestInfo, _current, _ReplyKeep
 
     led = Ledger(tmp_path)
     cache = ReplyCache.on_ledger(led)

@@ -13,18 +13,18 @@ from flwr.clientapp import ClientApp
 from syft_flwr._flwr_compat import set_message_id, set_routing, set_task_identity
 from syft_flwr.client import MemoryClient
 from syft_flwr.config import Settings
+from syft_flwr.data_owner.handler import ClientAppHandler, run_data_owner
 from syft_flwr.errors import CheckpointError
-from syft_flwr.fl_orchestrator.checkpoint import (
+from syft_flwr.ids import node_id_for
+from syft_flwr.project import load_component, load_project
+from syft_flwr.researcher.grid import SyftGrid
+from syft_flwr.researcher.journal import (
     Journal,
     ReplyCache,
     request_fingerprint,
     request_fingerprints,
 )
-from syft_flwr.fl_orchestrator.flower_client import ClientAppHandler, run_data_owner
-from syft_flwr.fl_orchestrator.flower_server import run_researcher
-from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
-from syft_flwr.ids import node_id_for
-from syft_flwr.project import load_component, load_project
+from syft_flwr.researcher.runner import run_researcher
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
 from syft_flwr.transports.memory import MemoryHub
 
@@ -319,7 +319,7 @@ def _big_request(value: float, message_id: str, content_id: str | None) -> bytes
 
 
 def test_data_owner_uses_the_content_hash_the_request_names(tmp_path):
-    from syft_flwr import frames
+    from syft_flwr.wire import frames
 
     runs: list[str] = []
     app = ClientApp()
@@ -365,7 +365,7 @@ def _tamper_replies(journal: Path, value: float) -> int:
     """
     import numpy as np
 
-    from syft_flwr.fl_orchestrator.checkpoint import _pack, _unpack
+    from syft_flwr.researcher.journal import _pack, _unpack
 
     changed = 0
     for f in sorted(journal.glob("*.exchange")):

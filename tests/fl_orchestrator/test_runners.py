@@ -14,10 +14,10 @@ from flwr.common.constant import ErrorCode
 from syft_flwr._flwr_compat import set_message_id, set_task_identity
 from syft_flwr.client import MemoryClient
 from syft_flwr.config import Settings
-from syft_flwr.fl_orchestrator.flower_client import ClientAppHandler, run_data_owner
-from syft_flwr.fl_orchestrator.flower_server import run_researcher
+from syft_flwr.data_owner.handler import ClientAppHandler, run_data_owner
 from syft_flwr.ids import node_id_for
 from syft_flwr.project import load_component, load_project
+from syft_flwr.researcher.runner import run_researcher
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
 from syft_flwr.transports.memory import MemoryHub
 
@@ -195,7 +195,7 @@ def test_data_owner_that_never_starts(toy, capsys):
 def test_new_run_withdraws_requests_left_by_a_crashed_researcher():
     from flwr.app import ConfigRecord, MessageType
 
-    from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+    from syft_flwr.researcher.grid import SyftGrid
 
     hub = MemoryHub()
     do = "do1@example.org"
@@ -231,7 +231,7 @@ def test_run_where_every_clientapp_call_fails_is_a_failed_run():
     from flwr.serverapp import Grid, ServerApp
 
     from syft_flwr.errors import RunFailed
-    from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+    from syft_flwr.researcher.grid import SyftGrid
 
     client_app = ClientApp()
 
@@ -294,7 +294,7 @@ def test_one_success_is_enough_for_a_completed_run(toy):
 
 
 def test_data_owner_whose_heartbeat_stops_is_not_waited_for(toy, capsys, caplog):
-    from syft_flwr.fl_orchestrator.flower_client import Heartbeat
+    from syft_flwr.data_owner.handler import Heartbeat
 
     cfg, server_app, client_app = toy
     hub = MemoryHub()
@@ -335,7 +335,7 @@ def test_data_owner_whose_heartbeat_stops_is_not_waited_for(toy, capsys, caplog)
 
 
 def test_heartbeat_goes_through_the_transport_and_wakes_the_watcher():
-    from syft_flwr.fl_orchestrator.flower_client import Heartbeat
+    from syft_flwr.data_owner.handler import Heartbeat
     from syft_flwr.transports.base import heartbeat_key
 
     hub = MemoryHub()
@@ -351,8 +351,8 @@ def test_heartbeat_goes_through_the_transport_and_wakes_the_watcher():
 
 
 def test_warm_up_waits_for_the_ready_signal_of_every_data_owner(caplog):
-    from syft_flwr.fl_orchestrator.flower_client import Heartbeat
-    from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+    from syft_flwr.data_owner.handler import Heartbeat
+    from syft_flwr.researcher.grid import SyftGrid
 
     hub = MemoryHub()
     owner = MemoryClient("do1@example.org", hub).make_transport()

@@ -29,9 +29,9 @@ from _support import (
 from flwr.app import ConfigRecord, Message, RecordDict
 
 from syft_flwr.config import Settings
+from syft_flwr.data_owner.loop import TransportEvents
 from syft_flwr.events import create_events_watcher
-from syft_flwr.events.watcher import TransportEvents
-from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+from syft_flwr.researcher.grid import SyftGrid
 
 DO = "do1@example.org"
 EP = "messages"

@@ -39,13 +39,13 @@ import syft_flwr.ids as ids_module
 from syft_flwr._flwr_compat import Run
 from syft_flwr.client import SyftCoreClient
 from syft_flwr.config import Settings
+from syft_flwr.data_owner.loop import TransportEvents
 from syft_flwr.errors import NodeIdCollisionError
 from syft_flwr.events import create_events_watcher
-from syft_flwr.events.watcher import TransportEvents
-from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
 from syft_flwr.ids import node_id_for
-from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
+from syft_flwr.researcher.grid import SyftGrid
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
+from syft_flwr.wire.mailbox import PlaintextPolicy, SyftFlwrRpc
 
 try:
     from flwr.supercore.task_identity import TaskIdentity

@@ -38,14 +38,14 @@ import pytest
 
 from syft_flwr.client.syft_core_client import SyftCoreClient
 from syft_flwr.crypto.keys import fingerprint, load_public_bundle
-from syft_flwr.events.watcher import TransportEvents
-from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
+from syft_flwr.data_owner.loop import TransportEvents
 from syft_flwr.simulation import prepare_network
 from syft_flwr.testing.syftbox_network import (
     SyftBoxNetwork,
     SyftBoxUnavailable,
     ensure_syftbox_venv,
 )
+from syft_flwr.wire.mailbox import PlaintextPolicy, SyftFlwrRpc
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 if str(ASSETS) not in sys.path:

@@ -24,7 +24,7 @@ from syft_flwr.errors import (
     RunFailed,
     StateIntegrityError,
 )
-from syft_flwr.fl_orchestrator.flower_server import run_researcher
+from syft_flwr.researcher.runner import run_researcher
 from syft_flwr.review import api
 from syft_flwr.review.records import LEGACY_NOTE
 from syft_flwr.review.store import ProjectStore, show_text
@@ -191,7 +191,7 @@ def test_a_tampered_or_copied_store_record_is_refused_and_never_approved(
     (store.directory / "projects.json").write_text('{"version": 2, "records": [')
     with pytest.raises(StateIntegrityError, match="damaged"):
         store.records()
-    from syft_flwr.events.watcher import RequestInfo, _current
+    from syft_flwr.data_owner.loop import RequestInfo, _current
     from syft_flwr.review.guard import ProjectGuard
 
     token = _current.set(RequestInfo("m", A, "messages", "", "", {}, encrypted=True))

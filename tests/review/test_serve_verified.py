@@ -20,8 +20,8 @@ from flwr.clientapp import ClientApp
 
 from syft_flwr._flwr_compat import set_message_id, set_task_identity
 from syft_flwr.client.syft_p2p_client import MemoryClient
+from syft_flwr.data_owner.handler import ClientAppHandler
 from syft_flwr.errors import ProjectNotApproved
-from syft_flwr.fl_orchestrator.flower_client import ClientAppHandler
 from syft_flwr.review import serve as serve_mod
 from syft_flwr.review.guard import ProjectGuard, attach_project_hash
 from syft_flwr.review.loader import VerifiedSourceFinder
@@ -142,7 +142,7 @@ def test_a_file_planted_in_the_working_folder_is_refused_before_import(
 
 def _request(h: ClientAppHandler, named: str) -> Message:
     """One request through ``h`` from the approved researcher (as the loop serves it)."""
-    from syft_flwr.events.watcher import RequestInfo, _current
+    from syft_flwr.data_owner.loop import RequestInfo, _current
 
     set_task_identity(3)
     msg = Message(

@@ -19,9 +19,9 @@ from syft_flwr.config import Settings
 from syft_flwr.crypto.keys import generate_keys
 from syft_flwr.crypto.policy import load_or_create_keys
 from syft_flwr.crypto.state_mac import StateKey
+from syft_flwr.data_owner.handler import ClientAppHandler
 from syft_flwr.errors import ConfigError, ProjectNotApproved, RunFailed
-from syft_flwr.fl_orchestrator.flower_client import ClientAppHandler
-from syft_flwr.fl_orchestrator.flower_server import run_researcher
+from syft_flwr.researcher.runner import run_researcher
 from syft_flwr.review import api
 from syft_flwr.review.guard import PROJECT_RECORD, ProjectGuard, attach_project_hash
 from syft_flwr.review.package import hash_tree, pack_app
@@ -119,7 +119,7 @@ def _request(
 ) -> Message:
     """One request through ``h``, served for ``sender`` (as the events loop does)."""
     from syft_flwr._flwr_compat import set_task_identity
-    from syft_flwr.events.watcher import RequestInfo, _current
+    from syft_flwr.data_owner.loop import RequestInfo, _current
 
     set_task_identity(3)
     msg = Message(
@@ -241,8 +241,8 @@ def test_data_owner_serves_only_the_approved_project(tmp_path: Path, app: Path):
 def test_a_decision_not_sealed_by_the_data_owner_is_not_believed(parties, app: Path):
     import json
 
-    from syft_flwr.rpc import SyftFlwrRpc
     from syft_flwr.transports.base import RpcPath
+    from syft_flwr.wire.mailbox import SyftFlwrRpc
 
     researcher, owner = parties
     [sub] = api.submit(app, [DO], client=researcher, settings=ENC)

@@ -211,7 +211,7 @@ def test_two_shared_folders_are_independent(backend: Backend) -> None:
 
 def test_an_expired_shared_folder_left_empty_is_swept(backend: Backend) -> None:
     from syft_flwr.config import Settings
-    from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
+    from syft_flwr.wire.mailbox import PlaintextPolicy, SyftFlwrRpc
 
     rpc = SyftFlwrRpc(
         backend.writer, "contract", settings=Settings(), policy=PlaintextPolicy()

@@ -21,9 +21,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
 from syft_flwr.client import SyftP2PClient
 from syft_flwr.config import Settings
+from syft_flwr.data_owner.loop import TransportEvents
 from syft_flwr.events import create_events_watcher
-from syft_flwr.events.watcher import TransportEvents
-from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+from syft_flwr.researcher.grid import SyftGrid
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
 from syft_flwr.testing.drive_server import FakeDriveServer
 from syft_flwr.transports.gdrive import GDriveTransport

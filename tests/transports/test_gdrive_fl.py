@@ -16,10 +16,10 @@ import pytest
 from syft_flwr.client import SyftP2PClient
 from syft_flwr.client.factory import create_client
 from syft_flwr.config import Settings
+from syft_flwr.data_owner.handler import run_data_owner
 from syft_flwr.events import P2PFileEvents, create_events_watcher
-from syft_flwr.fl_orchestrator.flower_client import run_data_owner
-from syft_flwr.fl_orchestrator.flower_server import run_researcher
 from syft_flwr.project import load_component, load_project
+from syft_flwr.researcher.runner import run_researcher
 from syft_flwr.testing.drive_server import FakeDriveServer
 from syft_flwr.transports.gdrive import GDriveTransport, transport_from_env
 
@@ -191,7 +191,7 @@ class _NoEvents:
 def test_run_data_owner_restricts_drive_peers_to_the_aggregators(
     server, tmp_path, monkeypatch
 ):
-    import syft_flwr.fl_orchestrator.flower_client as fc
+    import syft_flwr.data_owner.handler as fc
 
     seen: dict[str, object] = {}
     monkeypatch.setattr(
@@ -227,7 +227,7 @@ def test_run_data_owner_restricts_drive_peers_to_the_aggregators(
 
 
 def test_syft_grid_restricts_drive_peers_to_its_datasites(server, tmp_path):
-    from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+    from syft_flwr.researcher.grid import SyftGrid
     from syft_flwr.transports.memory import MemoryHub, MemoryTransport
 
     client = SyftP2PClient(DS, state_root=tmp_path)
@@ -246,7 +246,7 @@ def test_syft_grid_restricts_drive_peers_to_its_datasites(server, tmp_path):
 def test_a_stranger_gets_no_reply_and_no_share(server, tmp_path):
     """A stranger's request to a data owner on Drive: never read, never answered."""
     from syft_flwr.crypto.policy import PlaintextPolicy
-    from syft_flwr.rpc import SyftFlwrRpc
+    from syft_flwr.wire.mailbox import SyftFlwrRpc
 
     do = DOS[2].lower()
     stranger = "mallory@evil.org"

@@ -440,7 +440,7 @@ def test_a_folder_left_empty_by_a_crash_is_deleted_by_the_next_run(
     make: MakeTransport, drive: FakeDriveServer
 ) -> None:
     from syft_flwr.config import Settings
-    from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
+    from syft_flwr.wire.mailbox import PlaintextPolicy, SyftFlwrRpc
 
     ds = make(DS)
     expired = f"{BASE}/g{int(time.time()) - 5}-00000000deadbeef"

@@ -9,8 +9,8 @@ import pytest
 
 import syft_flwr.transports.memory as memory_module
 from syft_flwr.errors import MessageNotFound, PermissionDenied, TransportError
-from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
 from syft_flwr.transports.memory import MemoryHub, MemoryTransport
+from syft_flwr.wire.mailbox import PlaintextPolicy, SyftFlwrRpc
 
 DS = "ds@example.org"
 DO = "do1@example.org"

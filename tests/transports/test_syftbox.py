@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from syft_flwr.errors import MessageNotFound, PermissionDenied, TransportError
-from syft_flwr.rpc import PlaintextPolicy, SyftFlwrRpc
 from syft_flwr.transports.syftbox import (
     PERM_FILE_GO,
     PERM_FILE_PY,
     SYFTBOX_MAX_FILE_SIZE,
     SyftBoxTransport,
 )
+from syft_flwr.wire.mailbox import PlaintextPolicy, SyftFlwrRpc
 
 DS = "ds@example.org"
 DO = "do1@example.org"

@@ -512,7 +512,7 @@ def _parse_since(value: str | None) -> float | None:
     import time as _time
 
     from syft_flwr.config import parse_duration
-    from syft_flwr.envelope import parse_time
+    from syft_flwr.wire.envelope import parse_time
 
     try:
         return _time.time() - parse_duration(value)
@@ -554,7 +554,7 @@ def audit(
     json_: JsonOpt = False,
 ) -> None:
     """Data owner: show what ran on your data, for whom, when, and what left."""
-    from syft_flwr.events.audit import audit_entries, format_audit, verify_audit
+    from syft_flwr.data_owner.audit import audit_entries, format_audit, verify_audit
 
     client = client_for(config)
     report = verify_audit(client)

@@ -213,7 +213,7 @@ class MessageContext:
         Raw 32-byte Ed25519 identity key of the recipient.
     head : bytes
         The envelope's signed head fields
-        (:func:`~syft_flwr.envelope.signed_head`: status, creation time, url,
+        (:func:`~syft_flwr.wire.envelope.signed_head`: status, creation time, url,
         headers, version, size, ...), or empty for envelopes before version 3.
     """
 

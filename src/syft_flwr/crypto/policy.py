@@ -22,7 +22,6 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from syft_flwr import strict_json
 from syft_flwr._email import fold_domain
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings
@@ -58,7 +57,6 @@ from syft_flwr.crypto.keys import (
 from syft_flwr.crypto.prekeys import PrekeyRing
 from syft_flwr.crypto.store import MemoryKeyStore, key_store_for
 from syft_flwr.crypto.trust import TrustStore
-from syft_flwr.envelope import BodyCodec, Head, SealContext
 from syft_flwr.errors import (
     DecryptionError,
     EncryptionError,
@@ -69,8 +67,10 @@ from syft_flwr.errors import (
     MessageNotFound,
     PlaintextRefused,
 )
-from syft_flwr.rpc import CodecPolicy, PlaintextPolicy
 from syft_flwr.transports.base import Transport
+from syft_flwr.wire import strict_json
+from syft_flwr.wire.envelope import BodyCodec, Head, SealContext
+from syft_flwr.wire.mailbox import CodecPolicy, PlaintextPolicy
 
 __all__ = [
     "EncryptionPolicy",

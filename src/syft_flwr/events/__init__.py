@@ -1,13 +1,13 @@
 """Serve requests arriving at an app's endpoints, on any transport."""
 
+from syft_flwr.data_owner.loop import RequestInfo, TransportEvents, current_request
+from syft_flwr.data_owner.protocol import MessageHandler, SyftFlwrEvents
 from syft_flwr.events.factory import (
     MemoryEvents,
     P2PFileEvents,
     SyftEvents,
     create_events_watcher,
 )
-from syft_flwr.events.protocol import MessageHandler, SyftFlwrEvents
-from syft_flwr.events.watcher import RequestInfo, TransportEvents, current_request
 
 __all__ = [
     "MemoryEvents",

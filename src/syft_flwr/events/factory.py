@@ -7,8 +7,8 @@ from typing import Any
 
 from syft_flwr.client.factory import wrap_client
 from syft_flwr.config import Settings
-from syft_flwr.events.protocol import SyftFlwrEvents
-from syft_flwr.events.watcher import TransportEvents
+from syft_flwr.data_owner.loop import TransportEvents
+from syft_flwr.data_owner.protocol import SyftFlwrEvents
 
 __all__ = ["MemoryEvents", "P2PFileEvents", "SyftEvents", "create_events_watcher"]
 

@@ -18,7 +18,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from syft_flwr import strict_json
 from syft_flwr._email import fold_domain
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings
@@ -47,8 +46,9 @@ from syft_flwr.review.store import (
     requests_of,
 )
 from syft_flwr.review.unpack import read_package
-from syft_flwr.rpc import Incoming, SyftFlwrRpc
 from syft_flwr.transports.base import RpcPath, Transport
+from syft_flwr.wire import strict_json
+from syft_flwr.wire.mailbox import Incoming, SyftFlwrRpc
 
 __all__ = [
     "REVIEW_APP",

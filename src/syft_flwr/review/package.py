@@ -40,7 +40,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from syft_flwr import strict_json
 from syft_flwr._email import fold_domain
 from syft_flwr._printable import printable
 from syft_flwr.errors import (
@@ -56,6 +55,7 @@ from syft_flwr.review.rules import (
     name_problem,
     skip_reason,
 )
+from syft_flwr.wire import strict_json
 
 __all__ = [
     "DEFAULT_MAX_FILES",

@@ -30,7 +30,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from syft_flwr import strict_json
 from syft_flwr._email import fold_domain
 from syft_flwr.crypto.keys import _atomic_write
 from syft_flwr.crypto.state_mac import StateKey
@@ -57,6 +56,7 @@ from syft_flwr.review.records import (
     tagged,
 )
 from syft_flwr.review.unpack import read_package
+from syft_flwr.wire import strict_json
 
 if TYPE_CHECKING:
     from syft_flwr.client.protocol import SyftFlwrClient

@@ -1,0 +1,47 @@
+"""Issue 25: the exchange moved into wire/, researcher/, data_owner/; old imports keep working."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+MOVED = {
+    "syft_flwr.envelope": "syft_flwr.wire.envelope",
+    "syft_flwr.frames": "syft_flwr.wire.frames",
+    "syft_flwr.blobs": "syft_flwr.wire.blobs",
+    "syft_flwr.rpc": "syft_flwr.wire.mailbox",
+    "syft_flwr.strict_json": "syft_flwr.wire.strict_json",
+    "syft_flwr.reasons": "syft_flwr.wire.reasons",
+    "syft_flwr.fl_orchestrator.syft_grid": "syft_flwr.researcher.grid",
+    "syft_flwr.fl_orchestrator.checkpoint": "syft_flwr.researcher.journal",
+    "syft_flwr.fl_orchestrator.journal_seal": "syft_flwr.researcher.journal_seal",
+    "syft_flwr.fl_orchestrator.reply_check": "syft_flwr.researcher.reply_check",
+    "syft_flwr.fl_orchestrator.flower_server": "syft_flwr.researcher.runner",
+    "syft_flwr.fl_orchestrator.flower_client": "syft_flwr.data_owner.handler",
+    "syft_flwr.events.watcher": "syft_flwr.data_owner.loop",
+    "syft_flwr.events.ledger": "syft_flwr.data_owner.ledger",
+    "syft_flwr.events.kept_reply": "syft_flwr.data_owner.kept_reply",
+    "syft_flwr.events.audit": "syft_flwr.data_owner.audit",
+    "syft_flwr.events.audit_chain": "syft_flwr.data_owner.audit_chain",
+    "syft_flwr.events.audit_verify": "syft_flwr.data_owner.audit_verify",
+    "syft_flwr.events.refusals": "syft_flwr.data_owner.refusals",
+    "syft_flwr.events.protocol": "syft_flwr.data_owner.protocol",
+}
+
+
+@pytest.mark.parametrize(("old", "new"), sorted(MOVED.items()))
+def test_old_module_name_is_the_new_module(old: str, new: str) -> None:
+    # The same object: private names, isinstance checks and monkeypatching agree.
+    assert importlib.import_module(old) is importlib.import_module(new)
+
+
+def test_documented_names_resolve_through_old_paths() -> None:
+    from syft_flwr.events import SyftFlwrEvents, create_events_watcher
+    from syft_flwr.events.watcher import TransportEvents
+    from syft_flwr.fl_orchestrator.syft_grid import SyftGrid
+    from syft_flwr.researcher.grid import SyftGrid as Moved
+
+    assert SyftGrid is Moved
+    assert callable(create_events_watcher)
+    assert isinstance(SyftFlwrEvents, type) and isinstance(TransportEvents, type)
