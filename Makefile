@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - federated run: researcher + 3 data owners as local processes
-#   make test   - lint + the whole test suite (installs everything it needs)
+#   make test   - lint (ruff, mypy) + the whole test suite (installs everything it needs)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -26,6 +26,7 @@ syftbox-venv:
 lint: setup
 	$(PY) -m ruff check $(LINT_DIRS)
 	$(PY) -m ruff format --check $(LINT_DIRS)
+	$(PY) -m mypy
 
 format: setup
 	$(PY) -m ruff format $(LINT_DIRS)

@@ -411,7 +411,7 @@ class Ledger:
         self.store_reply(
             mid,
             status,
-            attached,
+            bytes(attached),  # references and the framed prefix only: small
             expires_at,
             durable=durable,
             alias=alias,

@@ -609,9 +609,9 @@ class TransportEvents(SyftFlwrEvents):
         self.ledger.mark(mid, RUNNING, expires_at)
         started = self.clock()
         info_box: dict[str, object] = {}
-        keep = _ReplyKeep()
-        outcome = self._run_handler(ep, incoming, expires_at, info_box, keep)
-        alias = keep.close()  # a handler past its deadline may no longer ask
+        reply_alias = _ReplyKeep()
+        outcome = self._run_handler(ep, incoming, expires_at, info_box, reply_alias)
+        alias = reply_alias.close()  # a handler past its deadline may no longer ask
         self.audit.record(
             "run",
             id=mid,
@@ -781,7 +781,11 @@ class TransportEvents(SyftFlwrEvents):
         if result is None:
             return 200, b""
         # bytes (a FramedBody included, whose parts bytes() would drop) as is.
-        return 200, result if isinstance(result, bytes) else bytes(result)  # type: ignore[arg-type]
+        if isinstance(result, bytes):
+            return 200, result
+        if isinstance(result, bytearray | memoryview):
+            return 200, bytes(result)
+        raise TypeError(f"a ClientApp handler returned {type(result).__name__}")
 
     def _wait_idle(self, expires_at: float) -> bool:
         """Wait for a handler that overran its deadline; False if we must give up."""

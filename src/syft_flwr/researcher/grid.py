@@ -470,7 +470,7 @@ class SyftGrid(Grid):
                 self._cv.notify_all()
 
     # -- Grid API -------------------------------------------------------------
-    def set_run(self, run_id: int | Run) -> None:  # type: ignore[override]
+    def set_run(self, run_id: int | Run) -> None:
         """Set the run (a Flower ``Run`` or a bare run id)."""
         run = run_id if isinstance(run_id, Run) else empty_run(int(run_id))
         self._run = run
@@ -762,7 +762,9 @@ class SyftGrid(Grid):
             set_message_id(reply, str(uuid.uuid4()))
         return reply
 
-    def pull_messages(
+    # Flower 1.43's signature (the first parameter renamed, the old name kept
+    # as a keyword alias): mypy sees a rename of Flower <= 1.42's parameter.
+    def pull_messages(  # type: ignore[override]
         self,
         reply_to_message_ids: Iterable[str] | None = None,
         *,

@@ -347,7 +347,10 @@ class Journal:
             meta = json.loads(meta_path.read_text())
             if not isinstance(meta, dict):
                 raise ValueError("not a JSON object")
-            run_id, nonce = int(meta.get("run_id")), meta.get("nonce")
+            raw_run_id = meta.get("run_id")
+            if not isinstance(raw_run_id, int | str):
+                raise TypeError("no run id")
+            run_id, nonce = int(raw_run_id), meta.get("nonce")
         except FileNotFoundError:
             return
         except (ValueError, TypeError) as exc:

@@ -24,7 +24,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from syft_flwr.crypto.state_mac import StateKey
 from syft_flwr.errors import CheckpointError, StateIntegrityError
@@ -113,7 +113,7 @@ class JournalSeal:
             self.refuse(str(exc), cause=exc)
         return body
 
-    def refuse(self, why: str, cause: Exception | None = None) -> None:
+    def refuse(self, why: str, cause: Exception | None = None) -> NoReturn:
         """Log and raise the researcher-facing refusal (nothing is replayed)."""
         msg = (
             f"the saved progress in {self.folder} cannot be trusted: {why}; "

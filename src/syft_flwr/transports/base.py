@@ -20,6 +20,7 @@ contain ``..``, empty segments or a leading ``/``.
 
 from __future__ import annotations
 
+import builtins  # ``list`` is a method name of Transport
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -297,7 +298,7 @@ class Transport(ABC):
         """
         raise TransportError(f"{self.name} transport cannot share a folder")
 
-    def shared_folders(self, prefix: str) -> list[str]:
+    def shared_folders(self, prefix: str) -> builtins.list[str]:
         """Keys of this identity's shared folders directly under ``prefix``.
 
         Empty ones included where the backend keeps folders (an upload that

@@ -278,7 +278,7 @@ def content_id(body: bytes | memoryview) -> str | None:
 
 def _prefix_size(view: memoryview) -> int:
     _, _, table_len, skel_len = _HEADER.unpack_from(view)
-    return _HEADER.size + table_len + skel_len
+    return int(_HEADER.size + table_len + skel_len)
 
 
 def detach(
