@@ -223,9 +223,6 @@ def _fork_party(
     """Run ``syft_flwr <argv>`` in a forked child; its output goes to ``log_path``."""
     sys.stdout.flush()
     sys.stderr.flush()
-    # Emptied here, before the parent relays it: a work dir used again must not
-    # show the last run's lines (nor hide this run's behind their offset).
-    os.close(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
     pid = os.fork()
     if pid:
         return _ForkedParty(pid)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from syft_flwr.simulation import RESUME_MARK
+
 ROOT = Path(__file__).resolve().parents[2]
 TOY = ROOT / "tests" / "assets" / "toy_app"
 LEGACY = ROOT / "examples" / "legacy_numpy"
@@ -58,6 +60,11 @@ def _party_pid(work: Path, email: str = "researcher@example.org") -> int | None:
     except (FileNotFoundError, ValueError):
         return None
     return next((p["pid"] for p in parties if p["email"] == email), None)
+
+
+def _this_run(log: Path) -> str:
+    """What the latest run in a work dir wrote to ``log`` (after the rerun marker)."""
+    return log.read_text().rpartition(RESUME_MARK)[2]
 
 
 def _result(stdout: str, prefix: str) -> dict:
@@ -261,12 +268,13 @@ def test_a_tampered_journal_stops_the_resume_and_fresh_gives_the_honest_result(
     both = second.stdout + second.stderr
     assert second.returncode != 0, both
     assert "failed its integrity check" in both, both  # the terminal says why
-    log = (work / "logs" / "researcher@example.org.log").read_text()
+    log = _this_run(work / "logs" / "researcher@example.org.log")
     assert "failed its integrity check" in log and "--fresh" in log
     assert "resuming run" not in log and "nothing of it was replayed" in log
     assert "TOY_RESULT" not in second.stdout  # no result from forged replies
-    # Nothing was trained on the data owners' side for the refused command.
-    assert "running train" not in (work / "logs" / "do1@example.org.log").read_text()
+    # Nothing was trained on the data owners' side for the refused command (a
+    # rerun appends to each log after a marker line: read what came after it).
+    assert "running train" not in _this_run(work / "logs" / "do1@example.org.log")
 
     third = subprocess.run(
         [*cmd, "--fresh"], capture_output=True, text=True, timeout=300, env=_env()
