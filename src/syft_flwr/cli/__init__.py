@@ -16,8 +16,8 @@ from typing import Annotated, Any
 import click
 import typer
 
-from syft_flwr import __version__
 from syft_flwr._printable import printable
+from syft_flwr._version import __version__
 from syft_flwr.cli._common import (
     ConfigOpt,
     JsonOpt,
