@@ -125,11 +125,12 @@ def bootstrap(
 
     load_project(project_dir)  # not a Flower app: say so before asking anything
     aggregator = aggregator or _prompt(
-        "Enter the datasite email of the Aggregator (Flower Server)", "-a/--aggregator"
+        "Enter the researcher's email (the aggregator, runs the ServerApp)",
+        "-a/--aggregator",
     )
     values = datasites or [
         _prompt(
-            "Enter a comma-separated email of datasites of the Flower Clients",
+            "Enter the data owners' emails, comma-separated (each runs the ClientApp)",
             "-d/--datasites",
         )
     ]
