@@ -45,3 +45,15 @@ def test_documented_names_resolve_through_old_paths() -> None:
     assert SyftGrid is Moved
     assert callable(create_events_watcher)
     assert isinstance(SyftFlwrEvents, type) and isinstance(TransportEvents, type)
+
+
+def test_names_moved_between_modules_keep_their_old_paths() -> None:
+    # Moved to break import cycles (issue 25): the same objects at both paths.
+    import syft_flwr
+    from syft_flwr import _version, project
+
+    # `syft_flwr.run` the attribute is the function (as upstream); the module:
+    run = importlib.import_module("syft_flwr.run")
+    assert run.node_config_for is project.node_config_for
+    assert run.DEFAULT_NODE_CONFIG is project.DEFAULT_NODE_CONFIG
+    assert syft_flwr.__version__ == _version.__version__

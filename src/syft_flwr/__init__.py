@@ -9,12 +9,11 @@ The two names upstream syft-flwr's notebooks call are here, as there:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from syft_flwr._version import __version__
 
-# Imported after __version__ (the CLI reads it). As in upstream, the function
-# names shadow their modules as attributes of the package; ``from syft_flwr.run
+# As in upstream, the function names shadow their modules as attributes of the package; ``from syft_flwr.run
 # import ...`` and ``from syft_flwr.bootstrap import ...`` still reach the modules.
-from syft_flwr.bootstrap import bootstrap  # noqa: E402
-from syft_flwr.run import run  # noqa: E402
+from syft_flwr.bootstrap import bootstrap
+from syft_flwr.run import run
 
 __all__ = ["__version__", "bootstrap", "run"]

@@ -13,12 +13,16 @@ from typing import Any
 
 from syft_flwr.errors import AlreadyExistsError, ConfigError, PathNotFoundError
 from syft_flwr.ids import normalize_email
+from syft_flwr.run_config import flatten, parse_overrides
 
 __all__ = [
+    "DEFAULT_NODE_CONFIG",
     "ProjectConfig",
     "bootstrap",
+    "check_run_config",
     "load_component",
     "load_project",
+    "node_config_for",
     "parse_run_config",
 ]
 
@@ -135,8 +139,6 @@ def parse_run_config(
     ConfigError
         If an override is malformed, names an unknown key or has the wrong type.
     """
-    from syft_flwr.run_config import flatten, parse_overrides
-
     out = dict(base)
     out.update(
         parse_overrides(
@@ -144,6 +146,41 @@ def parse_run_config(
         )
     )
     return out
+
+
+#: What a data owner's ``Context.node_config`` holds when nobody says otherwise:
+#: one partition of one, as upstream syft-flwr gives (apps read these keys).
+DEFAULT_NODE_CONFIG: dict[str, Any] = {"partition-id": 0, "num-partitions": 1}
+
+
+def node_config_for(
+    cfg: ProjectConfig, overrides: str | list[str] | dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A data owner's node config: the defaults, then this data owner's overrides.
+
+    The node config describes the data owner's node (its partition, its data),
+    so it comes only from the data owner: explicit ``--node-config`` values
+    (``"k=v k2=v2"``, repeatable) over :data:`DEFAULT_NODE_CONFIG`. The app's
+    ``[tool.flwr.app.config]`` is the researcher's and reaches the ClientApp as
+    the *run* config only (upstream syft-flwr also copied it into the node
+    config, which let the researcher set node values such as ``partition-id``).
+    ``cfg`` is accepted for compatibility and not read.
+    """
+    base = dict(DEFAULT_NODE_CONFIG)
+    if isinstance(overrides, dict):
+        return {**base, **overrides}
+    return parse_run_config(base, overrides, option="--node-config", strict_keys=False)
+
+
+def check_run_config(app_dir: str | Path, overrides: str | list[str] | None) -> None:
+    """Refuse a bad ``--run-config`` for the app in ``app_dir`` before anything runs.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`parse_overrides`; also if the app folder cannot be read.
+    """
+    parse_overrides(overrides, flatten(load_project(app_dir).app_config))
 
 
 def load_component(ref: str, app_dir: Path, *, add_to_path: bool = True) -> Any:

@@ -17,9 +17,11 @@ from syft_flwr.config import Settings
 from syft_flwr.errors import ConfigError, RunFailed
 from syft_flwr.logs import setup_logging
 from syft_flwr.project import (
+    DEFAULT_NODE_CONFIG,
     ProjectConfig,
     load_component,
     load_project,
+    node_config_for,
     parse_run_config,
 )
 
@@ -38,30 +40,11 @@ __all__ = [
 
 logger = logging.getLogger("syft_flwr.run")
 
+# DEFAULT_NODE_CONFIG and node_config_for live in syft_flwr.project (the
+# data-owner runner of review/ needs them, and review/ sits below this module);
+# they stay importable from here, as documented upstream.
+
 RESEARCHER, DATA_OWNER = "researcher", "data-owner"
-
-#: What a data owner's ``Context.node_config`` holds when nobody says otherwise:
-#: one partition of one, as upstream syft-flwr gives (apps read these keys).
-DEFAULT_NODE_CONFIG: dict[str, Any] = {"partition-id": 0, "num-partitions": 1}
-
-
-def node_config_for(
-    cfg: ProjectConfig, overrides: str | list[str] | dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """A data owner's node config: the defaults, then this data owner's overrides.
-
-    The node config describes the data owner's node (its partition, its data),
-    so it comes only from the data owner: explicit ``--node-config`` values
-    (``"k=v k2=v2"``, repeatable) over :data:`DEFAULT_NODE_CONFIG`. The app's
-    ``[tool.flwr.app.config]`` is the researcher's and reaches the ClientApp as
-    the *run* config only (upstream syft-flwr also copied it into the node
-    config, which let the researcher set node values such as ``partition-id``).
-    ``cfg`` is accepted for compatibility and not read.
-    """
-    base = dict(DEFAULT_NODE_CONFIG)
-    if isinstance(overrides, dict):
-        return {**base, **overrides}
-    return parse_run_config(base, overrides, option="--node-config", strict_keys=False)
 
 
 def pick_role(cfg: ProjectConfig, email: str, role: str | None = None) -> str:

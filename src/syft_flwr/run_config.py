@@ -18,7 +18,9 @@ from typing import Any
 
 from syft_flwr.errors import ConfigError
 
-__all__ = ["check_counts", "check_run_config", "flatten", "parse_overrides"]
+# check_run_config moved to syft_flwr.project (it reads the app folder, and the
+# project module sits above this parser: one direction, no import cycle).
+__all__ = ["check_counts", "flatten", "parse_overrides"]
 
 # One entry: runs of non-blank characters and quoted strings, with no blank
 # between them (``b="x y"`` is one entry).
@@ -178,19 +180,6 @@ def _from_file(
                 )
             values[key] = float(value)
     return values
-
-
-def check_run_config(app_dir: str | Path, overrides: str | list[str] | None) -> None:
-    """Refuse a bad ``--run-config`` for the app in ``app_dir`` before anything runs.
-
-    Raises
-    ------
-    ConfigError
-        As :func:`parse_overrides`; also if the app folder cannot be read.
-    """
-    from syft_flwr.project import load_project
-
-    parse_overrides(overrides, flatten(load_project(app_dir).app_config))
 
 
 def check_counts(num_data_owners: int | None, timeout: float | None = None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import runpy
 import secrets
 import signal
 import subprocess
@@ -249,9 +250,10 @@ def _fork_party(
         sys.argv = ["syft_flwr", *argv]
         if "numpy" in sys.modules:  # not the parent's (shared) random stream
             sys.modules["numpy"].random.seed()
-        from syft_flwr.cli import main
-
-        main(argv)
+        # The party runs the program `python -m syft_flwr.cli` (the slow way's
+        # command), not a function of the CLI: simulation sits below the CLI
+        # and imports nothing from it (sys.argv above is what it parses).
+        runpy.run_module("syft_flwr.cli", run_name="__main__")
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -161,4 +161,4 @@ def test_flags_are_named_in_their_errors(tmp_path: Path, args: list[str], needle
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle.format(tmp=tmp_path) in lines[0], r.stderr
-    assert "Enter the datasite email" not in r.stderr
+    assert "Enter the researcher's email" not in r.stderr

@@ -16,8 +16,8 @@ from typing import Annotated, Any
 import click
 import typer
 
-from syft_flwr import __version__
 from syft_flwr._printable import printable
+from syft_flwr._version import __version__
 from syft_flwr.cli._common import (
     ConfigOpt,
     JsonOpt,
@@ -125,11 +125,12 @@ def bootstrap(
 
     load_project(project_dir)  # not a Flower app: say so before asking anything
     aggregator = aggregator or _prompt(
-        "Enter the datasite email of the Aggregator (Flower Server)", "-a/--aggregator"
+        "Enter the researcher's email (the aggregator, runs the ServerApp)",
+        "-a/--aggregator",
     )
     values = datasites or [
         _prompt(
-            "Enter a comma-separated email of datasites of the Flower Clients",
+            "Enter the data owners' emails, comma-separated (each runs the ClientApp)",
             "-d/--datasites",
         )
     ]

@@ -175,7 +175,7 @@ def serve(
     run_config : str or list of str, optional
         Overrides of the project's app config (``"k=v k2=v2"``).
     node_config : str or list of str or dict, optional
-        This data owner's node config (see :func:`syft_flwr.run.node_config_for`).
+        This data owner's node config (see :func:`syft_flwr.project.node_config_for`).
     on_ready : callable, optional
         Called with the working folder once the project is unpacked.
 
@@ -184,9 +184,8 @@ def serve(
     ClientAppHandler
     """
     from syft_flwr.data_owner.handler import run_data_owner
-    from syft_flwr.project import load_project, parse_run_config
+    from syft_flwr.project import load_project, node_config_for, parse_run_config
     from syft_flwr.review.guard import ProjectGuard
-    from syft_flwr.run import node_config_for
 
     store = project_store(client)
     rec, work = prepare_work_dir(store, ref)  # checked before any import
