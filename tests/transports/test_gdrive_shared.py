@@ -154,9 +154,7 @@ def test_one_upload_is_read_by_every_reader_and_deleted_with_its_folder(
     assert folder_meta["name"] == shared_folder_name(DS, APP, folder.rsplit("/")[-1])
     assert drive.grants_of(DS) >= {(DO1, "reader"), (DO2, "reader")}
     for r in readers:  # the share reaches each reader's feed (its watch polls)
-        wait_until(
-            lambda r=r: any(c.shared == folder for c in list(r._channels.values()))
-        )
+        wait_until(lambda r=r: any(c.shared == folder for c in r._catalog.channels()))
     for r in readers:
         assert r.read_limited(keys[0], len(big)) == big
         assert r.read_limited(keys[1], 4) == b"tail"
@@ -361,7 +359,7 @@ def test_a_planted_folder_with_the_same_name_is_ignored(
     assert do.list(BASE) == [key]
     # The name + owner search finds the genuine folder, never the plant.
     fresh = make(DO1)
-    real = fresh._search_shared(folder)
+    real = fresh._shared.search(folder)
     assert real is not None and real != planted
     assert fresh.read_limited(key, 100) == b"genuine model"
 
@@ -376,7 +374,7 @@ def test_the_name_search_is_the_fallback_and_is_rate_limited(
     ds.share(folder, [DO1])
     ds.put(key, b"m")
     # Pretend the feed never reported the folder: only the search can find it.
-    do._apply_change = lambda change: False  # type: ignore[method-assign]
+    do._feed._apply_change = lambda change: False  # type: ignore[method-assign]
     drive.reset_counters()
     assert do.read_limited(key, 1) == b"m"
     assert drive.count("files.list") == 2  # the search, then the folder's listing
