@@ -213,7 +213,7 @@ def test_run_data_owner_restricts_drive_peers_to_the_aggregators(
     transport = client.make_transport()
     try:
         assert isinstance(transport, GDriveTransport)
-        assert transport._allowed == {DS}
+        assert transport._peers.allowed == {DS}
         transport.put(f"do_1@example.org/app_data/flwr/toy/rpc/x/{DS}/a", b"1")
         assert list((tmp_path / "gdrive").glob("*.json"))
         from syft_flwr.errors import PermissionDenied

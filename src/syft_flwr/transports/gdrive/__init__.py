@@ -73,9 +73,17 @@ Consistency and cost
   :class:`~syft_flwr.errors.RemoteServiceError`. No googleapiclient exception
   leaves this package.
 
-Modules: ``_api`` (calls, retries, idempotent create), ``_auth`` (credentials),
-``_layout`` (names, keys), ``_state`` (the saved state), ``_folders`` (root,
-channels, sharing), ``_index`` (reads), ``_changes`` (the feed), ``transport``.
+Modules, bottom up (each imports only those before it)
+-----------------------------------------------------
+``_layout`` (names, keys, records, :class:`Peers`), ``_auth`` (credentials),
+``_api`` (``DriveApi``: calls, retries, idempotent create), ``_catalog``
+(``Catalog``: channels and the file index, in memory), ``_state``
+(``Bookmarks``: root id, reserved ids, page token, saved with the catalog),
+``_listing`` (``ChannelLister``), ``_folders`` (``Folders``: root, channels,
+sharing, discovery), ``_changes`` (``ChangesFeed``: watches, the poller),
+``_shared`` (``SharedFolders``), ``_index`` (``Reader``), ``_writes``
+(``Writer``), ``transport`` (``GDriveTransport``, which builds and wires them).
+Each collaborator owns its fields and its lock; none reads another's fields.
 """
 
 from __future__ import annotations

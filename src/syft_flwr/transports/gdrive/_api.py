@@ -6,7 +6,9 @@ import http.client
 import io
 import json
 import logging
+import random
 import ssl
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -17,7 +19,7 @@ from syft_flwr.errors import (
     TransportError,
 )
 
-__all__: list[str] = []
+__all__ = ["DriveApi"]
 
 logger = logging.getLogger("syft_flwr.transports.gdrive")
 
@@ -99,11 +101,55 @@ def bytes_upload(data: bytes, chunk_size: int, resumable: bool) -> Any:
     )
 
 
-class _ApiMixin:
-    """Runs Drive calls for the transport: per-thread services and retries."""
+class DriveApi:
+    """Runs Drive calls for the transport: per-thread services, retries, ids.
+
+    It owns the services it built (one per thread, because ``httplib2.Http``
+    is not thread-safe) and the pool of ids from ``files.generateIds``; it
+    knows nothing of channels or keys.
+
+    Parameters
+    ----------
+    factory:
+        Returns a new googleapiclient Drive v3 ``Resource``.
+    sleep:
+        The backoff sleep (injected by tests).
+    max_retries:
+        Retries per call before :class:`RemoteServiceError` is raised.
+    page_size:
+        ``pageSize`` of ``files.list`` calls.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], Any],
+        *,
+        sleep: Callable[[float], None],
+        max_retries: int,
+        page_size: int,
+    ) -> None:
+        self._factory = factory
+        self._sleep = sleep
+        self._max_retries = max_retries
+        self._page_size = page_size
+        self._rng = random.Random()
+        self._local = threading.local()
+        self._lock = threading.Lock()  # guards the two lists below; never over I/O
+        self._services: list[Any] = []
+        self._id_pool: list[str] = []  # ids from files.generateIds, unused yet
+
+    def close(self) -> None:
+        """Close every thread's HTTP connections (best effort); idempotent."""
+        with self._lock:
+            services, self._services = self._services, []
+        for svc in services:
+            try:
+                svc.close()
+            except Exception:  # noqa: BLE001 - best effort on shutdown
+                pass
 
     # -- plumbing -----------------------------------------------------------------------
-    def _svc(self) -> Any:
+    def svc(self) -> Any:
         svc = getattr(self._local, "service", None)
         if svc is None:
             try:
@@ -119,7 +165,7 @@ class _ApiMixin:
                 self._services.append(svc)
         return svc
 
-    def _call(
+    def call(
         self,
         fn: Callable[[], T],
         what: str,
@@ -169,30 +215,36 @@ class _ApiMixin:
                     f"{what} failed: {type(exc).__name__}: {exc}"
                 ) from exc
             attempt += 1
-            limit = 0 if getattr(self._local, "no_retry", False) else self._max_retries
-            if attempt > limit:
-                raise RemoteServiceError(
-                    f"{what} still failing after {limit} retries "
-                    f"({status or type(last).__name__})",
-                    status=status,
-                ) from last
-            # Equal jitter: the delay doubles, drawn from [d/2, d], so retries from
-            # many clients spread out but the wait still grows.
-            ceiling = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1))
-            delay = ceiling * (0.5 + 0.5 * self._rng.random())
-            logger.warning(
-                "Drive %s failed (%s); retry %d/%d in %.2fs",
-                what,
-                status or type(last).__name__,
-                attempt,
-                self._max_retries,
-                delay,
-            )
-            self._sleep(delay)
+            self._wait_before_retry(attempt, what, status, last)
             if recover is not None:
                 recovered = self._try_recover(recover)
                 if recovered is not None:
                     return recovered
+
+    def _wait_before_retry(
+        self, attempt: int, what: str, status: int | None, last: BaseException
+    ) -> None:
+        """Sleep before retry ``attempt``; raise once the retries are used up."""
+        limit = 0 if getattr(self._local, "no_retry", False) else self._max_retries
+        if attempt > limit:
+            raise RemoteServiceError(
+                f"{what} still failing after {limit} retries "
+                f"({status or type(last).__name__})",
+                status=status,
+            ) from last
+        # Equal jitter: the delay doubles, drawn from [d/2, d], so retries from
+        # many clients spread out but the wait still grows.
+        ceiling = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1))
+        delay = ceiling * (0.5 + 0.5 * self._rng.random())
+        logger.warning(
+            "Drive %s failed (%s); retry %d/%d in %.2fs",
+            what,
+            status or type(last).__name__,
+            attempt,
+            self._max_retries,
+            delay,
+        )
+        self._sleep(delay)
 
     def _try_recover(self, recover: Callable[[], T | None]) -> T | None:
         """Run ``recover`` once, without retries of its own; failures mean "no"."""
@@ -215,12 +267,12 @@ class _ApiMixin:
             return PermissionDenied(message)
         return RemoteServiceError(message, status=status)
 
-    def _new_id(self) -> str:
+    def new_id(self) -> str:
         """Return a file id from ``files.generateIds`` (fetched ``ID_BATCH`` at a time)."""
         with self._lock:
             if self._id_pool:
                 return str(self._id_pool.pop())
-        got = self._execute(
+        got = self.execute(
             lambda s: s.files().generateIds(count=ID_BATCH, space="drive"),
             "files.generateIds",
         )
@@ -231,14 +283,14 @@ class _ApiMixin:
             self._id_pool.extend(ids[1:])
         return ids[0]
 
-    def _get_meta(self, file_id: str, what: str = "get file") -> dict[str, Any]:
+    def get_meta(self, file_id: str, what: str = "get file") -> dict[str, Any]:
         return dict(
-            self._execute(
+            self.execute(
                 lambda s: s.files().get(fileId=file_id, fields=FILE_FIELDS), what
             )
         )
 
-    def _create(
+    def create(
         self, body: dict[str, Any], what: str, media: Any = None
     ) -> dict[str, Any]:
         """``files.create`` of ``body`` (which carries a generated ``id``) exactly once.
@@ -252,15 +304,15 @@ class _ApiMixin:
 
         def recover() -> dict[str, Any] | None:
             try:
-                return self._get_meta(file_id)
+                return self.get_meta(file_id)
             except MessageNotFound:
                 return None
 
         try:
             return dict(
-                self._call(
+                self.call(
                     lambda: (
-                        self._svc()
+                        self.svc()
                         .files()
                         .create(body=body, media_body=media, fields=FILE_FIELDS)
                         .execute()
@@ -272,20 +324,20 @@ class _ApiMixin:
         except RemoteServiceError as exc:
             if exc.status != 409:
                 raise
-            return self._get_meta(file_id)
+            return self.get_meta(file_id)
 
-    def _execute(self, request_fn: Callable[[Any], Any], what: str) -> Any:
+    def execute(self, request_fn: Callable[[Any], Any], what: str) -> Any:
         """Build a request on this thread's service and execute it, with retries."""
-        return self._call(lambda: request_fn(self._svc()).execute(), what)
+        return self.call(lambda: request_fn(self.svc()).execute(), what)
 
-    def _list_all(
+    def list_all(
         self, q: str, what: str, fields: str = LIST_FIELDS
     ) -> list[dict[str, Any]]:
         """Run ``files.list`` and follow ``nextPageToken`` to the end."""
         out: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            page = self._execute(
+            page = self.execute(
                 lambda s, t=token: s.files().list(
                     q=q,
                     pageSize=self._page_size,
@@ -301,7 +353,15 @@ class _ApiMixin:
             if not token:
                 return out
 
-    def _delete_batch(self, targets: Sequence[tuple[str, str]]) -> None:
+    def delete_batch(
+        self, targets: Sequence[tuple[str, str]], gone: Callable[[str], None]
+    ) -> list[tuple[str, str]]:
+        """Delete ``(file id, key)`` targets in one batch request.
+
+        ``gone(file_id)`` is called for each file that is deleted or was already
+        gone; returns the targets whose part failed (throttled), for the caller
+        to retry one by one with backoff.
+        """
         failed: list[tuple[str, str]] = []
 
         def callback(request_id: str, _response: Any, exc: Exception | None) -> None:
@@ -312,17 +372,16 @@ class _ApiMixin:
                 or status == 404
                 or (status == 403 and http_reason(exc) == "insufficientFilePermissions")
             ):
-                self._forget_file(fid)
+                gone(fid)
             else:
                 failed.append((fid, key))
 
         def run() -> None:
-            svc = self._svc()
+            svc = self.svc()
             batch = svc.new_batch_http_request(callback=callback)
             for i, (fid, _) in enumerate(targets):
                 batch.add(svc.files().delete(fileId=fid), request_id=str(i))
             batch.execute()
 
-        self._call(run, "batch delete")
-        for fid, key in failed:  # throttled parts: retry one by one with backoff
-            self._delete_id(fid, key)
+        self.call(run, "batch delete")
+        return failed

@@ -8,12 +8,9 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from syft_flwr.errors import ConfigError
-
-if TYPE_CHECKING:
-    from syft_flwr.transports.gdrive.transport import GDriveTransport
 
 __all__ = ["DRIVE_SCOPES", "rerooted_drive_discovery"]
 
@@ -93,122 +90,71 @@ def _authorized_service_factory(
     return factory
 
 
-class _ConstructorsMixin:
-    """Ways to build the transport from credentials."""
+def token_file_factory(
+    path: str | os.PathLike[str],
+    *,
+    api_root: str | None,
+    token_uri: str | None,
+    http_timeout: float,
+) -> Callable[[], Any]:
+    """A service factory from an OAuth *authorized user* token file.
 
-    # -- construction helpers ---------------------------------------------------------
-    @classmethod
-    def from_token_file(
-        cls,
-        identity: str,
-        path: str | os.PathLike[str],
-        *,
-        api_root: str | None = None,
-        token_uri: str | None = None,
-        http_timeout: float = 120.0,
-        **kwargs: Any,
-    ) -> GDriveTransport:
-        """Build a transport from an OAuth *authorized user* token file.
+    Refreshed access tokens are written back to ``path`` with mode ``0600``.
 
-        Refreshed access tokens are written back to ``path`` with mode ``0600``.
-        The token is never logged.
+    Raises
+    ------
+    ConfigError
+        If the file is missing or is not an authorized-user token.
+    """
+    from google.oauth2.credentials import Credentials
 
-        Parameters
-        ----------
-        identity:
-            The account's email.
-        path:
-            ``token.json`` as written by ``Credentials.to_json()``.
-        api_root:
-            Root URL of a Drive-compatible server (default: Google).
-        token_uri:
-            OAuth token endpoint override. google-auth ignores the ``token_uri``
-            stored in the file and always uses Google's, so tests pass the fake's.
-        http_timeout:
-            Socket timeout in seconds of each thread's HTTP connection.
-        **kwargs:
-            Passed to the constructor.
+    class _Creds(_PersistingCredentialsMixin, Credentials):
+        pass
 
-        Raises
-        ------
-        ConfigError
-            If the file is missing or is not an authorized-user token.
-        """
-        from google.oauth2.credentials import Credentials
+    token_path = Path(path)
+    try:
+        creds = _Creds.from_authorized_user_file(str(token_path), list(DRIVE_SCOPES))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load Drive token file {token_path}: {exc}") from None
+    if token_uri is not None:
+        creds = creds.with_token_uri(token_uri)
+    creds._syft_path = token_path
+    document = rerooted_drive_discovery(api_root) if api_root else None
+    return _authorized_service_factory(creds, document, http_timeout)
 
-        class _Creds(_PersistingCredentialsMixin, Credentials):
-            pass
 
-        token_path = Path(path)
-        try:
-            creds = _Creds.from_authorized_user_file(
-                str(token_path), list(DRIVE_SCOPES)
-            )
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"cannot load Drive token file {token_path}: {exc}"
-            ) from None
-        if token_uri is not None:
-            creds = creds.with_token_uri(token_uri)
-        creds._syft_path = token_path
-        document = rerooted_drive_discovery(api_root) if api_root else None
-        factory = _authorized_service_factory(creds, document, http_timeout)
-        return cls(identity, factory, **kwargs)
+def service_account_factory(
+    identity: str,
+    path: str | os.PathLike[str],
+    *,
+    api_root: str | None,
+    http_timeout: float,
+) -> Callable[[], Any]:
+    """A service factory from a service-account key file (impersonating
+    ``identity`` when it is not the account's own email).
 
-    @classmethod
-    def from_service_account(
-        cls,
-        identity: str,
-        path: str | os.PathLike[str],
-        *,
-        api_root: str | None = None,
-        http_timeout: float = 120.0,
-        **kwargs: Any,
-    ) -> GDriveTransport:
-        """Build a transport from a service-account key file.
+    Raises
+    ------
+    ConfigError
+        If the key file cannot be loaded.
+    """
+    from google.oauth2 import service_account
 
-        If ``identity`` is not the service account's own email, the account
-        impersonates ``identity`` (Workspace domain-wide delegation).
-        """
-        from google.oauth2 import service_account
-
-        try:
-            creds = service_account.Credentials.from_service_account_file(
-                str(path), scopes=list(DRIVE_SCOPES)
-            )
-        except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"cannot load service account file {path}: {exc}"
-            ) from None
-        if creds.service_account_email.lower() != identity.strip().lower():
-            creds = creds.with_subject(identity.strip().lower())
-        document = rerooted_drive_discovery(api_root) if api_root else None
-        return cls(
-            identity,
-            _authorized_service_factory(creds, document, http_timeout),
-            **kwargs,
+    try:
+        creds = service_account.Credentials.from_service_account_file(
+            str(path), scopes=list(DRIVE_SCOPES)
         )
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load service account file {path}: {exc}") from None
+    if creds.service_account_email.lower() != identity.strip().lower():
+        creds = creds.with_subject(identity.strip().lower())
+    document = rerooted_drive_discovery(api_root) if api_root else None
+    return _authorized_service_factory(creds, document, http_timeout)
 
-    @classmethod
-    def from_api_root(
-        cls,
-        identity: str,
-        root_url: str,
-        credentials: Any,
-        *,
-        http_timeout: float = 120.0,
-        **kwargs: Any,
-    ) -> GDriveTransport:
-        """Build a transport talking to any Drive v3-compatible server at ``root_url``.
 
-        Parameters
-        ----------
-        root_url:
-            e.g. ``FakeDriveServer.url`` or ``https://www.googleapis.com/``.
-        credentials:
-            google-auth credentials (``Credentials(token="fake:<email>")`` for the
-            fake server).
-        """
-        document = rerooted_drive_discovery(root_url)
-        factory = _authorized_service_factory(credentials, document, http_timeout)
-        return cls(identity, factory, **kwargs)
+def api_root_factory(
+    root_url: str, credentials: Any, *, http_timeout: float
+) -> Callable[[], Any]:
+    """A service factory for any Drive v3-compatible server at ``root_url``."""
+    document = rerooted_drive_discovery(root_url)
+    return _authorized_service_factory(credentials, document, http_timeout)

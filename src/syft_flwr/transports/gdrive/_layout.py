@@ -1,19 +1,25 @@
-"""Layout on Drive: channel folder names, key parties, and the index records."""
+"""Layout on Drive: channel folder names, key parties, the index records, and
+who may take part (:class:`Peers`)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, unquote
 
+from syft_flwr.errors import PermissionDenied
 from syft_flwr.transports.base import RpcPath, check_key
 
 __all__ = [
     "CHANNEL_PREFIX",
     "FOLDER_MIME",
+    "Peers",
     "channel_folder_name",
     "escape_query_value",
+    "file_owner",
     "key_parties",
+    "make_entry",
     "parse_channel_folder_name",
     "parse_shared_folder_key",
     "parse_shared_folder_name",
@@ -204,3 +210,61 @@ class _Entry:
     @property
     def marker(self) -> tuple[str, str, str | None]:
         return (self.file_id, self.modified, self.md5)
+
+
+def make_entry(
+    channel: _Channel,
+    file_id: str,
+    key: str,
+    md5: str | None,
+    size: Any,
+    modified: str,
+) -> _Entry:
+    """Build the index record of a file of ``channel`` (``size`` as Drive sent it)."""
+    return _Entry(
+        file_id=file_id,
+        channel_id=channel.id,
+        key=key,
+        md5=md5,
+        size=int(size) if size is not None else None,
+        modified=modified,
+    )
+
+
+def file_owner(f: dict[str, Any]) -> str:
+    """The lower-cased email of the Drive owner of file metadata ``f``."""
+    owners = f.get("owners") or [{}]
+    return str(owners[0].get("emailAddress", "")).lower()
+
+
+@dataclass(frozen=True)
+class Peers:
+    """Who this transport is, and whom it may read from and write to.
+
+    ``allowed`` is ``None`` when every peer is allowed.
+    """
+
+    identity: str
+    allowed: frozenset[str] | None
+
+    def allows(self, email: str) -> bool:
+        """Whether ``email`` is this identity or an allowed peer."""
+        return email == self.identity or self.allowed is None or email in self.allowed
+
+    def parties_for(self, key: str, *, read: bool = False) -> tuple[str, str]:
+        """Return ``(me, other)`` for a key this identity takes part in.
+
+        With ``read``, a peer's public key (a non-RPC key ``<peer>/...``, e.g. its
+        ``public/did.json``) is readable too: ``other`` is then that peer.
+
+        Raises
+        ------
+        PermissionDenied
+            If this identity is not a party of the key.
+        """
+        a, b = key_parties(key)
+        if read and a == b:
+            return self.identity, a
+        if self.identity not in (a, b):
+            raise PermissionDenied(f"{self.identity} is not a party of {key!r}")
+        return self.identity, b if a == self.identity else a

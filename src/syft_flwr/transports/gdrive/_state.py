@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from syft_flwr.transports.gdrive._auth import _write_private
+from syft_flwr.transports.gdrive._catalog import Catalog
 
-__all__: list[str] = []
+__all__ = ["Bookmarks", "DriveState", "StateFile"]
 
 logger = logging.getLogger("syft_flwr.transports.gdrive")
 
@@ -97,3 +98,78 @@ class StateFile:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _write_private(self.path, text)
             self._saved = text
+
+
+class Bookmarks:
+    """The ids a restart must find again, saved with the catalog.
+
+    Owns this identity's root folder id, the folder ids reserved before their
+    create and the changes feed's page token; :meth:`save` writes them with
+    the catalog's listed channels and files to the :class:`StateFile`.
+    """
+
+    def __init__(self, state_file: StateFile, catalog: Catalog) -> None:
+        self._file = state_file
+        self._catalog = catalog
+        self._lock = threading.Lock()
+        self._root_id: str | None = None
+        self._reserved: dict[str, str] = {}  # slot -> id reserved for a folder
+        self._page_token: str | None = None
+
+    def load(self) -> DriveState:
+        """The saved state; its reserved ids are adopted."""
+        saved = self._file.load()
+        with self._lock:
+            self._reserved = dict(saved.reserved)
+        return saved
+
+    @property
+    def root_id(self) -> str | None:
+        with self._lock:
+            return self._root_id
+
+    def set_root(self, root_id: str | None) -> None:
+        with self._lock:
+            self._root_id = root_id
+
+    def reserved(self, slot: str) -> str | None:
+        with self._lock:
+            return self._reserved.get(slot)
+
+    def reserve(self, slot: str, file_id: str) -> None:
+        with self._lock:
+            self._reserved[slot] = file_id
+
+    def release(self, slot: str) -> None:
+        with self._lock:
+            self._reserved.pop(slot, None)
+
+    @property
+    def page_token(self) -> str | None:
+        with self._lock:
+            return self._page_token
+
+    def set_page_token(self, token: str | None) -> None:
+        with self._lock:
+            self._page_token = token
+
+    def save(self) -> None:
+        """Save root, reserved ids, page token and the catalog together."""
+        with self._lock:
+            if self._root_id is None and not self._reserved:
+                return
+            # The token before the catalog: a change applied in between is then
+            # in the saved index and replayed by the feed, never lost.
+            root_id, reserved = self._root_id, dict(self._reserved)
+            token = self._page_token
+        channels, shared, index = self._catalog.snapshot()
+        self._file.save(
+            DriveState(
+                root_id=root_id,
+                reserved=reserved,
+                channels=channels,
+                shared=shared,
+                page_token=token,
+                index=index,
+            )
+        )

@@ -1,60 +1,81 @@
-"""The Google Drive transport (see the package docstring for the layout)."""
+"""The Google Drive transport (see the package docstring for the layout).
+
+:class:`GDriveTransport` keeps the :class:`Transport` API and delegates to
+collaborators that each own their fields (and lock): ``DriveApi`` (calls),
+``Catalog`` (channels and file index), ``Bookmarks`` (saved ids), ``Folders``
+(root, channels, sharing), ``SharedFolders`` (blob folders), ``ChangesFeed``
+(watches and the poller), ``Reader`` and ``Writer``.
+
+Over 400 lines for a reason: this is the documented public face (the
+:class:`Transport` API with its docstrings, the constructor's parameters and
+the three credential constructors); every method only checks the transport is
+open and delegates.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import builtins
 import logging
 import os
-import random
 import re
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from syft_flwr.errors import (
-    ConfigError,
-    MessageNotFound,
-    PermissionDenied,
-    RemoteServiceError,
-    TransportClosed,
-    TransportError,
+from syft_flwr.errors import ConfigError, TransportClosed
+from syft_flwr.transports.base import KeyCallback, Transport, Watch
+from syft_flwr.transports.gdrive._api import CHUNK_GRANULARITY, DriveApi
+from syft_flwr.transports.gdrive._auth import (
+    api_root_factory,
+    service_account_factory,
+    token_file_factory,
 )
-from syft_flwr.transports.base import HEARTBEAT_NAME, Transport, Watch, check_key
-from syft_flwr.transports.gdrive._api import (
-    CHUNK_GRANULARITY,
-    FILE_FIELDS,
-    SIMPLE_UPLOAD_LIMIT,
-    _ApiMixin,
-    bytes_upload,
-)
-from syft_flwr.transports.gdrive._auth import _ConstructorsMixin
-from syft_flwr.transports.gdrive._changes import _ChangesMixin
-from syft_flwr.transports.gdrive._folders import _FoldersMixin
-from syft_flwr.transports.gdrive._index import _IndexMixin
-from syft_flwr.transports.gdrive._layout import _Channel, _Entry, shared_folder_of
-from syft_flwr.transports.gdrive._state import StateFile
+from syft_flwr.transports.gdrive._catalog import Catalog
+from syft_flwr.transports.gdrive._changes import ChangesFeed
+from syft_flwr.transports.gdrive._folders import Folders
+from syft_flwr.transports.gdrive._index import Reader
+from syft_flwr.transports.gdrive._layout import Peers
+from syft_flwr.transports.gdrive._listing import ChannelLister
+from syft_flwr.transports.gdrive._shared import SharedFolders
+from syft_flwr.transports.gdrive._state import Bookmarks, StateFile
+from syft_flwr.transports.gdrive._writes import Writer
 
 __all__ = ["GDriveTransport"]
 
 logger = logging.getLogger("syft_flwr.transports.gdrive")
 
-_FAST_POLL = 0.25  # seconds between polls right after activity
+
+def _check_settings(
+    identity: str,
+    root_folder_name: str,
+    poll_interval: float,
+    max_retries: int,
+    chunk_size: int,
+    page_size: int,
+) -> None:
+    if "@" not in identity:
+        raise ConfigError(f"identity must be an email, got {identity!r}")
+    if chunk_size <= 0 or chunk_size % CHUNK_GRANULARITY:
+        raise ConfigError("chunk_size must be a positive multiple of 256 KiB")
+    if poll_interval <= 0 or max_retries < 0 or not 1 <= page_size <= 1000:
+        raise ConfigError(
+            "poll_interval > 0, max_retries >= 0 and 1 <= page_size <= 1000"
+        )
+    if not root_folder_name or "/" in root_folder_name:
+        raise ConfigError(f"invalid root_folder_name: {root_folder_name!r}")
 
 
-def _is_heartbeat(key: str) -> bool:
-    return key.rsplit("/", 1)[-1] == HEARTBEAT_NAME
+def _state_path(
+    state_dir: str | os.PathLike[str] | None, identity: str, root_folder_name: str
+) -> Path | None:
+    if state_dir is None:
+        return None
+    safe = re.sub(r"[^A-Za-z0-9_.@+-]", "_", f"{identity}-{root_folder_name}")
+    return Path(state_dir) / f"{safe}.json"
 
 
-class GDriveTransport(
-    _ConstructorsMixin,
-    _ApiMixin,
-    _FoldersMixin,
-    _IndexMixin,
-    _ChangesMixin,
-    Transport,
-):
+class GDriveTransport(Transport):
     """Move files between datasites through shared Google Drive folders.
 
     See the module docstring for the layout on Drive.
@@ -130,87 +151,183 @@ class GDriveTransport(
         # lower-cased: on Drive the whole address is folded (SyftBox keeps the
         # local part exactly).
         super().__init__(identity.lower())
-        if "@" not in self.identity:
-            raise ConfigError(f"identity must be an email, got {identity!r}")
-        if chunk_size <= 0 or chunk_size % CHUNK_GRANULARITY:
-            raise ConfigError("chunk_size must be a positive multiple of 256 KiB")
-        if poll_interval <= 0 or max_retries < 0 or not 1 <= page_size <= 1000:
-            raise ConfigError(
-                "poll_interval > 0, max_retries >= 0 and 1 <= page_size <= 1000"
-            )
-        if not root_folder_name or "/" in root_folder_name:
-            raise ConfigError(f"invalid root_folder_name: {root_folder_name!r}")
-        self._factory = service_factory
+        _check_settings(
+            self.identity,
+            root_folder_name,
+            poll_interval,
+            max_retries,
+            chunk_size,
+            page_size,
+        )
         self._root_name = root_folder_name
-        self._allowed = (
+        allowed = (
             None
             if allowed_peers is None
-            else {p.strip().lower() for p in allowed_peers}
+            else frozenset(p.strip().lower() for p in allowed_peers)
         )
-        self._sleep = sleep
-        self._clock = clock
-        self._poll_interval = poll_interval
-        self._fast_poll = min(_FAST_POLL, poll_interval)
-        self._max_retries = max_retries
-        self._chunk_size = chunk_size
-        self._page_size = page_size
-        self._reconcile_interval = reconcile_interval
-        self._discovery_every = discovery_interval
-        safe = re.sub(r"[^A-Za-z0-9_.@+-]", "_", f"{self.identity}-{root_folder_name}")
-        self._state_file = StateFile(
-            Path(state_dir) / f"{safe}.json" if state_dir is not None else None,
+        self._peers = Peers(self.identity, allowed)
+        self._api = DriveApi(
+            service_factory, sleep=sleep, max_retries=max_retries, page_size=page_size
+        )
+        self._catalog = Catalog(self.identity)
+        state = StateFile(
+            _state_path(state_dir, self.identity, root_folder_name),
             self.identity,
             root_folder_name,
         )
-        self._rng = random.Random()
+        self._bookmarks = Bookmarks(state, self._catalog)
+        self._wire(
+            clock=clock,
+            poll_interval=poll_interval,
+            chunk_size=chunk_size,
+            reconcile_interval=reconcile_interval,
+            discovery_interval=discovery_interval,
+        )
 
-        self._local = threading.local()
-        self._services: list[Any] = []
-        self._lock = threading.RLock()  # guards the caches below; never held over I/O
-        self._setup_lock = threading.RLock()  # serializes folder creation
-        self._key_locks = [threading.Lock() for _ in range(64)]
-        self._verified = False
-        self._rescan = False  # the saved state proved stale: start afresh
-        self._root_id: str | None = None
-        self._reserved: dict[str, str] = {}  # slot -> id reserved for a folder
-        self._id_pool: list[str] = []  # ids from files.generateIds, unused yet
-        self._share_checked: set[str] = set()  # peers whose sharing prepare() fixed
-        self._channels: dict[str, _Channel] = {}  # folder id -> channel
-        self._write_ids: dict[str, str] = {}  # reader -> my channel folder id
-        self._public_shared: set[tuple[str, str]] = set()  # (public cid, peer)
-        self._loaded: set[str] = set()  # channel ids whose listing is in the index
-        self._index: dict[tuple[str, str], _Entry] = {}  # (channel id, key) -> entry
-        self._by_file: dict[str, tuple[str, str]] = {}  # file id -> (channel id, key)
-        self._index_changed = False
-        self._last_discovery: float | None = None
-        self._shared_searched: dict[str, float] = {}  # folder key -> last search
+    def _wire(
+        self,
+        *,
+        clock: Callable[[], float],
+        poll_interval: float,
+        chunk_size: int,
+        reconcile_interval: float,
+        discovery_interval: float,
+    ) -> None:
+        """Build the collaborators above the catalog, each given what it uses."""
+        peers, api, catalog, marks = (
+            self._peers,
+            self._api,
+            self._catalog,
+            self._bookmarks,
+        )
+        self._lister = ChannelLister(self.identity, api, catalog)
+        lister = self._lister
+        self._folders = Folders(
+            peers,
+            api,
+            catalog,
+            marks,
+            lister,
+            root_name=self._root_name,
+            clock=clock,
+            discovery_interval=discovery_interval,
+        )
+        self._feed = ChangesFeed(
+            self.identity,
+            api,
+            catalog,
+            marks,
+            self._folders,
+            lister,
+            clock=clock,
+            poll_interval=poll_interval,
+            reconcile_interval=reconcile_interval,
+        )
+        self._shared = SharedFolders(
+            peers,
+            api,
+            catalog,
+            marks,
+            self._folders,
+            lister,
+            sync_for=self._feed.sync_for,
+            clock=clock,
+        )
+        parts = (peers, api, catalog, self._folders, lister, self._feed, self._shared)
+        self._reader = Reader(*parts, chunk_size=chunk_size)
+        self._writer = Writer(*parts, chunk_size=chunk_size)
 
-        self._watches: list[Watch] = []
-        self._notified: dict[tuple[str, str], tuple[str, str, str | None]] = {}
-        self._baseline: dict[tuple[str, str], tuple[str, str, str | None]] = {}
-        self._baseline_taken = False
-        self._poll_lock = threading.RLock()  # one feed poll at a time
-        self._to_fire: list[str] = []  # keys noticed, callbacks not yet run
-        self._last_poll_start: float | None = None
-        self._asked: dict[str, float] = {}  # question -> when last asked
-        self._page_token: str | None = None
-        self._poller: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._activity = threading.Event()
-        self._next_reconcile = 0.0
-        self._delay = self._fast_poll
-        #: Completed polls; each makes one ``changes.list`` call (more only when a
-        #: single poll has more than 1000 changes to page through).
-        self.poll_count = 0
+    # -- construction helpers ---------------------------------------------------------
+    @classmethod
+    def from_token_file(
+        cls,
+        identity: str,
+        path: str | os.PathLike[str],
+        *,
+        api_root: str | None = None,
+        token_uri: str | None = None,
+        http_timeout: float = 120.0,
+        **kwargs: Any,
+    ) -> GDriveTransport:
+        """Build a transport from an OAuth *authorized user* token file.
+
+        Refreshed access tokens are written back to ``path`` with mode ``0600``.
+        The token is never logged.
+
+        Parameters
+        ----------
+        identity:
+            The account's email.
+        path:
+            ``token.json`` as written by ``Credentials.to_json()``.
+        api_root:
+            Root URL of a Drive-compatible server (default: Google).
+        token_uri:
+            OAuth token endpoint override. google-auth ignores the ``token_uri``
+            stored in the file and always uses Google's, so tests pass the fake's.
+        http_timeout:
+            Socket timeout in seconds of each thread's HTTP connection.
+        **kwargs:
+            Passed to the constructor.
+
+        Raises
+        ------
+        ConfigError
+            If the file is missing or is not an authorized-user token.
+        """
+        factory = token_file_factory(
+            path, api_root=api_root, token_uri=token_uri, http_timeout=http_timeout
+        )
+        return cls(identity, factory, **kwargs)
+
+    @classmethod
+    def from_service_account(
+        cls,
+        identity: str,
+        path: str | os.PathLike[str],
+        *,
+        api_root: str | None = None,
+        http_timeout: float = 120.0,
+        **kwargs: Any,
+    ) -> GDriveTransport:
+        """Build a transport from a service-account key file.
+
+        If ``identity`` is not the service account's own email, the account
+        impersonates ``identity`` (Workspace domain-wide delegation).
+        """
+        factory = service_account_factory(
+            identity, path, api_root=api_root, http_timeout=http_timeout
+        )
+        return cls(identity, factory, **kwargs)
+
+    @classmethod
+    def from_api_root(
+        cls,
+        identity: str,
+        root_url: str,
+        credentials: Any,
+        *,
+        http_timeout: float = 120.0,
+        **kwargs: Any,
+    ) -> GDriveTransport:
+        """Build a transport talking to any Drive v3-compatible server at ``root_url``.
+
+        Parameters
+        ----------
+        root_url:
+            e.g. ``FakeDriveServer.url`` or ``https://www.googleapis.com/``.
+        credentials:
+            google-auth credentials (``Credentials(token="fake:<email>")`` for the
+            fake server).
+        """
+        factory = api_root_factory(root_url, credentials, http_timeout=http_timeout)
+        return cls(identity, factory, **kwargs)
 
     def _check_open(self) -> None:
         if self._closed:
             raise TransportClosed("the Google Drive transport is closed")
 
-    def _allowed_peer(self, email: str) -> bool:
-        return email == self.identity or self._allowed is None or email in self._allowed
-
-    # -- primitives ------------------------------------------------------------------------------
+    # -- primitives --------------------------------------------------------------------
     def put(self, key: str, data: bytes) -> None:
         """Upload ``data`` under ``key`` into this identity's channel folder.
 
@@ -226,129 +343,7 @@ class GDriveTransport(
             If Drive keeps failing after the retries.
         """
         self._check_open()
-        folder_key = shared_folder_of(check_key(key))
-        if folder_key is not None:
-            self._put_shared(key, folder_key, bytes(data))
-            return
-        _, other = self._parties_for(key)
-        if not self._allowed_peer(other):
-            raise PermissionDenied(f"{other} is not an allowed peer")
-        data = bytes(data)
-        with self._key_locks[hash(key) % len(self._key_locks)]:
-            for attempt in range(2):
-                cid = self._write_channel(other, create=True)
-                assert cid is not None
-                try:
-                    self._put_in(cid, key, data)
-                    break
-                except MessageNotFound:
-                    if attempt:
-                        raise
-                    # The saved channel folder is gone: forget it, rescan, recreate.
-                    self._forget_channel(cid)
-                    with self._lock:
-                        self._root_id = None
-                        self._rescan = True
-        if not _is_heartbeat(key):  # a beat is not work: polling stays slow
-            self._activity.set()
-
-    def _put_shared(self, key: str, folder_key: str, data: bytes) -> None:
-        """Upload into my shared blob folder (created unshared if :meth:`share`
-        did not make it first)."""
-        if folder_key.split("/", 1)[0] != self.identity:
-            raise PermissionDenied(f"{key!r} is in another datasite's shared folder")
-        with self._key_locks[hash(key) % len(self._key_locks)]:
-            cid = self._shared_id(folder_key, create=True)
-            assert cid is not None
-            try:
-                self._put_in(cid, key, data)
-            except MessageNotFound:
-                # Deleted behind our back: its readers are gone with it, so a
-                # new folder would not reach them. Forget it and fail loudly.
-                self._forget_channel(cid)
-                raise
-            except TransportError:
-                # The caller falls back to a copy per request: a folder still
-                # empty would never be listed, hence never swept. Remove it.
-                self._drop_if_empty(cid)
-                raise
-        self._activity.set()
-
-    def _put_in(self, cid: str, key: str, data: bytes) -> None:
-        with self._lock:
-            channel = self._channels.get(cid)
-            loaded = cid in self._loaded
-            entry = self._index.get((cid, key))
-        if channel is None:  # forgotten meanwhile (its folder was removed)
-            raise MessageNotFound(f"channel folder {cid} is gone")
-        if entry is None and not loaded:
-            # Once per channel: afterwards my own index is authoritative for it.
-            self._list_channel(channel)
-            with self._lock:
-                entry = self._index.get((cid, key))
-        result: dict[str, Any] | None = None
-        if entry is not None:
-            try:
-                result = self._upload(data, key, cid, file_id=entry.file_id)
-            except MessageNotFound:
-                self._drop_entry((cid, key))  # deleted behind our back: create anew
-        if result is None:
-            result = self._upload(data, key, cid, file_id=None)
-        if result.get("md5Checksum") not in (None, hashlib.md5(data).hexdigest()):
-            raise RemoteServiceError(f"upload of {key!r} was corrupted (md5 mismatch)")
-        new = self._entry_for(channel, result)
-        if new is not None:
-            self._remember(new)
-
-    def _upload(
-        self, data: bytes, key: str, cid: str, *, file_id: str | None
-    ) -> dict[str, Any]:
-        resumable = len(data) > SIMPLE_UPLOAD_LIMIT
-        media = bytes_upload(data, self._chunk_size, resumable=resumable)
-        body: dict[str, Any] = {}
-        if file_id is None:
-            body = {
-                "id": self._new_id(),
-                "name": key,
-                "parents": [cid],
-                "mimeType": "application/octet-stream",
-            }
-        if not resumable:
-            if file_id is None:
-                return self._create(body, "upload", media)
-            return dict(
-                self._call(
-                    lambda: (
-                        self._svc()
-                        .files()
-                        .update(fileId=file_id, media_body=media, fields=FILE_FIELDS)
-                        .execute()
-                    ),
-                    "upload",
-                )
-            )
-        # Resumable: the session URL survives failures, so each chunk is retried on
-        # its own; a repeated session for the same id ends in 409, not a 2nd file.
-        svc = self._svc()
-        if file_id is None:
-            request = svc.files().create(
-                body=body, media_body=media, fields=FILE_FIELDS
-            )
-        else:
-            request = svc.files().update(
-                fileId=file_id, media_body=media, fields=FILE_FIELDS
-            )
-        response = None
-        try:
-            while response is None:
-                _, response = self._call(
-                    request.next_chunk, "resumable upload", resumable=True
-                )
-        except RemoteServiceError as exc:
-            if exc.status != 409 or file_id is not None:
-                raise
-            return self._get_meta(str(body["id"]))
-        return dict(response)
+        self._writer.put(key, data)
 
     def delete(self, key: str) -> None:
         """Delete this identity's file under ``key``.
@@ -357,85 +352,143 @@ class GDriveTransport(
         peer's channel is left alone (silently): the peer must delete it.
         """
         self._check_open()
-        check_key(key)
-        if shared_folder_of(key) is not None:
-            self.delete_many([key])  # the folder goes with its last file
-            return
-        try:
-            _, other = self._parties_for(key)
-        except PermissionDenied:
-            return
-        for file_id in self._my_file_ids(key, other):
-            self._delete_id(file_id, key)
-
-    def _my_file_ids(self, key: str, other: str) -> list[str]:
-        cid = self._write_channel(other, create=False)
-        if cid is None:
-            return []
-        with self._lock:
-            channel = self._channels.get(cid)
-            entry = self._index.get((cid, key))
-        if entry is not None:
-            return [entry.file_id]
-        if channel is None or cid in self._loaded:
-            return []  # only I write there, and the index has all of it
-        return [e.file_id for e in self._list_channel(channel) if e.key == key]
-
-    def _delete_id(self, file_id: str, key: str) -> None:
-        try:
-            self._execute(lambda s: s.files().delete(fileId=file_id), "delete")
-        except (MessageNotFound, PermissionDenied):
-            pass  # already gone, or not ours to delete
-        self._forget_file(file_id)
+        self._writer.delete(key)
 
     def delete_many(self, keys: Iterable[str]) -> None:
         """Delete several of this identity's keys with batched ``files.delete`` calls."""
         self._check_open()
-        targets: list[tuple[str, str]] = []
-        shared: dict[str, set[str]] = {}  # my shared folder id -> keys to delete
-        for key in keys:
-            check_key(key)
-            folder_key = shared_folder_of(key)
-            if folder_key is not None:
-                cid = self._my_shared_id(folder_key)
-                if cid is not None:
-                    shared.setdefault(cid, set()).add(key)
-                continue
-            try:
-                _, other = self._parties_for(key)
-            except PermissionDenied:
-                continue
-            targets += [(fid, key) for fid in self._my_file_ids(key, other)]
-        for cid, doomed in shared.items():
-            targets += self._delete_shared(cid, doomed)
-        for start in range(0, len(targets), 100):  # Drive's per-batch cap
-            self._delete_batch(targets[start : start + 100])
+        self._writer.delete_many(keys)
 
-    def _my_shared_id(self, folder_key: str) -> str | None:
-        if folder_key.split("/", 1)[0] != self.identity:
-            return None  # only its owner deletes a shared folder's files
-        return self._shared_id(folder_key)
+    def get(self, key: str) -> bytes:
+        """Return the bytes under ``key`` (mine first, then the peer's copy).
 
-    def _delete_shared(self, cid: str, doomed: set[str]) -> list[tuple[str, str]]:
-        """Delete ``doomed`` keys of my shared folder ``cid``.
-
-        When they are all it holds (my index of it is complete: only I write
-        there), the folder itself goes, with one ``files.delete``; its readers'
-        access goes with it. Otherwise returns the files to delete one by one.
+        Raises
+        ------
+        MessageNotFound
+            If neither channel holds the key (yet).
         """
-        with self._lock:
-            channel = self._channels.get(cid)
-            loaded = cid in self._loaded
-        if channel is None:
-            return []
-        if not loaded:
-            self._list_channel(channel)
-        with self._lock:
-            held = {k: e.file_id for (c, k), e in self._index.items() if c == cid}
-        if set(held) <= doomed:
-            self._delete_folder(cid)
-            return []
-        return [(held[k], k) for k in sorted(doomed) if k in held]
+        self._check_open()
+        return self._reader.get(key)
+
+    def read_limited(self, key: str, max_bytes: int) -> bytes:
+        """Read an untrusted file: refused before downloading if Drive says it is
+        larger than ``max_bytes``, and the download stops past the limit."""
+        self._check_open()
+        return self._reader.read_limited(key, max_bytes)
+
+    def exists(self, key: str) -> bool:
+        """Return whether ``key`` exists.
+
+        My own files are answered from the index (only this identity deletes
+        them); a peer's indexed file is confirmed with one ``files.get`` by id,
+        which, unlike search, is strongly consistent. A miss costs at most one
+        ``changes.list``, shared with other misses.
+        """
+        self._check_open()
+        return self._reader.exists(key)
+
+    def list(self, prefix: str) -> list[str]:
+        """Return the keys under ``prefix`` in every channel this identity can read.
+
+        Answered from the index after one (shared) poll of the changes feed, so a
+        file a peer has just written is included.
+        """
+        self._check_open()
+        return self._reader.list(prefix)
+
+    def watch(self, prefix: str, callback: KeyCallback) -> Watch:
+        """Call ``callback(key)`` for files created or replaced under ``prefix``.
+
+        Callbacks run on the poller thread, or on a thread whose read polled the
+        feed; never while a poll is in progress, so they may call the transport.
+        """
+        self._check_open()
+        return self._feed.watch(prefix, callback)
+
+    # -- shared blob folders ---------------------------------------------------------
+    def share(self, folder: str, readers: Sequence[str]) -> None:
+        """Create my shared blob folder ``folder`` and let ``readers`` (only) read it.
+
+        ``folder`` must be ``<me>/app_data/<app>/blobs/<group>``. It becomes one
+        Drive folder in my root (``syft_flwr#v1#<me>#shared#<app>#<group>``) with a
+        ``reader`` permission per reader: one ``files.create`` plus one
+        ``permissions.create`` per reader. Re-sharing an existing folder adds the
+        permissions again (Drive keeps one per user).
+
+        Raises
+        ------
+        PermissionDenied
+            If the folder is not this identity's, or a reader is not an allowed peer.
+        ConfigError
+            If ``folder`` is not a shared blob folder key.
+        """
+        self._check_open()
+        self._shared.share(folder, readers)
+
+    def shared_folders(self, prefix: str) -> builtins.list[str]:
+        """My shared folders under ``prefix``, empty ones included (from my channels)."""
+        self._check_open()
+        return self._shared.shared_folders(prefix)
+
+    def unshare(self, folder: str) -> None:
+        """Delete my shared folder ``folder`` itself: one ``files.delete``.
+
+        Its files, if any are left, go with it (only I write there); its
+        readers' permissions go too.
+        """
+        self._check_open()
+        self._shared.unshare(folder)
+
+    # -- preparation -------------------------------------------------------------------
+    def verify_identity(self) -> None:
+        """Check that the Drive account behind the service is ``identity``.
+
+        Raises
+        ------
+        ConfigError
+            If the credentials belong to another account.
+        """
+        self._folders.verify_identity()
+
+    def prepare(self, app: str, endpoint: str, peers: Sequence[str]) -> None:
+        """Create this identity's channel folders to ``peers`` and share them.
+
+        Idempotent: existing folders are reused and their sharing is repaired
+        (lowered to read-only where an older version granted write access).
+        """
+        self._check_open()
+        self._folders.prepare(peers)
+        super().prepare(app, endpoint, peers)
+
+    def is_prepared(self, owner: str, app: str, endpoint: str) -> bool:
+        """Return whether ``owner``'s channel folder to this identity exists."""
+        self._check_open()
+        owner = owner.strip().lower()
+        if owner == self.identity:
+            return True
+        self._folders.ensure_root()
+        if not self._catalog.incoming(owner):
+            self._feed.sync_for(f"peer:{owner}")  # new shares arrive in the feed
+        if not self._catalog.incoming(owner):
+            self._folders.discover()
+        return bool(self._catalog.incoming(owner))
+
+    # -- the poller --------------------------------------------------------------------
+    @property
+    def poll_count(self) -> int:
+        """Completed polls; each makes one ``changes.list`` call (more only when a
+        single poll has more than 1000 changes to page through)."""
+        return self._feed.poll_count
+
+    @property
+    def current_poll_delay(self) -> float:
+        """Seconds the poller waits before its next ``changes.list`` call."""
+        return self._feed.current_poll_delay
+
+    @property
+    def poller_alive(self) -> bool:
+        """Whether the background poller thread is running."""
+        return self._feed.poller_alive
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def close(self) -> None:
@@ -443,22 +496,10 @@ class GDriveTransport(
         if self._closed:
             return
         super().close()
-        self._stop.set()
-        poller = self._poller
-        if poller is not None and poller is not threading.current_thread():
-            poller.join(timeout=1.0)
-        with self._lock:
-            services, self._services = self._services, []
-            for w in self._watches:
-                w.cancel()
-            self._watches.clear()
-        for svc in services:
-            try:
-                svc.close()
-            except Exception:  # noqa: BLE001 - best effort on shutdown
-                pass
+        self._feed.stop()
+        self._api.close()
         try:
-            self._save_state()
+            self._bookmarks.save()
         except OSError:
             logger.warning("could not save the Drive state", exc_info=True)
 
