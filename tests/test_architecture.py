@@ -112,8 +112,6 @@ KNOWN_BIG = frozenset(
         "syft_flwr.testing.drive_server",
         "syft_flwr.testing.syftbox_network",
         "syft_flwr.transports.base",
-        "syft_flwr.transports.gdrive._folders",
-        "syft_flwr.transports.gdrive.transport",
         "syft_flwr.transports.syftbox",
         "syft_flwr.wire.blobs",
         "syft_flwr.wire.envelope",

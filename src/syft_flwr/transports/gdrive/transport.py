@@ -6,7 +6,7 @@ collaborators that each own their fields (and lock): ``DriveApi`` (calls),
 (root, channels, sharing), ``SharedFolders`` (blob folders), ``ChangesFeed``
 (watches and the poller), ``Reader`` and ``Writer``.
 
-Over 400 lines for a reason: this is the documented public face (the
+Size: over 400 lines for a reason: this is the documented public face (the
 :class:`Transport` API with its docstrings, the constructor's parameters and
 the three credential constructors); every method only checks the transport is
 open and delegates.
