@@ -15,7 +15,16 @@ requests awaiting replies and reading them in an
 :class:`~syft_flwr.researcher.inbox.Inbox`; the resume journal's replay and
 recording in :class:`~syft_flwr.researcher.replay.Resume`; what became of the
 work in :class:`~syft_flwr.researcher.tally.WorkTally`. Each owns its fields and
-its lock; the waiting loops sleep on one :class:`~syft_flwr.researcher.wakeup.Wakeup`.
+its lock; the waiting loops sleep on one :class:`~syft_flwr.researcher.wakeup.Wakeup`,
+and one call's wait for its replies is a :class:`~syft_flwr.researcher.reply_wait.ReplyWait`.
+
+Why this module is over 400 lines: it is the public face, Flower's ``Grid`` API
+(``set_run``, ``run``, ``create_message``, ``get_node_ids``, ``push_messages``,
+``pull_messages`` in both Flower signatures, ``send_and_receive``) and the
+documented extras (``warm_up``, ``withdraw``, ``send_stop_signal``, ``close``,
+``email_of``, ``node_id_of``), each with its documentation. It holds no state
+of its own beyond the run and its settings: what is left here is arguments,
+routing and delegation.
 """
 
 from __future__ import annotations
@@ -52,8 +61,9 @@ from syft_flwr.researcher.inbox import Inbox
 from syft_flwr.researcher.journal import Journal
 from syft_flwr.researcher.outbox import Outbox, Outgoing, split_request
 from syft_flwr.researcher.replay import Resume
+from syft_flwr.researcher.reply_wait import ReplyWait
 from syft_flwr.researcher.roster import Roster
-from syft_flwr.researcher.tally import WorkTally, log_summary, report_progress
+from syft_flwr.researcher.tally import WorkTally, log_summary
 from syft_flwr.researcher.wakeup import Wakeup
 from syft_flwr.serde import SplitMessage
 from syft_flwr.transports.base import Transport
@@ -65,7 +75,6 @@ logger = logging.getLogger("syft_flwr.grid")
 
 DEFAULT_ENDPOINT = "messages"
 PROGRESS_EVERY = 10.0  # seconds between "still waiting" log lines
-DEFERRED_RETRY = 0.25  # seconds between retries of requests not written yet
 
 
 class SyftGrid(Grid):
@@ -523,74 +532,38 @@ class SyftGrid(Grid):
             min(PROGRESS_EVERY, shown.every),
             self._roster.heartbeat_limit()[0],
         )
-        remaining = set(ids)
-        replies: list[Message] = []
+        wait = ReplyWait(
+            ids,
+            timers,
+            shown,
+            pull=lambda mids, full, rej: self._pull(
+                mids, full=full, check_rejected=rej
+            ),
+            give_up=self._give_up_on_silent,
+            inbox=self._inbox,
+            outbox=self._outbox,
+            roster=self._roster,
+            wake=self._wake,
+        )
         try:
-            given_up = self._await(ids, remaining, replies, timers, shown)
+            wait.run()
         finally:
             shown.done()
         log_summary(
-            replies, len(ids), timers.elapsed(), len(given_up), self._roster.find_email
+            wait.replies,
+            len(ids),
+            timers.elapsed(),
+            len(wait.given_up),
+            self._roster.find_email,
         )
-        if remaining:
-            late = self.withdraw(remaining)
+        if wait.remaining:
+            late = self.withdraw(wait.remaining)
             logger.warning(
                 "timed out after %.0f s: no reply from %s; their requests were withdrawn",
                 wait_s,
                 ", ".join(sorted(set(late))) or "?",
             )
-        return replies
-
-    def _await(
-        self,
-        ids: list[str],
-        remaining: set[str],
-        replies: list[Message],
-        timers: WaitTimers,
-        shown: progress.WaitHandle,
-    ) -> set[str]:
-        """Collect replies into ``replies`` until none remains or time is up.
-
-        Returns the message ids given up on (their data owner's heartbeat stopped).
-        """
-        given_up: set[str] = set()
-        first = True
-        while remaining:
-            full = timers.full_pass_due(timers.now())
-            # The first pass comes right after the requests were written: no sync
-            # client has refused them yet, so no rejection marker is looked for
-            # (a folder listing per data owner). Every later full pass looks.
-            pulled = self._pull(
-                list(remaining), full=full, check_rejected=full and not first
-            )
-            first = False
-            for reply in pulled:
-                remaining.discard(reply.metadata.reply_to_message_id)
-                replies.append(reply)
-            gone = self._give_up_on_silent(remaining)
-            given_up |= gone
-            remaining.difference_update(gone)
-            now = timers.now()
-            if not remaining or timers.expired(now):
-                break
-            if timers.progress_due(now):
-                waiting = self._inbox.emails_of(remaining)
-                report_progress(
-                    shown,
-                    len(ids),
-                    len(remaining),
-                    waiting,
-                    replies,
-                    self._roster.find_email,
-                )
-            # File events wake us; deferred requests are retried often; a full
-            # pass every poll interval catches anything events missed.
-            step = DEFERRED_RETRY if self._outbox.has_unsent() else timers.rescan
-            self._wake.wait(
-                lambda: self._inbox.has_arrived(remaining),
-                timeout=timers.sleep_for(now, step),
-            )
-        return given_up
+        return wait.replies
 
     def send_stop_signal(
         self,
