@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 from flwr.app import Message
 
@@ -33,9 +34,9 @@ class WorkTally:
     sent: int = 0
     succeeded: int = 0
     failed: int = 0
-    _lock: threading.Lock = field(
-        default_factory=threading.Lock, init=False, repr=False, compare=False
-    )
+    # One lock for every tally (counting is rare and short): a tally stays a
+    # plain record that copies, pickles and ``asdict()``s as it did before.
+    _lock: ClassVar[threading.Lock] = threading.Lock()
 
     @property
     def all_failed(self) -> bool:
