@@ -978,8 +978,11 @@ def test_first_push_to_a_second_owner_while_a_reply_event_is_dispatched_does_not
     slow = _SlowRLock(
         lambda: isinstance(threading.current_thread(), BaseObserver), entered
     )
-    grid._lock = slow  # type: ignore[assignment]  # noqa: SLF001
-    grid._cv = threading.Condition(slow)  # type: ignore[arg-type]  # noqa: SLF001
+    # Every lock the observer thread takes while dispatching: the inbox's (a reply
+    # event), the roster's (a heartbeat) and the wake-up condition's.
+    grid._inbox._lock = slow  # type: ignore[assignment]  # noqa: SLF001
+    grid._roster._lock = slow  # type: ignore[assignment]  # noqa: SLF001
+    grid._wake._cv = threading.Condition(slow)  # type: ignore[arg-type]  # noqa: SLF001
     # 1) a request to `a`, whose reply event will be dispatched by the observer thread.
     first = grid.push_messages([message_to(grid, a)])
     assert entered.wait(10), "the reply event of the first owner was not dispatched"

@@ -48,11 +48,17 @@ asked (run id, sender node), what (message type, group id) and the content's
 Merkle hash (``RecordDict.object_id``: the same arrays and config). That is the
 fingerprint (:func:`request_fingerprint`), so a data owner that already trained
 on it answers again without running the ClientApp twice.
+
+This module holds the :class:`Journal`; its pieces live beside it and are
+re-exported here: fingerprints (:mod:`~syft_flwr.researcher.fingerprint`),
+the exchange file's layout and durable writes
+(:mod:`~syft_flwr.researcher.journal_file`), the writer thread
+(:mod:`~syft_flwr.researcher.journal_writer`) and the data owner's
+:class:`ReplyCache` (:mod:`~syft_flwr.researcher.reply_cache`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -60,198 +66,47 @@ import shutil
 import struct
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Message
-
 from syft_flwr.crypto.state_mac import StateKey
-from syft_flwr.data_owner.ledger import Ledger
-from syft_flwr.errors import CheckpointError, StateIntegrityError
-from syft_flwr.researcher.journal_seal import TAG_LEN, JournalSeal
-from syft_flwr.serde import (
-    bytes_to_flower_message,
-    flower_message_to_bytes,
-    split_message,
+from syft_flwr.errors import CheckpointError
+from syft_flwr.researcher.fingerprint import _fingerprint as _fingerprint
+from syft_flwr.researcher.fingerprint import (
+    request_fingerprint,
+    request_fingerprints,
 )
-from syft_flwr.wire import frames
-from syft_flwr.wire.blobs import (
-    BlobRef,
-    fsync_local_chunks,
-    read_local_blob,
+from syft_flwr.researcher.journal_file import (
+    Entry,
+    Kept,
+    exchange_index,
+    pack,
+    unpack,
+    write_durable,
 )
+from syft_flwr.researcher.journal_seal import JournalSeal
+from syft_flwr.researcher.journal_writer import JournalWriter
+from syft_flwr.researcher.reply_cache import DEFAULT_CACHED_REPLIES, ReplyCache
+from syft_flwr.wire.blobs import BlobRef, fsync_local_chunks, read_local_blob
 
-__all__ = ["Journal", "ReplyCache", "request_fingerprint", "request_fingerprints"]
+__all__ = [
+    "DEFAULT_CACHED_REPLIES",
+    "Entry",
+    "Journal",
+    "Kept",
+    "ReplyCache",
+    "request_fingerprint",
+    "request_fingerprints",
+]
 
 logger = logging.getLogger("syft_flwr.checkpoint")
 
 JOURNAL_VERSION = 3
-#: How many replies a data owner keeps; only the interrupted phase is re-sent.
-DEFAULT_CACHED_REPLIES = 8
 
-
-def request_fingerprint(
-    msg: Message,
-    *,
-    with_sender: bool = False,
-    content_id: str | None = None,
-    sender: str | None = None,
-) -> str:
-    """A hash that is the same for a request and its re-send after a resume.
-
-    Parameters
-    ----------
-    msg:
-        An instruction Message (with content).
-    with_sender:
-        Include ``run_id`` and ``src_node_id`` (the data owner's view: two
-        researchers or runs never share a cached reply).
-    content_id:
-        The content's Merkle hash as the (authenticated) sender named it in the
-        request, instead of hashing the content here. A sender that names the
-        wrong hash only ever gets its own earlier replies: pass ``sender``.
-    sender:
-        The authenticated sender's email, included when given.
-
-    Returns
-    -------
-    str
-        Hex sha256 of message type, group id, destination node and the content's
-        Merkle hash (message id and creation time are left out on purpose).
-    """
-    content = content_id or (msg.content.object_id if msg.has_content() else "-")
-    return _fingerprint(msg, content, with_sender=with_sender, sender=sender)
-
-
-def request_fingerprints(msgs: Sequence[Message]) -> list[str]:
-    """:func:`request_fingerprint` of each message, in order.
-
-    A content object several messages share (a broadcast: one ``RecordDict``
-    for every data owner) is hashed once: Flower recomputes the Merkle hash on
-    every ``object_id`` read.
-    """
-    hashed: dict[int, str] = {}  # id(content) -> object_id; all alive meanwhile
-    out = []
-    for msg in msgs:
-        content = "-"
-        if msg.has_content():
-            c = msg.content
-            if id(c) not in hashed:
-                hashed[id(c)] = c.object_id
-            content = hashed[id(c)]
-        out.append(_fingerprint(msg, content, with_sender=False))
-    return out
-
-
-def _fingerprint(
-    msg: Message, content: str, *, with_sender: bool, sender: str | None = None
-) -> str:
-    md = msg.metadata
-    parts = [md.message_type, md.group_id, str(md.dst_node_id), content]
-    if with_sender:
-        parts += [str(md.run_id), str(md.src_node_id)]
-    if sender is not None:
-        parts.append(sender)
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
-
-
-def _write_durable(
-    path: Path,
-    data: bytes | Sequence[bytes | memoryview],
-    *,
-    seal: Callable[[bytes], bytes] | None = None,
-) -> None:
-    """Write ``data`` (or its pieces, in order) to ``path`` atomically and durably.
-
-    With ``seal``, the SHA-256 of the bytes is computed as they are written (no
-    second pass over a large reply) and ``seal(digest)`` is appended.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    digest = hashlib.sha256() if seal is not None else None
-    with open(tmp, "wb", opener=lambda p, f: os.open(p, f, 0o600)) as fh:
-        for piece in frames.pieces(data) if isinstance(data, bytes) else data:
-            fh.write(piece)
-            if digest is not None:
-                digest.update(piece)
-        if seal is not None and digest is not None:
-            fh.write(seal(digest.digest()))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-#: A reply kept with its attachments linked into the journal: the framed prefix,
-#: the references (content keys included) and the file stem of each attachment.
-Kept = tuple[bytes, Sequence[BlobRef], Sequence[str]]
-#: What :meth:`Journal.record` takes per request: a reply (or its bytes), a kept
-#: reply, or nothing.
-Entry = Message | bytes | Kept | None
-
-
-def _pack(entries: Sequence[tuple[str, Entry]]) -> list[bytes | memoryview]:
-    """The pieces of one exchange file: a JSON index, then each stored reply.
-
-    Index entries are ``[fingerprint, stored bytes or -1, kept or null]``; a kept
-    reply stores its framed prefix and lists ``[[reference, stem], ...]``; any
-    other reply is stored in its inline (self-contained) form, from its own
-    buffers.
-    """
-    index: list[list[Any]] = []
-    pieces: list[bytes | memoryview] = []
-    for fp, entry in entries:
-        if entry is None:
-            index.append([fp, -1, None])
-        elif isinstance(entry, tuple):
-            prefix, refs, stems = entry
-            kept = [[r.to_json(), st] for r, st in zip(refs, stems, strict=True)]
-            index.append([fp, len(prefix), kept])
-            pieces.append(prefix)
-        elif isinstance(entry, bytes):
-            index.append([fp, len(entry), None])
-            pieces.append(entry)
-        else:
-            split = split_message(entry)
-            index.append(
-                [fp, len(split.prefix) + sum(len(p) for p in split.parts), None]
-            )
-            pieces += [split.prefix, *split.parts]
-    head = json.dumps(index).encode()
-    return [struct.pack(">I", len(head)), head, *pieces]
-
-
-def _unpack(data: bytes, parts_dir: Path) -> list[tuple[str, bytes | None]]:
-    (n,) = struct.unpack(">I", data[:4])
-    head = json.loads(data[4 : 4 + n])
-    view = memoryview(data)
-    pos = 4 + n
-    out: list[tuple[str, bytes | None]] = []
-    for fp, size, kept in head:
-        if size < 0:
-            out.append((fp, None))
-            continue
-        body = bytes(view[pos : pos + size])
-        pos += size
-        if kept:
-            body = frames.FramedBody(
-                body,
-                [
-                    read_local_blob(
-                        parts_dir, BlobRef.from_json(doc, max_size=2**62), stem
-                    )
-                    for doc, stem in kept
-                ],
-            )
-        out.append((fp, body))
-    if pos != len(data):
-        raise ValueError("trailing bytes")
-    return out
+# Names this module had before its pieces moved out (kept for old imports).
+_pack, _unpack, _write_durable, _index = pack, unpack, write_durable, exchange_index
+_Writer = JournalWriter
 
 
 class Journal:
@@ -308,7 +163,7 @@ class Journal:
         self._next = 0
         self._live = False
         self.replayed = 0
-        self._writer = _Writer("syft_flwr-journal")
+        self._writer = JournalWriter("syft_flwr-journal")
         if fresh and self.folder.exists():
             logger.info("--fresh: discarding the saved progress in %s", self.folder)
             shutil.rmtree(self.folder)
@@ -372,7 +227,7 @@ class Journal:
         for f in files:
             try:
                 data = self._seal.opened(self._nonce, self.run_id, f, f.read_bytes())
-                entries = _unpack(data, self.parts_dir)
+                entries = unpack(data, self.parts_dir)
             except (ValueError, struct.error, OSError) as exc:
                 raise CheckpointError(
                     f"corrupt checkpoint file {f}: {exc}; run with --fresh to start over"
@@ -380,7 +235,7 @@ class Journal:
             for fp, body in entries:
                 self._records.setdefault(fp, deque()).append(body)
                 self._unused += 1
-        self._next = 1 + max((_index(f) for f in files), default=-1)
+        self._next = 1 + max((exchange_index(f) for f in files), default=-1)
 
     def begin(self, run_id: int) -> None:
         """Start recording a new run ``run_id`` (records of another run are dropped)."""
@@ -402,7 +257,7 @@ class Journal:
             "owner": self.owner,
         }
         meta["tag"] = self._seal.tag_meta(meta)
-        _write_durable(self.folder / "run.json", json.dumps(meta).encode())
+        write_durable(self.folder / "run.json", json.dumps(meta).encode())
 
     def replay(self, fingerprints: Sequence[str]) -> list[bytes | None] | None:
         """Return the recorded replies for one call, or ``None`` to go live.
@@ -454,7 +309,7 @@ class Journal:
         ]
         # Packed now (references to the replies' immutable buffers, no copy);
         # written and fsynced by the writer thread, off the ServerApp's path.
-        pieces = _pack(entries)
+        pieces = pack(entries)
         path = self.folder / f"{n:08d}.exchange"
         seal = self._seal.sealer(self._nonce, self.run_id, path.name)
 
@@ -462,7 +317,7 @@ class Journal:
             if kept:
                 # The linked chunks and their new names, before the record.
                 fsync_local_chunks(self.parts_dir, kept)
-            _write_durable(path, pieces, seal=seal)
+            write_durable(path, pieces, seal=seal)
 
         self._writer.submit(write)
 
@@ -484,201 +339,3 @@ class Journal:
         """The run completed: forget it, so the next command starts a new run."""
         self._writer.close()
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _index(path: Path) -> int:
-    """The sequence number of an exchange file ``<nnnnnnnn>.exchange``."""
-    try:
-        return int(path.stem)
-    except ValueError:
-        return -1
-
-
-class _Writer:
-    """One background thread that runs write jobs in order (FIFO)."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._jobs: deque[Callable[[], None]] = deque()
-        self._cv = threading.Condition()
-        self._busy = False
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._cv:
-            self._raise_locked()
-            self._jobs.append(job)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name=self._name, daemon=True
-                )
-                self._thread.start()
-            self._cv.notify_all()
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                if not self._cv.wait_for(lambda: bool(self._jobs), timeout=30.0):
-                    self._thread = None
-                    return
-                job = self._jobs[0]
-                self._busy = True
-            try:
-                job()
-            except BaseException as exc:  # surfaced by the next submit/flush
-                logger.error("could not write the resume checkpoint: %s", exc)
-                with self._cv:
-                    self._error = exc
-            finally:
-                with self._cv:
-                    self._jobs.popleft()
-                    self._busy = False
-                    self._cv.notify_all()
-
-    def _raise_locked(self) -> None:
-        if self._error is not None:
-            exc, self._error = self._error, None
-            raise CheckpointError(
-                f"could not write the resume checkpoint: {exc}"
-            ) from exc
-
-    def flush(self) -> None:
-        with self._cv:
-            self._cv.wait_for(lambda: not self._jobs)
-            self._raise_locked()
-
-    def close(self) -> None:
-        with self._cv:
-            self._cv.wait_for(lambda: not self._jobs)
-            self._error = None
-
-
-class ReplyCache:
-    """A data owner's last replies, keyed by :func:`request_fingerprint`.
-
-    Two ways to keep them:
-
-    * on the serving loop's ledger (:meth:`on_ledger`, what
-      :func:`~syft_flwr.data_owner.handler.run_data_owner` uses):
-      the reply the loop stores for the request anyway gets the fingerprint as
-      an alias, so each reply is written once, before it is sent; the ledger
-      keeps the newest ``keep`` of them;
-    * in a folder of its own (``ReplyCache(folder)``): one file per reply,
-      fsynced before it is sent (a handler called without a serving loop).
-
-    Parameters
-    ----------
-    folder:
-        A private folder (the data owner's state dir for the app).
-    keep:
-        How many replies to keep (oldest are deleted first).
-    state_key:
-        Authenticates the replies kept in ``folder`` (a trailing tag over the
-        fingerprint and the reply's bytes, computed as they are written); one
-        that fails is not used, and the request is computed again. ``None``:
-        taken on trust (no identity key).
-    """
-
-    def __init__(
-        self,
-        folder: Path,
-        keep: int = DEFAULT_CACHED_REPLIES,
-        *,
-        state_key: StateKey | None = None,
-    ) -> None:
-        self.folder = Path(folder)
-        self.keep = keep
-        self._mac = state_key
-        self._lock = threading.Lock()
-        self.ledger: Ledger | None = None
-        self._legacy = False  # on a ledger: an older version's folder to read too
-
-    @classmethod
-    def on_ledger(cls, ledger: Ledger, legacy: Path | None = None) -> ReplyCache:
-        """A reply cache kept as aliases of ``ledger``'s stored replies.
-
-        ``legacy`` is the folder an older version kept its cached replies in;
-        they are still found there (read only) when the ledger has none.
-        """
-        folder = legacy if legacy is not None else (ledger.dir or Path())
-        cache = cls(folder, ledger.keep_aliases)
-        cache.ledger = ledger
-        cache._legacy = legacy is not None and any(legacy.glob("*.reply"))
-        if cache._legacy and ledger.authenticated:
-            # An older version's untagged replies: never re-sent as our own.
-            logger.warning(
-                "replies an older version cached in %s carry no integrity tag; "
-                "they are not used (such a request is computed again)",
-                legacy,
-            )
-            cache._legacy = False
-        return cache
-
-    def _path(self, fp: str) -> Path:
-        return self.folder / f"{fp}.reply"
-
-    def _read(self, fp: str) -> bytes | None:
-        """A reply kept in :attr:`folder` (its tag checked), or ``None``."""
-        try:
-            data = self._path(fp).read_bytes()
-        except FileNotFoundError:
-            return None
-        if self._mac is None or self.ledger is not None:
-            return data  # legacy files on a keyed ledger were refused above
-        body, tag = data[:-TAG_LEN], data[-TAG_LEN:]
-        digest = hashlib.sha256(body).digest()
-        self._mac.verify(tag, "reply", fp, digest, what=f"cached reply {fp[:12]}")
-        return body
-
-    def get(self, fp: str) -> Message | None:
-        """Return the cached reply for ``fp``, or ``None``."""
-        data: bytes | None = None
-        try:
-            if self.ledger is not None:
-                stored = self.ledger.alias_reply(fp)
-                data = None if stored is None else stored[1]
-            if data is None and (self.ledger is None or self._legacy):
-                data = self._read(fp)
-        except StateIntegrityError as exc:  # never re-send it: compute again
-            logger.warning("not using a cached reply %s: %s", fp[:12], exc)
-            return None
-        if data is None:
-            return None
-        try:
-            return bytes_to_flower_message(data)
-        except Exception as exc:  # a damaged cache entry: compute again
-            logger.warning("ignoring a damaged cached reply %s: %s", fp[:12], exc)
-            return None
-
-    def put(self, fp: str, reply: Message | bytes) -> None:
-        """Keep ``reply`` under ``fp``; it is kept before it is sent.
-
-        ``reply`` may be the message or its serialized bytes (callers that
-        already serialized it for sending pass those: no second serialization).
-        On a ledger, inside a request its serving loop runs, ``reply`` must be
-        what the handler returns: the loop keeps that, once, under ``fp``.
-        """
-        if self.ledger is not None:
-            from syft_flwr.data_owner.loop import current_request
-
-            req = current_request()
-            if req is not None and req.ledger is self.ledger and req.keep_reply_as(fp):
-                return  # the serving loop stores it, once, before sending it
-            data = reply if isinstance(reply, bytes) else flower_message_to_bytes(reply)
-            self.ledger.keep_alias(fp, data)
-            return
-        data = reply if isinstance(reply, bytes) else flower_message_to_bytes(reply)
-        mac = self._mac
-        seal = None if mac is None else (lambda digest: mac.tag("reply", fp, digest))
-        _write_durable(self._path(fp), data, seal=seal)
-        with self._lock:
-            entries: list[tuple[float, Any]] = []
-            for p in self.folder.glob("*.reply"):
-                try:
-                    entries.append((p.stat().st_mtime_ns, p))
-                except FileNotFoundError:
-                    continue
-            entries.sort()
-            for _, p in entries[: max(0, len(entries) - self.keep)]:
-                p.unlink(missing_ok=True)

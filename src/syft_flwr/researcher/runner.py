@@ -119,18 +119,7 @@ def run_researcher(
     except BaseException:  # saved progress refused: nothing was sent
         grid.close()
         raise
-    if journal is not None and journal.run_id is not None and run_id is None:
-        rid = journal.run_id
-        logger.info(
-            "resuming run %d from its checkpoint (use --fresh to start over)", rid
-        )
-    else:
-        rid = run_id if run_id is not None else new_run_id()
-    if journal is not None:
-        if journal.run_id != rid:
-            journal.begin(rid)
-        grid.journal = journal
-    grid.set_run(rid)  # also sets Flower's TaskIdentity for this process
+    rid = _start_run(grid, journal, run_id)
     context = Context(
         run_id=rid,
         node_id=AGGREGATOR_NODE_ID,
@@ -147,47 +136,90 @@ def run_researcher(
     )
     reason, outcome = "Training complete", "completed"
     try:
-        grid.warm_up(wait=READY_WAIT)
-        with _sigterm_as_interrupt(), capture_history() as histories:
-            out = run_serverapp(
-                grid=grid,
-                context=context,
-                server_app_dir=".",
-                loaded_server_app=server_app,
-            )
-        _check_work(grid)
-        if histories:  # for `simulate --history-out/--plot-out` and notebooks
-            folder = _state_folder(grid, app_name, state_dir)
-            if folder is not None:
-                save_history(folder, histories[-1])
-        if journal is not None:
-            journal.finish()
-        return out
-    except KeyboardInterrupt:
-        reason, outcome = "Researcher interrupted the run", "interrupted"
-        logger.warning("interrupted: stopping the data owners")
-        raise
-    except RunFailed as exc:
-        reason, outcome = f"Run failed: {exc}", "failed"
-        logger.error("the run failed: %s", exc)
-        raise
+        return _serve(grid, server_app, context, app_name, state_dir, journal)
     except BaseException as exc:
-        reason, outcome = f"Server failed: {type(exc).__name__}", "failed"
-        logger.error("the ServerApp failed: %s", exc)
+        reason, outcome = _say_how_it_ended(exc)
         raise
     finally:
-        if journal is not None:
-            try:  # what a resume needs is on disk before this process ends
-                journal.flush()
-            except CheckpointError as exc:
-                logger.error("%s", exc)
-        try:
-            grid.send_stop_signal(
-                group_id="final", reason=reason, wait=stop_wait, outcome=outcome
-            )
-        except Exception:  # never mask the run's own outcome
-            logger.exception("could not send the stop signal")
-        grid.close()
+        _stop(grid, journal, reason, outcome, stop_wait)
+
+
+def _start_run(grid: SyftGrid, journal: Journal | None, run_id: int | None) -> int:
+    """The run id (the checkpoint's when resuming), set on the grid and journal."""
+    if journal is not None and journal.run_id is not None and run_id is None:
+        rid = journal.run_id
+        logger.info(
+            "resuming run %d from its checkpoint (use --fresh to start over)", rid
+        )
+    else:
+        rid = run_id if run_id is not None else new_run_id()
+    if journal is not None:
+        if journal.run_id != rid:
+            journal.begin(rid)
+        grid.journal = journal
+    grid.set_run(rid)  # also sets Flower's TaskIdentity for this process
+    return rid
+
+
+def _serve(
+    grid: SyftGrid,
+    server_app: ServerApp,
+    context: Context,
+    app_name: str,
+    state_dir: str | Path | None,
+    journal: Journal | None,
+) -> Context:
+    """Run the ServerApp to its end; keep its history; close the checkpoint."""
+    grid.warm_up(wait=READY_WAIT)
+    with _sigterm_as_interrupt(), capture_history() as histories:
+        out = run_serverapp(
+            grid=grid,
+            context=context,
+            server_app_dir=".",
+            loaded_server_app=server_app,
+        )
+    _check_work(grid)
+    if histories:  # for `simulate --history-out/--plot-out` and notebooks
+        folder = _state_folder(grid, app_name, state_dir)
+        if folder is not None:
+            save_history(folder, histories[-1])
+    if journal is not None:
+        journal.finish()
+    return out
+
+
+def _say_how_it_ended(exc: BaseException) -> tuple[str, str]:
+    """Log why the run ended early; the stop signal's (reason, outcome)."""
+    if isinstance(exc, KeyboardInterrupt):
+        logger.warning("interrupted: stopping the data owners")
+        return "Researcher interrupted the run", "interrupted"
+    if isinstance(exc, RunFailed):
+        logger.error("the run failed: %s", exc)
+        return f"Run failed: {exc}", "failed"
+    logger.error("the ServerApp failed: %s", exc)
+    return f"Server failed: {type(exc).__name__}", "failed"
+
+
+def _stop(
+    grid: SyftGrid,
+    journal: Journal | None,
+    reason: str,
+    outcome: str,
+    stop_wait: float,
+) -> None:
+    """Make the checkpoint durable, tell the data owners to stop, close the grid."""
+    if journal is not None:
+        try:  # what a resume needs is on disk before this process ends
+            journal.flush()
+        except CheckpointError as exc:
+            logger.error("%s", exc)
+    try:
+        grid.send_stop_signal(
+            group_id="final", reason=reason, wait=stop_wait, outcome=outcome
+        )
+    except Exception:  # never mask the run's own outcome
+        logger.exception("could not send the stop signal")
+    grid.close()
 
 
 def _state_folder(
