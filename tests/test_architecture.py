@@ -102,8 +102,6 @@ KNOWN_BIG = frozenset(
         "syft_flwr.data_owner.ledger",
         "syft_flwr.data_owner.loop",
         "syft_flwr.progress",
-        "syft_flwr.researcher.grid",
-        "syft_flwr.researcher.journal",
         "syft_flwr.review.api",
         "syft_flwr.review.package",
         "syft_flwr.review.store",

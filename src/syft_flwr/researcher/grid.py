@@ -18,7 +18,7 @@ work in :class:`~syft_flwr.researcher.tally.WorkTally`. Each owns its fields and
 its lock; the waiting loops sleep on one :class:`~syft_flwr.researcher.wakeup.Wakeup`,
 and one call's wait for its replies is a :class:`~syft_flwr.researcher.reply_wait.ReplyWait`.
 
-Why this module is over 400 lines: it is the public face, Flower's ``Grid`` API
+Size: over 400 lines because it is the public face, Flower's ``Grid`` API
 (``set_run``, ``run``, ``create_message``, ``get_node_ids``, ``push_messages``,
 ``pull_messages`` in both Flower signatures, ``send_and_receive``) and the
 documented extras (``warm_up``, ``withdraw``, ``send_stop_signal``, ``close``,
