@@ -69,8 +69,8 @@ from syft_flwr.errors import (
 )
 from syft_flwr.transports.base import Transport
 from syft_flwr.wire import strict_json
+from syft_flwr.wire.codec_policy import CodecPolicy, PlaintextPolicy
 from syft_flwr.wire.envelope import BodyCodec, Head, SealContext
-from syft_flwr.wire.mailbox import CodecPolicy, PlaintextPolicy
 
 __all__ = [
     "EncryptionPolicy",
