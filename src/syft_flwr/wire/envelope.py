@@ -40,7 +40,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from syft_flwr._email import fold_domain
 from syft_flwr.errors import ChunkIntegrityError, EnvelopeError, IncompleteMessage
@@ -454,6 +454,42 @@ def parse_head(
     EnvelopeError
         The JSON is complete but not a valid envelope (the reason says why).
     """
+    # The steps run in this order (the first fault found is the one reported).
+    doc = _head_object(data)
+    meta, version, kind = _envelope_meta(doc)
+    if expected_kind is not None and kind != expected_kind:
+        raise EnvelopeError(f"expected a {expected_kind}, got a {kind}")
+    mid = check_id(doc["id"])
+    sender = fold_domain(_text(doc, "sender", limit=400))
+    if not _EMAIL.match(sender):
+        raise EnvelopeError(f"sender {sender[:80]!r} is not an email")
+    url = _text(doc, "url")
+    created, expires = _text(doc, "created"), _text(doc, "expires")
+    parse_time(created), parse_time(expires)
+    body = _stored_body(doc, meta, version, max_message_bytes)
+    headers, status, method = _http_fields(doc)
+    return Head(
+        id=mid,
+        kind=kind,
+        sender=sender,
+        url=url,
+        created=created,
+        expires=expires,
+        headers=headers,
+        size=body.size,
+        storage=body.storage,
+        inline_body=body.inline,
+        chunks=body.chunks,
+        encryption=body.encryption,
+        status_code=status,
+        method=method,
+        version=version,
+        raw=doc,
+    )
+
+
+def _head_object(data: bytes) -> dict[str, Any]:
+    """The head as a JSON object with known top-level fields, the required ones there."""
     doc = strict_json.loads(data, max_bytes=MAX_HEAD_BYTES)
     if not isinstance(doc, dict):
         raise EnvelopeError("head is not a JSON object")
@@ -463,6 +499,11 @@ def parse_head(
     for name in ("id", "sender", "url", "created", "expires"):
         if name not in doc:
             raise EnvelopeError(f"head misses field {name!r}")
+    return doc
+
+
+def _envelope_meta(doc: Mapping[str, Any]) -> tuple[dict[str, Any], int, Kind]:
+    """The ``syft_flwr`` object (a default one for plain syft-rpc), its version and kind."""
     meta = doc.get("syft_flwr")
     kind: str = "response" if "status_code" in doc else "request"
     if meta is None:
@@ -482,15 +523,26 @@ def parse_head(
     kind = meta.get("kind", kind)
     if kind not in ("request", "response"):
         raise EnvelopeError(f"unknown kind {str(kind)[:40]!r}")
-    if expected_kind is not None and kind != expected_kind:
-        raise EnvelopeError(f"expected a {expected_kind}, got a {kind}")
-    mid = check_id(doc["id"])
-    sender = fold_domain(_text(doc, "sender", limit=400))
-    if not _EMAIL.match(sender):
-        raise EnvelopeError(f"sender {sender[:80]!r} is not an email")
-    url = _text(doc, "url")
-    created, expires = _text(doc, "created"), _text(doc, "expires")
-    parse_time(created), parse_time(expires)
+    return meta, version, kind  # type: ignore[return-value]
+
+
+class _StoredBody(NamedTuple):
+    """Where a head says its body is, checked: inline bytes or a chunk manifest."""
+
+    storage: Literal["inline", "chunks"]
+    encryption: dict[str, Any] | None
+    inline: bytes
+    size: int
+    chunks: tuple[ChunkInfo, ...]
+
+
+def _stored_body(
+    doc: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    version: int,
+    max_message_bytes: int,
+) -> _StoredBody:
+    """The body's storage, encryption header, inline bytes, size and chunks, checked."""
     storage = meta.get("storage", "inline")
     if storage not in ("inline", "chunks"):
         raise EnvelopeError(f"unknown storage {str(storage)[:40]!r}")
@@ -520,6 +572,13 @@ def parse_head(
         raise ChunkIntegrityError(
             f"inline body of {len(inline_body)} bytes for a {size}-byte message"
         )
+    return _StoredBody(storage, enc, inline_body, size, chunks)
+
+
+def _http_fields(
+    doc: Mapping[str, Any],
+) -> tuple[dict[str, str], int | None, str | None]:
+    """The syft-rpc headers, status code (replies) and method, each checked."""
     headers = doc.get("headers") or {}
     if not isinstance(headers, dict) or len(headers) > MAX_HEADERS:
         raise EnvelopeError(f"'headers' must be an object of at most {MAX_HEADERS}")
@@ -532,24 +591,7 @@ def parse_head(
     method = doc.get("method")
     if method is not None and (not isinstance(method, str) or len(method) > 16):
         raise EnvelopeError("'method' is not a short string")
-    return Head(
-        id=mid,
-        kind=kind,  # type: ignore[arg-type]
-        sender=sender,
-        url=url,
-        created=created,
-        expires=expires,
-        headers=dict(headers),
-        size=size,
-        storage=storage,
-        inline_body=inline_body,
-        chunks=chunks,
-        encryption=enc,
-        status_code=status,
-        method=method,
-        version=version,
-        raw=doc,
-    )
+    return dict(headers), status, method
 
 
 def decode_body(
