@@ -43,6 +43,31 @@ def test_mailbox_names_are_their_new_homes_objects(old: str, name: str) -> None:
     assert name in importlib.import_module(old).__all__
 
 
+HEAD_NAMES = [
+    "ENVELOPE_VERSION",
+    "ChunkInfo",
+    "Head",
+    "ID_PATTERN",
+    "MAX_HEAD_BYTES",
+    "SIGNED_HEAD_VERSION",
+    "check_id",
+    "chunk_name",
+    "format_time",
+    "head_name",
+    "parse_head",
+    "parse_time",
+    "signed_head",
+]
+
+
+@pytest.mark.parametrize("old", ["syft_flwr.envelope", "syft_flwr.wire.envelope"])
+@pytest.mark.parametrize("name", HEAD_NAMES)
+def test_envelope_head_names_are_the_head_modules(old: str, name: str) -> None:
+    head = importlib.import_module("syft_flwr.wire.head")
+    assert getattr(importlib.import_module(old), name) is getattr(head, name)
+    assert name in importlib.import_module(old).__all__
+
+
 def _imports_of(path: Path) -> set[str]:
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -58,6 +83,7 @@ def _imports_of(path: Path) -> set[str]:
 WIRE_BELOW_CRYPTO = {
     "syft_flwr.wire",
     "syft_flwr.wire.envelope",
+    "syft_flwr.wire.head",
     "syft_flwr.wire.codec_policy",
     "syft_flwr.wire.strict_json",
     "syft_flwr.wire.blobs",
