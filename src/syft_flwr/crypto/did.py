@@ -260,43 +260,44 @@ def make_did_document(keys: PrivateKeys, email: str, server_url: str) -> dict[st
     """
     did = _did_id(email, server_url)
     spk_raw = keys.signed_prekey.public_key().public_bytes_raw()
+    id_raw = keys.identity.public_key().public_bytes_raw()
     doc: dict[str, Any] = {
         "@context": list(DID_CONTEXT),
         "id": did,
         "verificationMethod": [
-            {
-                "id": f"{did}#{IDENTITY_KID}",
-                "type": "Ed25519VerificationKey2020",
-                "controller": did,
-                "publicKeyJwk": {
-                    "kty": "OKP",
-                    "kid": IDENTITY_KID,
-                    "crv": "Ed25519",
-                    "x": _b64url(keys.identity.public_key().public_bytes_raw()),
-                    "use": "sig",
-                },
-            }
+            _method(did, IDENTITY_KID, "Ed25519VerificationKey2020", "Ed25519", id_raw)
         ],
         "keyAgreement": [
-            {
-                "id": f"{did}#{PREKEY_KID}",
-                "type": "X25519KeyAgreementKey2020",
-                "controller": did,
-                "publicKeyJwk": {
-                    "kty": "OKP",
-                    "kid": PREKEY_KID,
-                    "crv": "X25519",
-                    "x": _b64url(spk_raw),
-                    "use": "enc",
-                    "signature": _b64url(keys.identity.sign(spk_raw)),
-                },
-            }
+            _method(
+                did,
+                PREKEY_KID,
+                "X25519KeyAgreementKey2020",
+                "X25519",
+                spk_raw,
+                signature=_b64url(keys.identity.sign(spk_raw)),
+            )
         ],
     }
     version = _signed_version(keys)
     if version is not None:
         doc[KEY_VERSION_FIELD] = version
     return doc
+
+
+def _method(
+    did: str, kid: str, kind: str, crv: str, raw: bytes, signature: str | None = None
+) -> dict[str, Any]:
+    """One key entry of a DID document; members in syft-crypto's order."""
+    jwk: dict[str, Any] = {
+        "kty": "OKP",
+        "kid": kid,
+        "crv": crv,
+        "x": _b64url(raw),
+        "use": "sig" if crv == "Ed25519" else "enc",
+    }
+    if signature is not None:
+        jwk["signature"] = signature
+    return {"id": f"{did}#{kid}", "type": kind, "controller": did, "publicKeyJwk": jwk}
 
 
 def _version_signature(keys: PrivateKeys) -> bytes:

@@ -26,6 +26,7 @@ it always had.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NoReturn
 
 from syft_flwr.crypto._key_io import _CONFLICT_NAME, _DID_FILE_MODE
 
@@ -142,14 +143,7 @@ def ensure_keys(
     have_did = did_file.exists()
     have_keys = key_file.exists()
     if have_did and not have_keys:
-        raise KeyConflictError(
-            f"{did_file} is published but there are no matching private keys at "
-            f"{key_file}. Restore the key file from a backup or from your other "
-            f"device, or - if the keys are lost for good - move {did_file} away so "
-            "new keys can be generated (peers must then re-check your fingerprint, "
-            "and messages encrypted to the old keys become unreadable). Nothing was "
-            "overwritten."
-        )
+        _refuse_did_without_keys(did_file, key_file)
     keys = load_private_keys(key_file) if have_keys else _first_keys(key_file)
     if not have_did and _publish_first_did(did_file, keys, email, server_url):
         return keys
@@ -164,6 +158,17 @@ def _refuse_sync_conflict(did_file: Path, key_file: Path, email: str) -> None:
             f"for {email}. Keep the one matching your private keys ({key_file}) as "
             "did.json, delete the other, then retry. Nothing was changed."
         )
+
+
+def _refuse_did_without_keys(did_file: Path, key_file: Path) -> NoReturn:
+    raise KeyConflictError(
+        f"{did_file} is published but there are no matching private keys at "
+        f"{key_file}. Restore the key file from a backup or from your other "
+        f"device, or - if the keys are lost for good - move {did_file} away so "
+        "new keys can be generated (peers must then re-check your fingerprint, "
+        "and messages encrypted to the old keys become unreadable). Nothing was "
+        "overwritten."
+    )
 
 
 def _first_keys(key_file: Path) -> PrivateKeys:
