@@ -250,9 +250,9 @@ def own_prekeys(
 
     def lookup(pid: str) -> X25519PrivateKey:
         now = clock()
-        hit = cached.get("spk")
-        fresh = hit is not None and now - cached["at"] < CURRENT_PREKEY_TTL
-        if fresh and pid == cached["id"]:
+        hit: X25519PrivateKey | None = cached.get("spk")
+        fresh = now - cached.get("at", now) < CURRENT_PREKEY_TTL
+        if hit is not None and fresh and pid == cached["id"]:
             return hit
         current = load_keys(client).signed_prekey
         cached.update(spk=current, id=prekey_id(current.public_key()), at=now)
