@@ -653,12 +653,12 @@ def test_a_message_not_known_here_is_found_by_listing() -> None:
 
 
 def test_remembered_writes_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    import syft_flwr.wire.mailbox as rpc_module
+    import syft_flwr.wire.writer as writer_module
 
-    monkeypatch.setattr(rpc_module, "MAX_REMEMBERED_WRITES", 3)
+    monkeypatch.setattr(writer_module, "MAX_REMEMBERED_WRITES", 3)
     hub, ds, _ = _listing_pair()
     mids = [ds.send_request(DO, EP, b"q", expires_at=_later()) for _ in range(5)]
-    assert len(ds._written) == 3
+    assert len(ds._writer.written) == 3
     ds.withdraw(DO, EP, mids[0])  # forgotten: found by listing
     ds.withdraw(DO, EP, mids[4])  # remembered: no listing
     assert ds.transport.listed == [FOLDER]  # type: ignore[attr-defined]
@@ -679,7 +679,7 @@ def test_a_rejected_request_is_reported_by_response_for() -> None:
 def test_read_with_a_parsed_head_checks_its_kind_and_parses_no_more(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import syft_flwr.wire.mailbox as rpc_module
+    import syft_flwr.wire.reader as rpc_module
     from syft_flwr.wire.envelope import parse_head
 
     _, ds, do = _pair()

@@ -176,7 +176,7 @@ def test_each_request_head_is_parsed_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import syft_flwr.data_owner.loop as watcher_module
-    import syft_flwr.wire.mailbox as rpc_module
+    import syft_flwr.wire.reader as rpc_module
     from syft_flwr.wire.envelope import parse_head
 
     parsed: list[str] = []

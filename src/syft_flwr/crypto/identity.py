@@ -137,28 +137,29 @@ def show_keys(
     if email is None:
         out += [_pin_info(p, None) for _, p in sorted(trust.peers().items())]
         return out
-    email = fold_domain(email)
+    out.append(_peer_info(fold_domain(email), KeyDirectory(transport, trust), trust))
+    return out
+
+
+def _peer_info(email: str, directory: KeyDirectory, trust: TrustStore) -> KeyInfo:
+    """One peer: its pin against what it publishes now, or why there is none."""
     try:
-        published: PublicBundle | None = KeyDirectory(transport, trust).fetch(email)
+        published: PublicBundle | None = directory.fetch(email)
     except KeyNotFound:
         published = None
     pin = trust.pinned(email)
     if pin is not None:
-        out.append(_pin_info(pin, published))
-    elif published is not None:
-        out.append(
-            KeyInfo(
-                email,
-                "peer",
-                None,
-                fingerprint_digits(published),
-                fingerprint(published),
-                "not pinned",
-            )
+        return _pin_info(pin, published)
+    if published is not None:
+        return KeyInfo(
+            email,
+            "peer",
+            None,
+            fingerprint_digits(published),
+            fingerprint(published),
+            "not pinned",
         )
-    else:
-        out.append(KeyInfo(email, "peer", None, None, None, "not published"))
-    return out
+    return KeyInfo(email, "peer", None, None, None, "not published")
 
 
 def trust_peer(

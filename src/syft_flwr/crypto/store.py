@@ -191,4 +191,4 @@ def key_store_for(client: SyftFlwrClient) -> KeyStore:
     hub = getattr(client, "hub", None)
     if not isinstance(hub, MemoryHub):
         raise EncryptionError(f"{client!r} has no private state to keep keys in")
-    return MemoryKeyStore(hub.private_state(client.email))  # type: ignore[arg-type]
+    return MemoryKeyStore(hub.private_state(client.email))

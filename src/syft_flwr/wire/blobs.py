@@ -19,6 +19,11 @@ chunks are. So:
 
 Chunks are read straight into the one buffer that becomes ``Array.data`` (no
 join buffer, no second copy).
+
+Why one module over ~400 lines: the blob reference, its chunk plan, the
+associated data of each chunk and the reading that checks them are one format
+whose checks must agree; splitting them would put the writer and the checker of
+the same bytes in different files.
 """
 
 from __future__ import annotations
@@ -272,12 +277,7 @@ def write_blob(
     view = memoryview(data).cast("B")
     size = len(view)
     count = chunk_count(size, chunk_payload)
-    aead = None
-    if encrypt:
-        key = key if key is not None else os.urandom(KEY_SIZE)
-        aead = AESGCM(key)
-    else:
-        key = None
+    key, aead = _content_cipher(encrypt, key)
     hashes = []
     digests = digests or not encrypt or shared is not None
     for i, start, end in chunk_plan(size, chunk_payload):
@@ -291,6 +291,16 @@ def write_blob(
             hashes.append(hashlib.sha256(stored).hexdigest())
         put(i, stored)  # type: ignore[arg-type]
     return BlobRef(blob_id, size, chunk_payload, tuple(hashes), key, shared)
+
+
+def _content_cipher(
+    encrypt: bool, key: bytes | None
+) -> tuple[bytes | None, AESGCM | None]:
+    """The blob's content key (``key``, else a fresh one) and its cipher; none in clear."""
+    if not encrypt:
+        return None, None
+    key = key if key is not None else os.urandom(KEY_SIZE)
+    return key, AESGCM(key)
 
 
 def read_blob(ref: BlobRef, read: ReadChunk) -> bytes:
