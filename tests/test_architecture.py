@@ -66,6 +66,10 @@ LAYERS: dict[str, tuple[int, str]] = {
     "syft_flwr.transports": (2, "client and transports"),
     # 1 base utilities: no syft_flwr import above this layer.
     "syft_flwr.errors": (1, "base"),
+    # The one strict JSON reader for everything read from a shared folder: it
+    # lives with the wire (its main reader) but depends on errors only, and
+    # crypto (peers' DIDs) and review read through it too.
+    "syft_flwr.wire.strict_json": (1, "base"),
     "syft_flwr.consts": (1, "base"),
     "syft_flwr.config": (1, "base"),
     "syft_flwr.logs": (1, "base"),
@@ -95,8 +99,6 @@ KNOWN_BIG = frozenset(
     {
         "syft_flwr.cli",
         "syft_flwr.crypto.cipher",
-        "syft_flwr.crypto.keys",
-        "syft_flwr.crypto.policy",
         "syft_flwr.crypto.trust",
         "syft_flwr.data_owner.handler",
         "syft_flwr.data_owner.ledger",
@@ -112,8 +114,6 @@ KNOWN_BIG = frozenset(
         "syft_flwr.transports.base",
         "syft_flwr.transports.syftbox",
         "syft_flwr.wire.blobs",
-        "syft_flwr.wire.envelope",
-        "syft_flwr.wire.mailbox",
     }
 )
 
