@@ -18,7 +18,7 @@ MOVED = {
     "syft_flwr.fl_orchestrator.journal_seal": "syft_flwr.researcher.journal_seal",
     "syft_flwr.fl_orchestrator.reply_check": "syft_flwr.researcher.reply_check",
     "syft_flwr.fl_orchestrator.flower_server": "syft_flwr.researcher.runner",
-    "syft_flwr.fl_orchestrator.flower_client": "syft_flwr.data_owner.handler",
+    "syft_flwr.fl_orchestrator.flower_client": "syft_flwr.data_owner.runner",
     "syft_flwr.events.watcher": "syft_flwr.data_owner.loop",
     "syft_flwr.events.ledger": "syft_flwr.data_owner.ledger",
     "syft_flwr.events.kept_reply": "syft_flwr.data_owner.kept_reply",
@@ -45,3 +45,23 @@ def test_documented_names_resolve_through_old_paths() -> None:
     assert SyftGrid is Moved
     assert callable(create_events_watcher)
     assert isinstance(SyftFlwrEvents, type) and isinstance(TransportEvents, type)
+
+
+def test_data_owner_names_resolve_after_the_split() -> None:
+    # docs/api.md names fl_orchestrator.flower_client.run_data_owner; the handler,
+    # the heartbeat and the loop's request context kept their old import paths too.
+    from syft_flwr.data_owner.handler import ClientAppHandler
+    from syft_flwr.data_owner.heartbeat import Heartbeat
+    from syft_flwr.data_owner.loop import RequestInfo, _current, current_request
+    from syft_flwr.data_owner.runner import run_data_owner
+    from syft_flwr.data_owner.worker import RequestInfo as Info
+    from syft_flwr.data_owner.worker import _current as var
+    from syft_flwr.events import current_request as documented
+    from syft_flwr.fl_orchestrator import flower_client
+
+    assert flower_client.run_data_owner is run_data_owner
+    assert flower_client.ClientAppHandler is ClientAppHandler
+    assert flower_client.Heartbeat is Heartbeat
+    assert flower_client.syftbox_flwr_client.__module__ == "syft_flwr.data_owner.runner"
+    assert RequestInfo is Info and _current is var
+    assert documented is current_request
