@@ -35,8 +35,8 @@ from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings, parse_duration
 from syft_flwr.data_owner.audit import AuditLog
 from syft_flwr.data_owner.delivery import Delivery, _Retry
+from syft_flwr.data_owner.execute import Execution
 from syft_flwr.data_owner.ledger import (
-    RECEIVED,
     REPLIED,
     RUNNING,
     STORED,
@@ -64,9 +64,8 @@ from syft_flwr.errors import (
     TransportError,
 )
 from syft_flwr.transports.base import RpcPath, Transport, Watch
-from syft_flwr.wire import frames
 from syft_flwr.wire.envelope import ID_PATTERN, Head, parse_head
-from syft_flwr.wire.mailbox import CodecPolicy, Incoming, StoredParts, SyftFlwrRpc
+from syft_flwr.wire.mailbox import CodecPolicy, Incoming, SyftFlwrRpc
 
 __all__ = ["RequestInfo", "TransportEvents", "current_request"]
 
@@ -86,11 +85,6 @@ class _Endpoint:
 
 _STOP = "\x00stop"
 
-#: The 504 body of a request that expired while an overrunning handler held the worker.
-_BUSY = (
-    b"an earlier ClientApp call is still running past its deadline; "
-    b"this request expired waiting for it and was not run"
-)
 
 #: The old private name of :class:`~syft_flwr.data_owner.worker.ReplyAlias`.
 _ReplyKeep = ReplyAlias
@@ -190,6 +184,17 @@ class TransportEvents(SyftFlwrEvents):
         #: Writes replies, retrying those that could not be written.
         self._delivery = Delivery(
             self.rpc, self.ledger, self.audit, self.app_name, self._now
+        )
+        #: Runs an admitted request once; keeps and delivers its reply.
+        self._execution = Execution(
+            self.rpc,
+            self.ledger,
+            self.audit,
+            self.app_name,
+            self._worker,
+            self._delivery,
+            self._stop,
+            self._now,
         )
         #: Removes what the requester has read, old exchanges and stray chunks.
         self._sweeps = Sweeps(
@@ -389,7 +394,7 @@ class TransportEvents(SyftFlwrEvents):
         incoming = self._read_request(key, path, mid, head)
         if incoming is not None:
             self._incomplete.pop(key, None)
-            self._execute(ep, incoming)
+            self._execution.run(ep.name, ep.handler, incoming)
 
     def _reply_is_ours(self, key: str, path: RpcPath, mid: str) -> bool:
         """Whether a reply to ``key`` is there and ours: then nothing is to be done.
@@ -493,23 +498,6 @@ class TransportEvents(SyftFlwrEvents):
             self._refuse(path, mid, 400, f"malformed request: {exc}", key)
         return None
 
-    def _fingerprint(self, email: str) -> str | None:
-        """The sender's key fingerprint, when encryption is on.
-
-        Taken from the key directory's cached bundle (the one that just opened
-        the request, checked against the pin), not from the pin file on disk:
-        no file read per request.
-        """
-        directory = getattr(self.rpc.policy, "directory", None)
-        if directory is None:
-            return None
-        from syft_flwr.crypto.keys import fingerprint
-
-        try:
-            return fingerprint(directory.get(email))
-        except Exception:  # noqa: BLE001 - the audit never stops serving
-            return None
-
     def _own_reply(self, response_key: str) -> bool:
         """Whether the reply file at ``response_key`` is ours (then keep it).
 
@@ -529,170 +517,6 @@ class TransportEvents(SyftFlwrEvents):
         """Whether this data owner answered (or refused) the request at ``key``."""
         mid = key.rsplit("/", 1)[-1][: -len(".request")]
         return mid in self._answered or mid in self.ledger or key in self._refused
-
-    def _execute(self, ep: _Endpoint, incoming: Incoming) -> None:
-        """Run the handler once, deliver its reply, then keep it.
-
-        received -> running -> stored/replied: ``running`` is durable before the
-        handler starts (never run twice); a reply that could not be delivered is
-        kept durably and retried (never lost).
-        """
-        mid, head = incoming.id, incoming.head
-        expires_at = head.expires_at
-        self._record_received(incoming, expires_at)
-        if not self._worker.wait_until_free(expires_at):
-            if not self._stop.is_set():
-                self._delivery.send(
-                    incoming.path, mid, 504, _BUSY, head.expires, expires_at
-                )
-            return
-        self.ledger.mark(mid, RUNNING, expires_at)
-        ran = self._run_handler(ep, incoming, expires_at)
-        if ran is None:  # stopping: the run's result is not awaited
-            return
-        status, body, alias = ran
-        self._deliver_and_keep(incoming, status, body, alias)
-
-    def _record_received(self, incoming: Incoming, expires_at: float) -> None:
-        self.ledger.mark(incoming.id, RECEIVED, expires_at, durable=False)
-        self.audit.record(
-            "received",
-            id=incoming.id,
-            app=self.app_name,
-            sender=incoming.sender,
-            fingerprint=self._fingerprint(incoming.sender),
-            bytes=len(incoming.body),
-            encrypted=incoming.head.encrypted,
-        )
-
-    def _run_handler(
-        self, ep: _Endpoint, incoming: Incoming, expires_at: float
-    ) -> tuple[int, bytes, str | None] | None:
-        """Run the handler on the worker; its reply and the alias it asked for.
-
-        ``None`` when the loop is stopping. The run is in the audit trail with
-        what the handler said it ran.
-        """
-        started = self.clock()
-        reply_alias = ReplyAlias()
-        info = RequestInfo(
-            id=incoming.id,
-            sender=incoming.sender,
-            endpoint=ep.name,
-            created=incoming.head.created,
-            expires=incoming.head.expires,
-            headers=dict(incoming.head.headers),
-            encrypted=incoming.head.encrypted,
-            audit={},
-            ledger=self.ledger,
-            _keep=reply_alias,
-        )
-        outcome = self._worker.call(ep.handler, info, incoming.body, expires_at)
-        alias = reply_alias.close()  # a handler past its deadline may no longer ask
-        self.audit.record(
-            "run",
-            id=incoming.id,
-            app=self.app_name,
-            sender=incoming.sender,
-            start=round(started, 3),
-            end=round(self.clock(), 3),
-            status="stopped" if outcome is None else outcome[0],
-            **info.audit,
-        )
-        if outcome is None:
-            return None
-        status, body = outcome
-        # Only the handler's own answer is worth reusing under an alias.
-        return status, body, alias if status == 200 else None
-
-    def _deliver_and_keep(
-        self, incoming: Incoming, status: int, body: bytes, alias: str | None
-    ) -> None:
-        """Send the reply, keeping it in the ledger before its head is written.
-
-        The reply is kept once its attachments are stored and before its head
-        makes it visible: no crash after it leaves can make the ClientApp run
-        twice (the handler's reply cache finds it under ``alias`` when a resumed
-        researcher re-sends the request under a new id). Attachments are kept
-        by linking the sealed chunks just written, so the data owner stores a
-        large reply once.
-        """
-        mid, expires, expires_at = (
-            incoming.id,
-            incoming.head.expires,
-            incoming.head.expires_at,
-        )
-        peer = incoming.path.peer
-        kept = False
-
-        def keep_before_head(stored: StoredParts) -> None:
-            nonlocal kept
-            kept = self._keep_reply(
-                mid, status, body, expires_at, alias=alias, stored=stored, peer=peer
-            )
-
-        if self._delivery.send(
-            incoming.path, mid, status, body, expires, expires_at, keep_before_head
-        ):
-            return
-        # Not delivered: kept durably, retried with backoff (and after a restart).
-        self._keep_reply(
-            mid,
-            status,
-            body,
-            expires_at,
-            durable=True,
-            again=kept,
-            alias=None if kept else alias,
-            peer=peer,
-        )
-
-    def _keep_reply(
-        self,
-        mid: str,
-        status: int,
-        body: bytes,
-        expires_at: float,
-        *,
-        durable: bool = False,
-        alias: str | None = None,
-        again: bool = False,
-        stored: StoredParts | None = None,
-        peer: str = "",
-    ) -> bool:
-        """Store the reply in the ledger (``again``: already stored, make it durable).
-
-        With ``stored`` (the reply as just written, before its head) its sealed
-        attachments are linked rather than written again where the backend
-        allows it. Returns whether the reply is kept.
-        """
-        try:
-            if again:
-                self.ledger.sync_reply(mid)
-            elif stored is None or not self.ledger.store_sealed(
-                mid,
-                status,
-                stored.body,
-                lambda folder, stem: self.rpc.link_parts(stored, folder, stem),
-                expires_at,
-                size=frames.total_size(body),
-                durable=durable,
-                alias=alias,
-                peer=peer,
-            ):
-                self.ledger.store_reply(
-                    mid,
-                    status,
-                    body,
-                    expires_at,
-                    durable=durable,
-                    alias=alias,
-                    peer=peer,
-                )
-        except OSError as exc:
-            logger.error("could not keep the reply to %s durably: %s", mid, exc)
-            return False
-        return True
 
     def _answer_again(
         self,
