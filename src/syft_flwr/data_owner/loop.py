@@ -33,14 +33,11 @@ from pathlib import Path
 from syft_flwr._email import fold_domain
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings, parse_duration
+from syft_flwr.data_owner.admission import Admission
 from syft_flwr.data_owner.audit import AuditLog
 from syft_flwr.data_owner.delivery import Delivery, _Retry
 from syft_flwr.data_owner.execute import Execution
 from syft_flwr.data_owner.ledger import (
-    REPLIED,
-    RUNNING,
-    STORED,
-    TAINTED,
     open_ledger,
 )
 from syft_flwr.data_owner.protocol import MessageHandler, SyftFlwrEvents
@@ -54,25 +51,14 @@ from syft_flwr.data_owner.worker import (
     current_request,
 )
 from syft_flwr.errors import (
-    EncryptionError,
-    EnvelopeError,
-    IncompleteMessage,
-    KeyNotFound,
-    MessageNotFound,
-    SecurityError,
-    StateIntegrityError,
     TransportError,
 )
 from syft_flwr.transports.base import RpcPath, Transport, Watch
-from syft_flwr.wire.envelope import ID_PATTERN, Head, parse_head
-from syft_flwr.wire.mailbox import CodecPolicy, Incoming, SyftFlwrRpc
+from syft_flwr.wire.mailbox import CodecPolicy, SyftFlwrRpc
 
 __all__ = ["RequestInfo", "TransportEvents", "current_request"]
 
 logger = logging.getLogger("syft_flwr.events")
-
-#: Seconds a request may stay unreadable before we warn (it is never deleted).
-INCOMPLETE_WARN_AFTER = 30.0
 
 
 @dataclass
@@ -156,11 +142,6 @@ class TransportEvents(SyftFlwrEvents):
         self.poll_interval = float(
             poll_interval if poll_interval is not None else self.settings.poll_interval
         )
-        self.allowed_senders = (
-            None
-            if allowed_senders is None
-            else {fold_domain(s) for s in allowed_senders}
-        )
         self.ledger = open_ledger(
             client.state_dir(self.app_name), client, policy, clock
         )
@@ -174,16 +155,27 @@ class TransportEvents(SyftFlwrEvents):
         self._stop = threading.Event()
         self._running = threading.Event()
         self._watches: list[Watch] = []
-        self._incomplete: dict[str, float] = {}  # head key -> first seen (monotonic)
-        self._warned: set[str] = set()
-        self._refused: set[str] = set()  # head keys refused (logged once)
-        self._foreign_replies: set[str] = set()  # replies found that we never wrote
         #: Runs handlers off the loop thread, under their deadline.
         # The collaborators read ``self.clock`` through _now: it may be swapped.
         self._worker = HandlerWorker(self._stop, self._now)
         #: Writes replies, retrying those that could not be written.
         self._delivery = Delivery(
             self.rpc, self.ledger, self.audit, self.app_name, self._now
+        )
+        #: Checks each request file against the guarantees before anything runs.
+        self._admission = Admission(
+            owner=client.email,
+            app_name=self.app_name,
+            transport=self.transport,
+            rpc=self.rpc,
+            ledger=self.ledger,
+            refusals=self.refusals,
+            delivery=self._delivery,
+            allowed_senders=None
+            if allowed_senders is None
+            else {fold_domain(s) for s in allowed_senders},
+            max_message_bytes=self.settings.max_message_bytes,
+            clock=self._now,
         )
         #: Runs an admitted request once; keeps and delivers its reply.
         self._execution = Execution(
@@ -244,6 +236,20 @@ class TransportEvents(SyftFlwrEvents):
     def _retries(self) -> dict[str, _Retry]:
         """Replies waiting for another write attempt, by request id."""
         return self._delivery.retries
+
+    @property
+    def allowed_senders(self) -> set[str] | None:
+        """Folded emails that may have requests executed (``None``: anyone)."""
+        return self._admission.allowed_senders
+
+    @allowed_senders.setter
+    def allowed_senders(self, emails: set[str] | None) -> None:
+        self._admission.allowed_senders = emails
+
+    @property
+    def _incomplete(self) -> dict[str, float]:
+        """Request files not readable yet: head key -> first seen (monotonic)."""
+        return self._admission.incomplete
 
     @property
     def _answered(self) -> set[str]:
@@ -315,7 +321,7 @@ class TransportEvents(SyftFlwrEvents):
                 for key, answered in self.rpc.request_keys(name):
                     # A request with a reply we did not write (planted) is
                     # still ours to answer.
-                    if not answered or not self._replied_or_refused(key):
+                    if not answered or not self._admission.replied_or_refused(key):
                         self._queue.put(key)
             except TransportError as exc:
                 logger.warning("could not list requests for %s: %s", name, exc)
@@ -358,236 +364,16 @@ class TransportEvents(SyftFlwrEvents):
             logger.exception("unexpected error while serving %s", key)
 
     def _process(self, key: str) -> None:
-        """Take the request at ``key`` through the guarantees, in their order."""
+        """Take the request at ``key`` through the guarantees; run it if admitted."""
         path = RpcPath.parse(key)
         if path is None or path.owner != self.client_email:
             return
         ep = self._endpoints.get(path.endpoint)
         if ep is None:
             return
-        mid = path.name[: -len(".request")]
-        if self._reply_is_ours(key, path, mid):
-            return
-        if not ID_PATTERN.match(mid):
-            self._ignore_bad_name(key, path)
-            return
-        # Sender check before reading the body: nothing of an unknown sender is
-        # decrypted or parsed beyond the head.
-        sender = path.peer
-        if self.allowed_senders is not None and sender not in self.allowed_senders:
-            self._refuse(
-                path, mid, 403, f"{sender} is not an allowed sender for this app", key
-            )
-            return
-        head = self._checked_head(key, path, mid, ep)
-        if head is None:
-            return
-        if mid in self._answered:
-            # We answered it and the requester deleted our reply first while
-            # cleaning up (its request deletion has not arrived yet): not a replay.
-            return
-        state = self.ledger.state(mid)
-        if state in (RUNNING, STORED, REPLIED, TAINTED):
-            self._incomplete.pop(key, None)
-            self._answer_again(path, mid, key, state, head.expires, head.expires_at)
-            return
-        incoming = self._read_request(key, path, mid, head)
+        incoming = self._admission.admit(key, path, ep.auto_decrypt)
         if incoming is not None:
-            self._incomplete.pop(key, None)
             self._execution.run(ep.name, ep.handler, incoming)
-
-    def _reply_is_ours(self, key: str, path: RpcPath, mid: str) -> bool:
-        """Whether a reply to ``key`` is there and ours: then nothing is to be done.
-
-        A reply this data owner never wrote (planted, or left by a broken sync)
-        must not stop the real answer, which replaces it.
-        """
-        response_key = key[: -len(".request")] + ".response"
-        if not self.transport.exists(response_key):
-            return False
-        if self._replied_or_refused(key) or self._own_reply(response_key):
-            self._incomplete.pop(key, None)
-            return True
-        if key not in self._foreign_replies:
-            self._foreign_replies.add(key)
-            logger.warning(
-                "a reply to request %s from %s is already there but was not "
-                "written by %s for this request as it stands (another "
-                "request's reply, altered, or not sealed by it); it will be "
-                "replaced by the real answer",
-                mid,
-                path.peer,
-                self.client_email,
-            )
-        return False
-
-    def _ignore_bad_name(self, key: str, path: RpcPath) -> None:
-        """A request file name no requester writes (a path trick, a newline, ...).
-
-        It is never read, never run, never answered (a reply would reuse the
-        name); the refusal is logged once.
-        """
-        if key in self._refused:
-            return
-        self._refused.add(key)
-        self.refusals.refused(
-            key,
-            mid="",
-            app=self.app_name,
-            folder=f"{self.app_name}/{path.endpoint}",
-            sender=path.peer,
-            status=400,
-            reason=f"ignored a request file with an invalid name: {path.name[:80]!r}",
-        )
-
-    def _checked_head(
-        self, key: str, path: RpcPath, mid: str, ep: _Endpoint
-    ) -> Head | None:
-        """The request's head, parsed once; ``None`` when it is not to run now.
-
-        Not ready (partial), withdrawn, malformed, expired (419) and encrypted
-        for an endpoint that does not decrypt are told apart here.
-        """
-        try:
-            raw_head = self.rpc.read_head_bytes(key)
-            head = parse_head(
-                raw_head,
-                expected_kind="request",
-                max_message_bytes=self.settings.max_message_bytes,
-            )
-        except MessageNotFound:
-            self._incomplete.pop(key, None)  # withdrawn
-            return None
-        except IncompleteMessage as exc:
-            self._not_ready(key, path.peer, mid, str(exc))
-            return None
-        except EnvelopeError as exc:
-            self._refuse(path, mid, 400, f"malformed request: {exc}", key)
-            return None
-        try:
-            expires_at = head.expires_at
-        except EnvelopeError as exc:
-            self._refuse(path, mid, 400, f"malformed request: {exc}", key)
-            return None
-        if expires_at <= self.clock():
-            why = f"request expired at {head.expires}; it was not executed"
-            self._refuse(path, mid, 419, why, key, expires=head.expires)
-            return None
-        if head.encrypted and not ep.auto_decrypt:
-            self._refuse(path, mid, 400, "endpoint does not decrypt requests", key)
-            return None
-        return head
-
-    def _read_request(
-        self, key: str, path: RpcPath, mid: str, head: Head
-    ) -> Incoming | None:
-        """The request's body, opened; ``None`` when it is not to run now."""
-        try:
-            return self.rpc.read(key, head=head)  # head parsed once, above
-        except MessageNotFound:
-            self._incomplete.pop(key, None)
-        except IncompleteMessage as exc:
-            self._not_ready(key, path.peer, mid, str(exc))
-        except KeyNotFound as exc:
-            # The sender's public keys are not visible (yet): a half-synced
-            # did.json. Wait for them until the request expires (then 419).
-            self._not_ready(key, path.peer, mid, f"waiting for its public keys: {exc}")
-        except (SecurityError, EncryptionError) as exc:
-            self._refuse(path, mid, 403, f"refused: {exc}", key, expires=head.expires)
-        except EnvelopeError as exc:
-            self._refuse(path, mid, 400, f"malformed request: {exc}", key)
-        return None
-
-    def _own_reply(self, response_key: str) -> bool:
-        """Whether the reply file at ``response_key`` is ours (then keep it).
-
-        A reply from an earlier run of this data owner (its ledger lost, or
-        another device) must not make the work run twice. Only one this data
-        owner can vouch for counts: its own id and (encryption on) its own
-        seal over that id and every signed head field. Anything else, an old
-        reply of ours copied under this id included, is replaced by the real
-        answer.
-        """
-        try:
-            return self.rpc.vouch_for_reply(response_key)
-        except MessageNotFound:
-            return True  # gone meanwhile: the next pass decides
-
-    def _replied_or_refused(self, key: str) -> bool:
-        """Whether this data owner answered (or refused) the request at ``key``."""
-        mid = key.rsplit("/", 1)[-1][: -len(".request")]
-        return mid in self._answered or mid in self.ledger or key in self._refused
-
-    def _answer_again(
-        self,
-        path: RpcPath,
-        mid: str,
-        key: str,
-        state: str | None,
-        expires: str,
-        expires_at: float,
-    ) -> None:
-        """A request this data owner has already started: never run it again."""
-        if mid in self._retries:
-            return  # its reply is queued for another write attempt
-        try:
-            stored = self.ledger.stored_reply(mid, peer=path.peer)
-        except StateIntegrityError as exc:  # never send what we cannot vouch for
-            self._refuse(
-                path, mid, 409, f"{exc}; it is not run again", key, expires=expires
-            )
-            return
-        if stored is not None:
-            logger.info("request %s was answered before; sending the same reply", mid)
-            self._delivery.send(path, mid, stored[0], stored[1], expires, expires_at)
-            return
-        why = (
-            f"request {mid} was already executed; it is not run again"
-            if state != RUNNING
-            else f"the data owner stopped while request {mid} was running; it is "
-            "not run again"
-        )
-        self._refuse(path, mid, 409, why, key, expires=expires)
-
-    def _refuse(
-        self,
-        path: RpcPath,
-        mid: str,
-        status: int,
-        reason: str,
-        key: str,
-        *,
-        expires: str | None = None,
-    ) -> None:
-        self._incomplete.pop(key, None)
-        if key in self._refused:
-            return  # already answered and logged
-        self._refused.add(key)
-        self.refusals.refused(
-            key,
-            mid=mid,
-            app=self.app_name,
-            folder=f"{self.app_name}/{path.endpoint}",
-            sender=path.peer,
-            status=status,
-            reason=reason,
-        )
-        self._delivery.send_refusal(path, mid, status, reason, expires)
-
-    def _not_ready(self, key: str, sender: str, mid: str, why: str) -> None:
-        first = self._incomplete.setdefault(key, time.monotonic())
-        if time.monotonic() - first > INCOMPLETE_WARN_AFTER and key not in self._warned:
-            self._warned.add(key)
-            if not self.refusals.first_time("incomplete:" + key):
-                return  # warned about before a restart
-            logger.warning(
-                "request %s from %s is still incomplete after %.0f s (%s); "
-                "waiting for the rest to sync, nothing was deleted",
-                mid,
-                sender,
-                INCOMPLETE_WARN_AFTER,
-                why,
-            )
 
     def _drain(self) -> None:
         """Before exiting, wait briefly for the requester to consume our last replies.
