@@ -1,5 +1,9 @@
 """Durable record of what a data owner did with each request, and its stored replies.
 
+(Over 400 lines because the log, the request states and the reply aliases with
+their budget are one state under one lock, read and compacted together; the
+reply files themselves are in :mod:`~syft_flwr.data_owner.reply_store`.)
+
 Every request moves ``received -> running -> stored -> replied``; each step is
 appended to ``<state_dir>/ledger.jsonl`` before the next one starts. The two
 steps that decide correctness are fsynced: ``running`` (so a request is never

@@ -1,5 +1,8 @@
 """One request loop for every transport.
 
+(Slightly over 400 lines: the loop, its lifecycle, and the compatibility
+properties that keep ``TransportEvents``' attributes where callers found them.)
+
 :class:`TransportEvents` serves requests arriving at an app's endpoints: it
 reacts to the transport's watch callbacks (watchdog on SyftBox, the changes
 feed on Drive, direct calls in memory), serves everything already pending at
@@ -155,6 +158,20 @@ class TransportEvents(SyftFlwrEvents):
         self._stop = threading.Event()
         self._running = threading.Event()
         self._watches: list[Watch] = []
+        self._make_owners(
+            None
+            if allowed_senders is None
+            else {fold_domain(e) for e in allowed_senders},
+            parse_duration(cleanup_expiry),
+        )
+        #: Seconds to wait at exit for the requester to read our last replies
+        #: (kept short so stop() returns within a second; Drive overrides it).
+        self.drain_timeout = type(self).DRAIN_TIMEOUT
+
+    def _make_owners(
+        self, allowed_senders: set[str] | None, cleanup_expiry: float
+    ) -> None:
+        """The loop's collaborators, each the owner of its own state."""
         #: Runs handlers off the loop thread, under their deadline.
         # The collaborators read ``self.clock`` through _now: it may be swapped.
         self._worker = HandlerWorker(self._stop, self._now)
@@ -164,16 +181,14 @@ class TransportEvents(SyftFlwrEvents):
         )
         #: Checks each request file against the guarantees before anything runs.
         self._admission = Admission(
-            owner=client.email,
+            owner=self.client_email,
             app_name=self.app_name,
             transport=self.transport,
             rpc=self.rpc,
             ledger=self.ledger,
             refusals=self.refusals,
             delivery=self._delivery,
-            allowed_senders=None
-            if allowed_senders is None
-            else {fold_domain(s) for s in allowed_senders},
+            allowed_senders=allowed_senders,
             max_message_bytes=self.settings.max_message_bytes,
             clock=self._now,
         )
@@ -193,14 +208,11 @@ class TransportEvents(SyftFlwrEvents):
             self.transport,
             self.rpc,
             self.ledger,
-            client.email,
+            self.client_email,
             lambda: list(self._endpoints),
-            parse_duration(cleanup_expiry),
+            cleanup_expiry,
             self._now,
         )
-        #: Seconds to wait at exit for the requester to read our last replies
-        #: (kept short so stop() returns within a second; Drive overrides it).
-        self.drain_timeout = type(self).DRAIN_TIMEOUT
 
     def _now(self) -> float:
         return self.clock()
