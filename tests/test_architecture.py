@@ -100,7 +100,6 @@ KNOWN_BIG = frozenset(
         "syft_flwr.cli",
         "syft_flwr.crypto.cipher",
         "syft_flwr.crypto.trust",
-        "syft_flwr.data_owner.handler",
         "syft_flwr.data_owner.ledger",
         "syft_flwr.data_owner.loop",
         "syft_flwr.progress",
@@ -289,7 +288,7 @@ def test_the_graph_is_read_from_the_source(graph: Graph) -> None:
     # Guards the reader itself: known imports of each kind are found.
     pairs = {(e.src, e.dst) for e in graph.edges}
     assert ("syft_flwr", "syft_flwr.run") in pairs  # module level
-    assert ("syft_flwr.review.serve", "syft_flwr.data_owner.handler") in pairs  # local
+    assert ("syft_flwr.review.serve", "syft_flwr.data_owner.runner") in pairs  # local
     assert ("syft_flwr.events", "syft_flwr.data_owner.loop") in pairs  # package
     # through an alias shim: syft_flwr.fl_orchestrator re-exports moved modules
     assert all(e.dst not in graph.shims for e in graph.edges)

@@ -18,7 +18,7 @@ MOVED = {
     "syft_flwr.fl_orchestrator.journal_seal": "syft_flwr.researcher.journal_seal",
     "syft_flwr.fl_orchestrator.reply_check": "syft_flwr.researcher.reply_check",
     "syft_flwr.fl_orchestrator.flower_server": "syft_flwr.researcher.runner",
-    "syft_flwr.fl_orchestrator.flower_client": "syft_flwr.data_owner.handler",
+    "syft_flwr.fl_orchestrator.flower_client": "syft_flwr.data_owner.runner",
     "syft_flwr.events.watcher": "syft_flwr.data_owner.loop",
     "syft_flwr.events.ledger": "syft_flwr.data_owner.ledger",
     "syft_flwr.events.kept_reply": "syft_flwr.data_owner.kept_reply",
@@ -57,3 +57,23 @@ def test_names_moved_between_modules_keep_their_old_paths() -> None:
     assert run.node_config_for is project.node_config_for
     assert run.DEFAULT_NODE_CONFIG is project.DEFAULT_NODE_CONFIG
     assert syft_flwr.__version__ == _version.__version__
+
+
+def test_data_owner_names_resolve_after_the_split() -> None:
+    # docs/api.md names fl_orchestrator.flower_client.run_data_owner; the handler,
+    # the heartbeat and the loop's request context kept their old import paths too.
+    from syft_flwr.data_owner.handler import ClientAppHandler
+    from syft_flwr.data_owner.heartbeat import Heartbeat
+    from syft_flwr.data_owner.loop import RequestInfo, _current, current_request
+    from syft_flwr.data_owner.runner import run_data_owner
+    from syft_flwr.data_owner.worker import RequestInfo as Info
+    from syft_flwr.data_owner.worker import _current as var
+    from syft_flwr.events import current_request as documented
+    from syft_flwr.fl_orchestrator import flower_client
+
+    assert flower_client.run_data_owner is run_data_owner
+    assert flower_client.ClientAppHandler is ClientAppHandler
+    assert flower_client.Heartbeat is Heartbeat
+    assert flower_client.syftbox_flwr_client.__module__ == "syft_flwr.data_owner.runner"
+    assert RequestInfo is Info and _current is var
+    assert documented is current_request

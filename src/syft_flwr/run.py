@@ -164,7 +164,7 @@ def run_project_data_owner(
     RunFailed
         Every ClientApp call failed, or the researcher reported a failed run.
     """
-    from syft_flwr.data_owner.handler import run_data_owner
+    from syft_flwr.data_owner.runner import run_data_owner
     from syft_flwr.review.unreviewed import record_unreviewed
 
     settings = settings or Settings.from_env()

@@ -175,7 +175,7 @@ def test_each_request_head_is_parsed_once(
     events_runner: EventsRunner,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import syft_flwr.data_owner.loop as watcher_module
+    import syft_flwr.data_owner.admission as watcher_module  # parses request heads
     import syft_flwr.wire.reader as rpc_module
     from syft_flwr.wire.envelope import parse_head
 

@@ -21,8 +21,9 @@ from flwr.clientapp import ClientApp
 
 from syft_flwr._flwr_compat import set_message_id, set_routing, set_task_identity
 from syft_flwr.client import SyftCoreClient
-from syft_flwr.data_owner.handler import ClientAppHandler, _reply_cache
+from syft_flwr.data_owner.handler import ClientAppHandler
 from syft_flwr.data_owner.ledger import Ledger
+from syft_flwr.data_owner.runner import _reply_cache
 from syft_flwr.events import TransportEvents
 from syft_flwr.ids import node_id_for
 from syft_flwr.researcher.journal import ReplyCache

@@ -13,7 +13,8 @@ from flwr.clientapp import ClientApp
 from syft_flwr._flwr_compat import set_message_id, set_routing, set_task_identity
 from syft_flwr.client import MemoryClient
 from syft_flwr.config import Settings
-from syft_flwr.data_owner.handler import ClientAppHandler, run_data_owner
+from syft_flwr.data_owner.handler import ClientAppHandler
+from syft_flwr.data_owner.runner import run_data_owner
 from syft_flwr.errors import CheckpointError
 from syft_flwr.ids import node_id_for
 from syft_flwr.project import load_component, load_project

@@ -14,7 +14,8 @@ from flwr.common.constant import ErrorCode
 from syft_flwr._flwr_compat import set_message_id, set_task_identity
 from syft_flwr.client import MemoryClient
 from syft_flwr.config import Settings
-from syft_flwr.data_owner.handler import ClientAppHandler, run_data_owner
+from syft_flwr.data_owner.handler import ClientAppHandler
+from syft_flwr.data_owner.runner import run_data_owner
 from syft_flwr.ids import node_id_for
 from syft_flwr.project import load_component, load_project
 from syft_flwr.researcher.runner import run_researcher
@@ -294,7 +295,7 @@ def test_one_success_is_enough_for_a_completed_run(toy):
 
 
 def test_data_owner_whose_heartbeat_stops_is_not_waited_for(toy, capsys, caplog):
-    from syft_flwr.data_owner.handler import Heartbeat
+    from syft_flwr.data_owner.heartbeat import Heartbeat
 
     cfg, server_app, client_app = toy
     hub = MemoryHub()
@@ -335,7 +336,7 @@ def test_data_owner_whose_heartbeat_stops_is_not_waited_for(toy, capsys, caplog)
 
 
 def test_heartbeat_goes_through_the_transport_and_wakes_the_watcher():
-    from syft_flwr.data_owner.handler import Heartbeat
+    from syft_flwr.data_owner.heartbeat import Heartbeat
     from syft_flwr.transports.base import heartbeat_key
 
     hub = MemoryHub()
@@ -351,7 +352,7 @@ def test_heartbeat_goes_through_the_transport_and_wakes_the_watcher():
 
 
 def test_warm_up_waits_for_the_ready_signal_of_every_data_owner(caplog):
-    from syft_flwr.data_owner.handler import Heartbeat
+    from syft_flwr.data_owner.heartbeat import Heartbeat
     from syft_flwr.researcher.grid import SyftGrid
 
     hub = MemoryHub()

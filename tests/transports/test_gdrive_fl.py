@@ -16,7 +16,7 @@ import pytest
 from syft_flwr.client import SyftP2PClient
 from syft_flwr.client.factory import create_client
 from syft_flwr.config import Settings
-from syft_flwr.data_owner.handler import run_data_owner
+from syft_flwr.data_owner.runner import run_data_owner
 from syft_flwr.events import P2PFileEvents, create_events_watcher
 from syft_flwr.project import load_component, load_project
 from syft_flwr.researcher.runner import run_researcher
@@ -191,7 +191,7 @@ class _NoEvents:
 def test_run_data_owner_restricts_drive_peers_to_the_aggregators(
     server, tmp_path, monkeypatch
 ):
-    import syft_flwr.data_owner.handler as fc
+    import syft_flwr.data_owner.runner as fc
 
     seen: dict[str, object] = {}
     monkeypatch.setattr(

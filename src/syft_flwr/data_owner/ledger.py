@@ -1,5 +1,9 @@
 """Durable record of what a data owner did with each request, and its stored replies.
 
+(Over 400 lines because the log, the request states and the reply aliases with
+their budget are one state under one lock, read and compacted together; the
+reply files themselves are in :mod:`~syft_flwr.data_owner.reply_store`.)
+
 Every request moves ``received -> running -> stored -> replied``; each step is
 appended to ``<state_dir>/ledger.jsonl`` before the next one starts. The two
 steps that decide correctness are fsynced: ``running`` (so a request is never
@@ -27,7 +31,9 @@ A reply with attachments (large arrays, sealed by the transport layer) is kept
 without writing it again: its sealed chunk files get a second name in
 ``replies/`` (a hard link, where the state folder and the datasites share a
 disk), and the stored reply holds their references and content keys. It is
-checked and opened again only if it is ever re-sent.
+checked and opened again only if it is ever re-sent. The files themselves are
+kept by :class:`~syft_flwr.data_owner.reply_store.ReplyStore` (``Ledger.replies``);
+the ledger decides which replies are kept, under which aliases, and how long.
 
 The ledger and its kept replies are private state the data owner acts on (it
 re-sends a kept reply, sealed, as its own), so with a key
@@ -57,13 +63,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from syft_flwr._fs import fsync_dir
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.crypto.state_mac import StateKey
-from syft_flwr.data_owner.kept_reply import open_kept, write_kept
+from syft_flwr.data_owner.reply_store import ReplyStore
 from syft_flwr.errors import StateIntegrityError
 from syft_flwr.wire import frames
-from syft_flwr.wire.blobs import ATTACHED_MAGIC, read_local_blob, unpack_attached
+from syft_flwr.wire.blobs import ATTACHED_MAGIC
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +101,6 @@ DEFAULT_KEEP_ALIAS_BYTES = 2 * 1024**3
 #: Stored-reply file name prefix of a reply kept under an alias only (no request
 #: id: ``+`` never occurs in one, so no request can name this file).
 _ALIAS_ONLY = "alias+"
-#: A stored reply's attachments are kept as ``<id>.a<k>.<nnnnnn>.chunk``.
-_CHUNK_SUFFIX = ".chunk"
-#: Sizes in our own stored replies are not limited below what memory allows.
-_NO_LIMIT = 2**62
 
 
 @dataclass(frozen=True)
@@ -137,10 +138,6 @@ class Ledger:
         self._lock = threading.Lock()
         self._clock = clock
         self._entries: dict[str, LedgerEntry] = {}
-        self._memory_replies: dict[str, tuple[int, bytes]] = {}
-        #: ids whose stored reply has linked attachment chunks (found at load,
-        #: added by store_sealed): only those need their chunks looked up.
-        self._linked: set[str] = set()
         #: alias -> id of the stored reply it names, oldest first.
         self._aliases: dict[str, str] = {}
         #: ids whose reply the requester has read, kept only for an alias.
@@ -155,9 +152,13 @@ class Ledger:
         self.path = None if self.dir is None else self.dir / self.FILE
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            (self.dir / self.REPLIES).mkdir(exist_ok=True, mode=0o700)
+        #: The kept replies' files (the ledger decides which are kept).
+        self.replies = ReplyStore(
+            None if self.dir is None else self.dir / self.REPLIES, state_key
+        )
+        if self.dir is not None:
             self._load()
-            self._scan_replies()
+            self._sizes = self.replies.scan(set(self._aliases.values()))
 
     # -- loading ----------------------------------------------------------------
     def _load(self) -> None:
@@ -336,10 +337,6 @@ class Ledger:
         self.mark(mid, REPLIED, NEVER)
 
     # -- stored replies -------------------------------------------------------------
-    def _reply_path(self, mid: str) -> Path:
-        assert self.dir is not None
-        return self.dir / self.REPLIES / f"{mid}.reply"
-
     def store_reply(
         self,
         mid: str,
@@ -362,7 +359,7 @@ class Ledger:
         made so later with :meth:`sync_reply`). With ``alias`` the same file
         is also found by :meth:`alias_reply` (no second copy is written).
         """
-        self._write_reply(mid, status, body, durable=durable, peer=peer)
+        self.replies.write(mid, status, body, durable=durable, peer=peer)
         with self._lock:
             # The reply file itself is the durable record; a lost "stored" line
             # only leaves "running" plus a kept reply, which is read the same way.
@@ -372,7 +369,7 @@ class Ledger:
                 if alias is None
                 else self._add_alias_locked(alias, mid, size or frames.total_size(body))
             )
-        self._delete_files(evicted)
+        self.replies.delete(evicted)
 
     def store_sealed(
         self,
@@ -399,14 +396,7 @@ class Ledger:
         (:meth:`store_reply`).
         """
         magic = bytes(memoryview(attached)[: len(ATTACHED_MAGIC)])
-        if self.dir is None or magic != ATTACHED_MAGIC:
-            return False
-        self._delete_chunks(mid)  # a link never replaces: an earlier attempt's go
-        with self._lock:
-            self._linked.add(mid)
-        if not link(self.dir / self.REPLIES, mid):
-            with self._lock:
-                self._linked.discard(mid)
+        if magic != ATTACHED_MAGIC or not self.replies.link(mid, link):
             return False
         self.store_reply(
             mid,
@@ -423,11 +413,11 @@ class Ledger:
     def keep_alias(self, alias: str, body: bytes, *, durable: bool = True) -> None:
         """Keep a successful reply under ``alias`` only (no request id names it)."""
         mid = _ALIAS_ONLY + hashlib.sha256(alias.encode()).hexdigest()[:40]
-        self._write_reply(mid, 200, body, durable=durable)
+        self.replies.write(mid, 200, body, durable=durable)
         with self._lock:
             self._append_locked({"id": mid, "fp": alias}, durable=False)
             evicted = self._add_alias_locked(alias, mid, frames.total_size(body))
-        self._delete_files(evicted)
+        self.replies.delete(evicted)
 
     def sync_reply(self, mid: str) -> None:
         """Make the kept reply of ``mid`` durable (a reply that could not leave).
@@ -435,54 +425,7 @@ class Ledger:
         The file and the folder entry are fsynced: the reply survives a crash
         of the machine and is sent when the data owner serves again.
         """
-        if self.dir is None:
-            return
-        for path in [self._reply_path(mid), *self._chunk_paths(mid)]:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(self.dir / self.REPLIES)
-
-    def _write_reply(
-        self, mid: str, status: int, body: bytes, *, durable: bool, peer: str = ""
-    ) -> None:
-        if self.dir is None:
-            with self._lock:
-                self._memory_replies[mid] = (status, frames.inline(body))
-            return
-        path = self._reply_path(mid)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            write_kept(fd, mid, peer, status, body, self._mac)
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        if durable:
-            fsync_dir(path.parent)
-
-    def _scan_replies(self) -> None:
-        """One pass over ``replies/`` at start: linked ids, sizes of aliased ones."""
-        assert self.dir is not None
-        aliased = set(self._aliases.values())
-        sizes: dict[str, int] = {}
-        with os.scandir(self.dir / self.REPLIES) as found:
-            for e in found:
-                owner = _chunk_owner(e.name)
-                if owner is not None:
-                    self._linked.add(owner)
-                elif e.name.endswith(".reply"):
-                    owner = e.name[: -len(".reply")]
-                if owner in aliased:
-                    try:
-                        sizes[owner] = sizes.get(owner, 0) + e.stat().st_size
-                    except OSError:
-                        continue
-        self._sizes = sizes
+        self.replies.sync(mid)
 
     def _over_budget_locked(self) -> bool:
         if len(self._aliases) > self.keep_aliases:
@@ -516,36 +459,6 @@ class Ledger:
                 evicted.append(old)
         return evicted
 
-    def _delete_files(self, mids: list[str]) -> None:
-        for m in mids:
-            if self.dir is None:
-                with self._lock:
-                    self._memory_replies.pop(m, None)
-                continue
-            try:
-                self._reply_path(m).unlink()
-            except FileNotFoundError:
-                pass
-            self._delete_chunks(m)
-
-    def _chunk_paths(self, mid: str) -> list[Path]:
-        """The attachment chunks kept for ``mid``'s reply (see :meth:`store_sealed`)."""
-        with self._lock:
-            if self.dir is None or mid not in self._linked:
-                return []  # no folder listing for a reply without attachments
-        folder = self.dir / self.REPLIES
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            return []
-        return [folder / n for n in names if _chunk_owner(n) == mid]
-
-    def _delete_chunks(self, mid: str) -> None:
-        for p in self._chunk_paths(mid):
-            p.unlink(missing_ok=True)
-        with self._lock:
-            self._linked.discard(mid)
-
     def stored_reply(
         self, mid: str, peer: str | None = None
     ) -> tuple[int, bytes] | None:
@@ -562,43 +475,12 @@ class Ledger:
             With a key: the kept reply (or the ledger's record of ``mid``)
             failed its integrity check or carries no tag. It must not be sent.
         """
-        if self.dir is None:
-            with self._lock:
-                return self._memory_replies.get(mid)
-        if self.state(mid) == TAINTED:
+        if self.dir is not None and self.state(mid) == TAINTED:
             raise StateIntegrityError(
                 f"the data owner's record of request {mid} failed its integrity "
                 "check; its kept reply is not sent"
             )
-        try:
-            data = self._reply_path(mid).read_bytes()
-        except OSError:
-            return None
-        data, kept_for = open_kept(mid, data, self._mac)
-        if peer is not None and self._mac is not None and kept_for != peer:
-            logger.warning(
-                "the kept reply to %s answers %s, not %s; it is not sent to them",
-                mid,
-                kept_for,
-                peer,
-            )
-            return None
-        if len(data) < 2:
-            return None
-        status, body = int.from_bytes(data[:2], "big"), data[2:]
-        if not body.startswith(ATTACHED_MAGIC):
-            return status, body
-        try:
-            refs, inner = unpack_attached(body, max_total=_NO_LIMIT)
-            folder = self.dir / self.REPLIES
-            parts = [
-                read_local_blob(folder, ref, f"{mid}.a{k}")
-                for k, ref in enumerate(refs)
-            ]
-        except (OSError, ValueError) as exc:  # EnvelopeError is a ValueError
-            logger.warning("the kept reply to %s cannot be read back: %s", mid, exc)
-            return None
-        return status, frames.FramedBody(bytes(inner), parts)
+        return self.replies.read(mid, peer)
 
     def alias_reply(self, alias: str) -> tuple[int, bytes] | None:
         """The stored reply ``alias`` names (see :meth:`store_reply`), if kept."""
@@ -616,7 +498,7 @@ class Ledger:
             if mid in self._aliases.values():
                 self._released.add(mid)
                 return
-        self._delete_files([mid])
+        self.replies.delete([mid])
 
     # -- housekeeping -------------------------------------------------------------
     def trim(self) -> int:
@@ -645,33 +527,9 @@ class Ledger:
                 # Under the lock: no mark() may append between snapshot and swap.
                 self._rewrite_locked(list(self._entries.values()))
             keep = set(self._entries) | aliased
-        self._delete_files([m for m in old if m not in aliased])
-        if self.dir is not None:
-            self._sweep_replies(keep, now)
+        self.replies.delete([m for m in old if m not in aliased])
+        self.replies.sweep(keep, now)
         return len(old)
-
-    def _sweep_replies(self, keep: set[str], now: float) -> None:
-        folder = self.dir / self.REPLIES if self.dir is not None else None
-        if folder is None:
-            return
-        try:
-            names = os.listdir(folder)
-        except OSError:
-            return
-        for name in names:
-            p = folder / name
-            try:
-                if name.endswith(".reply"):
-                    if name[: -len(".reply")] in keep:
-                        continue
-                elif name.endswith(_CHUNK_SUFFIX):
-                    if _chunk_owner(name) in keep:
-                        continue
-                elif not name.endswith(".tmp") or p.stat().st_mtime > now - 3600:
-                    continue
-                p.unlink()
-            except OSError:
-                continue
 
     def _rewrite_locked(self, entries: list[LedgerEntry]) -> None:
         assert self.path is not None and self.dir is not None
@@ -710,12 +568,3 @@ def open_ledger(
 
     key = None if state_dir is None else state_key_for(client, policy, "ledger")
     return Ledger(state_dir, clock=clock, state_key=key)
-
-
-def _chunk_owner(name: str) -> str | None:
-    """The request id of a kept chunk ``<id>.a<k>.<nnnnnn>.chunk``, else None."""
-    if not name.endswith(_CHUNK_SUFFIX):
-        return None
-    mid, _, rest = name[: -len(_CHUNK_SUFFIX)].rpartition(".a")
-    k, _, index = rest.partition(".")
-    return mid if mid and k.isdigit() and index.isdigit() else None

@@ -1,4 +1,6 @@
-"""Moved to :mod:`syft_flwr.data_owner.handler`; this name keeps old imports working.
+"""Moved to :mod:`syft_flwr.data_owner.runner`; this name keeps old imports working.
+
+The runner re-exports :class:`~syft_flwr.data_owner.handler.ClientAppHandler`.
 
 The old module name is an alias of the new module (same object), so
 attributes, private helpers and monkeypatching behave as before.
@@ -6,6 +8,6 @@ attributes, private helpers and monkeypatching behave as before.
 
 import sys
 
-from syft_flwr.data_owner import handler as _moved
+from syft_flwr.data_owner import runner as _moved
 
 sys.modules[__name__] = _moved

@@ -183,7 +183,7 @@ def serve(
     -------
     ClientAppHandler
     """
-    from syft_flwr.data_owner.handler import run_data_owner
+    from syft_flwr.data_owner.runner import run_data_owner
     from syft_flwr.project import load_project, node_config_for, parse_run_config
     from syft_flwr.review.guard import ProjectGuard
 
