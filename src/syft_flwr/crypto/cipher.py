@@ -33,7 +33,7 @@ Counter nonces are safe only because every key encrypts exactly one message: the
 key depends on a fresh ephemeral key. **Never reuse the key returned by**
 :func:`seal_key` **for a second message.**
 
-Why one module over ~400 lines: this is the whole cipher (key conversion, X3DH,
+Size: one module over ~400 lines because this is the whole cipher (key conversion, X3DH,
 transcript signature, chunk AEAD) and the specification above; a reviewer
 audits it in one reading, and nothing else in the package holds a primitive.
 """

@@ -1,6 +1,6 @@
 """Durable record of what a data owner did with each request, and its stored replies.
 
-(Over 400 lines because the log, the request states and the reply aliases with
+(Size: over 400 lines because the log, the request states and the reply aliases with
 their budget are one state under one lock, read and compacted together; the
 reply files themselves are in :mod:`~syft_flwr.data_owner.reply_store`.)
 

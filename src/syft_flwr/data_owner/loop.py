@@ -1,6 +1,6 @@
 """One request loop for every transport.
 
-(Slightly over 400 lines: the loop, its lifecycle, and the compatibility
+(Size: slightly over 400 lines: the loop, its lifecycle, and the compatibility
 properties that keep ``TransportEvents``' attributes where callers found them.)
 
 :class:`TransportEvents` serves requests arriving at an app's endpoints: it

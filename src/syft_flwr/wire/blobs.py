@@ -20,7 +20,7 @@ chunks are. So:
 Chunks are read straight into the one buffer that becomes ``Array.data`` (no
 join buffer, no second copy).
 
-Why one module over ~400 lines: the blob reference, its chunk plan, the
+Size: one module over ~400 lines because the blob reference, its chunk plan, the
 associated data of each chunk and the reading that checks them are one format
 whose checks must agree; splitting them would put the writer and the checker of
 the same bytes in different files.
