@@ -22,7 +22,8 @@ from flwr.app import Context
 
 from syft_flwr.client import MemoryClient
 from syft_flwr.config import Settings
-from syft_flwr.data_owner.handler import ClientAppHandler, run_data_owner
+from syft_flwr.data_owner.handler import ClientAppHandler
+from syft_flwr.data_owner.runner import run_data_owner
 from syft_flwr.project import load_component, load_project, parse_run_config
 from syft_flwr.researcher.runner import run_researcher
 from syft_flwr.transports.memory import MemoryHub

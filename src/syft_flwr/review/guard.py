@@ -1,8 +1,10 @@
 """Which code may run: every request names its project hash; the data owner checks it.
 
-Where the hash travels: the researcher's :class:`~syft_flwr.fl_orchestrator.
-syft_grid.SyftGrid` adds a ``ConfigRecord`` named :data:`PROJECT_RECORD` to the
-content of every Flower message it sends; the data owner's handler takes it out
+Where the hash travels: the researcher's outbox
+(:func:`~syft_flwr.researcher.outbox.split_request`, for
+:class:`~syft_flwr.researcher.grid.SyftGrid`) adds a ``ConfigRecord`` named
+:data:`PROJECT_RECORD` to the content of every Flower message it sends, while
+serializing it; the data owner's handler takes it out
 again before the ``ClientApp`` sees the message. The record is inside the
 serialized Flower message, i.e. inside the envelope *body*: with encryption on,
 the body is sealed with AES-GCM and the whole ciphertext is signed by the
@@ -75,8 +77,8 @@ class ProjectGuard:
     Notes
     -----
     Approval is per *(researcher, hash)*: the request's authenticated sender is
-    taken from :func:`syft_flwr.events.current_request` (set by the events
-    loop); a request served without it is refused.
+    taken from :func:`syft_flwr.data_owner.worker.current_request` (set on the
+    data owner's worker thread); a request served without it is refused.
     """
 
     def __init__(
