@@ -110,6 +110,7 @@ class AuditLog:
         self._head: ChainHead | None = None
         self._trail_sig: tuple[int, int] | None = None
         self._heads: HeadWriter | None = None
+        self._trail = "" if directory is None else os.path.join(directory, FILE)
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._heads = HeadWriter(self.dir)
@@ -181,7 +182,8 @@ class AuditLog:
         """
         assert self.dir is not None and self._heads is not None
         known, self._head = self._head, None  # forgotten until this line is in
-        if known is not None and self._untouched():
+        untouched = known is not None and self._untouched()
+        if known is not None and untouched:
             head, fd = known, self._fd
             assert fd is not None and self._trail_sig is not None
             size = self._trail_sig[1]
@@ -203,7 +205,7 @@ class AuditLog:
             # syncs, which --verify reports as lines lost at the end).
             os.fsync(fd)
             self._last_sync = now
-        self._heads.write(head, self.key, durable=durable)
+        self._heads.write(head, self.key, durable=durable, unchanged=untouched)
         st = os.fstat(fd)
         self._trail_sig, self._head = (st.st_ino, st.st_size), head
 
@@ -217,7 +219,7 @@ class AuditLog:
         if self._fd is None:
             return False
         try:
-            st = os.stat(self.dir / FILE)
+            st = os.stat(self._trail)
         except FileNotFoundError:
             return False
         return (st.st_ino, st.st_size) == self._trail_sig and self._heads.unchanged()

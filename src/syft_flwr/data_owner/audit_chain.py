@@ -92,7 +92,9 @@ def dir_lock(directory: Path, *, create: bool = True) -> Iterator[None]:
             return
         try:
             fd = os.open(
-                directory / LOCK_FILE, os.O_RDWR | (os.O_CREAT if create else 0), 0o600
+                os.path.join(directory, LOCK_FILE),
+                os.O_RDWR | (os.O_CREAT if create else 0),
+                0o600,
             )
         except FileNotFoundError:
             if create:

@@ -19,7 +19,6 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from syft_flwr._fs import fsync_dir
 from syft_flwr.crypto.state_mac import StateKey
@@ -63,15 +62,15 @@ def _head_fields(head: ChainHead) -> tuple[str, ...]:
 
 def head_bytes(head: ChainHead, key: StateKey | None) -> bytes:
     """The head file's bytes: JSON padded with spaces to ``HEAD_SIZE``."""
-    doc: dict[str, Any] = {
-        "seq": head.seq,
-        "hash": head.hash,
-        "first": head.first,
-        "legacy": head.legacy,
-    }
-    if key is not None:
-        doc["mac"] = key.tag_hex("head", *_head_fields(head))
-    body = json.dumps(doc, sort_keys=True)
+    # Written out by hand (the keys sorted, as json.dumps would): four numbers
+    # and hex digits, and this runs once per line.
+    mac = (
+        "" if key is None else f'"mac": "{key.tag_hex("head", *_head_fields(head))}", '
+    )
+    body = (
+        f'{{"first": {int(head.first)}, "hash": {json.dumps(head.hash)}, '
+        f'"legacy": {int(head.legacy)}, {mac}"seq": {int(head.seq)}}}'
+    )
     size = max(HEAD_SIZE, -(-(len(body) + 1) // HEAD_SIZE) * HEAD_SIZE)
     return (body.ljust(size - 1) + "\n").encode()
 
@@ -105,12 +104,26 @@ class HeadWriter:
         self._new_entry = True
         return self._fd
 
-    def write(self, head: ChainHead, key: StateKey | None, *, durable: bool) -> None:
-        """Put ``head`` in place (fsynced, with the folder entry, when ``durable``)."""
-        self._last = self._sig = None
+    def write(
+        self,
+        head: ChainHead,
+        key: StateKey | None,
+        *,
+        durable: bool,
+        unchanged: bool = False,
+    ) -> None:
+        """Put ``head`` in place (fsynced, with the folder entry, when ``durable``).
+
+        ``unchanged``: :meth:`unchanged` said so under the lock still held.
+        """
+        sig, self._last, self._sig = self._sig, None, None
         data = head_bytes(head, key)
-        fd = self._open()
-        if os.fstat(fd).st_size > len(data):  # not ours: another format or an edit
+        if unchanged and self._fd is not None and sig is not None:
+            fd, size = self._fd, sig[1]
+        else:
+            fd = self._open()
+            size = os.fstat(fd).st_size
+        if size > len(data):  # not ours: another format or an edit
             os.ftruncate(fd, len(data))
         os.pwrite(fd, data, 0)
         if durable:
