@@ -31,25 +31,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from syft_flwr._printable import printable
 from syft_flwr.crypto.state_mac import StateKey
 from syft_flwr.data_owner.audit_chain import (
-    HEAD_FILE,
     ZERO_HASH,
-    ChainHead,
     count_unchained,
     dir_lock,
     drop_torn_tail,
-    fsync_file,
     last_chained,
     last_is_keyed,
     line_hash,
     parse_line,
-    read_head,
     seal_line,
     trail_lines,
-    write_head,
 )
+from syft_flwr.data_owner.audit_format import format_audit
+from syft_flwr.data_owner.audit_head import ChainHead, HeadWriter, read_head
 from syft_flwr.data_owner.audit_verify import AuditReport, verify_trail
 from syft_flwr.errors import KeyNotFound, StateIntegrityError
 
@@ -109,8 +105,15 @@ class AuditLog:
         self._memory: list[dict[str, Any]] = []
         self._last_sync = float("-inf")
         self._fd: int | None = None
+        # This writer's last head, and the current file's (inode, size) just
+        # after its last line: valid while no other writer touched the trail.
+        self._head: ChainHead | None = None
+        self._trail_sig: tuple[int, int] | None = None
+        self._heads: HeadWriter | None = None
+        self._trail = "" if directory is None else os.path.join(directory, FILE)
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._heads = HeadWriter(self.dir)
 
     @classmethod
     def for_client(cls, client: Any, **kwargs: Any) -> AuditLog:
@@ -124,17 +127,25 @@ class AuditLog:
         with self._lock:
             if self._fd is None:
                 return
+            assert self.dir is not None and self._heads is not None
             try:
-                assert self.dir is not None
                 with dir_lock(self.dir):
                     os.fsync(self._fd)
-                    fsync_file(self.dir / HEAD_FILE)
+                    self._heads.sync()
             except OSError:
                 logger.exception("could not sync the audit trail")
+            self._heads.close()
             os.close(self._fd)
             self._fd = None
+            self._head = None
 
     def __del__(self) -> None:
+        heads = getattr(self, "_heads", None)
+        if heads is not None:
+            try:
+                heads.close()
+            except OSError:
+                pass
         if getattr(self, "_fd", None) is not None:
             try:
                 os.close(self._fd)  # type: ignore[arg-type]
@@ -165,13 +176,22 @@ class AuditLog:
     def _append(self, entry: dict[str, Any]) -> None:
         """Chain one line to the kept head (under the folder's lock).
 
-        The head is read back every time, not remembered: several processes
-        (one per served app) write one trail, and each goes on from the others.
+        Several processes (one per served app) write one trail, and each goes
+        on from the others: the head is remembered only while the trail and its
+        head are exactly as this writer left them, else read back and checked.
         """
-        assert self.dir is not None
-        head = self._resume()
-        fd = self._current_fd()
-        if os.fstat(fd).st_size >= self.max_bytes:
+        assert self.dir is not None and self._heads is not None
+        known, self._head = self._head, None  # forgotten until this line is in
+        untouched = known is not None and self._untouched()
+        if known is not None and untouched:
+            head, fd = known, self._fd
+            assert fd is not None and self._trail_sig is not None
+            size = self._trail_sig[1]
+        else:
+            head = self._resume()
+            fd = self._current_fd()
+            size = os.fstat(fd).st_size
+        if size >= self.max_bytes:
             head = self._rotate(head)
             fd = self._current_fd()
         line = seal_line(entry, head.seq + 1, head.hash, self.key)
@@ -185,7 +205,24 @@ class AuditLog:
             # syncs, which --verify reports as lines lost at the end).
             os.fsync(fd)
             self._last_sync = now
-        write_head(self.dir, head, self.key, durable=durable)
+        self._heads.write(head, self.key, durable=durable, unchanged=untouched)
+        st = os.fstat(fd)
+        self._trail_sig, self._head = (st.st_ino, st.st_size), head
+
+    def _untouched(self) -> bool:
+        """Whether the trail and its head are as this writer last left them.
+
+        Another writer's line grows the current file (or rotates it: a new
+        inode) and rewrites the head; either is seen here without a parse.
+        """
+        assert self.dir is not None and self._heads is not None
+        if self._fd is None:
+            return False
+        try:
+            st = os.stat(self._trail)
+        except FileNotFoundError:
+            return False
+        return (st.st_ino, st.st_size) == self._trail_sig and self._heads.unchanged()
 
     def _current_fd(self) -> int:
         """The open current file; reopened if another writer rotated it."""
@@ -341,54 +378,3 @@ def audit_entries(
 
     c = wrap_client(client) if client is not None else create_client()
     return AuditLog.for_client(c).entries(since)
-
-
-def format_audit(entries: list[dict[str, Any]]) -> str:
-    """A plain-text table of audit events (no colour codes)."""
-    import datetime as _dt
-
-    rows = [("time (UTC)", "event", "app", "researcher", "details")]
-    for e in entries:
-        ts = _dt.datetime.fromtimestamp(float(e.get("ts", 0)), tz=_dt.UTC)
-        details = []
-        if e.get("event") == "run":
-            details.append(f"{e.get('message_type', '?')} {e.get('group', '')}".strip())
-            details.append(f"{float(e.get('end', 0)) - float(e.get('start', 0)):.2f} s")
-            details.append(str(e.get("outcome", e.get("status", ""))))
-        elif e.get("event") == "refused" and e.get("count"):
-            # A flood, aggregated (events.refusals): one row for the rest.
-            since = _dt.datetime.fromtimestamp(float(e.get("since", 0)), tz=_dt.UTC)
-            details.append(
-                f"{e['count']} more refusal(s) in {e.get('folder', '?')} since "
-                f"{since:%Y-%m-%d %H:%M:%S}; last {e.get('status')}: "
-                f"{e.get('reason', '')}"
-            )
-        elif e.get("event") == "refused":
-            details.append(f"{e.get('status')}: {e.get('reason', '')}")
-        elif e.get("event") == "head_lost":
-            details.append(
-                "the trail's head was missing or changed when the data owner "
-                "started: lines cut off before this one cannot be ruled out"
-            )
-        elif e.get("event") in ("received", "replied"):
-            details.append(f"{e.get('bytes', 0)} bytes")
-            if e.get("status") is not None:
-                details.append(f"status {e.get('status')}")
-            if e.get("fingerprint"):
-                details.append(f"key {str(e['fingerprint'])[:16]}")
-        # Every cell is escaped: message types, group ids, reasons and names
-        # come from researchers and must not drive the terminal.
-        rows.append(
-            (
-                ts.strftime("%Y-%m-%d %H:%M:%S"),
-                printable(e.get("event", "")),
-                printable(e.get("app", "")),
-                printable(e.get("sender", "")),
-                printable(", ".join(d for d in details if d)),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [
-        "  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows
-    ]
-    return "\n".join(line.rstrip() for line in lines)

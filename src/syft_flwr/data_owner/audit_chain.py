@@ -9,8 +9,8 @@ Every line written by :class:`~syft_flwr.data_owner.audit.AuditLog` carries
 
 A chain alone cannot tell a truncated file from a shorter one, so the chain's
 head (last ``seq``, its hash, and the ``seq`` of the oldest line still kept) is
-kept, MACed, in ``audit.head.json`` next to the trail and replaced atomically
-after every line. :func:`~syft_flwr.data_owner.audit_verify.verify_trail` then detects an edited line (its MAC), a
+kept, MACed, in ``audit.head.json`` next to the trail and rewritten in place
+after every line (see :mod:`syft_flwr.data_owner.audit_head`). :func:`~syft_flwr.data_owner.audit_verify.verify_trail` then detects an edited line (its MAC), a
 removed or inserted line (``seq`` and ``prev``), removed lines at the end (the
 head) and removed old files (``first``). Rotation keeps the chain: the first line
 of a new file carries the hash of the previous file's last line.
@@ -33,12 +33,16 @@ import os
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from syft_flwr._fs import fsync_dir
 from syft_flwr.crypto.state_mac import StateKey
+from syft_flwr.data_owner.audit_head import (
+    HEAD_FILE,
+    ChainHead,
+    read_head,
+    write_head,
+)
 from syft_flwr.errors import EnvelopeError, StateIntegrityError
 from syft_flwr.wire import strict_json
 
@@ -61,14 +65,12 @@ __all__ = [
 ]
 
 CURRENT = "audit.jsonl"
-HEAD_FILE = "audit.head.json"
 LOCK_FILE = "audit.lock"
 ZERO_HASH = "0" * 64
 #: A line longer than this is not one the trail wrote (it is reported, unread).
 MAX_LINE = 64 * 1024
 _ROTATED = re.compile(r"^audit\.([1-9][0-9]{0,5})\.jsonl$")
 _MAC_TAIL = re.compile(rb', "mac": "([0-9a-f]{64})"\}$')
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 logger = logging.getLogger("syft_flwr.audit")
 
 
@@ -76,10 +78,11 @@ _THREAD_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def dir_lock(directory: Path) -> Iterator[None]:
+def dir_lock(directory: Path, *, create: bool = True) -> Iterator[None]:
     """Serialize writers of one trail, across threads and processes.
 
-    POSIX only (``fcntl``); elsewhere a process-local lock.
+    POSIX only (``fcntl``); elsewhere a process-local lock. ``create=False``
+    (a reader) takes no file lock where no writer ever made one.
     """
     with _THREAD_LOCK:
         try:
@@ -87,7 +90,17 @@ def dir_lock(directory: Path) -> Iterator[None]:
         except ImportError:  # Windows
             yield
             return
-        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(
+                os.path.join(directory, LOCK_FILE),
+                os.O_RDWR | (os.O_CREAT if create else 0),
+                0o600,
+            )
+        except FileNotFoundError:
+            if create:
+                raise
+            yield
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -144,90 +157,6 @@ def mac_ok(line: bytes, key: StateKey) -> bool:
     except StateIntegrityError:
         return False
     return True
-
-
-@dataclass(frozen=True)
-class ChainHead:
-    """The newest line of the chain, the oldest one still kept, and how many
-    unchained lines (an older syft_flwr's) were there when the chain began."""
-
-    seq: int
-    hash: str
-    first: int
-    legacy: int = 0
-    #: Whether the head carried a MAC (False: written before the data owner had
-    #: keys; not itself part of the head).
-    keyed: bool = field(default=True, compare=False)
-
-
-def _head_fields(head: ChainHead) -> tuple[str, ...]:
-    return (str(head.seq), head.hash, str(head.first), str(head.legacy))
-
-
-def write_head(
-    directory: Path, head: ChainHead, key: StateKey | None, *, durable: bool
-) -> None:
-    """Replace ``audit.head.json`` atomically (fsynced when ``durable``)."""
-    doc: dict[str, Any] = {
-        "seq": head.seq,
-        "hash": head.hash,
-        "first": head.first,
-        "legacy": head.legacy,
-    }
-    if key is not None:
-        doc["mac"] = key.tag_hex("head", *_head_fields(head))
-    tmp = directory / (HEAD_FILE + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, json.dumps(doc, sort_keys=True).encode())
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, directory / HEAD_FILE)
-    if durable:
-        fsync_dir(directory)
-
-
-def read_head(
-    directory: Path, key: StateKey | None, *, unkeyed_ok: bool = False
-) -> ChainHead | None:
-    """The kept chain head; None if there is none.
-
-    ``unkeyed_ok`` accepts a head without a MAC (``keyed=False``): one written
-    before the data owner had keys; the caller decides whether that can be.
-
-    Raises
-    ------
-    StateIntegrityError
-        The head file is unreadable, or fails its MAC.
-    """
-    try:
-        raw = (directory / HEAD_FILE).read_bytes()
-    except FileNotFoundError:
-        return None
-    doc = parse_line(raw[:MAX_LINE])
-    try:
-        assert doc is not None
-        head = ChainHead(
-            int(doc["seq"]), str(doc["hash"]), int(doc["first"]), int(doc["legacy"])
-        )
-        assert _HEX64.match(head.hash) and 0 <= head.first <= head.seq + 1
-        assert head.legacy >= 0
-    except (AssertionError, KeyError, TypeError, ValueError):
-        raise StateIntegrityError(
-            f"the audit trail's head ({HEAD_FILE}) cannot be read"
-        ) from None
-    if key is not None and "mac" not in doc and unkeyed_ok:
-        return ChainHead(head.seq, head.hash, head.first, head.legacy, keyed=False)
-    if key is not None:
-        key.verify(
-            str(doc.get("mac", "")),
-            "head",
-            *_head_fields(head),
-            what=f"the audit trail's head ({HEAD_FILE})",
-        )
-    return head
 
 
 def trail_files(directory: Path) -> list[Path]:

@@ -15,14 +15,14 @@ from typing import Any
 from syft_flwr.crypto.state_mac import StateKey
 from syft_flwr.data_owner.audit_chain import (
     CURRENT,
-    HEAD_FILE,
     ZERO_HASH,
+    dir_lock,
     line_hash,
     mac_ok,
     parse_line,
-    read_head,
     trail_lines,
 )
+from syft_flwr.data_owner.audit_head import HEAD_FILE, read_head
 from syft_flwr.errors import StateIntegrityError
 
 __all__ = ["AuditReport", "verify_trail"]
@@ -178,7 +178,10 @@ def verify_trail(directory: Path, key: StateKey | None) -> AuditReport:
 def _check_head(directory: Path, walk: _Walk) -> None:
     r = walk.report
     try:
-        head = read_head(directory, walk.key, unkeyed_ok=True)
+        # Under the writers' lock: the head is rewritten in place, and a read
+        # in the middle of a write would look like a damaged head.
+        with dir_lock(directory, create=False):
+            head = read_head(directory, walk.key, unkeyed_ok=True)
     except StateIntegrityError as exc:
         r.problems.append(str(exc))
         return
