@@ -73,7 +73,7 @@ def run_job(
 ) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
     """Run one job; return requests per Drive user and per (user, method)."""
     from syft_flwr.config import Settings
-    from syft_flwr.data_owner.handler import run_data_owner
+    from syft_flwr.data_owner.runner import run_data_owner
     from syft_flwr.project import load_component, load_project
     from syft_flwr.researcher.runner import run_researcher
     from syft_flwr.testing.drive_server import FakeDriveServer

@@ -270,7 +270,7 @@ def run_in_process(n: int, rounds: int, tmp: Path) -> dict[str, float]:
     from syft_flwr.client import MemoryClient
     from syft_flwr.config import Settings
     from syft_flwr.crypto.policy import load_or_create_keys
-    from syft_flwr.data_owner.handler import run_data_owner
+    from syft_flwr.data_owner.runner import run_data_owner
     from syft_flwr.project import load_component, load_project
     from syft_flwr.researcher.runner import run_researcher
     from syft_flwr.transports.memory import MemoryHub, MemoryTransport
