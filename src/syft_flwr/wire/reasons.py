@@ -44,14 +44,9 @@ def reason_text(body: bytes | memoryview, *, limit: int = MAX_REASON_CHARS) -> s
         return f"(a {len(data)}-byte reason that is not text; not shown)"
     if any(ord(c) < 0x20 and c not in _TEXT_CONTROLS for c in text):
         return f"(a {len(data)}-byte reason that is not text; not shown)"
-    shown = _escape(text[:limit])
+    # One line: a newline or carriage return could fake another log entry or
+    # overwrite this one on a terminal (shown as \n and \r by printable).
+    shown = printable(text[:limit])
     if len(text) > limit:
         shown += f" ... ({len(text) - limit} more characters)"
     return shown
-
-
-def _escape(text: str) -> str:
-    # One line: a newline or carriage return in a log could fake another entry
-    # or overwrite this one on a terminal; shown as \n and \r instead (the one
-    # escape for everything shown to a person).
-    return printable(text)
