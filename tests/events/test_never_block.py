@@ -139,7 +139,8 @@ def test_a_reply_that_cannot_be_written_is_kept_and_retried(
     resp = wait_until(lambda: researcher.response_for(DO, EP, mid), timeout=15)
     assert resp.head.status_code == 200 and resp.body == b"result:work"
     assert calls == [b"work"]  # the result was kept, not recomputed
-    assert ev.ledger.state(mid) == "replied"
+    # The ledger is marked just after the reply file is written: wait for it.
+    wait_until(lambda: ev.ledger.state(mid) == "replied", timeout=5)
 
 
 def test_the_poll_interval_setting_reaches_the_data_owner(

@@ -180,7 +180,8 @@ def test_an_undelivered_reply_is_kept_durably_and_sent_after_a_restart(
     events_runner.start(ev2)
     assert _reply(researcher, "blocked", timeout=15).content["metrics"]["run"] == 1
     assert runs == ["blocked"] and h2.handled == 0  # kept, not recomputed
-    assert ev2.ledger.state("blocked") == "replied"
+    # The ledger is marked just after the reply file is written: wait for it.
+    wait_until(lambda: ev2.ledger.state("blocked") == "replied", timeout=5)
 
 
 def test_a_reply_cache_of_an_older_version_is_still_read(tmp_path: Path) -> None:
