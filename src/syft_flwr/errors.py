@@ -38,6 +38,7 @@ either::
         ├── UnacceptableReply          a reply's values are not finite or not the model's shape
         ├── UnsignedHeadError          a sealed message's head is not signed (envelope < 3)
         ├── StateIntegrityError        a party's own private state failed its MAC check
+        ├── ContainmentUnavailable     a containment layer cannot be enforced here
         └── ReviewError                a project package or review decision is refused
             ├── UnsafeArchiveError     ``../``, absolute paths, links, devices, too big
             ├── ProjectSignatureError  not signed by the researcher's pinned identity key
@@ -51,6 +52,7 @@ from __future__ import annotations
 
 __all__ = [
     "AlreadyExistsError",
+    "ContainmentUnavailable",
     "BadSignatureError",
     "CheckpointError",
     "ChunkIntegrityError",
@@ -303,3 +305,21 @@ class KeyRollbackError(EncryptionError):
         self.email = email
         self.pinned = pinned
         self.published = published
+
+
+class ContainmentUnavailable(SecurityError):
+    """A containment layer the data owner requires cannot be enforced on this machine.
+
+    Nothing of the approved code runs (fail closed). The message names the
+    layer and why; ``--containment none`` (``SYFT_FLWR_CONTAINMENT=none``) is
+    the data owner's explicit opt-down.
+
+    Attributes
+    ----------
+    layers : tuple of str
+        The layers that cannot be enforced (e.g. ``"network"``, ``"files"``).
+    """
+
+    def __init__(self, message: str, *, layers: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.layers = layers
