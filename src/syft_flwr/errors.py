@@ -39,6 +39,8 @@ either::
         ├── UnsignedHeadError          a sealed message's head is not signed (envelope < 3)
         ├── StateIntegrityError        a party's own private state failed its MAC check
         ├── ContainmentUnavailable     a containment layer cannot be enforced here
+        ├── WorkerFailed               the ClientApp's worker died, broke its protocol or overran
+        │   └── ClientAppStopped       killed at the request's deadline
         └── ReviewError                a project package or review decision is refused
             ├── UnsafeArchiveError     ``../``, absolute paths, links, devices, too big
             ├── ProjectSignatureError  not signed by the researcher's pinned identity key
@@ -55,6 +57,7 @@ __all__ = [
     "ContainmentUnavailable",
     "BadSignatureError",
     "CheckpointError",
+    "ClientAppStopped",
     "ChunkIntegrityError",
     "ConfigError",
     "DecryptionError",
@@ -90,6 +93,7 @@ __all__ = [
     "UnsafeArchiveError",
     "UnsafeFileError",
     "UnsignedHeadError",
+    "WorkerFailed",
 ]
 
 
@@ -323,3 +327,15 @@ class ContainmentUnavailable(SecurityError):
     def __init__(self, message: str, *, layers: tuple[str, ...] = ()):
         super().__init__(message)
         self.layers = layers
+
+
+class WorkerFailed(SecurityError):
+    """The worker process running the ClientApp died, broke its protocol, or overran.
+
+    The request gets an error reply saying how; the worker is killed (its
+    whole process group) and a fresh one serves the next request.
+    """
+
+
+class ClientAppStopped(WorkerFailed):
+    """The ClientApp was still running at the request's deadline and was killed."""

@@ -14,6 +14,7 @@ from syft_flwr._proctitle import set_party_title
 from syft_flwr.client.factory import create_client
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings
+from syft_flwr.data_owner.contain.policy import ContainmentPolicy
 from syft_flwr.errors import ConfigError, RunFailed
 from syft_flwr.logs import setup_logging
 from syft_flwr.project import (
@@ -147,8 +148,15 @@ def run_project_data_owner(
     aggregators: list[str] | None = None,
     settings: Settings | None = None,
     no_review: bool | None = None,
+    containment: ContainmentPolicy | None = None,
 ) -> Any:
-    """Load the app's ClientApp from its local folder and serve it until the stop signal.
+    """Serve the app's ClientApp from its local folder until the stop signal.
+
+    The ClientApp runs in its own worker process, contained as ``containment``
+    says (default: the data owner's ``SYFT_FLWR_CONTAINMENT*``, level full);
+    the worker starts before any request is accepted and a machine that cannot
+    contain is refused (:class:`~syft_flwr.errors.ContainmentUnavailable`),
+    except in a local simulation, which warns and runs uncontained.
 
     This runs code nobody reviewed, so it is an explicit opt-down: ``no_review``
     (``--no-review``; default ``SYFT_FLWR_NO_REVIEW``) must be true. It is
@@ -164,6 +172,7 @@ def run_project_data_owner(
     RunFailed
         Every ClientApp call failed, or the researcher reported a failed run.
     """
+    from syft_flwr.data_owner.contain.serving import start_contained
     from syft_flwr.data_owner.runner import run_data_owner
     from syft_flwr.review.unreviewed import record_unreviewed
 
@@ -176,19 +185,34 @@ def run_project_data_owner(
             "this with --no-review (SYFT_FLWR_NO_REVIEW=1)"
         )
     record_unreviewed(client, cfg.flwr_app_name, cfg.app_dir, _folder_hash(cfg))
-    client_app = load_component(cfg.clientapp, cfg.app_dir)
     rc = parse_run_config(cfg.app_config, run_config)
-    aggs = aggregators or ([cfg.aggregator] if cfg.aggregator else None)
-    _restrict_peers(client, cfg, list(aggs or []))
-    handler = run_data_owner(
-        client_app,
-        cfg.flwr_app_name,
+    nc = node_config_for(cfg, node_config)
+    client_app = start_contained(
+        app_dir=cfg.app_dir,
+        ref=cfg.clientapp,
+        files=None,
+        email=client.email,
+        app_name=cfg.flwr_app_name,
         client=client,
-        aggregators=aggs,
-        run_config=rc,
-        node_config=node_config_for(cfg, node_config),
+        policy=containment,
         settings=settings,
+        node_config=nc,
+        run_config=rc,
     )
+    aggs = aggregators or ([cfg.aggregator] if cfg.aggregator else None)
+    try:
+        _restrict_peers(client, cfg, list(aggs or []))
+        handler = run_data_owner(
+            client_app,
+            cfg.flwr_app_name,
+            client=client,
+            aggregators=aggs,
+            run_config=rc,
+            node_config=nc,
+            settings=settings,
+        )
+    finally:
+        client_app.close()
     handler.check_outcome()
     return handler
 
@@ -234,6 +258,7 @@ def run_role(
     node_config: str | list[str] | None = None,
     fresh: bool = False,
     no_review: bool | None = None,
+    containment: ContainmentPolicy | None = None,
 ) -> Any:
     """Run ``role`` (researcher or data owner) of ``cfg``; used by main.py and the CLI.
 
@@ -249,7 +274,12 @@ def run_role(
     if role == RESEARCHER:
         return run_project_researcher(cfg, client, run_config=run_config, fresh=fresh)
     return run_project_data_owner(
-        cfg, client, run_config=run_config, node_config=node_config, no_review=no_review
+        cfg,
+        client,
+        run_config=run_config,
+        node_config=node_config,
+        no_review=no_review,
+        containment=containment,
     )
 
 

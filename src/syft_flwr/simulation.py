@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from syft_flwr.config import Settings
+from syft_flwr.data_owner.contain.serving import SIMULATION_ENV
 from syft_flwr.errors import ConfigError
 from syft_flwr.project import ProjectConfig, load_project, parse_run_config
 from syft_flwr.run_config import check_counts
@@ -599,6 +600,9 @@ def _start_parties(plan: _Plan, parties: list[Party]) -> dict[str, _PartyProcess
             # researcher simulates its own code (main.py of an upstream
             # template takes no options: the variable is its opt-down).
             env["SYFT_FLWR_NO_REVIEW"] = "true"
+            # Nobody's private data here: where this machine cannot contain,
+            # the ClientApp runs uncontained with one warning (serve refuses).
+            env[SIMULATION_ENV] = "1"
         cmd = _party_cmd(
             plan.cfg, p, plan.app_name, plan.datasites, plan.run_config, plan.entry
         )

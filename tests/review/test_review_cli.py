@@ -215,7 +215,10 @@ def _party_do(app: Path, conf: str, *extra: str) -> subprocess.Popen:
 def test_a_local_folder_is_served_unreviewed_only_by_explicit_opt_down(tmp_path: Path):
     app = tmp_path / "toy_app"
     shutil.copytree(TOY, app, ignore=shutil.ignore_patterns("__pycache__"))
-    marker = tmp_path / "imported"
+    # The contained worker writes only where the data owner allows it.
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    marker = allowed / "imported"
     client_py = app / "toy_app" / "client_app.py"
     client_py.write_text(
         client_py.read_text()
@@ -245,7 +248,7 @@ def test_a_local_folder_is_served_unreviewed_only_by_explicit_opt_down(tmp_path:
     assert "WITHOUT REVIEW" not in cli("status", "--config", do_conf).stdout
     # With it: logged, served, shown by status; the node config stays the data
     # owner's (partition 0), so the ClientApp does not fail and the result arrives.
-    server = _party_do(app, do_conf, "--no-review")
+    server = _party_do(app, do_conf, "--no-review", "--allow-write", str(allowed))
     r = _research(app, r_conf)
     out, _ = server.communicate(timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -255,6 +258,7 @@ def test_a_local_folder_is_served_unreviewed_only_by_explicit_opt_down(tmp_path:
     r = cli("status", "--config", do_conf)
     assert "served WITHOUT REVIEW (--no-review): flwr/" in r.stdout
     assert str(app) in r.stdout
+    assert "containment of the ClientApp" in r.stdout and ": full (since" in r.stdout
 
 
 def test_same_files_from_two_researchers_are_decided_apart(tmp_path: Path):

@@ -24,7 +24,7 @@ from syft_flwr.data_owner.handler import ClientAppHandler
 from syft_flwr.errors import ProjectNotApproved
 from syft_flwr.review import serve as serve_mod
 from syft_flwr.review.guard import ProjectGuard, attach_project_hash
-from syft_flwr.review.loader import VerifiedSourceFinder
+from syft_flwr.review.loader import VerifiedSourceFinder, load_verified
 from syft_flwr.review.package import pack_app
 from syft_flwr.review.store import project_store
 from syft_flwr.review.unpack import read_package, write_tree
@@ -197,4 +197,4 @@ def test_an_entry_point_outside_the_project_is_refused_before_import(approved):
     _, store, _, rec = approved
     files = store.package(rec).files
     with pytest.raises(ProjectNotApproved, match="not a module of the approved"):
-        serve_mod._load_verified(Path("/nonexistent"), files, "os:system")
+        load_verified(Path("/nonexistent"), files, "os:system")

@@ -26,6 +26,18 @@ from syft_flwr.cli._common import (
     emails,
     print_json,
 )
+from syft_flwr.cli._containment import (
+    AllowReadOpt,
+    AllowWriteOpt,
+    ContainmentOpt,
+    CpuSecondsOpt,
+    MaxFileMbOpt,
+    MaxProcessesOpt,
+    MemoryMbOpt,
+    containment,
+    export_policy,
+    policy_from,
+)
 from syft_flwr.cli._simulate import SimulateOptions as _SimulateOptions
 from syft_flwr.cli._simulate import simulate_and_report as _simulate
 from syft_flwr.errors import AlreadyExistsError, ConfigError, SyftFlwrError
@@ -203,8 +215,30 @@ def simulate(
     timeout: TimeoutOpt = 1800.0,
     history_out: HistoryOutOpt = None,
     plot_out: PlotOutOpt = None,
+    containment: ContainmentOpt = None,
+    memory_mb: MemoryMbOpt = None,
+    cpu_seconds: CpuSecondsOpt = None,
+    max_processes: MaxProcessesOpt = None,
+    max_file_mb: MaxFileMbOpt = None,
+    allow_read: AllowReadOpt = None,
+    allow_write: AllowWriteOpt = None,
 ) -> None:
-    """Run the researcher and N data owners as local processes."""
+    """Run the researcher and N data owners as local processes.
+
+    The data owners' ClientApps run contained, as a data owner's would; where
+    this machine cannot contain, they run uncontained with one warning line.
+    """
+    export_policy(
+        policy_from(
+            containment,
+            memory_mb,
+            cpu_seconds,
+            max_processes,
+            max_file_mb,
+            allow_read,
+            allow_write,
+        )
+    )
     opts = _SimulateOptions(
         app_dir, run_config, workdir, fresh, timeout, history_out, plot_out
     )
@@ -229,8 +263,26 @@ def run(
     timeout: TimeoutOpt = 1800.0,
     history_out: HistoryOutOpt = None,
     plot_out: PlotOutOpt = None,
+    containment: ContainmentOpt = None,
+    memory_mb: MemoryMbOpt = None,
+    cpu_seconds: CpuSecondsOpt = None,
+    max_processes: MaxProcessesOpt = None,
+    max_file_mb: MaxFileMbOpt = None,
+    allow_read: AllowReadOpt = None,
+    allow_write: AllowWriteOpt = None,
 ) -> None:
     """Simulate with one data owner per mock dataset path (upstream's form)."""
+    export_policy(
+        policy_from(
+            containment,
+            memory_mb,
+            cpu_seconds,
+            max_processes,
+            max_file_mb,
+            allow_read,
+            allow_write,
+        )
+    )
     from syft_flwr.project import load_project, parse_run_config
     from syft_flwr.run_config import check_counts
     from syft_flwr.run_simulation import LOG_DIR_NAME
@@ -299,6 +351,13 @@ def party(
             "SYFT_FLWR_NO_REVIEW, else refused (use `syft_flwr serve`).",
         ),
     ] = False,
+    containment: ContainmentOpt = None,
+    memory_mb: MemoryMbOpt = None,
+    cpu_seconds: CpuSecondsOpt = None,
+    max_processes: MaxProcessesOpt = None,
+    max_file_mb: MaxFileMbOpt = None,
+    allow_read: AllowReadOpt = None,
+    allow_write: AllowWriteOpt = None,
 ) -> None:
     """Internal: one party of a `simulate` run (also usable by hand)."""
     from syft_flwr._proctitle import set_party_title
@@ -328,7 +387,19 @@ def party(
         node_config=node_config,
         fresh=fresh,
         no_review=no_review or None,
+        containment=policy_from(
+            containment,
+            memory_mb,
+            cpu_seconds,
+            max_processes,
+            max_file_mb,
+            allow_read,
+            allow_write,
+        ),
     )
+
+
+app.command()(containment)
 
 
 keys_app = typer.Typer(

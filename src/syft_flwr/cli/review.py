@@ -24,13 +24,29 @@ from syft_flwr.cli._common import (
     print_json,
 )
 from syft_flwr.cli._common import emails as _emails
+from syft_flwr.cli._containment import (
+    AllowReadOpt,
+    AllowWriteOpt,
+    ContainmentOpt,
+    CpuSecondsOpt,
+    MaxFileMbOpt,
+    MaxProcessesOpt,
+    MemoryMbOpt,
+    policy_from,
+)
 
 if TYPE_CHECKING:  # the CLI imports the review machinery only when a command runs
     from syft_flwr.review.api import Submission
     from syft_flwr.review.store import ProjectRecord
     from syft_flwr.review.unreviewed import UnreviewedServe
 
-__all__ = ["format_projects", "format_status", "format_unreviewed", "register"]
+__all__ = [
+    "format_containment",
+    "format_projects",
+    "format_status",
+    "format_unreviewed",
+    "register",
+]
 
 
 def _when(ts: float) -> str:
@@ -144,9 +160,30 @@ def submit(
     print("  see their decisions with: syft_flwr status")
 
 
+def format_containment(serves: list[dict[str, object]]) -> str:
+    """The containment each recent serve ran its ClientApp with (newest per app)."""
+    latest: dict[str, dict[str, object]] = {}
+    for entry in serves:
+        latest[str(entry.get("app_name"))] = entry
+    if not latest:
+        return ""
+    lines = ["containment of the ClientApp (as a data owner):"]
+    for name, entry in latest.items():
+        when = entry.get("started")
+        stamp = (
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(when))
+            if isinstance(when, int | float)
+            else "?"
+        )
+        level = printable(str(entry.get("containment")))
+        lines.append(f"  {printable(name)}: {level} (since {stamp})")
+    return "\n".join(lines) + "\n"
+
+
 def status(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
     """Researcher: each data owner's decision on your submissions (and, as a data
     owner, the local app folders you served without review)."""
+    from syft_flwr.data_owner.contain.serving import containment_in_force
     from syft_flwr.review.api import submission_status
     from syft_flwr.review.unreviewed import unreviewed_serves
 
@@ -157,6 +194,7 @@ def status(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
     else:
         print(format_status(subs), end="")
         print(format_unreviewed(unreviewed_serves(client)), end="")
+        print(format_containment(containment_in_force(client)), end="")
 
 
 def projects(
@@ -283,8 +321,16 @@ def serve(
         ),
     ] = None,
     config: ConfigOpt = None,
+    containment: ContainmentOpt = None,
+    memory_mb: MemoryMbOpt = None,
+    cpu_seconds: CpuSecondsOpt = None,
+    max_processes: MaxProcessesOpt = None,
+    max_file_mb: MaxFileMbOpt = None,
+    allow_read: AllowReadOpt = None,
+    allow_write: AllowWriteOpt = None,
 ) -> None:
-    """Data owner: run an approved project (only that code, in its own folder)."""
+    """Data owner: run an approved project (only that code, in its own folder,
+    its ClientApp in a contained worker process)."""
     from syft_flwr.logs import setup_logging
     from syft_flwr.review.api import serve as _serve
 
@@ -295,6 +341,15 @@ def serve(
         run_config=run_config,
         node_config=node_config,
         on_ready=lambda work: print(f"serving the approved code in {work}"),
+        containment=policy_from(
+            containment,
+            memory_mb,
+            cpu_seconds,
+            max_processes,
+            max_file_mb,
+            allow_read,
+            allow_write,
+        ),
     )
     handler.check_outcome()
 

@@ -131,6 +131,7 @@ class Execution:
             headers=dict(incoming.head.headers),
             encrypted=incoming.head.encrypted,
             audit={},
+            expires_at=expires_at,
             ledger=self._ledger,
             _keep=reply_alias,
         )

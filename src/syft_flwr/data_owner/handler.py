@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
@@ -23,6 +23,9 @@ from syft_flwr.researcher.journal import ReplyCache, request_fingerprint
 from syft_flwr.review.guard import take_project_hash
 from syft_flwr.serde import bytes_to_flower_message, split_message
 from syft_flwr.wire import frames
+
+if TYPE_CHECKING:
+    from syft_flwr.data_owner.contain.app import ContainedClientApp
 
 __all__ = ["ClientAppHandler"]
 
@@ -58,7 +61,7 @@ class ClientAppHandler:
 
     def __init__(
         self,
-        client_app: ClientApp,
+        client_app: ClientApp | ContainedClientApp,
         *,
         email: str,
         node_config: dict[str, Any] | None = None,

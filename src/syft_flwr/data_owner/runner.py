@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import Context
 from flwr.clientapp import ClientApp
@@ -23,10 +23,14 @@ from syft_flwr.data_owner.handler import ClientAppHandler
 from syft_flwr.data_owner.heartbeat import Heartbeat
 from syft_flwr.data_owner.loop import TransportEvents
 from syft_flwr.data_owner.protocol import SyftFlwrEvents
+from syft_flwr.data_owner.worker import current_request
 from syft_flwr.events.factory import create_events_watcher
 from syft_flwr.researcher.grid import DEFAULT_ENDPOINT
 from syft_flwr.researcher.journal import ReplyCache
 from syft_flwr.transports.base import Transport
+
+if TYPE_CHECKING:
+    from syft_flwr.data_owner.contain.app import ContainedClientApp
 
 __all__ = ["ClientAppHandler", "Heartbeat", "run_data_owner", "syftbox_flwr_client"]
 
@@ -34,7 +38,7 @@ logger = logging.getLogger("syft_flwr.data_owner")
 
 
 def run_data_owner(
-    client_app: ClientApp,
+    client_app: ClientApp | ContainedClientApp,
     app_name: str,
     *,
     client: Any | None = None,
@@ -48,6 +52,13 @@ def run_data_owner(
     state_dir: str | Path | None = None,
 ) -> ClientAppHandler:
     """Serve ``client_app`` for ``app_name`` until the researcher's stop signal.
+
+    A ``ClientApp`` object given here runs in this process (it was imported by
+    the caller, so its code already runs here: it is not contained). ``serve``,
+    ``run`` and the notebook's ``serve`` pass a
+    :class:`~syft_flwr.data_owner.contain.app.ContainedClientApp` instead: the
+    app runs in its own contained worker process. Either way the audit trail
+    names the containment of every request.
 
     Parameters
     ----------
@@ -90,10 +101,29 @@ def run_data_owner(
         check=check,
         reply_cache=_reply_cache(ev, state_dir),
     )
-    ev.on_request(endpoint, handler)
+    ev.on_request(endpoint, _audited(handler, client_app))
     heartbeat = _start_heartbeat(ev, app_name, endpoint, aggregators, settings)
     _serve(ev, heartbeat, aggregators, close=events is None)
     return handler
+
+
+#: The audit trail's containment of a ClientApp object run in this process.
+IN_PROCESS = "in-process (not contained)"
+
+
+def _audited(handler: ClientAppHandler, client_app: Any) -> Callable[[bytes], Any]:
+    """``handler``, naming the containment in force in every request's audit entry."""
+
+    def handle(body: bytes) -> Any:
+        req = current_request()
+        if req is not None:
+            summary = getattr(client_app, "summary", None)
+            req.audit["containment"] = (
+                summary if isinstance(summary, str) else IN_PROCESS
+            )
+        return handler(body)
+
+    return handle
 
 
 def _open_events(

@@ -28,8 +28,8 @@ logger = logging.getLogger("syft_flwr.events")
 
 #: The 504 body of a request whose handler overran its deadline.
 OVERRAN = (
-    b"the ClientApp did not finish before the request expired "
-    b"(details in the data owner's log)"
+    b"the ClientApp did not finish before the request expired (a contained "
+    b"ClientApp is stopped at the deadline; details in the data owner's log)"
 )
 
 
@@ -69,6 +69,8 @@ class RequestInfo:
     #: What the handler ran (message type, round group, run id...), for the
     #: data owner's audit trail; a handler may add names, never private values.
     audit: dict[str, object] = field(default_factory=dict)
+    #: The request's expiry, POSIX time: a contained ClientApp is killed then.
+    expires_at: float | None = None
     #: Where this request's reply is kept (see :meth:`keep_reply_as`).
     ledger: Ledger | None = field(default=None, repr=False, compare=False)
     _keep: ReplyAlias | None = field(default=None, repr=False, compare=False)

@@ -15,11 +15,13 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import sys
+import threading
 import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-__all__ = ["VerifiedSourceFinder", "module_files"]
+__all__ = ["VerifiedSourceFinder", "load_verified", "module_files"]
 
 
 def module_files(paths: Sequence[str] | Mapping[str, bytes]) -> dict[str, str | None]:
@@ -133,3 +135,47 @@ class VerifiedSourceFinder(importlib.abc.MetaPathFinder):
         """Take this finder out of ``sys.meta_path`` (imported modules stay)."""
         if self in sys.meta_path:
             sys.meta_path.remove(self)
+
+
+_IMPORT_LOCK = threading.Lock()
+
+
+def load_verified(
+    work: Path, files: Mapping[str, bytes], ref: str
+) -> tuple[Any, VerifiedSourceFinder]:
+    """Import ``ref`` from the verified ``files`` of ``work``, never from elsewhere.
+
+    A package already imported in this process under one of the project's
+    top-level names (from the researcher's folder, or an earlier working folder)
+    is forgotten first, or ``import`` would reuse it and the code that runs
+    would not be the code approved.
+
+    Returns
+    -------
+    tuple of (object, VerifiedSourceFinder)
+        The component, and the finder (installed; uninstall it when done).
+    """
+    from syft_flwr.errors import ProjectNotApproved
+    from syft_flwr.project import load_component
+
+    root = work.resolve()
+    finder = VerifiedSourceFinder(work, files)
+    mod_name = ref.partition(":")[0]
+    if mod_name not in finder.modules:
+        raise ProjectNotApproved(f"{ref} is not a module of the approved project")
+    with _IMPORT_LOCK:
+        for name in [n for n in sys.modules if n.split(".")[0] in finder.tops]:
+            origin = getattr(sys.modules[name], "__file__", None)
+            if origin is None or root not in Path(origin).resolve().parents:
+                del sys.modules[name]
+        finder.install()
+        try:
+            obj = load_component(ref, work, add_to_path=False)
+        except BaseException:
+            finder.uninstall()
+            raise
+        origin = getattr(sys.modules.get(mod_name), "__file__", None)
+    if origin is None or root not in Path(origin).resolve().parents:
+        finder.uninstall()
+        raise ProjectNotApproved(f"{ref} was not loaded from {work}; refusing to serve")
+    return obj, finder

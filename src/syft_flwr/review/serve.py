@@ -2,24 +2,23 @@
 
 Order matters: the working folder is checked against the approved manifest
 (every file, nothing extra) *before* anything of the project is imported, and
-the import compiles the verified source bytes themselves
-(:class:`~syft_flwr.review.loader.VerifiedSourceFinder`), never a bytecode
-cache; after that each request re-checks the folder
+the import, in the ClientApp's own contained worker process (never in this
+one), compiles the verified source bytes themselves, each re-checked against
+its sha256 (:class:`~syft_flwr.review.loader.VerifiedSourceFinder`), never a
+bytecode cache; after that each request re-checks the folder
 (:class:`~syft_flwr.review.guard.ProjectGuard`).
 """
 
 from __future__ import annotations
 
-import sys
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.config import Settings
+from syft_flwr.data_owner.contain.policy import ContainmentPolicy
 from syft_flwr.errors import ConfigError, ProjectNotApproved
-from syft_flwr.review.loader import VerifiedSourceFinder
 from syft_flwr.review.package import Package
 from syft_flwr.review.store import APPROVED, ProjectRecord, ProjectStore, project_store
 from syft_flwr.review.unpack import write_tree
@@ -102,49 +101,6 @@ def _not_approved(store: ProjectStore, ref: str) -> NoReturn:
     raise ProjectNotApproved(f"project {found[0].short} is not approved: {who}")
 
 
-_IMPORT_LOCK = threading.Lock()
-
-
-def _load_verified(
-    work: Path, files: Mapping[str, bytes], ref: str
-) -> tuple[Any, VerifiedSourceFinder]:
-    """Import ``ref`` from the verified ``files`` of ``work``, never from elsewhere.
-
-    A package already imported in this process under one of the project's
-    top-level names (from the researcher's folder, or an earlier working folder)
-    is forgotten first, or ``import`` would reuse it and the code that runs
-    would not be the code approved.
-
-    Returns
-    -------
-    tuple of (object, VerifiedSourceFinder)
-        The component, and the finder (installed; uninstall it when done).
-    """
-    from syft_flwr.project import load_component
-
-    root = work.resolve()
-    finder = VerifiedSourceFinder(work, files)
-    mod_name = ref.partition(":")[0]
-    if mod_name not in finder.modules:
-        raise ProjectNotApproved(f"{ref} is not a module of the approved project")
-    with _IMPORT_LOCK:
-        for name in [n for n in sys.modules if n.split(".")[0] in finder.tops]:
-            origin = getattr(sys.modules[name], "__file__", None)
-            if origin is None or root not in Path(origin).resolve().parents:
-                del sys.modules[name]
-        finder.install()
-        try:
-            obj = load_component(ref, work, add_to_path=False)
-        except BaseException:
-            finder.uninstall()
-            raise
-        origin = getattr(sys.modules.get(mod_name), "__file__", None)
-    if origin is None or root not in Path(origin).resolve().parents:
-        finder.uninstall()
-        raise ProjectNotApproved(f"{ref} was not loaded from {work}; refusing to serve")
-    return obj, finder
-
-
 def serve(
     client: SyftFlwrClient,
     ref: str | None = None,
@@ -154,6 +110,7 @@ def serve(
     run_config: str | list[str] | None = None,
     node_config: str | list[str] | dict[str, Any] | None = None,
     on_ready: Callable[[Path], None] | None = None,
+    containment: ContainmentPolicy | None = None,
 ) -> Any:
     """Serve an approved project until its researcher's stop signal.
 
@@ -178,11 +135,21 @@ def serve(
         This data owner's node config (see :func:`syft_flwr.project.node_config_for`).
     on_ready : callable, optional
         Called with the working folder once the project is unpacked.
+    containment : ContainmentPolicy, optional
+        How the ClientApp's worker is contained (default: the data owner's
+        ``SYFT_FLWR_CONTAINMENT*``, level full). The worker starts before any
+        request is accepted.
+
+    Raises
+    ------
+    ContainmentUnavailable
+        A layer of ``containment`` cannot be enforced here: nothing ran.
 
     Returns
     -------
     ClientAppHandler
     """
+    from syft_flwr.data_owner.contain.serving import start_contained
     from syft_flwr.data_owner.runner import run_data_owner
     from syft_flwr.project import load_project, node_config_for, parse_run_config
     from syft_flwr.review.guard import ProjectGuard
@@ -193,7 +160,20 @@ def serve(
     if pkg.project_hash != rec.project_hash:
         raise ProjectNotApproved(f"stored package of {rec.short} changed")
     cfg = load_project(work)
-    client_app, finder = _load_verified(work, pkg.files, cfg.clientapp)
+    # Only the worker imports the project (re-checking each file's sha256
+    # first); this process keeps the keys, the ledger and the audit trail.
+    client_app = start_contained(
+        app_dir=work,
+        ref=cfg.clientapp,
+        files={f.path: f.sha256 for f in pkg.manifest.files},
+        email=client.email,
+        app_name=cfg.flwr_app_name,
+        client=client,
+        policy=containment,
+        settings=settings,
+        node_config=node_config_for(cfg, node_config),
+        run_config=parse_run_config(cfg.app_config, run_config),
+    )
     try:
         if on_ready is not None:
             on_ready(work)
@@ -211,4 +191,4 @@ def serve(
             check=ProjectGuard(store, rec.project_hash, work, files=pkg.manifest.files),
         )
     finally:
-        finder.uninstall()
+        client_app.close()
