@@ -38,6 +38,8 @@ __all__ = ["ContainedClientApp", "AppRaised"]
 
 logger = logging.getLogger("syft_flwr.data_owner")
 
+#: Seconds before a request's expiry its ClientApp is stopped.
+DEADLINE_MARGIN = 0.5
 #: Longest a request without a known deadline may run (a worker serves one run).
 _NO_DEADLINE = 24 * 3600.0
 
@@ -123,6 +125,9 @@ class ContainedClientApp:
         req = current_request()
         expires_at = getattr(req, "expires_at", None) if req is not None else None
         left = _NO_DEADLINE if expires_at is None else expires_at - time.time()
+        # Stopped a moment before the expiry, so its error reply still leaves
+        # in time (the serving loop answers 504 itself at the expiry).
+        left = left - DEADLINE_MARGIN if left > 2 * DEADLINE_MARGIN else left
         deadline = time.monotonic() + max(0.0, left)
         if req is not None:
             req.audit["containment"] = self.summary

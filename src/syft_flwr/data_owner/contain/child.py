@@ -100,11 +100,13 @@ class _Runner:
 
     def answer(self, payload: bytes) -> tuple[bytes, bytes]:
         """The reply frame (kind, payload) for one request frame."""
+        from syft_flwr._flwr_compat import set_task_identity
         from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
 
         (run_id,) = struct.unpack(">Q", payload[:8])
         try:
             msg = bytes_to_flower_message(payload[8:])
+            set_task_identity(run_id, self.node_id)  # as Flower's own runtime does
             reply = self.app(message=msg, context=self.context(run_id))
             return pipe.REPLY, flower_message_to_bytes(reply)
         except Exception as exc:  # noqa: BLE001 - reported to the data owner
