@@ -65,12 +65,10 @@ def _attack(action, cfg):
         b = bytearray(8 * 1024**3)
         b[-1] = 1
     elif action == "grandchild":
-        p = subprocess.Popen(
-            [sys.executable, "-c", "import time; time.sleep(120)"],
+        subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(120)", str(cfg["marker"])],
             start_new_session=True,
         )
-        with open(target, "w") as f:
-            f.write(str(p.pid))
 
 
 @app.train()

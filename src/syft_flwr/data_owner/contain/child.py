@@ -84,6 +84,7 @@ class _Runner:
         self.node_config = dict(start.get("node_config") or {})
         self.run_config = dict(start.get("run_config") or {})
         self.contexts: dict[int, Any] = {}
+        self.pid = os.getpid()
 
     def context(self, run_id: int) -> Any:
         from flwr.app import Context, RecordDict
@@ -108,10 +109,40 @@ class _Runner:
             msg = bytes_to_flower_message(payload[8:])
             set_task_identity(run_id, self.node_id)  # as Flower's own runtime does
             reply = self.app(message=msg, context=self.context(run_id))
+            self._only_the_worker()
             return pipe.REPLY, flower_message_to_bytes(reply)
         except Exception as exc:  # noqa: BLE001 - reported to the data owner
+            self._only_the_worker()
             traceback.print_exc()  # to stderr: the data owner's log
             return pipe.APP_ERROR, _error_json(exc)
+        finally:
+            _end_strays()
+
+    def _only_the_worker(self) -> None:
+        """A copy the app forked never speaks the protocol: it ends here."""
+        if os.getpid() != self.pid:
+            os._exit(0)
+
+
+def _end_strays() -> None:
+    """In its own PID namespace, the worker ends every process the app left.
+
+    Only as the namespace's first process (pid 1), where ``kill(-1)`` reaches
+    exactly the processes inside it; a worker without a PID namespace (level
+    none) has no such fence and leaves them (its process group is killed when
+    it is stopped).
+    """
+    if os.getpid() != 1:
+        return
+    try:
+        os.kill(-1, 9)
+    except ProcessLookupError:
+        pass
+    while True:  # reap them all (orphans inside are this process's children)
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
 
 
 def _error_json(exc: BaseException) -> bytes:
