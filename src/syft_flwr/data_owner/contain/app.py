@@ -32,7 +32,7 @@ from syft_flwr.errors import (
     SerializationError,
     WorkerFailed,
 )
-from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
+from syft_flwr.serde import bytes_to_flower_message
 
 __all__ = ["ContainedClientApp", "AppRaised"]
 
@@ -133,9 +133,7 @@ class ContainedClientApp:
             req.audit["containment"] = self.summary
         worker = self._worker or self._fresh()
         try:
-            kind, payload = worker.call(
-                context.run_id, flower_message_to_bytes(message), deadline
-            )
+            kind, payload = worker.call(context.run_id, message, deadline)
         except TimeoutError:
             self._restart(worker, req, "stopped at the deadline")
             raise ClientAppStopped(
@@ -153,7 +151,7 @@ class ContainedClientApp:
         req: Any,
         request: Message,
         kind: bytes,
-        payload: bytes,
+        payload: bytearray,
     ) -> Message:
         """The reply from the worker's content or error only (never its ids)."""
         if kind == pipe.APP_ERROR:

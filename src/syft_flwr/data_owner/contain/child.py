@@ -99,22 +99,23 @@ class _Runner:
             )
         return self.contexts[run_id]
 
-    def answer(self, payload: bytes) -> tuple[bytes, bytes]:
-        """The reply frame (kind, payload) for one request frame."""
+    def answer(self, payload: bytearray) -> tuple[bytes, tuple[Any, ...]]:
+        """The reply frame (kind, payload parts) for one request frame."""
         from syft_flwr._flwr_compat import set_task_identity
-        from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
+        from syft_flwr.serde import bytes_to_flower_message, split_message
 
         (run_id,) = struct.unpack(">Q", payload[:8])
         try:
-            msg = bytes_to_flower_message(payload[8:])
+            msg = bytes_to_flower_message(memoryview(payload)[8:])
             set_task_identity(run_id, self.node_id)  # as Flower's own runtime does
             reply = self.app(message=msg, context=self.context(run_id))
             self._only_the_worker()
-            return pipe.REPLY, flower_message_to_bytes(reply)
+            split = split_message(reply)  # the arrays' own buffers, never joined
+            return pipe.REPLY, (split.prefix, *split.parts)
         except Exception as exc:  # noqa: BLE001 - reported to the data owner
             self._only_the_worker()
             traceback.print_exc()  # to stderr: the data owner's log
-            return pipe.APP_ERROR, _error_json(exc)
+            return pipe.APP_ERROR, (_error_json(exc),)
         finally:
             _end_strays()
 
@@ -197,8 +198,8 @@ def main() -> None:
             return  # the data owner closed the pipe: it is done with us
         if kind != pipe.REQUEST:
             return
-        out_kind, out = runner.answer(payload)
-        pipe.write_frame(proto_out, out_kind, out)
+        out_kind, parts = runner.answer(payload)
+        pipe.write_parts(proto_out, out_kind, parts)
 
 
 if __name__ == "__main__":

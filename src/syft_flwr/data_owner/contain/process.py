@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from flwr.app import Message
+
 from syft_flwr.data_owner.contain import pipe
 from syft_flwr.data_owner.contain.policy import ContainmentPolicy
 from syft_flwr.data_owner.contain.report import Enforced
@@ -32,6 +34,7 @@ from syft_flwr.errors import (
     ContainmentUnavailable,
     WorkerFailed,
 )
+from syft_flwr.serde import split_message
 
 __all__ = ["WorkerProcess", "WorkerSpec"]
 
@@ -87,6 +90,8 @@ class WorkerProcess:
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._in = self.proc.stdin.fileno()
+        pipe.grow(self._in)
+        pipe.grow(self.proc.stdout.fileno())
         self._reader = pipe.FrameReader(
             self.proc.stdout.fileno(), spec.max_bytes + _SLACK
         )
@@ -168,7 +173,9 @@ class WorkerProcess:
                 f"the worker could not enforce {', '.join(names)}", layers=names
             )
 
-    def call(self, run_id: int, message: bytes, deadline: float) -> tuple[bytes, bytes]:
+    def call(
+        self, run_id: int, message: Message, deadline: float
+    ) -> tuple[bytes, bytearray]:
         """Send one request; the reply frame's kind and payload.
 
         Raises
@@ -180,8 +187,11 @@ class WorkerProcess:
         """
         self.wait_ready(deadline)
         head = struct.pack(">Q", run_id & 0xFFFFFFFFFFFFFFFF)
+        split = split_message(message)  # the arrays' own buffers, never joined
         try:
-            pipe.write_frame(self._in, pipe.REQUEST, head + message, deadline)
+            pipe.write_parts(
+                self._in, pipe.REQUEST, (head, split.prefix, *split.parts), deadline
+            )
         except (BrokenPipeError, ConnectionResetError):
             self._died("taking the request")
         kind, payload = self._read(deadline, "running the ClientApp")
@@ -189,7 +199,7 @@ class WorkerProcess:
             self._broken("running the ClientApp", f"an unexpected frame {kind!r}")
         return kind, payload
 
-    def _read(self, deadline: float, doing: str) -> tuple[bytes, bytes]:
+    def _read(self, deadline: float, doing: str) -> tuple[bytes, bytearray]:
         try:
             return self._reader.read(deadline)
         except pipe.FrameError as exc:
@@ -197,7 +207,7 @@ class WorkerProcess:
                 self._died(doing)
             self._broken(doing, str(exc))
 
-    def _control(self, payload: bytes, doing: str) -> dict[str, object]:
+    def _control(self, payload: bytearray, doing: str) -> dict[str, object]:
         try:
             return pipe.parse_json(payload)
         except pipe.FrameError as exc:
