@@ -257,3 +257,38 @@ def test_an_app_past_its_deadline_is_killed_and_the_next_request_runs_at_once(
     assert runs["slow"]["worker"] == "stopped at the deadline"
     assert runs["next"]["containment"] == "none" and runs["next"]["outcome"] == "ok"
     assert "the ClientApp's worker was stopped: stopped at the deadline" in caplog.text
+
+
+def test_an_approved_file_changed_on_disk_is_never_imported(
+    app_dir: Path, tmp_path: Path
+) -> None:
+    import hashlib
+    from dataclasses import replace
+
+    from syft_flwr.errors import ConfigError
+
+    files = {
+        rel: hashlib.sha256((app_dir / rel).read_bytes()).hexdigest()
+        for rel in ("hostile/__init__.py", "hostile/client.py")
+    }
+    marker = tmp_path / "ran"
+    client_py = app_dir / "hostile" / "client.py"
+    # Changed after approval: the worker re-reads and re-hashes before importing.
+    client_py.write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n" + client_py.read_text()
+    )
+    app = ContainedClientApp(replace(spec_for(app_dir), files=files))
+    with pytest.raises(
+        ConfigError, match=r"hostile/client.py is not the approved file"
+    ):
+        app.start()
+    app.close()
+    assert not marker.exists()
+    # The approved bytes themselves load (from the verified files, not sys.path).
+    client_py.write_text(client_py.read_text().split("\n", 1)[1])
+    app = ContainedClientApp(replace(spec_for(app_dir), files=files))
+    try:
+        app.start()
+        assert metrics(app(message=request(), context=context()))["n"] == 1
+    finally:
+        app.close()
