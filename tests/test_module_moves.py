@@ -27,6 +27,7 @@ MOVED = {
     "syft_flwr.events.audit_verify": "syft_flwr.data_owner.audit_verify",
     "syft_flwr.events.refusals": "syft_flwr.data_owner.refusals",
     "syft_flwr.events.protocol": "syft_flwr.data_owner.protocol",
+    "syft_flwr.researcher.reply_cache": "syft_flwr.data_owner.reply_cache",
 }
 
 
@@ -77,3 +78,26 @@ def test_data_owner_names_resolve_after_the_split() -> None:
     assert flower_client.syftbox_flwr_client.__module__ == "syft_flwr.data_owner.runner"
     assert RequestInfo is Info and _current is var
     assert documented is current_request
+
+
+def test_kept_replies_have_one_home_at_the_data_owner() -> None:
+    # ReplyCache is the data owner's; the researcher's paths are re-exports, and it
+    # writes and tags through neutral helpers, not the researcher's journal files.
+    import ast
+    from pathlib import Path
+
+    from syft_flwr import _fs
+    from syft_flwr.crypto import state_mac
+    from syft_flwr.data_owner import reply_cache
+    from syft_flwr.researcher.journal import DEFAULT_CACHED_REPLIES, ReplyCache
+
+    assert ReplyCache is reply_cache.ReplyCache
+    assert ReplyCache.__module__ == "syft_flwr.data_owner.reply_cache"
+    assert DEFAULT_CACHED_REPLIES is reply_cache.DEFAULT_CACHED_REPLIES
+    assert reply_cache.write_durable is _fs.write_durable
+    assert reply_cache.TAG_LEN == state_mac.TAG_LEN == 32
+    tree = ast.parse(Path(reply_cache.__file__).read_text(encoding="utf-8"))
+    imported = {
+        n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+    }
+    assert not {m for m in imported if m.startswith("syft_flwr.researcher")}

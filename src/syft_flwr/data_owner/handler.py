@@ -16,10 +16,11 @@ from flwr.common.constant import ErrorCode
 
 from syft_flwr._flwr_compat import SYSTEM_MESSAGE_TYPE, set_message_id, set_reply_to
 from syft_flwr.config import Settings
+from syft_flwr.data_owner.reply_cache import ReplyCache
 from syft_flwr.data_owner.worker import RequestInfo, current_request
 from syft_flwr.errors import RunFailed, SerializationError
 from syft_flwr.ids import node_id_for
-from syft_flwr.researcher.journal import ReplyCache, request_fingerprint
+from syft_flwr.researcher.fingerprint import request_fingerprint
 from syft_flwr.review.guard import take_project_hash
 from syft_flwr.serde import bytes_to_flower_message, split_message
 from syft_flwr.wire import frames

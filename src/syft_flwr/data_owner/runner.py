@@ -23,9 +23,9 @@ from syft_flwr.data_owner.handler import ClientAppHandler
 from syft_flwr.data_owner.heartbeat import Heartbeat
 from syft_flwr.data_owner.loop import TransportEvents
 from syft_flwr.data_owner.protocol import SyftFlwrEvents
+from syft_flwr.data_owner.reply_cache import ReplyCache
 from syft_flwr.events.factory import create_events_watcher
 from syft_flwr.researcher.grid import DEFAULT_ENDPOINT
-from syft_flwr.researcher.journal import ReplyCache
 from syft_flwr.transports.base import Transport
 
 __all__ = ["ClientAppHandler", "Heartbeat", "run_data_owner", "syftbox_flwr_client"]
