@@ -275,27 +275,40 @@ def bootstrap(
     # Every input is checked before anything is written.
     agg, dss, t = _check_parties(aggregator, datasites, transport)
     main_py = d / "main.py"
-    if write_main and main_py.exists() and not force:
-        raise AlreadyExistsError(
-            f"{main_py} already exists; remove it or bootstrap with force=True "
-            "to replace it"
-        )
+    _check_main_free(main_py, write_main=write_main, force=force)
     name = app_name or f"{agg}_{cfg.name}_{int(time.time())}"
     table = _render_table(
         {"app_name": name, "aggregator": agg, "datasites": dss, "transport": t}
     )
     path = d / "pyproject.toml"
-    text = path.read_text()
-    # Replace an existing table up to the next table header, else append.
-    pattern = re.compile(r"^\[tool\.syft_flwr\]\n(?:(?!^\[).*\n?)*", re.MULTILINE)
-    if pattern.search(text):
-        text = pattern.sub(table + "\n", text, count=1).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + table
-    _write_atomic(path, text)
+    _write_atomic(path, _with_table(path.read_text(), table))
     if write_main:
         _write_atomic(main_py, MAIN_TEMPLATE)
     return load_project(d)
+
+
+#: The ``[tool.syft_flwr]`` table up to the next table header.
+_TABLE = re.compile(r"^\[tool\.syft_flwr\]\n(?:(?!^\[).*\n?)*", re.MULTILINE)
+
+
+def _with_table(text: str, table: str) -> str:
+    """``pyproject.toml`` text with ``table`` replacing its ``[tool.syft_flwr]``.
+
+    The rest of the file (comments included) is kept; a file without the table
+    gets it appended.
+    """
+    if _TABLE.search(text):
+        return _TABLE.sub(table + "\n", text, count=1).rstrip("\n") + "\n"
+    return text.rstrip("\n") + "\n\n" + table
+
+
+def _check_main_free(main_py: Path, *, write_main: bool, force: bool) -> None:
+    """Refuse to overwrite an existing ``main.py`` unless ``force`` is set."""
+    if write_main and main_py.exists() and not force:
+        raise AlreadyExistsError(
+            f"{main_py} already exists; remove it or bootstrap with force=True "
+            "to replace it"
+        )
 
 
 def _check_parties(
