@@ -101,3 +101,38 @@ def test_kept_replies_have_one_home_at_the_data_owner() -> None:
         n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
     }
     assert not {m for m in imported if m.startswith("syft_flwr.researcher")}
+
+
+def test_review_names_keep_their_paths_after_the_splits() -> None:
+    # review/api.py and review/package.py were split (issue 25): every name they
+    # had, private ones included, is the same object at the old path.
+    from syft_flwr.review import (
+        api,
+        channel,
+        decisions,
+        manifest,
+        package,
+        submissions,
+    )
+
+    for name in ("REVIEW_APP", "REVIEW_ENDPOINT", "SUBMISSION_TTL"):
+        assert getattr(api, name) == getattr(channel, name)
+    assert api._rpc is channel.review_rpc
+    for name in ("receive_projects", "approve", "reject", "_reply", "_decide"):
+        assert getattr(api, name) is getattr(decisions, name)
+    for name in ("submit", "submission_status", "Submission", "_decision"):
+        assert getattr(api, name) is getattr(submissions, name)
+    assert api.pack_app is package.pack_app
+    for name in (
+        "FileEntry",
+        "Manifest",
+        "Package",
+        "check_member_path",
+        "project_hash_of",
+        "verify_manifest",
+        "_entries",
+        "_signed_bytes",
+    ):
+        assert getattr(package, name) is getattr(manifest, name)
+    assert set(api.__all__) <= set(dir(api))
+    assert set(package.__all__) <= set(dir(package))

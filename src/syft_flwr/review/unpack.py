@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from syft_flwr.errors import ReviewError, UnsafeArchiveError
-from syft_flwr.review.package import (
+from syft_flwr.review.manifest import (
     _MAX_MANIFEST_BYTES,
     DEFAULT_MAX_FILES,
     DEFAULT_MAX_PACKAGE_BYTES,
