@@ -28,6 +28,9 @@ MOVED = {
     "syft_flwr.events.refusals": "syft_flwr.data_owner.refusals",
     "syft_flwr.events.protocol": "syft_flwr.data_owner.protocol",
     "syft_flwr.researcher.reply_cache": "syft_flwr.data_owner.reply_cache",
+    "syft_flwr.ids": "syft_flwr._ids",
+    "syft_flwr.logs": "syft_flwr._logs",
+    "syft_flwr.run_config": "syft_flwr._run_config",
 }
 
 

@@ -511,7 +511,7 @@ def default_reporter(stream: Any = None) -> Reporter:
 
     A terminal with ``NO_COLOR`` set, a pipe or a file gets :class:`LogReporter`.
     """
-    from syft_flwr.logs import use_color
+    from syft_flwr._logs import use_color
 
     s = stream if stream is not None else sys.stderr
     if use_color(s):

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from syft_flwr._ids import normalize_email
+from syft_flwr._run_config import flatten, parse_overrides
 from syft_flwr.errors import AlreadyExistsError, ConfigError, PathNotFoundError
-from syft_flwr.ids import normalize_email
-from syft_flwr.run_config import flatten, parse_overrides
 
 __all__ = [
     "DEFAULT_NODE_CONFIG",
@@ -132,7 +132,7 @@ def parse_run_config(
 
     Every entry must be ``key=value`` with a key of ``base`` (unless
     ``strict_keys`` is false, as for a node config) and a value of the type of
-    its default; see :func:`syft_flwr.run_config.parse_overrides`.
+    its default; see :func:`syft_flwr._run_config.parse_overrides`.
 
     Raises
     ------
