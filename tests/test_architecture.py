@@ -100,7 +100,6 @@ KNOWN_BIG = frozenset(
         "syft_flwr.cli",
         "syft_flwr.crypto.trust",
         "syft_flwr.progress",
-        "syft_flwr.review.store",
         "syft_flwr.simulation",
         "syft_flwr.testing._drive_store",
         "syft_flwr.testing.drive_server",

@@ -115,6 +115,9 @@ def test_review_names_keep_their_paths_after_the_splits() -> None:
         decisions,
         manifest,
         package,
+        records,
+        show,
+        store,
         submissions,
     )
 
@@ -137,5 +140,8 @@ def test_review_names_keep_their_paths_after_the_splits() -> None:
         "_signed_bytes",
     ):
         assert getattr(package, name) is getattr(manifest, name)
+    assert store.show_text is show.show_text
+    assert store.ProjectStore.get.__module__ == "syft_flwr.review.store"
+    assert callable(records.find_record)
     assert set(api.__all__) <= set(dir(api))
     assert set(package.__all__) <= set(dir(package))
