@@ -99,7 +99,6 @@ KNOWN_BIG = frozenset(
     {
         "syft_flwr.cli",
         "syft_flwr.crypto.trust",
-        "syft_flwr.progress",
         "syft_flwr.simulation",
         "syft_flwr.testing._drive_store",
         "syft_flwr.testing.drive_server",
@@ -378,7 +377,6 @@ ROOT_FACES: dict[str, str] = {
     "syft_flwr.consts": "docs/migrating.md",
     "syft_flwr.errors": "docs/migrating.md (SyftFlwrError and its family)",
     "syft_flwr.history": "README, notebooks/researcher.ipynb",
-    "syft_flwr.progress": "README (progress lines), its module docstring",
     "syft_flwr.project": "docs/api.md, docs/review.md, notebooks",
     "syft_flwr.run": "upstream path (main.py), tests/compat",
     "syft_flwr.run_simulation": "upstream path, tests/compat",

@@ -145,3 +145,16 @@ def test_review_names_keep_their_paths_after_the_splits() -> None:
     assert callable(records.find_record)
     assert set(api.__all__) <= set(dir(api))
     assert set(package.__all__) <= set(dir(package))
+
+
+def test_progress_names_keep_their_paths_after_the_split() -> None:
+    # syft_flwr.progress became a package (issue 25): the face is unchanged.
+    from syft_flwr import progress
+    from syft_flwr.progress import handles, live, log
+
+    assert progress.RichReporter is live.RichReporter
+    assert progress.LogReporter is log.LogReporter
+    for name in ("TransferHandle", "WaitHandle", "Reporter", "NullReporter"):
+        assert getattr(progress, name) is getattr(handles, name)
+    assert progress.format_bytes(1536) == "1.5 KB"
+    assert set(progress.__all__) <= set(dir(progress))
