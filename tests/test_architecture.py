@@ -98,7 +98,6 @@ MAX_LINES = 400
 KNOWN_BIG = frozenset(
     {
         "syft_flwr.cli",
-        "syft_flwr.crypto.trust",
         "syft_flwr.simulation",
         "syft_flwr.testing._drive_store",
         "syft_flwr.testing.drive_server",

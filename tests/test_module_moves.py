@@ -158,3 +158,10 @@ def test_progress_names_keep_their_paths_after_the_split() -> None:
         assert getattr(progress, name) is getattr(handles, name)
     assert progress.format_bytes(1536) == "1.5 KB"
     assert set(progress.__all__) <= set(dir(progress))
+
+
+def test_pinned_peer_keeps_its_path_after_the_trust_split() -> None:
+    from syft_flwr.crypto import pins, trust
+
+    assert trust.PinnedPeer is pins.PinnedPeer
+    assert "PinnedPeer" in trust.__all__
