@@ -32,7 +32,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from syft_flwr.testing._drive_errors import DriveApiError as DriveApiError
+from syft_flwr.testing._drive_errors import insufficient as insufficient
+from syft_flwr.testing._drive_errors import invalid as invalid
+from syft_flwr.testing._drive_errors import not_found as not_found
 from syft_flwr.testing._drive_query import Node, QuerySubject
+from syft_flwr.testing._drive_upload import CHUNK_GRANULARITY as CHUNK_GRANULARITY
+from syft_flwr.testing._drive_upload import UploadSession as UploadSession
+from syft_flwr.testing._drive_upload import append_chunk, parse_content_range
 
 __all__ = [
     "CHUNK_GRANULARITY",
@@ -48,8 +55,6 @@ __all__ = [
 ]
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
-#: Non-final resumable chunks must be multiples of this many bytes.
-CHUNK_GRANULARITY = 256 * 1024
 
 READER, COMMENTER, WRITER, OWNER = 1, 2, 3, 5
 _RANK = {"reader": READER, "commenter": COMMENTER, "writer": WRITER, "owner": OWNER}
@@ -68,60 +73,6 @@ _ORDER_FIELDS = {
     "starred",
     "viewedByMeTime",
 }
-
-
-class DriveApiError(Exception):
-    """An error answered in Drive's JSON shape: ``{"error": {"code", "message", "errors"}}``."""
-
-    def __init__(
-        self,
-        status: int,
-        reason: str,
-        message: str,
-        *,
-        location: str | None = None,
-        location_type: str = "parameter",
-        domain: str = "global",
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.location = location
-        self.location_type = location_type
-        self.domain = domain
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the error body Drive sends."""
-        detail: dict[str, Any] = {
-            "message": self.message,
-            "domain": self.domain,
-            "reason": self.reason,
-        }
-        if self.location:
-            detail["location"] = self.location
-            detail["locationType"] = self.location_type
-        return {
-            "error": {"code": self.status, "message": self.message, "errors": [detail]}
-        }
-
-
-def not_found(file_id: str) -> DriveApiError:
-    return DriveApiError(
-        404, "notFound", f"File not found: {file_id}.", location="fileId"
-    )
-
-
-def insufficient(message: str = "") -> DriveApiError:
-    return DriveApiError(
-        403,
-        "insufficientFilePermissions",
-        message or "The user does not have sufficient permissions for this file.",
-    )
-
-
-def invalid(message: str, location: str | None = None) -> DriveApiError:
-    return DriveApiError(400, "invalid", message, location=location)
 
 
 def permission_id(email: str) -> str:
@@ -193,21 +144,6 @@ class ChangeEntry:
     time: float
     removed: bool
     audience: frozenset[str] = frozenset()
-
-
-@dataclass
-class UploadSession:
-    """A resumable upload in progress (``uploadType=resumable``)."""
-
-    id: str
-    user: str
-    file_id: str | None  # the target of files.update, None for files.create
-    metadata: dict[str, Any]
-    mime_type: str
-    total: int | None
-    params: dict[str, str]
-    data: bytearray = field(default_factory=bytearray)
-    result_id: str | None = None
 
 
 class _Subject(QuerySubject):
@@ -980,7 +916,7 @@ class DriveStore:
             session.data = bytearray(body)
             session.total = len(body)
             return session, self._finish_upload(session)
-        first, last, total = _parse_content_range(content_range, body)
+        first, last, total = parse_content_range(content_range, body)
         if total is not None:
             if session.total is not None and total != session.total:
                 raise DriveApiError(
@@ -995,7 +931,7 @@ class DriveStore:
             raise DriveApiError(
                 400, "badRequest", "Content-Range does not match the body."
             )
-        if _append_chunk(session, first, body):
+        if append_chunk(session, first, body):
             return session, self._finish_upload(session)
         return session, None
 
@@ -1124,56 +1060,6 @@ class DriveStore:
 
 def _split_ids(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
-
-
-def _parse_content_range(
-    content_range: str, body: bytes
-) -> tuple[int | None, int | None, int | None]:
-    """``bytes first-last/total`` (``*`` for an unknown part) as numbers.
-
-    ``first`` and ``last`` are ``None`` for a status query (``bytes */N``, no body).
-    """
-    spec = content_range.strip()
-    if not spec.startswith("bytes "):
-        raise DriveApiError(400, "badRequest", f"Invalid Content-Range: {spec}")
-    span, _, total_text = spec[6:].partition("/")
-    try:
-        total = None if total_text.strip() == "*" else int(total_text)
-        if span.strip() == "*":
-            if body:
-                raise ValueError(span)
-            return None, None, total
-        a, _, b = span.partition("-")
-        return int(a), int(b), total
-    except ValueError as exc:
-        raise DriveApiError(
-            400, "badRequest", f"Invalid Content-Range: {spec}"
-        ) from exc
-
-
-def _append_chunk(session: UploadSession, first: int, body: bytes) -> bool:
-    """Append what ``body`` (starting at byte ``first``) adds; True once complete.
-
-    A chunk starting past what was received is a gap: nothing is taken (the
-    client re-reads the range and resends); bytes already received are skipped.
-    """
-    received = len(session.data)
-    if first > received:
-        return False
-    tail = body[received - first :]
-    new_size = received + len(tail)
-    if session.total is not None and new_size > session.total:
-        raise DriveApiError(400, "badRequest", "More bytes than the declared size.")
-    final = session.total is not None and new_size == session.total
-    if not final and len(body) % CHUNK_GRANULARITY:
-        raise DriveApiError(
-            400,
-            "badRequest",
-            f"Invalid chunk size {len(body)}: non-final chunks must be "
-            f"multiples of {CHUNK_GRANULARITY} bytes.",
-        )
-    session.data.extend(tail)
-    return final
 
 
 def _capabilities(rec: FileRecord, user: str, role: int) -> dict[str, bool]:
