@@ -227,6 +227,24 @@ def test_messages_are_encrypted_on_the_wire(fedavg_job: JobResult) -> None:
             assert head["encryption"].get("alg")
 
 
+def test_temp_files_are_written_outside_the_synced_folders(
+    network: SyftBoxNetwork, fedavg_job: JobResult
+) -> None:
+    """Every party wrote through ``datasites/.syft-flwr.tmp``; the client never synced it.
+
+    The temp folder keeps watchdog from stalling (docs/syftbox.md, "Why writes
+    look like this"); SyftBox 0.4.0 must ignore it (``/.syft*``).
+    """
+    from syft_flwr.transports._syftbox_write import TMP_DIR
+
+    _wait_after_run(fedavg_job)
+    for email in (DS, *DATA_OWNERS):
+        assert (network.party(email).datasites / TMP_DIR).is_dir(), email
+    server = network.server_snapshot
+    assert not list(server.rglob(f"{TMP_DIR}*")), "the temp folder reached the server"
+    assert not list(server.rglob("*.tmp")), "a temp file reached the server"
+
+
 # ---------------------------------------------------------------- 2. permissions
 def test_third_datasite_never_sees_another_pairs_messages(
     network: SyftBoxNetwork, fedavg_job: JobResult
