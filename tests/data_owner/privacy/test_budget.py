@@ -49,7 +49,9 @@ def test_per_project_cap_refuses_one_project_not_the_other(tmp_path: Path) -> No
     ledger = BudgetLedger(tmp_path, None)
     ledger.charge(p, "a", sampling_rate=1.0)
     ledger.charge(p, "a", sampling_rate=1.0)
-    with pytest.raises(PrivacyBudgetExceeded, match="project a is out of its privacy"):
+    with pytest.raises(
+        PrivacyBudgetExceeded, match="project a is out of privacy budget.*cap"
+    ):
         ledger.charge(p, "a", sampling_rate=1.0)
     c = ledger.charge(p, "b", sampling_rate=1.0)  # b has its own cap
     state = ledger.read(p.dataset)

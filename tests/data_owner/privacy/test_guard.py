@@ -121,7 +121,9 @@ def test_budget_refuses_exactly_and_nothing_leaves(
     assert "out of privacy budget" in reply.error.reason
     assert "left" in reply.error.reason and "spent" in reply.error.reason
     assert not reply.has_content()  # nothing of the update leaves
-    assert str(audit["outcome"]).startswith("refused: out of privacy budget")
+    assert str(audit["outcome"]).startswith(
+        "refused: dataset 'default' is out of privacy budget"
+    )
     assert "out of privacy budget" in caplog.text
     assert h.refused == 1 and h.succeeded == 2
 

@@ -212,10 +212,11 @@ def _check(
     cap = policy.per_project_epsilon
     if cap is not None and proj > cap:
         raise PrivacyBudgetExceeded(
-            f"project {project} is out of its privacy budget on dataset "
-            f"{policy.dataset!r}: answering would bring it to epsilon {proj:.4g}, "
-            f"over its cap of {cap:g} (the dataset has spent {before:.4g} of "
-            f"{policy.epsilon:g}, {max(0.0, policy.epsilon - before):.4g} left)"
+            f"project {project} is out of privacy budget on dataset "
+            f"{policy.dataset!r}: answering would bring the project to epsilon "
+            f"{proj:.4g}, over its cap of {cap:g} per project (the dataset has spent "
+            f"{before:.4g} of {policy.epsilon:g}, "
+            f"{max(0.0, policy.epsilon - before):.4g} left)"
         )
 
 

@@ -113,7 +113,8 @@ class PrivacyGuard:
                 self.policy, name, sampling_rate=self.policy.sampling_rate
             )
         except PrivacyBudgetExceeded as exc:
-            return self._refused(msg, f"{OUT_OF_BUDGET}: {exc}", audit)
+            # Its text says "out of privacy budget", how much is spent and left.
+            return self._refused(msg, str(exc), audit)
         except StateIntegrityError as exc:
             logger.error("%s", exc)
             return self._refused(
