@@ -119,3 +119,25 @@ def test_two_processes_charging_at_once_cannot_overspend(tmp_path: Path) -> None
     state = BudgetLedger(tmp_path, StateKey(keys, "privacy-budget")).read("default")
     assert sum(state.all_counts().values()) == 30
     assert state.spent(1e-5) <= eps
+
+
+def test_budget_survives_a_prekey_rotation_and_a_restart(tmp_path: Path) -> None:
+    # Rotation replaces the signed prekey; the identity key (the MAC key's root)
+    # stays, so the budget is read, and kept spending, after it.
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from syft_flwr.crypto.keys import PrivateKeys
+
+    keys = generate_keys()
+    p = policy()
+    BudgetLedger(tmp_path, StateKey(keys, "privacy-budget")).charge(
+        p, "a", sampling_rate=1.0
+    )
+    rotated = PrivateKeys(
+        identity=keys.identity,
+        signed_prekey=X25519PrivateKey.generate(),
+        prekey_version=keys.prekey_version + 1,
+    )
+    ledger = BudgetLedger(tmp_path, StateKey(rotated, "privacy-budget"))
+    c = ledger.charge(p, "b", sampling_rate=1.0)
+    assert c.total == epsilon_spent({event_key(1.0, 1.0): 2}, 1e-5)
