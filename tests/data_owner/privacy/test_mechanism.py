@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 from _privacy_support import arrays_of, policy, reply, request
-from flwr.app import ConfigRecord
+from flwr.app import ConfigRecord, RecordDict
 
 from syft_flwr.data_owner.privacy.mechanism import privatize
 from syft_flwr.errors import PrivacyPolicyViolation
@@ -154,3 +154,13 @@ def _as_msg(msg, content):  # type: ignore[no-untyped-def]
     r = reply(msg)
     r.content = content
     return r
+
+
+def test_train_without_arrays_charges_only_its_metrics() -> None:
+    p = policy(sensitivities={"num-examples": 1.0})
+    msg = request({})
+    msg.content = RecordDict()  # no arrays at all in the request
+    r = reply(msg, metrics={"num-examples": 10})
+    assert privatize(p, msg, r, np.random.default_rng(0)).components == 1
+    with pytest.raises(PrivacyPolicyViolation, match="do not match"):
+        privatize(p, msg, reply(msg, {"w": np.ones(2)}), np.random.default_rng(0))

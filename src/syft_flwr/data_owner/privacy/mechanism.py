@@ -75,7 +75,8 @@ def privatize(
             "can make private"
         )
     sampled = bool(rng.random() < policy.sampling_rate)
-    if kind in UPDATE_TYPES:
+    update: np.ndarray | None
+    if kind in UPDATE_TYPES and (msg.content.array_records or content.array_records):
         update, norm, clipped = _clipped_update(policy, msg.content, content, sampled)
         arrays: dict[str, dict[str, np.ndarray]] = {}
     else:
@@ -87,7 +88,7 @@ def privatize(
         return Noised(content, 0, None, False)
     std = policy.noise_multiplier * math.sqrt(k)  # per unit of sensitivity
     out = RecordDict()
-    if update is not None:
+    if update is not None and msg.content.array_records:
         _noise_update(out, msg.content, content, update, std * policy.clip_norm, rng)
     for rname, named in arrays.items():
         out[rname] = ArrayRecord(
