@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from syft_flwr.client.syft_core_client import SyftCoreClient
 from syft_flwr.data_owner.privacy.accountant import epsilon_spent, event_key
+from syft_flwr.events.audit import audit_entries
 
 ROOT = Path(__file__).resolve().parents[3]
 APP = ROOT / "examples" / "fedavg_tabular"
@@ -75,3 +77,9 @@ def test_budget_persists_across_fresh_simulations_and_sites_refuse(
     [(project, spent)] = row["projects"].items()  # type: ignore[attr-defined]
     assert len(project) == 64 and spent == row["spent"]
     assert f"{do1} is out of privacy budget: dataset" in second
+    # Each charge and each refusal is in the data owner's audit trail.
+    client = SyftCoreClient.load(work / "configs" / f"{do1}.json")
+    notes = [str(e["privacy"]) for e in audit_entries(client) if "privacy" in e]
+    assert sum(n.startswith("charged to dataset 'default'") for n in notes) == 6
+    refused = [n for n in notes if n.startswith("refused: dataset 'default' is out")]
+    assert len(refused) == 2  # round 2 of the second run: train, evaluate
