@@ -95,18 +95,26 @@ def test_data_owner_notebook() -> None:
     assert "[pending] fedavg_tabular from researcher@example.org" in review
     assert "fedavg_tabular/client_app.py" in review and "=== " in review
     assert "('do1@example.org', 'approved'), ('do2@example.org', 'approved')" in review
-    assert "researcher@example.org     [pinned]" in out[-3]  # pinned on first use
+    assert "researcher@example.org     [pinned]" in out[-5]  # pinned on first use
     # the audit trail as a table: what ran, for whom, and the counts
-    audit = out[-2]
+    audit = out[-4]
     assert "train" in audit and "researcher@example.org" in audit
     # 10 ClientApp calls and the researcher's stop signal
     assert "'run': 11" in audit and "'replied': 11" in audit
-    results = out[-4]
+    results = out[-6]
     for email in ("do1@example.org", "do2@example.org"):
         assert f"{email} handled 10 messages; stopped: Training complete" in results
     assert "request files left in the datasites: none" in results
     assert "data owner threads exited: True" in results
     assert "Final accuracy (researcher's test set): 0.9250" in results
+    # the privacy section: six replies paid for, the last round refused
+    private = out[-3]
+    assert "budget epsilon 6 at delta 1e-05" in private
+    for email in ("do1@example.org", "do2@example.org"):
+        assert f"{email}: 6 noised replies sent, 2 refused" in private
+    budget = out[-2]
+    assert "dataset default: epsilon spent 5.979 of 6, 0.02099 left" in budget
+    assert "6 replies" in budget
 
 
 def test_notebooks_use_only_public_syft_flwr_names() -> None:

@@ -6,9 +6,7 @@ import importlib.util
 from pathlib import Path
 
 from syft_flwr.client.syft_core_client import SyftCoreClient
-from syft_flwr.crypto.own_state import state_key_for
-from syft_flwr.data_owner.privacy import BudgetLedger, PrivacyPolicy, budget_folder
-from syft_flwr.data_owner.privacy.report import budget_report
+from syft_flwr.data_owner.privacy import PrivacyPolicy, data_owner_budget
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "site_dp" / "accuracy_vs_epsilon.py"
@@ -34,10 +32,6 @@ def test_plots_accuracy_against_the_epsilon_the_sites_spent(tmp_path: Path) -> N
     assert len(eps) == 4 and eps[0] == 0.0 and eps == sorted(eps)
     # The last point is what each site's own budget file says it spent.
     client = SyftCoreClient.load(tmp_path / "w" / "configs" / "do1@example.org.json")
-    ledger = BudgetLedger(
-        budget_folder(client.state_dir("x")),
-        state_key_for(client, None, "privacy-budget"),
-    )
     policy = PrivacyPolicy.load(SCRIPT.parent / "privacy.toml")
-    [row] = budget_report(ledger, policy)
+    [row] = data_owner_budget(client, policy)
     assert row.replies == 6 and row.spent == eps[-1]

@@ -14,11 +14,10 @@ def budget(
 ) -> None:
     """Data owner: privacy budget spent and left, per dataset and project."""
     from syft_flwr.data_owner.privacy.policy import PrivacyPolicy
-    from syft_flwr.data_owner.privacy.report import budget_report, format_budget
+    from syft_flwr.data_owner.privacy.report import data_owner_budget, format_budget
 
-    client = client_for(config)
     policy = PrivacyPolicy.from_env(path=privacy)
-    rows = budget_report(_ledger(client), policy)
+    rows = data_owner_budget(client_for(config), policy)
     if json_:
         print_json([r.as_dict() for r in rows])
     else:
@@ -28,27 +27,10 @@ def budget(
 def privacy_status(client: object, privacy: Path | None) -> str:
     """The lines ``syft_flwr status`` adds: the policy in force and its budget."""
     from syft_flwr.data_owner.privacy.policy import PrivacyPolicy
-    from syft_flwr.data_owner.privacy.report import budget_report, format_budget
+    from syft_flwr.data_owner.privacy.report import data_owner_budget, format_budget
 
     policy = PrivacyPolicy.from_env(path=privacy)
     if policy is None:
         return ""
-    rows = [
-        r for r in budget_report(_ledger(client), policy) if r.dataset == policy.dataset
-    ]
+    rows = [r for r in data_owner_budget(client, policy) if r.dataset == policy.dataset]
     return f"privacy policy in force: {policy.describe()}\n" + format_budget(rows)
-
-
-def _ledger(client: object):  # type: ignore[no-untyped-def]
-    from syft_flwr.crypto.own_state import state_key_for
-    from syft_flwr.data_owner.privacy import BudgetLedger, budget_folder
-
-    state = client.state_dir("privacy")  # type: ignore[attr-defined]
-    if state is None:
-        from syft_flwr.errors import ConfigError
-
-        raise ConfigError(f"{client} keeps no private state: no budget to show")
-    return BudgetLedger(
-        budget_folder(state),
-        state_key_for(client, None, "privacy-budget"),  # type: ignore[arg-type]
-    )

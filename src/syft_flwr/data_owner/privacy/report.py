@@ -11,7 +11,7 @@ from typing import Any
 from syft_flwr.data_owner.privacy.budget import BudgetLedger
 from syft_flwr.data_owner.privacy.policy import PrivacyPolicy
 
-__all__ = ["DatasetBudget", "budget_report", "format_budget"]
+__all__ = ["DatasetBudget", "budget_report", "data_owner_budget", "format_budget"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,29 @@ def budget_report(
         left = None if eps is None else max(0.0, eps - spent)
         out.append(DatasetBudget(name, eps, delta, spent, left, replies, projects))
     return out
+
+
+def data_owner_budget(
+    client: Any, policy: PrivacyPolicy | None = None
+) -> list[DatasetBudget]:
+    """:func:`budget_report` of the data owner ``client`` (its own budget files).
+
+    Raises
+    ------
+    ConfigError
+        The client keeps no private state (nowhere a budget could be).
+    StateIntegrityError
+        A budget file was changed outside syft_flwr.
+    """
+    from syft_flwr.crypto.own_state import state_key_for
+    from syft_flwr.data_owner.privacy.guard import budget_folder
+    from syft_flwr.errors import ConfigError
+
+    state = client.state_dir("privacy")
+    if state is None:
+        raise ConfigError(f"{client} keeps no private state: no budget to show")
+    key = state_key_for(client, None, "privacy-budget")
+    return budget_report(BudgetLedger(budget_folder(state), key), policy)
 
 
 def format_budget(rows: list[DatasetBudget]) -> str:
