@@ -65,26 +65,31 @@ def test_researcher_notebook() -> None:
     assert "'do1@example.org', 'pending'" in review
     assert "('do1@example.org', 'approved'), ('do2@example.org', 'approved')" in review
     # cells: ..., run, results, plot, fingerprints, upstream bootstrap, upstream
-    # run, clean-up
-    results = out[-6]
+    # run, privacy budget, clean-up
+    results = out[-7]
     assert "Final accuracy: 0.9250" in results
     assert '"weights_sha256": "7a35fc4bc02f2fdd"' in results
     assert "final model: {'weights': (12,), 'bias': (1,)}" in results
-    assert "data owners still serving: none" in out[-7]
-    assert "SYFT_FLWR_RESULT" in out[-7]
+    assert "data owners still serving: none" in out[-8]
+    assert "SYFT_FLWR_RESULT" in out[-8]
     # the per-round metrics: read back from the saved history and plotted
-    assert "rounds: [1, 2, 3, 4, 5]" in out[-5], out[-5]
-    assert "'5': 0.925" in out[-5]
-    assert "image/png" in mime_types[-5]
+    assert "rounds: [1, 2, 3, 4, 5]" in out[-6], out[-6]
+    assert "'5': 0.925" in out[-6]
+    assert "image/png" in mime_types[-6]
     # the data owners' identity keys were pinned on first use during the run
-    assert "researcher@example.org     [own]" in out[-4]
+    assert "researcher@example.org     [own]" in out[-5]
     for email in ("do1@example.org", "do2@example.org"):
-        assert f"{email}" in out[-4] and "[pinned]" in out[-4]
+        assert f"{email}" in out[-5] and "[pinned]" in out[-5]
     # the upstream-style cells: bootstrap wrote main.py, run (awaited) succeeded
     # with the same model as the in-kernel run (same partitions, as DATA_DIR)
-    assert "'main.py'" in out[-3] and "'pyproject.toml'" in out[-3]
-    assert "syft_flwr.run succeeded: True" in out[-2]
-    assert '"accuracy": 0.925' in out[-2]
+    assert "'main.py'" in out[-4] and "'pyproject.toml'" in out[-4]
+    assert "syft_flwr.run succeeded: True" in out[-3]
+    assert '"accuracy": 0.925' in out[-3]
+    # a site's privacy budget: refused with its email, the run still ended
+    private = out[-2]
+    for email in ("do1@example.org", "do2@example.org"):
+        assert f"{email} is out of privacy budget: dataset 'default'" in private
+    assert "the run went on to the end; final accuracy" in private
     assert "removed" in out[-1]
 
 
