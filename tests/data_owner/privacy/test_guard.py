@@ -3,6 +3,7 @@ noised and paid for, or nothing leaves."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -180,3 +181,24 @@ def test_reply_with_unmatched_arrays_is_refused(tmp_path: Path) -> None:
     assert "shape" in reply.error.reason
     assert h.privacy.ledger.datasets() == []  # type: ignore[union-attr]
     assert "refused" in str(audit["privacy"])
+
+
+def test_tampered_budget_refuses_every_reply(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs: list[int] = []
+    h = _handler(tmp_path, 100.0, runs)
+    assert not _call(h, _request("m-1"), {}).has_error()
+    f = h.privacy.ledger.path("default")  # type: ignore[union-attr]
+    doc = json.loads(f.read_text())
+    for counts in doc["body"]["projects"].values():  # a "refund"
+        for k in counts:
+            counts[k] = 0
+    f.write_text(json.dumps(doc))
+    audit: dict[str, object] = {}
+    with caplog.at_level(logging.ERROR, "syft_flwr.data_owner.privacy"):
+        reply = _call(h, _request("m-2"), audit)
+    assert reply.has_error() and not reply.has_content()
+    assert "privacy budget could not be checked" in reply.error.reason
+    assert "failed its integrity check" in caplog.text
+    assert str(audit["outcome"]).startswith("refused:")
