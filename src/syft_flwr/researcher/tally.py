@@ -91,7 +91,7 @@ def log_summary(
     for r in replies:
         # Sites that enforce a privacy budget refuse once it is spent: say who,
         # in words (the strategy goes on with the others, as min_*_nodes allow).
-        if r.has_error() and "out of privacy budget" in r.error.reason:
+        if r.has_error() and "out of privacy budget" in (r.error.reason or ""):
             logger.warning(
                 "%s is out of privacy budget: %s",
                 email_of(r.metadata.src_node_id) or "a data owner",
