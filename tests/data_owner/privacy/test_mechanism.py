@@ -164,3 +164,20 @@ def test_train_without_arrays_charges_only_its_metrics() -> None:
     assert privatize(p, msg, r, np.random.default_rng(0)).components == 1
     with pytest.raises(PrivacyPolicyViolation, match="do not match"):
         privatize(p, msg, reply(msg, {"w": np.ones(2)}), np.random.default_rng(0))
+
+
+def test_histograms_as_metric_lists_and_integer_arrays_are_noised() -> None:
+    p = policy(sensitivities={"hist.age": 1.0, "counts": 1.0})
+    msg = request({}, message_type="query")
+    r = reply(
+        msg, arrays={"counts": np.array([5, 0, 7])}, metrics={"hist.age": [3, 5, 0]}
+    )
+    out = privatize(p, msg, r, np.random.default_rng(1))
+    assert out.components == 2
+    hist = out.content.metric_records["metrics"]["hist.age"]
+    assert len(hist) == 3 and all(isinstance(v, int) for v in hist)
+    counts = out.content.array_records["arrays"]["counts"].numpy()
+    assert counts.dtype == np.array([1]).dtype and counts.shape == (3,)
+    with pytest.raises(PrivacyPolicyViolation, match="not numbers"):
+        bad = reply(msg, arrays={"counts": np.array([True, False])})
+        privatize(p, msg, bad, np.random.default_rng(1))

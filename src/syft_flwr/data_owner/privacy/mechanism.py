@@ -182,7 +182,15 @@ def _analytics_arrays(
         out[rname] = {}
         for name, arr in rec.items():
             _sensitivity(policy, name, "array")
-            a = _float_array(rname, name, arr)
+            a = arr.numpy()  # counts may be integers: noised, then rounded
+            if not (
+                np.issubdtype(a.dtype, np.floating)
+                or np.issubdtype(a.dtype, np.integer)
+            ):
+                raise PrivacyPolicyViolation(
+                    f"array {rname}/{name} is {a.dtype}, not numbers: it cannot be "
+                    "noised"
+                )
             out[rname][name] = a if sampled else np.zeros_like(a)
     return out
 
@@ -234,6 +242,8 @@ def _noised(a: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray:
     base = a.astype(np.float64)
     if std:
         base = base + rng.normal(0.0, std, size=base.shape)
+    if np.issubdtype(a.dtype, np.integer):
+        return np.rint(base).astype(a.dtype)  # post-processing: still private
     return base.astype(a.dtype) if np.issubdtype(a.dtype, np.floating) else base
 
 
