@@ -19,9 +19,9 @@ from syft_flwr.crypto.state_mac import StateKey
 from syft_flwr.data_owner.handler import ClientAppHandler
 from syft_flwr.data_owner.privacy import BudgetLedger, PrivacyGuard
 from syft_flwr.data_owner.privacy.accountant import epsilon_spent, event_key
+from syft_flwr.data_owner.reply_cache import ReplyCache
 from syft_flwr.data_owner.worker import RequestInfo, _current
 from syft_flwr.ids import node_id_for
-from syft_flwr.data_owner.reply_cache import ReplyCache
 from syft_flwr.serde import bytes_to_flower_message, flower_message_to_bytes
 
 DO = "do1@example.org"
