@@ -147,6 +147,7 @@ def run_project_data_owner(
     aggregators: list[str] | None = None,
     settings: Settings | None = None,
     no_review: bool | None = None,
+    privacy: Any | None = None,
 ) -> Any:
     """Load the app's ClientApp from its local folder and serve it until the stop signal.
 
@@ -188,6 +189,7 @@ def run_project_data_owner(
         run_config=rc,
         node_config=node_config_for(cfg, node_config),
         settings=settings,
+        privacy=privacy,
     )
     handler.check_outcome()
     return handler
@@ -234,12 +236,14 @@ def run_role(
     node_config: str | list[str] | None = None,
     fresh: bool = False,
     no_review: bool | None = None,
+    privacy: Any | None = None,
 ) -> Any:
     """Run ``role`` (researcher or data owner) of ``cfg``; used by main.py and the CLI.
 
     ``fresh`` makes the researcher start over instead of resuming an interrupted run;
     ``no_review`` lets a data owner serve the local folder unreviewed (see
-    :func:`run_project_data_owner`).
+    :func:`run_project_data_owner`); ``privacy`` is the data owner's privacy
+    policy or its file (default ``SYFT_FLWR_PRIVACY_POLICY``).
 
     Raises
     ------
@@ -249,7 +253,12 @@ def run_role(
     if role == RESEARCHER:
         return run_project_researcher(cfg, client, run_config=run_config, fresh=fresh)
     return run_project_data_owner(
-        cfg, client, run_config=run_config, node_config=node_config, no_review=no_review
+        cfg,
+        client,
+        run_config=run_config,
+        node_config=node_config,
+        no_review=no_review,
+        privacy=privacy,
     )
 
 

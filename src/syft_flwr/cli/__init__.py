@@ -21,6 +21,7 @@ from syft_flwr._version import __version__
 from syft_flwr.cli._common import (
     ConfigOpt,
     JsonOpt,
+    PrivacyOpt,
     RunConfigOpt,
     client_for,
     emails,
@@ -203,10 +204,11 @@ def simulate(
     timeout: TimeoutOpt = 1800.0,
     history_out: HistoryOutOpt = None,
     plot_out: PlotOutOpt = None,
+    privacy: PrivacyOpt = None,
 ) -> None:
     """Run the researcher and N data owners as local processes."""
     opts = _SimulateOptions(
-        app_dir, run_config, workdir, fresh, timeout, history_out, plot_out
+        app_dir, run_config, workdir, fresh, timeout, history_out, plot_out, privacy
     )
     _simulate(opts, num_data_owners, None)
 
@@ -229,6 +231,7 @@ def run(
     timeout: TimeoutOpt = 1800.0,
     history_out: HistoryOutOpt = None,
     plot_out: PlotOutOpt = None,
+    privacy: PrivacyOpt = None,
 ) -> None:
     """Simulate with one data owner per mock dataset path (upstream's form)."""
     from syft_flwr.project import load_project, parse_run_config
@@ -247,7 +250,7 @@ def run(
     # A bootstrapped app runs through its own main.py, as upstream's `run` did.
     use_main = cfg.bootstrapped and (cfg.app_dir / "main.py").is_file()
     opts = _SimulateOptions(
-        app_dir, run_config, workdir, fresh, timeout, history_out, plot_out
+        app_dir, run_config, workdir, fresh, timeout, history_out, plot_out, privacy
     )
     _simulate(
         opts,
@@ -299,6 +302,7 @@ def party(
             "SYFT_FLWR_NO_REVIEW, else refused (use `syft_flwr serve`).",
         ),
     ] = False,
+    privacy: PrivacyOpt = None,
 ) -> None:
     """Internal: one party of a `simulate` run (also usable by hand)."""
     from syft_flwr._proctitle import set_party_title
@@ -328,6 +332,7 @@ def party(
         node_config=node_config,
         fresh=fresh,
         no_review=no_review or None,
+        privacy=privacy,
     )
 
 
@@ -619,9 +624,11 @@ def gdrive_login(
     print(f"saved the token to {out} (mode 0600); set GDRIVE_TOKEN_PATH={out}")
 
 
+from syft_flwr.cli import privacy as _privacy  # noqa: E402
 from syft_flwr.cli import review as _review  # noqa: E402  (registers its commands)
 
 _review.register(app)
+app.command()(_privacy.budget)
 
 
 # click >= 8.2 raises this for a bare `syft_flwr`; older clicks print help themselves

@@ -19,6 +19,7 @@ from syft_flwr._printable import printable
 from syft_flwr.cli._common import (
     ConfigOpt,
     JsonOpt,
+    PrivacyOpt,
     RunConfigOpt,
     client_for,
     print_json,
@@ -144,9 +145,12 @@ def submit(
     print("  see their decisions with: syft_flwr status")
 
 
-def status(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+def status(
+    config: ConfigOpt = None, json_: JsonOpt = False, privacy: PrivacyOpt = None
+) -> None:
     """Researcher: each data owner's decision on your submissions (and, as a data
-    owner, the local app folders you served without review)."""
+    owner, the local app folders you served without review and the privacy
+    policy in force, from --privacy or SYFT_FLWR_PRIVACY_POLICY)."""
     from syft_flwr.review.api import submission_status
     from syft_flwr.review.unreviewed import unreviewed_serves
 
@@ -157,6 +161,9 @@ def status(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
     else:
         print(format_status(subs), end="")
         print(format_unreviewed(unreviewed_serves(client)), end="")
+        from syft_flwr.cli.privacy import privacy_status
+
+        print(privacy_status(client, privacy), end="")
 
 
 def projects(
@@ -283,6 +290,7 @@ def serve(
         ),
     ] = None,
     config: ConfigOpt = None,
+    privacy: PrivacyOpt = None,
 ) -> None:
     """Data owner: run an approved project (only that code, in its own folder)."""
     from syft_flwr.logs import setup_logging
@@ -295,6 +303,7 @@ def serve(
         run_config=run_config,
         node_config=node_config,
         on_ready=lambda work: print(f"serving the approved code in {work}"),
+        privacy=privacy,
     )
     handler.check_outcome()
 

@@ -154,6 +154,7 @@ def serve(
     run_config: str | list[str] | None = None,
     node_config: str | list[str] | dict[str, Any] | None = None,
     on_ready: Callable[[Path], None] | None = None,
+    privacy: Any | None = None,
 ) -> Any:
     """Serve an approved project until its researcher's stop signal.
 
@@ -178,6 +179,8 @@ def serve(
         This data owner's node config (see :func:`syft_flwr.project.node_config_for`).
     on_ready : callable, optional
         Called with the working folder once the project is unpacked.
+    privacy : PrivacyPolicy or path, optional
+        The data owner's privacy policy (default ``SYFT_FLWR_PRIVACY_POLICY``).
 
     Returns
     -------
@@ -209,6 +212,7 @@ def serve(
             settings=settings,
             events=events,
             check=ProjectGuard(store, rec.project_hash, work, files=pkg.manifest.files),
+            privacy=privacy,
         )
     finally:
         finder.uninstall()
