@@ -72,11 +72,11 @@ LAYERS: dict[str, tuple[int, str]] = {
     "syft_flwr.wire.strict_json": (1, "base"),
     "syft_flwr.consts": (1, "base"),
     "syft_flwr.config": (1, "base"),
-    "syft_flwr.logs": (1, "base"),
+    "syft_flwr._logs": (1, "base"),
     "syft_flwr.progress": (1, "base"),
-    "syft_flwr.ids": (1, "base"),
+    "syft_flwr._ids": (1, "base"),
     "syft_flwr.project": (1, "base"),
-    "syft_flwr.run_config": (1, "base"),
+    "syft_flwr._run_config": (1, "base"),
     "syft_flwr._version": (1, "base"),
     "syft_flwr._email": (1, "base"),
     "syft_flwr._fs": (1, "base"),
@@ -98,11 +98,6 @@ MAX_LINES = 400
 KNOWN_BIG = frozenset(
     {
         "syft_flwr.cli",
-        "syft_flwr.crypto.trust",
-        "syft_flwr.progress",
-        "syft_flwr.review.api",
-        "syft_flwr.review.package",
-        "syft_flwr.review.store",
         "syft_flwr.simulation",
         "syft_flwr.testing._drive_store",
         "syft_flwr.testing.drive_server",
@@ -381,7 +376,6 @@ ROOT_FACES: dict[str, str] = {
     "syft_flwr.consts": "docs/migrating.md",
     "syft_flwr.errors": "docs/migrating.md (SyftFlwrError and its family)",
     "syft_flwr.history": "README, notebooks/researcher.ipynb",
-    "syft_flwr.progress": "README (progress lines), its module docstring",
     "syft_flwr.project": "docs/api.md, docs/review.md, notebooks",
     "syft_flwr.run": "upstream path (main.py), tests/compat",
     "syft_flwr.run_simulation": "upstream path, tests/compat",
@@ -389,14 +383,6 @@ ROOT_FACES: dict[str, str] = {
     "syft_flwr.simulation": "docs/api.md, notebooks",
     "syft_flwr.utils": "docs/migrating.md",
 }
-
-#: Base utilities still at the root, not documented for users; a later move
-#: to a private home (old paths kept as aliases) shrinks this list. They are
-#: imported from all three homes, which are being split now, so they were
-#: not moved under them.
-KNOWN_ROOT_INTERNALS = frozenset(
-    {"syft_flwr.ids", "syft_flwr.logs", "syft_flwr.run_config"}
-)
 
 
 def test_the_package_root_holds_public_faces(graph: Graph) -> None:
@@ -406,9 +392,9 @@ def test_the_package_root_holds_public_faces(graph: Graph) -> None:
         if n.count(".") == 1 and p.name != "__init__.py"
     }
     private = {n for n in top if n.rpartition(".")[2].startswith("_")}
-    unnamed = sorted(top - private - set(ROOT_FACES) - KNOWN_ROOT_INTERNALS)
+    unnamed = sorted(top - private - set(ROOT_FACES))
     assert not unnamed, (
         f"not a public face: move under a home, make private, or document: {unnamed}"
     )
-    gone = sorted((set(ROOT_FACES) | KNOWN_ROOT_INTERNALS) - top)
+    gone = sorted(set(ROOT_FACES) - top)
     assert not gone, f"no longer a module at the root, update the lists: {gone}"

@@ -134,7 +134,10 @@ def test_startup_benchmark_prints_its_table() -> None:
         "round 1",
         "steady round",
         "total",
+        "p50 / p99 steady round",
+        "rounds > 0.4 s",
         "CPU / steady round (ms)",
+        "CPU / data owner / round (ms)",
         "researcher CPU / round (ms)",
     ]
     measured = {r[0]: r for r in rows[1:] if "not measured" not in r[0]}
@@ -146,11 +149,17 @@ def test_startup_benchmark_prints_its_table() -> None:
         assert cells[1] == "2"
         assert all(_number(c) >= 0 for c in cells[2:6])
         assert _number(cells[5]) > 0
+        p50, p99 = (_number(x) for x in cells[6].split(" / "))
+        assert 0 < p50 <= p99
+        slow, of = cells[7].split(" of ")
+        assert 0 <= int(slow) <= int(of)
     # CPU is measured for the processes of simulate (Linux /proc), not in-process.
-    assert measured["in-process limit (threads, memory)"][6:] == ["-", "-"]
+    assert measured["in-process limit (threads, memory)"][8:] == ["-", "-", "-"]
     if Path("/proc/self/stat").exists():
         sim = measured["syft_flwr simulate (processes, folders)"]
-        assert _number(sim[6]) >= _number(sim[7]) >= 0
+        total, per_owner, researcher = (_number(x) for x in sim[8:11])
+        assert total >= researcher >= 0
+        assert abs(per_owner - total / 2) <= 1.0  # N = 2
 
 
 LARGE_BENCH = BENCH.parent / "bench_large_model.py"

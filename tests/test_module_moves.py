@@ -27,6 +27,10 @@ MOVED = {
     "syft_flwr.events.audit_verify": "syft_flwr.data_owner.audit_verify",
     "syft_flwr.events.refusals": "syft_flwr.data_owner.refusals",
     "syft_flwr.events.protocol": "syft_flwr.data_owner.protocol",
+    "syft_flwr.researcher.reply_cache": "syft_flwr.data_owner.reply_cache",
+    "syft_flwr.ids": "syft_flwr._ids",
+    "syft_flwr.logs": "syft_flwr._logs",
+    "syft_flwr.run_config": "syft_flwr._run_config",
 }
 
 
@@ -77,3 +81,87 @@ def test_data_owner_names_resolve_after_the_split() -> None:
     assert flower_client.syftbox_flwr_client.__module__ == "syft_flwr.data_owner.runner"
     assert RequestInfo is Info and _current is var
     assert documented is current_request
+
+
+def test_kept_replies_have_one_home_at_the_data_owner() -> None:
+    # ReplyCache is the data owner's; the researcher's paths are re-exports, and it
+    # writes and tags through neutral helpers, not the researcher's journal files.
+    import ast
+    from pathlib import Path
+
+    from syft_flwr import _fs
+    from syft_flwr.crypto import state_mac
+    from syft_flwr.data_owner import reply_cache
+    from syft_flwr.researcher.journal import DEFAULT_CACHED_REPLIES, ReplyCache
+
+    assert ReplyCache is reply_cache.ReplyCache
+    assert ReplyCache.__module__ == "syft_flwr.data_owner.reply_cache"
+    assert DEFAULT_CACHED_REPLIES is reply_cache.DEFAULT_CACHED_REPLIES
+    assert reply_cache.write_durable is _fs.write_durable
+    assert reply_cache.TAG_LEN == state_mac.TAG_LEN == 32
+    tree = ast.parse(Path(reply_cache.__file__).read_text(encoding="utf-8"))
+    imported = {
+        n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+    }
+    assert not {m for m in imported if m.startswith("syft_flwr.researcher")}
+
+
+def test_review_names_keep_their_paths_after_the_splits() -> None:
+    # review/api.py and review/package.py were split (issue 25): every name they
+    # had, private ones included, is the same object at the old path.
+    from syft_flwr.review import (
+        api,
+        channel,
+        decisions,
+        manifest,
+        package,
+        records,
+        show,
+        store,
+        submissions,
+    )
+
+    for name in ("REVIEW_APP", "REVIEW_ENDPOINT", "SUBMISSION_TTL"):
+        assert getattr(api, name) == getattr(channel, name)
+    assert api._rpc is channel.review_rpc
+    for name in ("receive_projects", "approve", "reject", "_reply", "_decide"):
+        assert getattr(api, name) is getattr(decisions, name)
+    for name in ("submit", "submission_status", "Submission", "_decision"):
+        assert getattr(api, name) is getattr(submissions, name)
+    assert api.pack_app is package.pack_app
+    for name in (
+        "FileEntry",
+        "Manifest",
+        "Package",
+        "check_member_path",
+        "project_hash_of",
+        "verify_manifest",
+        "_entries",
+        "_signed_bytes",
+    ):
+        assert getattr(package, name) is getattr(manifest, name)
+    assert store.show_text is show.show_text
+    assert store.ProjectStore.get.__module__ == "syft_flwr.review.store"
+    assert callable(records.find_record)
+    assert set(api.__all__) <= set(dir(api))
+    assert set(package.__all__) <= set(dir(package))
+
+
+def test_progress_names_keep_their_paths_after_the_split() -> None:
+    # syft_flwr.progress became a package (issue 25): the face is unchanged.
+    from syft_flwr import progress
+    from syft_flwr.progress import handles, live, log
+
+    assert progress.RichReporter is live.RichReporter
+    assert progress.LogReporter is log.LogReporter
+    for name in ("TransferHandle", "WaitHandle", "Reporter", "NullReporter"):
+        assert getattr(progress, name) is getattr(handles, name)
+    assert progress.format_bytes(1536) == "1.5 KB"
+    assert set(progress.__all__) <= set(dir(progress))
+
+
+def test_pinned_peer_keeps_its_path_after_the_trust_split() -> None:
+    from syft_flwr.crypto import pins, trust
+
+    assert trust.PinnedPeer is pins.PinnedPeer
+    assert "PinnedPeer" in trust.__all__

@@ -65,26 +65,31 @@ def test_researcher_notebook() -> None:
     assert "'do1@example.org', 'pending'" in review
     assert "('do1@example.org', 'approved'), ('do2@example.org', 'approved')" in review
     # cells: ..., run, results, plot, fingerprints, upstream bootstrap, upstream
-    # run, clean-up
-    results = out[-6]
+    # run, privacy budget, clean-up
+    results = out[-7]
     assert "Final accuracy: 0.9250" in results
     assert '"weights_sha256": "7a35fc4bc02f2fdd"' in results
     assert "final model: {'weights': (12,), 'bias': (1,)}" in results
-    assert "data owners still serving: none" in out[-7]
-    assert "SYFT_FLWR_RESULT" in out[-7]
+    assert "data owners still serving: none" in out[-8]
+    assert "SYFT_FLWR_RESULT" in out[-8]
     # the per-round metrics: read back from the saved history and plotted
-    assert "rounds: [1, 2, 3, 4, 5]" in out[-5], out[-5]
-    assert "'5': 0.925" in out[-5]
-    assert "image/png" in mime_types[-5]
+    assert "rounds: [1, 2, 3, 4, 5]" in out[-6], out[-6]
+    assert "'5': 0.925" in out[-6]
+    assert "image/png" in mime_types[-6]
     # the data owners' identity keys were pinned on first use during the run
-    assert "researcher@example.org     [own]" in out[-4]
+    assert "researcher@example.org     [own]" in out[-5]
     for email in ("do1@example.org", "do2@example.org"):
-        assert f"{email}" in out[-4] and "[pinned]" in out[-4]
+        assert f"{email}" in out[-5] and "[pinned]" in out[-5]
     # the upstream-style cells: bootstrap wrote main.py, run (awaited) succeeded
     # with the same model as the in-kernel run (same partitions, as DATA_DIR)
-    assert "'main.py'" in out[-3] and "'pyproject.toml'" in out[-3]
-    assert "syft_flwr.run succeeded: True" in out[-2]
-    assert '"accuracy": 0.925' in out[-2]
+    assert "'main.py'" in out[-4] and "'pyproject.toml'" in out[-4]
+    assert "syft_flwr.run succeeded: True" in out[-3]
+    assert '"accuracy": 0.925' in out[-3]
+    # a site's privacy budget: refused with its email, the run still ended
+    private = out[-2]
+    for email in ("do1@example.org", "do2@example.org"):
+        assert f"{email} is out of privacy budget: dataset 'default'" in private
+    assert "the run went on to the end; final accuracy" in private
     assert "removed" in out[-1]
 
 
@@ -95,18 +100,26 @@ def test_data_owner_notebook() -> None:
     assert "[pending] fedavg_tabular from researcher@example.org" in review
     assert "fedavg_tabular/client_app.py" in review and "=== " in review
     assert "('do1@example.org', 'approved'), ('do2@example.org', 'approved')" in review
-    assert "researcher@example.org     [pinned]" in out[-3]  # pinned on first use
+    assert "researcher@example.org     [pinned]" in out[-5]  # pinned on first use
     # the audit trail as a table: what ran, for whom, and the counts
-    audit = out[-2]
+    audit = out[-4]
     assert "train" in audit and "researcher@example.org" in audit
     # 10 ClientApp calls and the researcher's stop signal
     assert "'run': 11" in audit and "'replied': 11" in audit
-    results = out[-4]
+    results = out[-6]
     for email in ("do1@example.org", "do2@example.org"):
         assert f"{email} handled 10 messages; stopped: Training complete" in results
     assert "request files left in the datasites: none" in results
     assert "data owner threads exited: True" in results
     assert "Final accuracy (researcher's test set): 0.9250" in results
+    # the privacy section: six replies paid for, the last round refused
+    private = out[-3]
+    assert "budget epsilon 6 at delta 1e-05" in private
+    for email in ("do1@example.org", "do2@example.org"):
+        assert f"{email}: 6 noised replies sent, 2 refused" in private
+    budget = out[-2]
+    assert "dataset default: epsilon spent 5.979 of 6, 0.02099 left" in budget
+    assert "6 replies" in budget
 
 
 def test_notebooks_use_only_public_syft_flwr_names() -> None:

@@ -11,7 +11,7 @@ def fold_domain(email: str) -> str:
     Domains are case-insensitive; local parts are not (RFC 5321), and syft-core and
     syft-crypto keep them as written, so ``Alice@x.org`` and ``alice@x.org`` are two
     identities with two key files. Never raises: validation is
-    :func:`syft_flwr.ids.normalize_email`'s job.
+    :func:`syft_flwr._ids.normalize_email`'s job.
     """
     e = str(email).strip()
     local, at, domain = e.rpartition("@")

@@ -329,6 +329,22 @@ class ContainmentUnavailable(SecurityError):
         self.layers = layers
 
 
+class PrivacyBudgetExceeded(SecurityError):
+    """Answering a request would spend more privacy budget than the data owner allows.
+
+    Nothing leaves; the researcher gets an error reply saying how much of the
+    dataset's budget (or the project's cap) is spent and how much is left.
+    """
+
+
+class PrivacyPolicyViolation(SecurityError):
+    """A reply the data owner's privacy policy cannot make private is refused.
+
+    E.g. arrays whose names or shapes do not match the request, a metric with no
+    declared sensitivity, or free text (a ConfigRecord). Nothing of it leaves.
+    """
+
+
 class WorkerFailed(SecurityError):
     """The worker process running the ClientApp died, broke its protocol, or overran.
 

@@ -1,65 +1,20 @@
-"""Logging set-up: plain words, one line per event, for researchers and data owners."""
+"""Moved to :mod:`syft_flwr._logs`; this name keeps old imports working.
 
-from __future__ import annotations
+Logging set-up: a base utility of the runners and the CLI, not a public face, so
+it left the package root (issue 25). The old module name is an alias of the new
+module (same object), so attributes, private helpers and monkeypatching behave
+as before.
+"""
 
-import logging
 import sys
+from typing import TYPE_CHECKING
 
-from syft_flwr._printable import printable
-from syft_flwr.config import Settings
+from syft_flwr import _logs as _moved
 
-__all__ = ["PrintableFormatter", "setup_logging", "use_color"]
+if TYPE_CHECKING:  # what type checkers see here (they do not follow the alias)
+    from syft_flwr._logs import FORMAT as FORMAT
+    from syft_flwr._logs import PrintableFormatter as PrintableFormatter
+    from syft_flwr._logs import setup_logging as setup_logging
+    from syft_flwr._logs import use_color as use_color
 
-FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-
-
-class PrintableFormatter(logging.Formatter):
-    """A formatter that shows every message through :func:`printable`.
-
-    Log lines carry emails, file names, ids and reasons from other parties; a
-    terminal escape or newline in one could fake or hide another line. The
-    message stays on its line; a traceback keeps its newlines but nothing else.
-    """
-
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
-        record.message = printable(record.message)
-        return super().formatMessage(record)
-
-    def formatException(self, ei: object) -> str:  # noqa: N802
-        return printable(super().formatException(ei), multiline=True)  # type: ignore[arg-type]
-
-    def formatStack(self, stack_info: str) -> str:  # noqa: N802
-        return printable(super().formatStack(stack_info), multiline=True)
-
-
-def use_color(stream: object = None, settings: Settings | None = None) -> bool:
-    """Colour only on a terminal, and never when ``NO_COLOR`` is set (no-color.org)."""
-    s = stream if stream is not None else sys.stderr
-    if (settings or Settings.from_env()).no_color:
-        return False
-    isatty = getattr(s, "isatty", None)
-    try:
-        return bool(isatty and isatty())
-    except ValueError:  # a closed stream
-        return False
-
-
-def setup_logging(level: str | None = None) -> None:
-    """Configure the ``syft_flwr`` logger (``SYFT_FLWR_LOG_LEVEL``, default INFO).
-
-    Flower's own log lines lose their colour codes when stderr is not a
-    terminal (a log file, a pipe) or ``NO_COLOR`` is set.
-    """
-    from syft_flwr._flwr_compat import set_flower_log_colors
-
-    settings = Settings.from_env()
-    set_flower_log_colors(use_color(sys.stderr, settings))
-    lvl = (level or settings.log_level).upper()
-    logger = logging.getLogger("syft_flwr")
-    logger.setLevel(lvl)
-    if not any(getattr(h, "_syft_flwr", False) for h in logger.handlers):
-        h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(PrintableFormatter(FORMAT, "%H:%M:%S"))
-        h._syft_flwr = True  # type: ignore[attr-defined]
-        logger.addHandler(h)
-        logger.propagate = False
+sys.modules[__name__] = _moved

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from syft_flwr._ids import normalize_email
+from syft_flwr._run_config import flatten, parse_overrides
 from syft_flwr.errors import AlreadyExistsError, ConfigError, PathNotFoundError
-from syft_flwr.ids import normalize_email
-from syft_flwr.run_config import flatten, parse_overrides
 
 __all__ = [
     "DEFAULT_NODE_CONFIG",
@@ -132,7 +132,7 @@ def parse_run_config(
 
     Every entry must be ``key=value`` with a key of ``base`` (unless
     ``strict_keys`` is false, as for a node config) and a value of the type of
-    its default; see :func:`syft_flwr.run_config.parse_overrides`.
+    its default; see :func:`syft_flwr._run_config.parse_overrides`.
 
     Raises
     ------
@@ -275,27 +275,40 @@ def bootstrap(
     # Every input is checked before anything is written.
     agg, dss, t = _check_parties(aggregator, datasites, transport)
     main_py = d / "main.py"
-    if write_main and main_py.exists() and not force:
-        raise AlreadyExistsError(
-            f"{main_py} already exists; remove it or bootstrap with force=True "
-            "to replace it"
-        )
+    _check_main_free(main_py, write_main=write_main, force=force)
     name = app_name or f"{agg}_{cfg.name}_{int(time.time())}"
     table = _render_table(
         {"app_name": name, "aggregator": agg, "datasites": dss, "transport": t}
     )
     path = d / "pyproject.toml"
-    text = path.read_text()
-    # Replace an existing table up to the next table header, else append.
-    pattern = re.compile(r"^\[tool\.syft_flwr\]\n(?:(?!^\[).*\n?)*", re.MULTILINE)
-    if pattern.search(text):
-        text = pattern.sub(table + "\n", text, count=1).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + table
-    _write_atomic(path, text)
+    _write_atomic(path, _with_table(path.read_text(), table))
     if write_main:
         _write_atomic(main_py, MAIN_TEMPLATE)
     return load_project(d)
+
+
+#: The ``[tool.syft_flwr]`` table up to the next table header.
+_TABLE = re.compile(r"^\[tool\.syft_flwr\]\n(?:(?!^\[).*\n?)*", re.MULTILINE)
+
+
+def _with_table(text: str, table: str) -> str:
+    """``pyproject.toml`` text with ``table`` replacing its ``[tool.syft_flwr]``.
+
+    The rest of the file (comments included) is kept; a file without the table
+    gets it appended.
+    """
+    if _TABLE.search(text):
+        return _TABLE.sub(table + "\n", text, count=1).rstrip("\n") + "\n"
+    return text.rstrip("\n") + "\n\n" + table
+
+
+def _check_main_free(main_py: Path, *, write_main: bool, force: bool) -> None:
+    """Refuse to overwrite an existing ``main.py`` unless ``force`` is set."""
+    if write_main and main_py.exists() and not force:
+        raise AlreadyExistsError(
+            f"{main_py} already exists; remove it or bootstrap with force=True "
+            "to replace it"
+        )
 
 
 def _check_parties(

@@ -148,6 +148,7 @@ def run_project_data_owner(
     aggregators: list[str] | None = None,
     settings: Settings | None = None,
     no_review: bool | None = None,
+    privacy: Any | None = None,
     containment: ContainmentPolicy | None = None,
 ) -> Any:
     """Serve the app's ClientApp from its local folder until the stop signal.
@@ -210,6 +211,7 @@ def run_project_data_owner(
             run_config=rc,
             node_config=nc,
             settings=settings,
+            privacy=privacy,
         )
     finally:
         client_app.close()
@@ -258,13 +260,15 @@ def run_role(
     node_config: str | list[str] | None = None,
     fresh: bool = False,
     no_review: bool | None = None,
+    privacy: Any | None = None,
     containment: ContainmentPolicy | None = None,
 ) -> Any:
     """Run ``role`` (researcher or data owner) of ``cfg``; used by main.py and the CLI.
 
     ``fresh`` makes the researcher start over instead of resuming an interrupted run;
     ``no_review`` lets a data owner serve the local folder unreviewed (see
-    :func:`run_project_data_owner`).
+    :func:`run_project_data_owner`); ``privacy`` is the data owner's privacy
+    policy or its file (default ``SYFT_FLWR_PRIVACY_POLICY``).
 
     Raises
     ------
@@ -279,6 +283,7 @@ def run_role(
         run_config=run_config,
         node_config=node_config,
         no_review=no_review,
+        privacy=privacy,
         containment=containment,
     )
 

@@ -26,6 +26,7 @@ from typing import IO, Protocol
 
 from syft_flwr.config import Settings
 from syft_flwr.data_owner.contain.serving import SIMULATION_ENV
+from syft_flwr.data_owner.privacy.policy import ENV_PRIVACY_POLICY
 from syft_flwr.errors import ConfigError
 from syft_flwr.project import ProjectConfig, load_project, parse_run_config
 from syft_flwr.run_config import check_counts
@@ -315,6 +316,8 @@ class _Plan:
     fresh: bool
     #: The work dir holds an earlier run of this app: logs are appended to.
     resuming: bool = False
+    #: The data owners' privacy policy file (else the environment's, if any).
+    privacy: Path | None = None
 
     @property
     def n(self) -> int:
@@ -335,6 +338,7 @@ def simulate(
     entry: str = "party",
     log_dir: str | Path | None = None,
     fresh: bool = False,
+    privacy: str | Path | None = None,
 ) -> SimulationResult:
     """Run a Flower app with a researcher and N data owners as separate processes.
 
@@ -369,6 +373,11 @@ def simulate(
         Where each party's ``<email>.log`` goes (default ``<workdir>/logs``).
     fresh:
         Start over instead of resuming an interrupted run in ``workdir``.
+    privacy:
+        A data owner's privacy policy file, applied by every simulated data
+        owner (default: ``SYFT_FLWR_PRIVACY_POLICY``, passed on). Each keeps its
+        budget in its own private state in ``workdir``, which ``fresh`` keeps:
+        a new run spends from what earlier ones left.
 
     Returns
     -------
@@ -389,6 +398,7 @@ def simulate(
         log_dir=log_dir,
         fresh=fresh,
         timeout=timeout,
+        privacy=privacy,
     )
     parties = _prepare(plan)
     if not quiet:
@@ -440,6 +450,7 @@ def _plan(
     log_dir: str | Path | None,
     fresh: bool = False,
     timeout: float = 1800.0,
+    privacy: str | Path | None = None,
 ) -> _Plan:
     """Check the inputs and decide names and folders (nothing is started yet)."""
     cfg = load_project(app_dir)
@@ -501,7 +512,19 @@ def _plan(
         logs=logs,
         run_config=run_config,
         entry=entry,
+        privacy=_privacy_file(privacy),
     )
+
+
+def _privacy_file(privacy: str | Path | None) -> Path | None:
+    """The policy file each data owner gets, checked here (not in a party)."""
+    from syft_flwr.data_owner.privacy import PrivacyPolicy
+
+    if privacy is None:
+        return None
+    path = Path(privacy).expanduser().resolve()
+    PrivacyPolicy.load(path)  # a bad file is refused before anything starts
+    return path
 
 
 def _app_name(root: Path, name: str, fresh: bool) -> tuple[str, bool]:
@@ -600,6 +623,8 @@ def _start_parties(plan: _Plan, parties: list[Party]) -> dict[str, _PartyProcess
             # researcher simulates its own code (main.py of an upstream
             # template takes no options: the variable is its opt-down).
             env["SYFT_FLWR_NO_REVIEW"] = "true"
+            if plan.privacy is not None:
+                env[ENV_PRIVACY_POLICY] = str(plan.privacy)
             # Nobody's private data here: where this machine cannot contain,
             # the ClientApp runs uncontained with one warning (serve refuses).
             env[SIMULATION_ENV] = "1"

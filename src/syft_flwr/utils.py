@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from syft_flwr._ids import node_id_for
 from syft_flwr.errors import ConfigError, PathNotFoundError
-from syft_flwr.ids import node_id_for
 
 __all__ = [
     "EMAIL_REGEX",
@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 #: Upstream's email check (loose); syft_flwr validates emails more strictly
-#: where it uses them (``syft_flwr.ids.normalize_email``).
+#: where it uses them (``syft_flwr._ids.normalize_email``).
 EMAIL_REGEX = r"^[^@]+@[^@]+\.[^@]+$"
 
 #: Where upstream looks for data when ``DATA_DIR`` is unset.

@@ -227,6 +227,32 @@ def test_messages_are_encrypted_on_the_wire(fedavg_job: JobResult) -> None:
             assert head["encryption"].get("alg")
 
 
+def test_temp_files_are_written_outside_the_synced_folders(
+    network: SyftBoxNetwork, fedavg_job: JobResult
+) -> None:
+    """Every party wrote through ``datasites/.syft-flwr.tmp``; the client never synced it.
+
+    The temp folder keeps watchdog from stalling (docs/syftbox.md, "Why writes
+    look like this"); SyftBox 0.4.0 must ignore it (``/.syft*``).
+    """
+    from syft_flwr.transports._syftbox_write import TMP_DIR
+
+    # A temp file lives for microseconds; a file left in the folder (a crash,
+    # and a name without ".tmp") shows that the folder itself is never synced.
+    left = network.party(DO1).datasites / TMP_DIR / "left.request"
+    left.write_bytes(b"left behind by a crash")
+    _wait_after_run(fedavg_job)
+    time.sleep(ABSENCE_WAIT)  # several sync cycles of the 1 s client
+    for email in (DS, *DATA_OWNERS):
+        assert (network.party(email).datasites / TMP_DIR).is_dir(), email
+    for email in (DS, DO2):
+        assert not (network.party(email).datasites / TMP_DIR / left.name).exists()
+    server = network.server_snapshot
+    assert not list(server.rglob(f"{TMP_DIR}*")), "the temp folder reached the server"
+    assert not list(server.rglob("*.tmp")), "a temp file reached the server"
+    assert not list(server.rglob(left.name)), "the left-over file reached the server"
+
+
 # ---------------------------------------------------------------- 2. permissions
 def test_third_datasite_never_sees_another_pairs_messages(
     network: SyftBoxNetwork, fedavg_job: JobResult

@@ -163,7 +163,7 @@ def test_a_package_hiding_bytecode_is_refused_and_none_of_it_ever_runs(
     tmp_path: Path, monkeypatch
 ):
     from syft_flwr.client import SyftCoreClient
-    from syft_flwr.review import api
+    from syft_flwr.review import api, submissions
 
     app = tmp_path / "toy_app"
     shutil.copytree(TOY, app, ignore=shutil.ignore_patterns("__pycache__"))
@@ -175,7 +175,7 @@ def test_a_package_hiding_bytecode_is_refused_and_none_of_it_ever_runs(
     # with a compiled client_app that the reviewer would never see as text.
     researcher = SyftCoreClient.load(r_conf)
     forged = _forged_with_bytecode(app, researcher, marker)
-    monkeypatch.setattr(api, "pack_app", lambda *a, **k: forged)
+    monkeypatch.setattr(submissions, "pack_app", lambda *a, **k: forged)
     [sub] = api.submit(app, [DO], client=researcher)
     r = cli("projects", "--config", do_conf)
     assert r.returncode == 0, r.stderr

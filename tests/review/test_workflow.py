@@ -22,7 +22,7 @@ from syft_flwr.crypto.state_mac import StateKey
 from syft_flwr.data_owner.handler import ClientAppHandler
 from syft_flwr.errors import ConfigError, ProjectNotApproved, RunFailed
 from syft_flwr.researcher.runner import run_researcher
-from syft_flwr.review import api
+from syft_flwr.review import api, submissions
 from syft_flwr.review.guard import PROJECT_RECORD, ProjectGuard, attach_project_hash
 from syft_flwr.review.package import hash_tree, pack_app
 from syft_flwr.review.store import ProjectStore, show_text
@@ -104,8 +104,10 @@ def test_project_signed_by_another_key_is_refused_and_the_researcher_told(
     researcher, owner = parties
     other = Ed25519PrivateKey.generate()  # not the key DS published and DO pins
     real_pack = api.pack_app
-    monkeypatch.setattr(
-        api, "pack_app", lambda d, who, _key, **kw: real_pack(d, who, other, **kw)
+    monkeypatch.setattr(  # where submit() finds it
+        submissions,
+        "pack_app",
+        lambda d, who, _key, **kw: real_pack(d, who, other, **kw),
     )
     api.submit(app, [DO], client=researcher, settings=ENC)
     assert api.receive_projects(owner, settings=ENC) == []

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from syft_flwr.errors import MessageNotFound, PermissionDenied, TransportError
+from syft_flwr.transports._syftbox_write import TMP_DIR
 from syft_flwr.transports.syftbox import (
     PERM_FILE_GO,
     PERM_FILE_PY,
@@ -108,6 +109,7 @@ def test_put_error_is_a_transport_error_with_cause(
         ds.put(f"{DO}/app_data/x/rpc/m/{DS}/a.request", b"x")
     assert isinstance(info.value.__cause__, OSError)
     assert not list(blocker.parent.glob("*.tmp"))
+    assert not list((root / TMP_DIR).iterdir())  # the temp file is gone too
 
 
 def test_get_of_a_folder_is_not_found(ds: SyftBoxTransport) -> None:
@@ -130,11 +132,98 @@ def test_put_writes_through_a_temp_file(
 
     monkeypatch.setattr(os, "replace", spy)
     key = f"{DO}/app_data/x/rpc/m/{DS}/a.request"
+    ds.put(key, b"first")  # makes the folder (a retried rename)
+    seen.clear()
     ds.put(key, b"data")
     assert len(seen) == 1
     src, dst = seen[0]
-    assert src.endswith(".tmp") and Path(src).parent == Path(dst).parent
+    # Written whole in the unwatched temp folder, then renamed into place.
+    assert src.endswith(".tmp") and Path(src).parent == ds.root / TMP_DIR
     assert Path(dst) == ds.path_of(key)
+
+
+def test_writes_show_no_rename_inside_a_watched_folder(
+    root: Path, ds: SyftBoxTransport
+) -> None:
+    """Nothing a put does inside a watched folder makes watchdog wait.
+
+    A rename inside a watched folder is an IN_MOVED_FROM that watchdog holds
+    for 0.5 s to pair (issue 29's stalled rounds). A put must show up there as
+    the final file only: no temp name, no move out of the folder.
+    """
+    from watchdog.events import FileSystemEvent, FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    folder = ds.path_of(f"{DO}/app_data/{APP}/rpc/messages/{DS}")
+    folder.mkdir(parents=True)
+    keys = [f"{DO}/app_data/{APP}/rpc/messages/{DS}/m{i}.request" for i in range(20)]
+    events: list[FileSystemEvent] = []
+    arrived = threading.Condition()
+
+    class Record(FileSystemEventHandler):
+        def on_any_event(self, event: FileSystemEvent) -> None:
+            with arrived:
+                events.append(event)
+                arrived.notify_all()
+
+    def finals() -> set[str]:
+        return {os.fsdecode(e.dest_path or e.src_path) for e in events}
+
+    obs = Observer()
+    obs.schedule(Record(), str(folder), recursive=True)
+    obs.start()
+    try:
+        for key in keys + keys:  # new files, then each one replaced
+            ds.put(key, b"payload")
+        wanted = {str(ds.path_of(k)) for k in keys}
+        with arrived:  # every final file seen: any temp event came before it
+            assert arrived.wait_for(lambda: wanted <= finals(), timeout=10)
+    finally:
+        obs.stop()
+        obs.join(5)
+    paths = [os.fsdecode(p) for e in events for p in (e.src_path, e.dest_path) if p]
+    assert not [p for p in paths if p.endswith(".tmp")]
+    assert not [e for e in events if e.event_type in ("moved", "deleted")]
+    assert all(ds.get(k) == b"payload" for k in keys)
+    assert not list(folder.iterdir())[0].name.endswith(".tmp")
+    assert not list((root / TMP_DIR).iterdir())
+
+
+def test_temp_folder_is_ignored_by_both_sync_clients() -> None:
+    # SyftBox 0.4.0 ignores "/.syft*" at the datasites root; Go ignores "*.tmp".
+    assert TMP_DIR.startswith(".syft") and TMP_DIR.endswith(".tmp")
+    assert "/" not in TMP_DIR
+
+
+def test_a_planted_link_as_temp_folder_is_never_written_through(
+    root: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root.mkdir(parents=True)
+    (root / TMP_DIR).symlink_to(outside, target_is_directory=True)
+    t = SyftBoxTransport(root, DS)
+    try:
+        key = f"{DO}/app_data/x/rpc/m/{DS}/a.request"
+        t.put(key, b"data")
+        assert t.get(key) == b"data"
+        assert not list(outside.iterdir())  # nothing went where the link points
+        assert not list(t.path_of(key).parent.glob("*.tmp"))  # next to it, renamed
+    finally:
+        t.close()
+
+
+def test_temp_files_left_by_a_crash_are_removed_after_a_day(root: Path) -> None:
+    tmp = root / TMP_DIR
+    tmp.mkdir(parents=True)
+    old, fresh = tmp / "a.request.00.tmp", tmp / "b.request.00.tmp"
+    old.write_bytes(b"left by a crash")
+    fresh.write_bytes(b"another party writing now")
+    day_ago = time.time() - 25 * 3600
+    os.utime(old, (day_ago, day_ago))
+    SyftBoxTransport(root, DS).close()
+    assert not old.exists()
+    assert fresh.exists()
 
 
 def test_watch_ignores_temp_files(root: Path, do: SyftBoxTransport) -> None:
@@ -305,7 +394,8 @@ def test_prepare_publishes_the_rpc_schema_once_per_endpoint(
 
 def test_prepare_only_touches_own_datasite(root: Path, do: SyftBoxTransport) -> None:
     do.prepare(APP, "messages", [DS])
-    assert sorted(p.name for p in root.iterdir()) == [DO]
+    # (the temp folder is no datasite: both sync clients ignore it)
+    assert sorted(p.name for p in root.iterdir() if p.name != TMP_DIR) == [DO]
 
 
 # -- rejection markers -----------------------------------------------------------------

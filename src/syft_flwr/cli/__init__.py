@@ -21,6 +21,7 @@ from syft_flwr._version import __version__
 from syft_flwr.cli._common import (
     ConfigOpt,
     JsonOpt,
+    PrivacyOpt,
     RunConfigOpt,
     client_for,
     emails,
@@ -215,6 +216,7 @@ def simulate(
     timeout: TimeoutOpt = 1800.0,
     history_out: HistoryOutOpt = None,
     plot_out: PlotOutOpt = None,
+    privacy: PrivacyOpt = None,
     containment: ContainmentOpt = None,
     memory_mb: MemoryMbOpt = None,
     cpu_seconds: CpuSecondsOpt = None,
@@ -240,7 +242,7 @@ def simulate(
         )
     )
     opts = _SimulateOptions(
-        app_dir, run_config, workdir, fresh, timeout, history_out, plot_out
+        app_dir, run_config, workdir, fresh, timeout, history_out, plot_out, privacy
     )
     _simulate(opts, num_data_owners, None)
 
@@ -263,6 +265,7 @@ def run(
     timeout: TimeoutOpt = 1800.0,
     history_out: HistoryOutOpt = None,
     plot_out: PlotOutOpt = None,
+    privacy: PrivacyOpt = None,
     containment: ContainmentOpt = None,
     memory_mb: MemoryMbOpt = None,
     cpu_seconds: CpuSecondsOpt = None,
@@ -299,7 +302,7 @@ def run(
     # A bootstrapped app runs through its own main.py, as upstream's `run` did.
     use_main = cfg.bootstrapped and (cfg.app_dir / "main.py").is_file()
     opts = _SimulateOptions(
-        app_dir, run_config, workdir, fresh, timeout, history_out, plot_out
+        app_dir, run_config, workdir, fresh, timeout, history_out, plot_out, privacy
     )
     _simulate(
         opts,
@@ -351,6 +354,7 @@ def party(
             "SYFT_FLWR_NO_REVIEW, else refused (use `syft_flwr serve`).",
         ),
     ] = False,
+    privacy: PrivacyOpt = None,
     containment: ContainmentOpt = None,
     memory_mb: MemoryMbOpt = None,
     cpu_seconds: CpuSecondsOpt = None,
@@ -387,6 +391,7 @@ def party(
         node_config=node_config,
         fresh=fresh,
         no_review=no_review or None,
+        privacy=privacy,
         containment=policy_from(
             containment,
             memory_mb,
@@ -690,9 +695,11 @@ def gdrive_login(
     print(f"saved the token to {out} (mode 0600); set GDRIVE_TOKEN_PATH={out}")
 
 
+from syft_flwr.cli import privacy as _privacy  # noqa: E402
 from syft_flwr.cli import review as _review  # noqa: E402  (registers its commands)
 
 _review.register(app)
+app.command()(_privacy.budget)
 
 
 # click >= 8.2 raises this for a bare `syft_flwr`; older clicks print help themselves

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -28,6 +29,16 @@ RunConfigOpt = Annotated[
         "--run-config",
         help="App config overrides, key=value for keys of the app's config, "
         'e.g. "num-server-rounds=5"; repeatable.',
+    ),
+]
+
+PrivacyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--privacy",
+        help="Data owner: your privacy policy (TOML: clip_norm, noise_multiplier, "
+        "epsilon, delta, ...); every reply is clipped, noised and charged to the "
+        "dataset's budget. Default: SYFT_FLWR_PRIVACY_POLICY; none: no DP.",
     ),
 ]
 

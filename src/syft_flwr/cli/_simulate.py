@@ -34,6 +34,7 @@ class SimulateOptions:
     timeout: float
     history_out: Path | None
     plot_out: Path | None
+    privacy: Path | None = None
 
 
 def simulate_and_report(
@@ -63,6 +64,7 @@ def simulate_and_report(
         entry=entry,
         log_dir=log_dir,
         fresh=opts.fresh,
+        privacy=opts.privacy,
     )
     try:
         if res.ok and (opts.history_out or opts.plot_out):

@@ -19,6 +19,7 @@ from syft_flwr._printable import printable
 from syft_flwr.cli._common import (
     ConfigOpt,
     JsonOpt,
+    PrivacyOpt,
     RunConfigOpt,
     client_for,
     print_json,
@@ -180,9 +181,12 @@ def format_containment(serves: list[dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def status(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+def status(
+    config: ConfigOpt = None, json_: JsonOpt = False, privacy: PrivacyOpt = None
+) -> None:
     """Researcher: each data owner's decision on your submissions (and, as a data
-    owner, the local app folders you served without review)."""
+    owner, the local app folders you served without review and the privacy
+    policy in force, from --privacy or SYFT_FLWR_PRIVACY_POLICY)."""
     from syft_flwr.data_owner.contain.serving import containment_in_force
     from syft_flwr.review.api import submission_status
     from syft_flwr.review.unreviewed import unreviewed_serves
@@ -194,6 +198,9 @@ def status(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
     else:
         print(format_status(subs), end="")
         print(format_unreviewed(unreviewed_serves(client)), end="")
+        from syft_flwr.cli.privacy import privacy_status
+
+        print(privacy_status(client, privacy), end="")
         print(format_containment(containment_in_force(client)), end="")
 
 
@@ -321,6 +328,7 @@ def serve(
         ),
     ] = None,
     config: ConfigOpt = None,
+    privacy: PrivacyOpt = None,
     containment: ContainmentOpt = None,
     memory_mb: MemoryMbOpt = None,
     cpu_seconds: CpuSecondsOpt = None,
@@ -341,6 +349,7 @@ def serve(
         run_config=run_config,
         node_config=node_config,
         on_ready=lambda work: print(f"serving the approved code in {work}"),
+        privacy=privacy,
         containment=policy_from(
             containment,
             memory_mb,

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from syft_core import Client
 
+from syft_flwr._ids import normalize_email
 from syft_flwr.client.protocol import SyftFlwrClient
 from syft_flwr.errors import ConfigError
-from syft_flwr.ids import normalize_email
 
 if TYPE_CHECKING:
     from syft_flwr.transports.base import Transport

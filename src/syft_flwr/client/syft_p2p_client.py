@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from syft_flwr._ids import normalize_email
 from syft_flwr.client.protocol import SyftFlwrClient
-from syft_flwr.ids import normalize_email
 
 if TYPE_CHECKING:
     from syft_flwr.transports.base import Transport

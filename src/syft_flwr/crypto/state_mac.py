@@ -29,9 +29,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from syft_flwr.crypto.keys import PrivateKeys
 from syft_flwr.errors import StateIntegrityError
 
-__all__ = ["TAG_HEX_LEN", "StateKey"]
+__all__ = ["TAG_HEX_LEN", "TAG_LEN", "StateKey"]
 
 _INFO_PREFIX = b"syft_flwr/state-mac/v1/"
+#: Length of :meth:`StateKey.tag` (a raw SHA-256 HMAC), as stored after a record.
+TAG_LEN = 32
 #: Length of :meth:`StateKey.tag_hex` (a SHA-256 HMAC as lowercase hex).
 TAG_HEX_LEN = 64
 

@@ -21,30 +21,30 @@ refused with :class:`~syft_flwr.errors.StateIntegrityError`; pins are never
 silently made again on first use, which would turn tampering into a key swap. A
 file from an older syft_flwr (format 1, no tag) is refused too, until the user
 adopts it after checking it (:meth:`TrustStore.adopt_legacy`,
-``syft_flwr keys adopt-pins``).
+``syft_flwr keys adopt-pins``). The record format of a pin is
+:mod:`syft_flwr.crypto.pins`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from syft_flwr._email import fold_domain
 from syft_flwr.crypto.keys import (
     PrivateKeys,
     PublicBundle,
     fingerprint,
-    fingerprint_digits,
     generate_keys,
 )
+from syft_flwr.crypto.pins import PinnedPeer as PinnedPeer
+from syft_flwr.crypto.pins import canonical as _canonical
+from syft_flwr.crypto.pins import parse_peers as _parse_peers
+from syft_flwr.crypto.pins import peer_records
 from syft_flwr.crypto.state_mac import StateKey
 from syft_flwr.crypto.store import FileKeyStore, KeyStore
 from syft_flwr.errors import (
@@ -61,78 +61,6 @@ logger = logging.getLogger("syft_flwr.crypto")
 PEERS_FILE = "peers.json"
 _FORMAT = 2
 _LEGACY_FORMAT = 1  # untagged, written before pins were authenticated
-
-
-@dataclass(frozen=True)
-class PinnedPeer:
-    """A peer's pinned identity key.
-
-    Attributes
-    ----------
-    email : str
-    identity_key : bytes
-        Raw 32-byte Ed25519 public key.
-    pinned_at : float
-        POSIX time it was pinned (first seen, or accepted by the user).
-    accepted : bool
-        ``True`` if the user accepted it explicitly (``keys trust``), ``False`` if
-        it was pinned automatically on first use.
-    version : int
-        The highest key version seen from this identity (0: none published).
-    """
-
-    email: str
-    identity_key: bytes
-    pinned_at: float
-    accepted: bool = False
-    version: int = 0
-
-    @property
-    def fingerprint(self) -> str:
-        """Hex fingerprint (see :func:`syft_flwr.crypto.keys.fingerprint`)."""
-        return fingerprint(Ed25519PublicKey.from_public_bytes(self.identity_key))
-
-    @property
-    def fingerprint_digits(self) -> str:
-        """Digit groups for reading aloud (see :func:`~syft_flwr.crypto.keys.fingerprint_digits`)."""
-        return fingerprint_digits(Ed25519PublicKey.from_public_bytes(self.identity_key))
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _canonical(peers: Any) -> str:
-    # What the tag covers: the parsed records, re-serialized one fixed way, so
-    # the file's indentation or key order never matters but every value does.
-    return json.dumps(peers, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def _parse_peers(records: Any) -> dict[str, PinnedPeer]:
-    try:
-        return {
-            email: PinnedPeer(
-                email=email,
-                identity_key=_unb64(entry["identity_key"]),
-                pinned_at=float(entry["pinned_at"]),
-                accepted=bool(entry.get("accepted", False)),
-                version=_version_of(entry.get("version", 0)),
-            )
-            for email, entry in records.items()
-        }
-    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
-        # Never fall back to "no pins": that would silently re-trust everyone.
-        raise EncryptionError(f"pinned peer keys are unreadable: {exc}") from exc
-
-
-def _version_of(value: Any) -> int:
-    if type(value) is not int or value < 0:
-        raise ValueError(f"key version {value!r} is not a non-negative integer")
-    return value
 
 
 def _rollback_error(email: str, pinned: int, published: int) -> KeyRollbackError:
@@ -234,18 +162,8 @@ class TrustStore:
         return _parse_peers(doc.get("peers"))
 
     def _save(self, peers: dict[str, PinnedPeer]) -> None:
-        records = {
-            p.email: {
-                "identity_key": _b64(p.identity_key),
-                "fingerprint": p.fingerprint,
-                "pinned_at": p.pinned_at,
-                "accepted": p.accepted,
-                "version": p.version,
-            }
-            for p in sorted(peers.values(), key=lambda p: p.email)
-        }
         # tag what a reader will parse: the records after a JSON round trip
-        records = json.loads(_canonical(records))
+        records = json.loads(_canonical(peer_records(peers)))
         tag = self._mac.tag_hex(PEERS_FILE, str(_FORMAT), _canonical(records))
         self.store.write_json(
             PEERS_FILE, {"format": _FORMAT, "peers": records, "tag": tag}

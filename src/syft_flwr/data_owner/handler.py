@@ -16,16 +16,18 @@ from flwr.common.constant import ErrorCode
 
 from syft_flwr._flwr_compat import SYSTEM_MESSAGE_TYPE, set_message_id, set_reply_to
 from syft_flwr.config import Settings
+from syft_flwr.data_owner.reply_cache import ReplyCache
 from syft_flwr.data_owner.worker import RequestInfo, current_request
 from syft_flwr.errors import RunFailed, SerializationError
 from syft_flwr.ids import node_id_for
-from syft_flwr.researcher.journal import ReplyCache, request_fingerprint
+from syft_flwr.researcher.fingerprint import request_fingerprint
 from syft_flwr.review.guard import take_project_hash
 from syft_flwr.serde import bytes_to_flower_message, split_message
 from syft_flwr.wire import frames
 
 if TYPE_CHECKING:
     from syft_flwr.data_owner.contain.app import ContainedClientApp
+    from syft_flwr.data_owner.privacy import PrivacyGuard
 
 __all__ = ["ClientAppHandler"]
 
@@ -57,6 +59,11 @@ class ClientAppHandler:
     reply_cache:
         Where successful replies are kept (private state), so a request re-sent
         by a resumed researcher is answered without running the ClientApp again.
+    privacy:
+        The data owner's privacy step (:class:`~syft_flwr.data_owner.privacy.
+        PrivacyGuard`): every reply is clipped, noised and charged to the
+        dataset's budget here, in this process, before it is kept or sent.
+        ``None``: replies leave as the ClientApp made them.
     """
 
     def __init__(
@@ -70,9 +77,11 @@ class ClientAppHandler:
         reveal_errors: bool | None = None,
         check: Callable[[str | None], str | None] | None = None,
         reply_cache: ReplyCache | None = None,
+        privacy: PrivacyGuard | None = None,
     ) -> None:
         self.client_app = client_app
         self.reply_cache = reply_cache
+        self.privacy = privacy
         self.email = email
         self.node_id = node_id_for(email)
         self.node_config = dict(node_config or {})
@@ -150,7 +159,7 @@ class ClientAppHandler:
         cached = self.reply_cache.get(fp) if self.reply_cache is not None else None
         if cached is not None:
             return self._from_cache(msg, cached, req)
-        return self._run(msg, fp, req)
+        return self._run(msg, fp, req, named)
 
     def _error(self, msg: Message, text: str) -> bytes:
         """An error reply to ``msg`` (the message is unavailable here)."""
@@ -185,7 +194,9 @@ class ClientAppHandler:
             req.audit["outcome"] = "ok (from the reply cache, not run again)"
         return self._finish(cached)
 
-    def _run(self, msg: Message, fp: str, req: RequestInfo | None) -> bytes:
+    def _run(
+        self, msg: Message, fp: str, req: RequestInfo | None, project: str | None
+    ) -> bytes:
         """Run the ClientApp once; keep a successful reply in the reply cache."""
         md = msg.metadata
         try:
@@ -194,6 +205,15 @@ class ClientAppHandler:
             # The full trace stays here; the reply names the failure only.
             logger.exception("the ClientApp raised while handling %s", md.message_type)
             reply = self._raised(msg, exc)
+        if self.privacy is not None and not reply.has_error():
+            # Here, in the data owner's process and before anything is kept or
+            # sent: clipped, noised and durably charged, or refused.
+            reply = self.privacy.apply(
+                msg, reply, project=project, audit=req.audit if req else None
+            )
+            if reply.has_error():
+                self.refused += 1
+                return self._finish(reply)  # a refusal, like ``check``'s
         self.handled += 1
         data = self._finish(reply)  # serialized once, for the reply and the cache
         if reply.has_error():

@@ -22,11 +22,18 @@ from syft_flwr.config import Settings
 from syft_flwr.data_owner.handler import ClientAppHandler
 from syft_flwr.data_owner.heartbeat import Heartbeat
 from syft_flwr.data_owner.loop import TransportEvents
+from syft_flwr.data_owner.privacy import (
+    BudgetLedger,
+    PrivacyGuard,
+    PrivacyPolicy,
+    budget_folder,
+)
 from syft_flwr.data_owner.protocol import SyftFlwrEvents
+from syft_flwr.data_owner.reply_cache import ReplyCache
 from syft_flwr.data_owner.worker import current_request
+from syft_flwr.errors import ConfigError
 from syft_flwr.events.factory import create_events_watcher
 from syft_flwr.researcher.grid import DEFAULT_ENDPOINT
-from syft_flwr.researcher.journal import ReplyCache
 from syft_flwr.transports.base import Transport
 
 if TYPE_CHECKING:
@@ -50,6 +57,7 @@ def run_data_owner(
     endpoint: str = DEFAULT_ENDPOINT,
     check: Callable[[str | None], str | None] | None = None,
     state_dir: str | Path | None = None,
+    privacy: PrivacyPolicy | str | Path | None = None,
 ) -> ClientAppHandler:
     """Serve ``client_app`` for ``app_name`` until the researcher's stop signal.
 
@@ -81,6 +89,10 @@ def run_data_owner(
     state_dir:
         Private folder for the reply cache (default: the client's state dir for
         the app; none when ``events`` is given without a client).
+    privacy:
+        The data owner's privacy policy (or its TOML file); default
+        ``SYFT_FLWR_PRIVACY_POLICY``; none: replies leave as the ClientApp made
+        them. See ``docs/privacy.md``.
 
     Returns
     -------
@@ -100,6 +112,7 @@ def run_data_owner(
         on_stop=lambda _reason: ev.stop(),
         check=check,
         reply_cache=_reply_cache(ev, state_dir),
+        privacy=_privacy_guard(privacy, ev, state_dir, app_name),
     )
     ev.on_request(endpoint, _audited(handler, client_app))
     heartbeat = _start_heartbeat(ev, app_name, endpoint, aggregators, settings)
@@ -201,6 +214,37 @@ def _reply_cache(ev: SyftFlwrEvents, state_dir: str | Path | None) -> ReplyCache
     client = getattr(ev, "_client", None)  # the data owner's own key, if any
     policy = getattr(getattr(ev, "rpc", None), "policy", None)
     return ReplyCache(folder, state_key=state_key_for(client, policy, "reply-cache"))
+
+
+def _privacy_guard(
+    privacy: PrivacyPolicy | str | Path | None,
+    ev: SyftFlwrEvents,
+    state_dir: str | Path | None,
+    app_name: str,
+) -> PrivacyGuard | None:
+    """The privacy step of this data owner, or ``None`` without a policy."""
+    policy = (
+        privacy
+        if isinstance(privacy, PrivacyPolicy)
+        else PrivacyPolicy.from_env(path=privacy)
+    )
+    if policy is None:
+        return None
+    if state_dir is None:
+        # Fail closed: a budget nobody keeps would be spent again on every start.
+        raise ConfigError(
+            "a privacy policy needs a private state folder to keep the budget in; "
+            "serve with a client (or give state_dir)"
+        )
+    from syft_flwr.crypto.own_state import state_key_for
+
+    client = getattr(ev, "_client", None)  # the data owner's own key, if any
+    codec = getattr(getattr(ev, "rpc", None), "policy", None)
+    ledger = BudgetLedger(
+        budget_folder(state_dir), state_key_for(client, codec, "privacy-budget")
+    )
+    logger.info("privacy policy in force: %s", policy.describe())
+    return PrivacyGuard(policy, ledger, default_project=app_name.strip("/"))
 
 
 def _start_heartbeat(

@@ -88,6 +88,15 @@ def log_summary(
     """Log how many replies came, from whom, with how many errors."""
     answered = sorted({email_of(r.metadata.src_node_id) or "?" for r in replies})
     failed = sum(1 for r in replies if r.has_error())
+    for r in replies:
+        # Sites that enforce a privacy budget refuse once it is spent: say who,
+        # in words (the strategy goes on with the others, as min_*_nodes allow).
+        if r.has_error() and "out of privacy budget" in (r.error.reason or ""):
+            logger.warning(
+                "%s is out of privacy budget: %s",
+                email_of(r.metadata.src_node_id) or "a data owner",
+                r.error.reason,
+            )
     logger.info(
         "%d/%d replies in %.1f s from %s%s%s",
         len(replies),

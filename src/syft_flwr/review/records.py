@@ -17,11 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from syft_flwr._email import fold_domain
 from syft_flwr.crypto.state_mac import StateKey
-from syft_flwr.errors import StateIntegrityError
+from syft_flwr.errors import ConfigError, StateIntegrityError
 
 __all__ = [
     "APPROVED",
@@ -31,6 +33,7 @@ __all__ = [
     "STORE_VERSION",
     "Index",
     "ProjectRecord",
+    "find_record",
     "legacy_record",
     "parse_index",
     "parse_record",
@@ -275,6 +278,55 @@ def parse_index(doc: Any, key: StateKey, where: str) -> Index:
             continue
         index.records[rec.key] = rec
     return index
+
+
+def find_record(
+    records: Iterable[ProjectRecord],
+    damaged: Iterable[tuple[str, Any, str]],
+    ref: str,
+    researcher: str | None = None,
+) -> ProjectRecord:
+    """The record whose hash starts with ``ref`` (at least 6 hex digits).
+
+    ``damaged`` are the records that failed their integrity check (hash, raw,
+    why): a ``ref`` that matches only one of them says why it is not used.
+
+    Raises
+    ------
+    ConfigError
+        No record, or several, match.
+    StateIntegrityError
+        Only a record that failed its integrity check matches.
+    """
+    ref = ref.strip().lower()
+    who = None if researcher is None else fold_domain(researcher)
+    found = [
+        r
+        for r in records
+        if len(ref) >= 6
+        and r.project_hash.startswith(ref)
+        and (who is None or fold_domain(r.researcher) == who)
+    ]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        bad = [w for h, _, w in damaged if len(ref) >= 6 and h.startswith(ref)]
+        if bad:
+            raise StateIntegrityError(bad[0])
+        raise ConfigError(
+            f"no project matches {ref!r}"
+            + (f" from {researcher}" if researcher else "")
+            + "; give at least 6 digits of a hash from `syft_flwr projects`"
+        )
+    if len({r.project_hash for r in found}) == 1:
+        who = ", ".join(sorted(r.researcher for r in found))
+        raise ConfigError(
+            f"project {found[0].short} was submitted by {len(found)} researchers "
+            f"({who}); each is decided on its own: name one with --researcher"
+        )
+    raise ConfigError(
+        f"{len(found)} projects match {ref!r}; give more digits of the hash"
+    )
 
 
 def _parse_legacy(doc: dict[str, Any]) -> Index:

@@ -110,6 +110,7 @@ def serve(
     run_config: str | list[str] | None = None,
     node_config: str | list[str] | dict[str, Any] | None = None,
     on_ready: Callable[[Path], None] | None = None,
+    privacy: Any | None = None,
     containment: ContainmentPolicy | None = None,
 ) -> Any:
     """Serve an approved project until its researcher's stop signal.
@@ -135,6 +136,8 @@ def serve(
         This data owner's node config (see :func:`syft_flwr.project.node_config_for`).
     on_ready : callable, optional
         Called with the working folder once the project is unpacked.
+    privacy : PrivacyPolicy or path, optional
+        The data owner's privacy policy (default ``SYFT_FLWR_PRIVACY_POLICY``).
     containment : ContainmentPolicy, optional
         How the ClientApp's worker is contained (default: the data owner's
         ``SYFT_FLWR_CONTAINMENT*``, level full). The worker starts before any
@@ -189,6 +192,7 @@ def serve(
             settings=settings,
             events=events,
             check=ProjectGuard(store, rec.project_hash, work, files=pkg.manifest.files),
+            privacy=privacy,
         )
     finally:
         client_app.close()

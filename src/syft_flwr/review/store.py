@@ -14,13 +14,14 @@ reported, kept as it is for inspection, and never treated as approved).
 Every write is atomic (temp file + rename + fsync), and the package is on disk
 before the index names it, so an interruption never leaves an approval that
 points at nothing. Approval is read from here at each start: it survives a
-restart.
+restart. Finding a record by hash prefix is
+:func:`~syft_flwr.review.records.find_record`; rendering one for review is
+:func:`~syft_flwr.review.show.show_text` (re-exported here).
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 import os
 import threading
@@ -40,8 +41,7 @@ from syft_flwr.errors import (
     ReviewError,
     StateIntegrityError,
 )
-from syft_flwr.review.entry import entry_point_lines
-from syft_flwr.review.package import Package, printable
+from syft_flwr.review.package import Package
 from syft_flwr.review.records import (
     APPROVED,
     PENDING,
@@ -49,12 +49,14 @@ from syft_flwr.review.records import (
     STORE_VERSION,
     Index,
     ProjectRecord,
+    find_record,
     parse_index,
     record_slug,
     requests_of,
     resubmitted,
     tagged,
 )
+from syft_flwr.review.show import show_text as show_text  # its home before
 from syft_flwr.review.unpack import read_package
 from syft_flwr.wire import strict_json
 
@@ -202,35 +204,7 @@ class ProjectStore:
         StateIntegrityError
             Only a record that failed its integrity check matches.
         """
-        ref = ref.strip().lower()
-        who = None if researcher is None else fold_domain(researcher)
-        found = [
-            r
-            for r in self._load().values()
-            if len(ref) >= 6
-            and r.project_hash.startswith(ref)
-            and (who is None or fold_domain(r.researcher) == who)
-        ]
-        if len(found) == 1:
-            return found[0]
-        if not found:
-            bad = [w for h, _, w in self.damaged if len(ref) >= 6 and h.startswith(ref)]
-            if bad:
-                raise StateIntegrityError(bad[0])
-            raise ConfigError(
-                f"no project matches {ref!r}"
-                + (f" from {researcher}" if researcher else "")
-                + "; give at least 6 digits of a hash from `syft_flwr projects`"
-            )
-        if len({r.project_hash for r in found}) == 1:
-            who = ", ".join(sorted(r.researcher for r in found))
-            raise ConfigError(
-                f"project {found[0].short} was submitted by {len(found)} researchers "
-                f"({who}); each is decided on its own: name one with --researcher"
-            )
-        raise ConfigError(
-            f"{len(found)} projects match {ref!r}; give more digits of the hash"
-        )
+        return find_record(self._load().values(), self.damaged, ref, researcher)
 
     def package(self, rec: ProjectRecord) -> Package:
         """Read back the package of ``rec`` (its shape and signer checked again).
@@ -402,52 +376,3 @@ def project_store(client: SyftFlwrClient) -> ProjectStore:
     except KeyNotFound:
         keys = load_or_create_keys(client, client.make_transport())
     return ProjectStore(folder, key=StateKey(keys, "review"))
-
-
-def show_text(store: ProjectStore, ref: str, researcher: str | None = None) -> str:
-    """The code of project ``ref`` and a diff against the version approved before.
-
-    Parameters
-    ----------
-    store : ProjectStore
-    ref : str
-        A hash prefix.
-    researcher : str, optional
-        Whose submission, when several researchers submitted that project.
-
-    Returns
-    -------
-    str
-    """
-    rec = store.get(ref, researcher)
-    pkg = store.package(rec)
-    p = printable  # everything below came from a researcher or a shared folder
-    out = [
-        f"project {p(rec.name)} {p(rec.project_hash)} [{p(rec.status)}]",
-        f"from {p(rec.researcher)} (fingerprint {p(rec.fingerprint)})",
-        *(p(line) for line in entry_point_lines(pkg.files)),
-    ]
-    if rec.reason:
-        out.append(f"reason: {p(rec.reason)}")
-    if rec.note:
-        out.append(f"note: {p(rec.note)}")
-    prev = store.previous_approved(rec)
-    if prev is not None:
-        old = store.package(prev).files
-        out.append(f"\n=== diff against approved {p(prev.short)} ===")
-        for path in sorted(set(old) | set(pkg.files)):
-            a = _lines(old.get(path, b""))
-            b = _lines(pkg.files.get(path, b""))
-            out.extend(
-                p(line.rstrip("\n"), multiline=True)
-                for line in difflib.unified_diff(a, b, f"a/{path}", f"b/{path}")
-            )
-    for path in sorted(pkg.files):
-        out.append(f"\n=== {p(path)} ===")
-        text = pkg.files[path].decode("utf-8", errors="replace")
-        out.append(p(text, multiline=True).rstrip("\n"))
-    return os.linesep.join(out) + os.linesep
-
-
-def _lines(data: bytes) -> list[str]:
-    return data.decode("utf-8", errors="replace").splitlines(keepends=True)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from syft_flwr.errors import ReviewError, UnsafeArchiveError
-from syft_flwr.review.package import (
+from syft_flwr.review.manifest import (
     _MAX_MANIFEST_BYTES,
     DEFAULT_MAX_FILES,
     DEFAULT_MAX_PACKAGE_BYTES,
@@ -79,6 +79,28 @@ def read_package(
         absolute or ``..`` path; over a limit; files that differ from the
         manifest; a file the packer would never pack.
     """
+    members = _read_members(data, max_bytes=max_bytes, max_files=max_files)
+    mbytes = members.pop(MANIFEST_NAME, None)
+    signature = members.pop(SIGNATURE_NAME, None)
+    if mbytes is None or signature is None:
+        raise UnsafeArchiveError("project archive has no signed manifest")
+    manifest = Manifest.from_bytes(mbytes, max_files=max_files)
+    files = _app_files(members, max_bytes=max_bytes)
+    if _entries(files) != manifest.files:
+        raise UnsafeArchiveError("project files do not match the signed manifest")
+    problem = files_problem(files)
+    if problem is not None:
+        raise UnsafeArchiveError(
+            f"the project cannot be reviewed as it runs: {problem}"
+        )
+    return Package(manifest, mbytes, signature, files)
+
+
+def _read_members(data: bytes, *, max_bytes: int, max_files: int) -> dict[str, bytes]:
+    """Every member of the gzipped tar ``data`` by checked path, within the limits.
+
+    The manifest and signature count towards the limits too (hence the slack).
+    """
     members: dict[str, bytes] = {}
     total = 0
     try:
@@ -88,46 +110,50 @@ def read_package(
                     raise UnsafeArchiveError(
                         f"project archive has more than {max_files} files"
                     )
-                if not m.isreg():
-                    raise UnsafeArchiveError(
-                        f"project archive member {m.name!r} is {_kind(m)}; only "
-                        "regular files are accepted"
-                    )
-                name = check_member_path(m.name)
-                if name in members:
-                    raise UnsafeArchiveError(f"project archive repeats {name!r}")
+                name = _member_name(m, members)
                 total += m.size
                 if total > max_bytes + _MAX_MANIFEST_BYTES:
                     raise UnsafeArchiveError(
                         f"project archive holds more than {max_bytes} bytes"
                     )
-                fh = tar.extractfile(m)
-                body = fh.read(m.size + 1) if fh is not None else b""
-                if len(body) != m.size:
-                    raise UnsafeArchiveError(f"project archive member {name!r} is cut")
-                members[name] = body
+                members[name] = _member_body(tar, m, name)
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         if isinstance(exc, ReviewError):
             raise
         raise UnsafeArchiveError(f"not a project archive: {exc}") from exc
-    mbytes = members.pop(MANIFEST_NAME, None)
-    signature = members.pop(SIGNATURE_NAME, None)
-    if mbytes is None or signature is None:
-        raise UnsafeArchiveError("project archive has no signed manifest")
-    manifest = Manifest.from_bytes(mbytes, max_files=max_files)
+    return members
+
+
+def _member_name(m: tarfile.TarInfo, seen: Mapping[str, bytes]) -> str:
+    """The checked path of a regular-file member not seen before."""
+    if not m.isreg():
+        raise UnsafeArchiveError(
+            f"project archive member {m.name!r} is {_kind(m)}; only "
+            "regular files are accepted"
+        )
+    name = check_member_path(m.name)
+    if name in seen:
+        raise UnsafeArchiveError(f"project archive repeats {name!r}")
+    return name
+
+
+def _member_body(tar: tarfile.TarFile, m: tarfile.TarInfo, name: str) -> bytes:
+    """The bytes of member ``m``, exactly its declared size (a cut one is refused)."""
+    fh = tar.extractfile(m)
+    body = fh.read(m.size + 1) if fh is not None else b""
+    if len(body) != m.size:
+        raise UnsafeArchiveError(f"project archive member {name!r} is cut")
+    return body
+
+
+def _app_files(members: Mapping[str, bytes], *, max_bytes: int) -> dict[str, bytes]:
+    """The project's files (under ``app/``, prefix dropped), within ``max_bytes``."""
     if any(not n.startswith(FILES_PREFIX) for n in members):
         raise UnsafeArchiveError("project archive has files outside app/")
     files = {n[len(FILES_PREFIX) :]: b for n, b in members.items()}
     if sum(len(b) for b in files.values()) > max_bytes:
         raise UnsafeArchiveError(f"project files hold more than {max_bytes} bytes")
-    if _entries(files) != manifest.files:
-        raise UnsafeArchiveError("project files do not match the signed manifest")
-    problem = files_problem(files)
-    if problem is not None:
-        raise UnsafeArchiveError(
-            f"the project cannot be reviewed as it runs: {problem}"
-        )
-    return Package(manifest, mbytes, signature, files)
+    return files
 
 
 def write_tree(files: Mapping[str, bytes], dest: str | Path) -> Path:

@@ -32,7 +32,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from syft_flwr.testing._drive_errors import DriveApiError as DriveApiError
+from syft_flwr.testing._drive_errors import insufficient as insufficient
+from syft_flwr.testing._drive_errors import invalid as invalid
+from syft_flwr.testing._drive_errors import not_found as not_found
 from syft_flwr.testing._drive_query import Node, QuerySubject
+from syft_flwr.testing._drive_upload import CHUNK_GRANULARITY as CHUNK_GRANULARITY
+from syft_flwr.testing._drive_upload import UploadSession as UploadSession
+from syft_flwr.testing._drive_upload import append_chunk, parse_content_range
 
 __all__ = [
     "CHUNK_GRANULARITY",
@@ -48,8 +55,6 @@ __all__ = [
 ]
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
-#: Non-final resumable chunks must be multiples of this many bytes.
-CHUNK_GRANULARITY = 256 * 1024
 
 READER, COMMENTER, WRITER, OWNER = 1, 2, 3, 5
 _RANK = {"reader": READER, "commenter": COMMENTER, "writer": WRITER, "owner": OWNER}
@@ -68,60 +73,6 @@ _ORDER_FIELDS = {
     "starred",
     "viewedByMeTime",
 }
-
-
-class DriveApiError(Exception):
-    """An error answered in Drive's JSON shape: ``{"error": {"code", "message", "errors"}}``."""
-
-    def __init__(
-        self,
-        status: int,
-        reason: str,
-        message: str,
-        *,
-        location: str | None = None,
-        location_type: str = "parameter",
-        domain: str = "global",
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.location = location
-        self.location_type = location_type
-        self.domain = domain
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the error body Drive sends."""
-        detail: dict[str, Any] = {
-            "message": self.message,
-            "domain": self.domain,
-            "reason": self.reason,
-        }
-        if self.location:
-            detail["location"] = self.location
-            detail["locationType"] = self.location_type
-        return {
-            "error": {"code": self.status, "message": self.message, "errors": [detail]}
-        }
-
-
-def not_found(file_id: str) -> DriveApiError:
-    return DriveApiError(
-        404, "notFound", f"File not found: {file_id}.", location="fileId"
-    )
-
-
-def insufficient(message: str = "") -> DriveApiError:
-    return DriveApiError(
-        403,
-        "insufficientFilePermissions",
-        message or "The user does not have sufficient permissions for this file.",
-    )
-
-
-def invalid(message: str, location: str | None = None) -> DriveApiError:
-    return DriveApiError(400, "invalid", message, location=location)
 
 
 def permission_id(email: str) -> str:
@@ -193,21 +144,6 @@ class ChangeEntry:
     time: float
     removed: bool
     audience: frozenset[str] = frozenset()
-
-
-@dataclass
-class UploadSession:
-    """A resumable upload in progress (``uploadType=resumable``)."""
-
-    id: str
-    user: str
-    file_id: str | None  # the target of files.update, None for files.create
-    metadata: dict[str, Any]
-    mime_type: str
-    total: int | None
-    params: dict[str, str]
-    data: bytearray = field(default_factory=bytearray)
-    result_id: str | None = None
 
 
 class _Subject(QuerySubject):
@@ -571,34 +507,11 @@ class DriveStore:
         media_mime: str | None = None,
     ) -> FileRecord:
         """Apply ``files.update``: metadata, moves and/or new content."""
-        rec = self.get_visible(user, file_id)
-        if rec.is_root:
-            raise insufficient("The root folder cannot be modified.")
-        if self.role(user, rec) < WRITER:
-            raise insufficient()
-        if "parents" in meta:
-            raise DriveApiError(
-                403,
-                "fieldNotWritable",
-                "The parents field is not directly writable in update requests. "
-                "Use the addParents and removeParents parameters instead.",
-            )
-        if "trashed" in meta and rec.owner != user:
-            raise insufficient("Only the owner can trash a file.")
+        rec = self._updatable(user, file_id, meta)
         moving = bool(add_parents or remove_parents) or "trashed" in meta
         affected = [rec, *self.descendants(rec)] if moving else [rec]
         before = self._access(affected) if moving else {}
-        new_parents = [p for p in rec.parents if p not in (remove_parents or [])]
-        for pid in add_parents or []:
-            parent = self._check_parent(user, pid, "addParents")
-            if parent.id not in new_parents:
-                new_parents.append(parent.id)
-        if len(new_parents) > 1:
-            raise DriveApiError(
-                403,
-                "cannotAddParent",
-                "Increasing the number of parents is not allowed.",
-            )
+        new_parents = self._new_parents(user, rec, add_parents, remove_parents)
         self._apply_metadata(rec, meta)
         if "mimeType" in meta and not rec.is_folder and meta["mimeType"] != FOLDER_MIME:
             rec.mime_type = meta["mimeType"]
@@ -622,6 +535,45 @@ class DriveStore:
         else:
             self._log(rec.id)
         return rec
+
+    def _updatable(self, user: str, file_id: str, meta: dict[str, Any]) -> FileRecord:
+        """The file ``user`` may apply ``meta`` to (as Drive refuses, otherwise)."""
+        rec = self.get_visible(user, file_id)
+        if rec.is_root:
+            raise insufficient("The root folder cannot be modified.")
+        if self.role(user, rec) < WRITER:
+            raise insufficient()
+        if "parents" in meta:
+            raise DriveApiError(
+                403,
+                "fieldNotWritable",
+                "The parents field is not directly writable in update requests. "
+                "Use the addParents and removeParents parameters instead.",
+            )
+        if "trashed" in meta and rec.owner != user:
+            raise insufficient("Only the owner can trash a file.")
+        return rec
+
+    def _new_parents(
+        self,
+        user: str,
+        rec: FileRecord,
+        add_parents: list[str] | None,
+        remove_parents: list[str] | None,
+    ) -> list[str]:
+        """``rec``'s parents after a move (at most one, as on Drive)."""
+        new_parents = [p for p in rec.parents if p not in (remove_parents or [])]
+        for pid in add_parents or []:
+            parent = self._check_parent(user, pid, "addParents")
+            if parent.id not in new_parents:
+                new_parents.append(parent.id)
+        if len(new_parents) > 1:
+            raise DriveApiError(
+                403,
+                "cannotAddParent",
+                "Increasing the number of parents is not allowed.",
+            )
+        return new_parents
 
     def delete(self, user: str, file_id: str) -> None:
         """Delete a file the caller owns; for a folder, also the caller's descendants."""
@@ -964,23 +916,7 @@ class DriveStore:
             session.data = bytearray(body)
             session.total = len(body)
             return session, self._finish_upload(session)
-        spec = content_range.strip()
-        if not spec.startswith("bytes "):
-            raise DriveApiError(400, "badRequest", f"Invalid Content-Range: {spec}")
-        span, _, total_text = spec[6:].partition("/")
-        try:
-            total = None if total_text.strip() == "*" else int(total_text)
-            if span.strip() == "*":
-                if body:
-                    raise ValueError(span)
-                first = last = None
-            else:
-                a, _, b = span.partition("-")
-                first, last = int(a), int(b)
-        except ValueError as exc:
-            raise DriveApiError(
-                400, "badRequest", f"Invalid Content-Range: {spec}"
-            ) from exc
+        first, last, total = parse_content_range(content_range, body)
         if total is not None:
             if session.total is not None and total != session.total:
                 raise DriveApiError(
@@ -995,23 +931,7 @@ class DriveStore:
             raise DriveApiError(
                 400, "badRequest", "Content-Range does not match the body."
             )
-        received = len(session.data)
-        if first > received:
-            return session, None  # a gap: the client re-reads Range and resends
-        tail = body[received - first :]
-        new_size = received + len(tail)
-        if session.total is not None and new_size > session.total:
-            raise DriveApiError(400, "badRequest", "More bytes than the declared size.")
-        final = session.total is not None and new_size == session.total
-        if not final and len(body) % CHUNK_GRANULARITY:
-            raise DriveApiError(
-                400,
-                "badRequest",
-                f"Invalid chunk size {len(body)}: non-final chunks must be "
-                f"multiples of {CHUNK_GRANULARITY} bytes.",
-            )
-        session.data.extend(tail)
-        if final:
+        if append_chunk(session, first, body):
             return session, self._finish_upload(session)
         return session, None
 
@@ -1087,17 +1007,7 @@ class DriveStore:
             "webViewLink": f"https://drive.google.com/file/d/{rec.id}/view",
             "writersCanShare": True,
             "viewedByMe": True,
-            "capabilities": {
-                "canEdit": role >= WRITER,
-                "canRename": role >= WRITER,
-                "canShare": role >= WRITER,
-                "canDelete": rec.owner == user,
-                "canTrash": rec.owner == user,
-                "canDownload": not rec.is_folder,
-                "canAddChildren": rec.is_folder and role >= WRITER,
-                "canListChildren": rec.is_folder,
-                "canRemoveChildren": rec.is_folder and role >= WRITER,
-            },
+            "capabilities": _capabilities(rec, user, role),
         }
         if not rec.is_folder:
             out.update(
@@ -1114,6 +1024,12 @@ class DriveStore:
             out["appProperties"] = dict(rec.app_properties)
         if rec.properties:
             out["properties"] = dict(rec.properties)
+        out.update(self._sharing_fields(rec, user, role))
+        return out
+
+    def _sharing_fields(self, rec: FileRecord, user: str, role: int) -> dict[str, Any]:
+        """Permissions (for writers) and who shared ``rec`` with ``user``."""
+        out: dict[str, Any] = {}
         if role >= WRITER:
             perms = [self.owner_permission(rec), *rec.permissions]
             out["permissions"] = [self.permission_resource(p) for p in perms]
@@ -1144,3 +1060,18 @@ class DriveStore:
 
 def _split_ids(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _capabilities(rec: FileRecord, user: str, role: int) -> dict[str, bool]:
+    """What ``user`` (with ``role`` on it) may do with ``rec``, as Drive reports it."""
+    return {
+        "canEdit": role >= WRITER,
+        "canRename": role >= WRITER,
+        "canShare": role >= WRITER,
+        "canDelete": rec.owner == user,
+        "canTrash": rec.owner == user,
+        "canDownload": not rec.is_folder,
+        "canAddChildren": rec.is_folder and role >= WRITER,
+        "canListChildren": rec.is_folder,
+        "canRemoveChildren": rec.is_folder and role >= WRITER,
+    }

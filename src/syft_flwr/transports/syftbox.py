@@ -4,8 +4,10 @@ A key ``<owner>/app_data/...`` is the file ``<data_dir>/datasites/<owner>/app_da
 The SyftBox sync client (Python 0.4.0 or Go) moves files between machines; this
 module only reads and writes the local copy.
 
-* Writes are atomic: ``<name>.<random>.tmp`` then ``os.replace``. Both SyftBox
-  clients ignore ``*.tmp``, so a half-written file is never uploaded.
+* Writes are atomic: ``<datasites>/.syft-flwr.tmp/<name>.<random>.tmp`` then
+  ``os.replace`` (see ``_syftbox_write``: a temp file outside the watched
+  folders keeps watchdog from stalling). Both SyftBox clients ignore that
+  folder and ``*.tmp``, so a half-written file is never uploaded.
 * Downloaded files may still be partial (the Python 0.4.0 client writes them in
   place), which is why the envelope layer treats unparsable files as "not ready".
 * ``prepare`` writes the rpc permission files in both formats: ``syft.pub.yaml``
@@ -20,7 +22,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import secrets
 import stat
 import threading
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ from syft_flwr.errors import (
     TransportError,
     UnsafeFileError,
 )
+from syft_flwr.transports._syftbox_write import AtomicWriter
 from syft_flwr.transports.base import (
     TMP_SUFFIX,
     KeyCallback,
@@ -191,6 +193,7 @@ class SyftBoxTransport(Transport):
         self._watches: list[Watch] = []
         self._scheduled: set[Path] = set()
         self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._writer = AtomicWriter(self.root)
 
     # -- helpers ----------------------------------------------------------------
     def path_of(self, key: str) -> Path:
@@ -212,27 +215,9 @@ class SyftBoxTransport(Transport):
     # -- primitives -------------------------------------------------------------
     def put(self, key: str, data: bytes) -> None:
         self._check_open()
-        path = self.path_of(key)
-        tmp = f"{path}.{secrets.token_hex(4)}{TMP_SUFFIX}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
-            try:
-                fd = os.open(tmp, flags, 0o666)
-            except FileNotFoundError:  # a new folder (most are there already)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(tmp, flags, 0o666)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
+            self._writer.write(self.path_of(key), data)
         except OSError as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
             raise TransportError(f"cannot write {key}: {exc}") from exc
 
     def get(self, key: str) -> bytes:
