@@ -456,32 +456,9 @@ def _plan(
     cfg = load_project(app_dir)
     check_counts(num_data_owners, timeout)
     parse_run_config(cfg.app_config, run_config)  # refused here, not in a party
-    paths = [Path(x).resolve() for x in (mock_dataset_paths or [])]
-    for data_path in paths:
-        if not data_path.exists():
-            raise ConfigError(f"mock dataset path does not exist: {data_path}")
-    if num_data_owners is None:
-        n = len(paths) or len(cfg.datasites) or 2
-    else:
-        n = num_data_owners
-    if paths and n != len(paths):
-        raise ConfigError(
-            f"--num-data-owners {n} differs from the {len(paths)} mock dataset "
-            "paths: give one path per data owner, or leave -n out"
-        )
-    if entry not in ("party", "main.py"):
-        raise ConfigError(f"entry must be 'party' or 'main.py', got {entry!r}")
-    if entry == "main.py":
-        if not cfg.bootstrapped or not (cfg.app_dir / "main.py").is_file():
-            raise ConfigError(
-                f"{cfg.app_dir} has no main.py and [tool.syft_flwr] table: "
-                "run `syft_flwr bootstrap` first"
-            )
-        if len(cfg.datasites) != n:
-            raise ConfigError(
-                f"{n} mock dataset paths for {len(cfg.datasites)} data owners in "
-                f"{cfg.app_dir / 'pyproject.toml'}: give one path per data owner"
-            )
+    paths = _dataset_paths(mock_dataset_paths)
+    n = _count_data_owners(cfg, num_data_owners, paths)
+    _check_entry(cfg, entry, n)
     datasites = (
         list(cfg.datasites)
         if len(cfg.datasites) == n
@@ -514,6 +491,49 @@ def _plan(
         entry=entry,
         privacy=_privacy_file(privacy),
     )
+
+
+def _dataset_paths(given: Sequence[str | Path] | None) -> list[Path]:
+    """The mock dataset folders, absolute; each must exist."""
+    paths = [Path(x).resolve() for x in (given or [])]
+    for data_path in paths:
+        if not data_path.exists():
+            raise ConfigError(f"mock dataset path does not exist: {data_path}")
+    return paths
+
+
+def _count_data_owners(
+    cfg: ProjectConfig, num_data_owners: int | None, paths: list[Path]
+) -> int:
+    """How many data owners: as asked, else one per dataset path or datasite, else 2."""
+    if num_data_owners is None:
+        n = len(paths) or len(cfg.datasites) or 2
+    else:
+        n = num_data_owners
+    if paths and n != len(paths):
+        raise ConfigError(
+            f"--num-data-owners {n} differs from the {len(paths)} mock dataset "
+            "paths: give one path per data owner, or leave -n out"
+        )
+    return n
+
+
+def _check_entry(cfg: ProjectConfig, entry: str, n: int) -> None:
+    """``main.py`` needs a bootstrapped app with one datasite per data owner."""
+    if entry not in ("party", "main.py"):
+        raise ConfigError(f"entry must be 'party' or 'main.py', got {entry!r}")
+    if entry != "main.py":
+        return
+    if not cfg.bootstrapped or not (cfg.app_dir / "main.py").is_file():
+        raise ConfigError(
+            f"{cfg.app_dir} has no main.py and [tool.syft_flwr] table: "
+            "run `syft_flwr bootstrap` first"
+        )
+    if len(cfg.datasites) != n:
+        raise ConfigError(
+            f"{n} mock dataset paths for {len(cfg.datasites)} data owners in "
+            f"{cfg.app_dir / 'pyproject.toml'}: give one path per data owner"
+        )
 
 
 def _privacy_file(privacy: str | Path | None) -> Path | None:
