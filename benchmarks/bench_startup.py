@@ -220,7 +220,13 @@ def _steady_cpu(cpu_marks: dict[int, tuple[float, float]]) -> tuple[float, float
     )
 
 
-def run_simulate(n: int, rounds: int, src: Path | None, tmp: Path) -> dict[str, float]:
+def run_simulate(
+    n: int,
+    rounds: int,
+    src: Path | None,
+    tmp: Path,
+    containment: str | None = None,
+) -> dict[str, float]:
     """One ``syft_flwr simulate`` command; its start-up and round times."""
     app = tmp / "toy_app"
     if not app.exists():
@@ -243,6 +249,8 @@ def run_simulate(n: int, rounds: int, src: Path | None, tmp: Path) -> dict[str, 
         "--run-config",
         f"num-server-rounds={rounds}",
     ]
+    if containment is not None:  # default: simulate's own (full where possible)
+        cmd += ["--containment", containment]
     t0 = time.monotonic()
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
@@ -385,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--src", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument(
+        "--containment",
+        choices=["full", "none"],
+        default=None,
+        help="pass --containment to simulate (default: simulate's own, full)",
+    )
     args = p.parse_args(argv)
     if args.rounds < 3:
         p.error("--rounds must be at least 3 (round 1, a steady round, a last round)")
@@ -394,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in args.sizes:
             sim = [
-                run_simulate(n, args.rounds, args.src, tmp) for _ in range(args.repeats)
+                run_simulate(n, args.rounds, args.src, tmp, args.containment)
+                for _ in range(args.repeats)
             ]
             rows.append(("syft_flwr simulate (processes, folders)", n, _median(sim)))
             inproc = [run_in_process(n, args.rounds, tmp) for _ in range(args.repeats)]
