@@ -140,14 +140,19 @@ def test_kill_9_after_the_charge_the_kept_reply_arrives_charged_once(
     work, sim = _start(tmp_path)
     do_log = work / "logs" / f"{DO1}.log"
     pid = _wait("do1 to start", lambda: _pid(work, DO1))
-    assert isinstance(pid, int)
-    _wait("do1 to serve", lambda: "is serving" in _text(do_log))
-    with _frozen(pid):
+    boss = _pid(work, "researcher@example.org")
+    assert isinstance(pid, int) and isinstance(boss, int)
+    with _frozen(boss):  # no request is sent before do1 is held still
+        _wait("do1 to serve", lambda: "is serving" in _text(do_log))
+        os.kill(pid, signal.SIGSTOP)
+    try:
         # do1 is held still until the obstacle stands where its reply must go.
         [request] = _wait("the first request to do1", lambda: _requests(work))  # type: ignore[misc]
         assert "running" not in _text(do_log)
         obstacle = request.with_name(request.name[: -len(".request")] + ".response")
         obstacle.mkdir()
+    finally:
+        os.kill(pid, signal.SIGCONT)
     _wait(
         "the reply to be kept", lambda: "it is kept and retried" in do_log.read_text()
     )
