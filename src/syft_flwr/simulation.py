@@ -628,6 +628,9 @@ def _start_parties(plan: _Plan, parties: list[Party]) -> dict[str, _PartyProcess
     base_env["PYTHONUNBUFFERED"] = "1"
     base_env["SYFT_FLWR_ENCRYPTION_ENABLED"] = "true" if plan.encryption else "false"
     procs: dict[str, _PartyProcess] = {}
+    # How to start each party again by hand (its command and the variables set
+    # for it here): parties.json says it, e.g. after a data owner's crash.
+    again: dict[str, dict[str, object]] = {}
     # Data owners first: they publish their permissions and wait for work.
     for p in parties:
         env = dict(base_env)
@@ -653,6 +656,8 @@ def _start_parties(plan: _Plan, parties: list[Party]) -> dict[str, _PartyProcess
         )
         if plan.fresh and p.role == "researcher":
             cmd.append("--fresh")
+        extra = {k: v for k, v in env.items() if os.environ.get(k) != v}
+        again[p.email] = {"argv": cmd, "env": extra}
         if fork:
             # cmd is [python, -m, syft_flwr.cli, party, ...]
             procs[p.email] = _fork_party(
@@ -672,7 +677,12 @@ def _start_parties(plan: _Plan, parties: list[Party]) -> dict[str, _PartyProcess
         plan.root / "parties.json",
         json.dumps(
             [
-                {"email": p.email, "role": p.role, "pid": procs[p.email].pid}
+                {
+                    "email": p.email,
+                    "role": p.role,
+                    "pid": procs[p.email].pid,
+                    **again[p.email],
+                }
                 for p in parties
             ],
             indent=2,

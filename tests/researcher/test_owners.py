@@ -132,6 +132,22 @@ def test_work_tally_counts_work_not_system_messages() -> None:
     assert t2.all_failed
 
 
+def test_work_tally_keeps_the_latest_budget_refusal_of_each_site() -> None:
+    from syft_flwr.researcher.tally import WorkTally
+
+    set_task_identity(7)
+    work = Message(RecordDict({"c": ConfigRecord({"x": 1})}), 1, "train", ttl=60)
+    spent = "dataset 'd' is out of privacy budget: epsilon {} of 5 is spent"
+    first = Message(Error(code=0, reason=spent.format(4)), reply_to=work)
+    later = Message(Error(code=0, reason=spent.format(4.5)), reply_to=work)
+    raised = Message(Error(code=0, reason="ClientApp raised ValueError"), reply_to=work)
+    t = WorkTally()
+    t.count([first, raised, later])
+    assert t.failed == 3
+    # Only budget refusals are kept, by site, the latest one (spent/left now).
+    assert t.out_of_budget == {work.metadata.dst_node_id: spent.format(4.5)}
+
+
 def test_journal_pieces_are_reexported_where_they_were() -> None:
     from syft_flwr.fl_orchestrator import checkpoint
     from syft_flwr.researcher import (

@@ -269,6 +269,13 @@ def _open_journal(
 def _check_work(grid: SyftGrid) -> None:
     """Raise :class:`RunFailed` when no ClientApp call of the run succeeded."""
     t = grid.tally
+    for node_id, reason in sorted(t.out_of_budget.items()):
+        # The end-of-run summary names every site that stopped for its budget.
+        try:
+            who = grid.email_of(node_id)
+        except KeyError:
+            who = f"node {node_id}"
+        logger.warning("site out of privacy budget: %s (%s)", who, reason)
     if t.all_failed:
         raise RunFailed(
             f"none of the {t.sent} ClientApp calls succeeded "

@@ -17,9 +17,13 @@ from flwr.app import Message
 from syft_flwr import progress
 from syft_flwr._flwr_compat import SYSTEM_MESSAGE_TYPE
 
-__all__ = ["WorkTally", "log_summary", "report_progress"]
+__all__ = ["OUT_OF_BUDGET", "WorkTally", "log_summary", "report_progress"]
 
 logger = logging.getLogger("syft_flwr.grid")
+
+#: Words every out-of-budget error reply of a data owner carries (see
+#: ``syft_flwr.data_owner.privacy.guard.OUT_OF_BUDGET``).
+OUT_OF_BUDGET = "out of privacy budget"
 
 
 @dataclass
@@ -28,7 +32,9 @@ class WorkTally:
 
     ``sent`` requests went out; ``succeeded`` got a reply without error;
     ``failed`` got an error reply (a raised ClientApp, a refusal, an unreadable
-    reply). Requests never answered count in neither.
+    reply). Requests never answered count in neither. ``out_of_budget`` maps
+    the node id of each site that refused for its privacy budget to its latest
+    refusal (how much is spent and left), for the end-of-run summary.
     """
 
     sent: int = 0
@@ -37,6 +43,10 @@ class WorkTally:
     # One lock for every tally (counting is rare and short): a tally stays a
     # plain record that copies, pickles and ``asdict()``s as it did before.
     _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __post_init__(self) -> None:
+        # Not a field: the record's fields, repr and asdict() stay as they were.
+        self.out_of_budget: dict[int, str] = {}
 
     @property
     def all_failed(self) -> bool:
@@ -57,6 +67,9 @@ class WorkTally:
                     continue
                 if r.has_error():
                     self.failed += 1
+                    reason = r.error.reason or ""
+                    if OUT_OF_BUDGET in reason:
+                        self.out_of_budget[r.metadata.src_node_id] = reason
                 else:
                     self.succeeded += 1
 
@@ -91,7 +104,7 @@ def log_summary(
     for r in replies:
         # Sites that enforce a privacy budget refuse once it is spent: say who,
         # in words (the strategy goes on with the others, as min_*_nodes allow).
-        if r.has_error() and "out of privacy budget" in (r.error.reason or ""):
+        if r.has_error() and OUT_OF_BUDGET in (r.error.reason or ""):
             logger.warning(
                 "%s is out of privacy budget: %s",
                 email_of(r.metadata.src_node_id) or "a data owner",

@@ -125,8 +125,9 @@ def test_evaluate_replies_are_covered_too() -> None:
 
 
 def test_unknown_message_type_is_refused() -> None:
+    # Flower allows no other types than these legacy ones (see test_legacy.py).
     msg = request(W, message_type="get_properties")
-    with pytest.raises(PrivacyPolicyViolation, match="not covered"):
+    with pytest.raises(PrivacyPolicyViolation, match="Flower's legacy API"):
         privatize(policy(), msg, reply(msg, W), np.random.default_rng(0))
 
 

@@ -77,6 +77,12 @@ def test_budget_persists_across_fresh_simulations_and_sites_refuse(
     [(project, spent)] = row["projects"].items()  # type: ignore[attr-defined]
     assert len(project) == 64 and spent == row["spent"]
     assert f"{do1} is out of privacy budget: dataset" in second
+    # The end-of-run summary names each site that refused, with spent and left.
+    for site in (do1, "do2@example.org"):
+        line = f"site out of privacy budget: {site} (dataset 'default' is out of"
+        assert second.count(line) == 1
+    assert "ClientApp calls: 8 sent, 4 succeeded, 4 failed" in second
+    assert "site out of privacy budget" not in first
     # Each charge and each refusal is in the data owner's audit trail.
     client = SyftCoreClient.load(work / "configs" / f"{do1}.json")
     notes = [str(e["privacy"]) for e in audit_entries(client) if "privacy" in e]

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
+from syft_flwr.data_owner.privacy.legacy import legacy_refusal
 from syft_flwr.data_owner.privacy.policy import PrivacyPolicy
 from syft_flwr.errors import PrivacyPolicyViolation
 
@@ -61,6 +62,9 @@ def privatize(
     PrivacyPolicyViolation
         The reply carries something the policy cannot make private.
     """
+    legacy = legacy_refusal(msg, reply)
+    if legacy is not None:
+        raise PrivacyPolicyViolation(legacy)
     kind = msg.metadata.message_type.split(".", 1)[0]
     if kind not in UPDATE_TYPES + ANALYTICS_TYPES:
         raise PrivacyPolicyViolation(
