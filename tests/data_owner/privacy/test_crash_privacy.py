@@ -2,8 +2,8 @@
 
 ``simulate --privacy`` runs the researcher and two data owners as OS
 processes; the test kills do1 with SIGKILL and starts it again with the very
-command line, environment and folder it had (read from ``/proc``), as a data
-owner restarting their machine would (``parties.json`` says how).
+command line, environment and folder it had (from ``parties.json``), as a data
+owner restarting their machine would.
 
 * Killed after the charge, while the noised reply is kept but cannot be
   written (a directory stands where the reply file must go): after the restart
@@ -118,9 +118,28 @@ def _restart_recipe(work: Path, email: str) -> tuple[list[str], dict[str, str]]:
     return party["argv"], {**_env(), **party["env"]}
 
 
-def _start(tmp_path: Path) -> tuple[Path, subprocess.Popen[str]]:
+#: Put first in do1's train: it "trains" until it is killed, so the test finds
+#: it running (never a race against how long training takes).
+_HANG = (
+    '    """Run a few local epochs from the global model; reply with the new model."""\n'
+    '    if int(context.node_config.get("partition-id", 0)) == 0:\n'
+    "        import time\n"
+    "\n"
+    "        time.sleep(3600)  # the crash test kills this data owner here\n"
+)
+
+
+def _start(
+    tmp_path: Path, *, hang_do1: bool = False
+) -> tuple[Path, subprocess.Popen[str]]:
     app = tmp_path / APP.name
     shutil.copytree(APP, app, ignore=shutil.ignore_patterns("__pycache__"))
+    if hang_do1:
+        source = app / "fedavg_tabular" / "client_app.py"
+        text = source.read_text()
+        doc = '    """Run a few local epochs from the global model; reply with the new model."""\n'
+        assert doc in text
+        source.write_text(text.replace(doc, _HANG, 1))
     policy = tmp_path / "privacy.toml"
     policy.write_text(POLICY)
     work = tmp_path / "work"
@@ -203,7 +222,7 @@ def _charges(work: Path) -> list[str]:
 def test_kill_9_while_the_client_app_runs_charges_nothing_and_never_reruns(
     tmp_path: Path,
 ) -> None:
-    work, sim = _start(tmp_path)
+    work, sim = _start(tmp_path, hang_do1=True)
     do_log = work / "logs" / f"{DO1}.log"
     pid = _wait("do1 to start", lambda: _pid(work, DO1))
     assert isinstance(pid, int)
