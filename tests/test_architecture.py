@@ -99,11 +99,6 @@ KNOWN_BIG = frozenset(
     {
         "syft_flwr.cli",
         "syft_flwr.simulation",
-        "syft_flwr.testing._drive_store",
-        "syft_flwr.testing.drive_server",
-        "syft_flwr.testing.syftbox_network",
-        "syft_flwr.transports.base",
-        "syft_flwr.transports.syftbox",
     }
 )
 
