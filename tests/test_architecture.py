@@ -97,7 +97,6 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 MAX_LINES = 400
 KNOWN_BIG = frozenset(
     {
-        "syft_flwr.cli",
         "syft_flwr.simulation",
     }
 )
