@@ -95,17 +95,7 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 #: big module writes its reason instead (``# Size: ...`` or a docstring line
 #: starting ``Size:``).
 MAX_LINES = 400
-KNOWN_BIG = frozenset(
-    {
-        "syft_flwr.cli",
-        "syft_flwr.simulation",
-        "syft_flwr.testing._drive_store",
-        "syft_flwr.testing.drive_server",
-        "syft_flwr.testing.syftbox_network",
-        "syft_flwr.transports.base",
-        "syft_flwr.transports.syftbox",
-    }
-)
+KNOWN_BIG: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -380,7 +370,6 @@ ROOT_FACES: dict[str, str] = {
     "syft_flwr.run": "upstream path (main.py), tests/compat",
     "syft_flwr.run_simulation": "upstream path, tests/compat",
     "syft_flwr.serde": "docs/api.md",
-    "syft_flwr.simulation": "docs/api.md, notebooks",
     "syft_flwr.utils": "docs/migrating.md",
 }
 

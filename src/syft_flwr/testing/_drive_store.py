@@ -16,6 +16,10 @@ several users, and enforces the Drive rules that shape a peer-to-peer protocol:
 It knows nothing of HTTP; :mod:`syft_flwr.testing.drive_server` maps requests onto
 it. All public methods must be called with :attr:`DriveStore.lock` held (the
 server holds it for the whole request).
+
+Size: over 400 lines because it is one data model under one lock: visibility,
+ownership, the change log and uploads all read and write the same records, and
+splitting them would spread the Drive rules the tests rely on over several files.
 """
 
 from __future__ import annotations

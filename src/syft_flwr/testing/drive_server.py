@@ -22,6 +22,10 @@ language lives in :mod:`syft_flwr.testing._drive_query`, the data model in
 uploads in ``_drive_upload``), the discovery document, ``fields`` masks and
 multipart bodies in :mod:`syft_flwr.testing._drive_http`, routing and HTTP
 here.
+
+Size: over 400 lines because the route table and its handlers are one piece
+(each route names a handler method of ``_DriveApp``); the store, query language,
+errors, uploads and HTTP bodies already live in their own modules.
 """
 
 from __future__ import annotations

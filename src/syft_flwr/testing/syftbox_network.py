@@ -12,6 +12,10 @@ and typing-extensions that conflict with Flower, so it lives in its own virtuale
 Only the standard library is used; the client configs written by the sync clients can
 be loaded with ``syft_core.Client.load(party.config_path)``.
 
+Size: over 400 lines because it is one harness with one lifecycle (start the
+server, the clients, wait for the mesh, stop everything) whose processes and
+logs are owned by :class:`SyftBoxNetwork`; it is test tooling, not protocol.
+
 Examples
 --------
 >>> emails = ["ds@example.org", "do1@example.org"]
