@@ -236,6 +236,29 @@ def _keep_earlier_logs(plan: _Plan, parties: list[Party]) -> None:
             os.replace(p.log_path, p.log_path.with_name(f"{p.log_path.name}.prev"))
 
 
+def _party_env(plan: _Plan, p: Party, base_env: dict[str, str]) -> dict[str, str]:
+    """The environment one party starts with: its config, folders and opt-downs."""
+    env = dict(base_env)
+    env["SYFTBOX_CLIENT_CONFIG_PATH"] = str(p.config_path)
+    env["OUTPUT_DIR"] = str(plan.root / "outputs" / p.email)
+    Path(env["OUTPUT_DIR"]).mkdir(parents=True, exist_ok=True)
+    if p.data_dir is not None:
+        env["DATA_DIR"] = str(p.data_dir)
+    else:
+        env.pop("DATA_DIR", None)
+    if p.role == "data-owner":
+        # The simulated data owners serve the app folder unreviewed, as the
+        # researcher simulates its own code (main.py of an upstream
+        # template takes no options: the variable is its opt-down).
+        env["SYFT_FLWR_NO_REVIEW"] = "true"
+        if plan.privacy is not None:
+            env[ENV_PRIVACY_POLICY] = str(plan.privacy)
+        # Nobody's private data here: where this machine cannot contain,
+        # the ClientApp runs uncontained with one warning (serve refuses).
+        env[SIMULATION_ENV] = "1"
+    return env
+
+
 def _start_parties(plan: _Plan, parties: list[Party]) -> dict[str, _PartyProcess]:
     """Start every party as its own OS process (data owners first).
 
@@ -253,24 +276,7 @@ def _start_parties(plan: _Plan, parties: list[Party]) -> dict[str, _PartyProcess
     again: dict[str, dict[str, object]] = {}
     # Data owners first: they publish their permissions and wait for work.
     for p in parties:
-        env = dict(base_env)
-        env["SYFTBOX_CLIENT_CONFIG_PATH"] = str(p.config_path)
-        env["OUTPUT_DIR"] = str(plan.root / "outputs" / p.email)
-        Path(env["OUTPUT_DIR"]).mkdir(parents=True, exist_ok=True)
-        if p.data_dir is not None:
-            env["DATA_DIR"] = str(p.data_dir)
-        else:
-            env.pop("DATA_DIR", None)
-        if p.role == "data-owner":
-            # The simulated data owners serve the app folder unreviewed, as the
-            # researcher simulates its own code (main.py of an upstream
-            # template takes no options: the variable is its opt-down).
-            env["SYFT_FLWR_NO_REVIEW"] = "true"
-            if plan.privacy is not None:
-                env[ENV_PRIVACY_POLICY] = str(plan.privacy)
-            # Nobody's private data here: where this machine cannot contain,
-            # the ClientApp runs uncontained with one warning (serve refuses).
-            env[SIMULATION_ENV] = "1"
+        env = _party_env(plan, p, base_env)
         cmd = _party_cmd(
             plan.cfg, p, plan.app_name, plan.datasites, plan.run_config, plan.entry
         )
