@@ -10,9 +10,7 @@ appends the integrity tag.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 
 from flwr.app import Message
 
+from syft_flwr import _fs
 from syft_flwr.serde import split_message
 from syft_flwr.wire import frames
 from syft_flwr.wire.blobs import BlobRef, read_local_blob
@@ -35,27 +34,11 @@ def write_durable(
 ) -> None:
     """Write ``data`` (or its pieces, in order) to ``path`` atomically and durably.
 
-    With ``seal``, the SHA-256 of the bytes is computed as they are written (no
-    second pass over a large reply) and ``seal(digest)`` is appended.
+    A framed body is written piece by piece (see :func:`syft_flwr._fs.write_durable`,
+    which does the writing, the optional seal and the fsyncs).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    digest = hashlib.sha256() if seal is not None else None
-    with open(tmp, "wb", opener=lambda p, f: os.open(p, f, 0o600)) as fh:
-        for piece in frames.pieces(data) if isinstance(data, bytes) else data:
-            fh.write(piece)
-            if digest is not None:
-                digest.update(piece)
-        if seal is not None and digest is not None:
-            fh.write(seal(digest.digest()))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    pieces = frames.pieces(data) if isinstance(data, bytes) else data
+    _fs.write_durable(path, pieces, seal=seal)
 
 
 #: A reply kept with its attachments linked into the journal: the framed prefix,

@@ -41,10 +41,7 @@ def _take_pipes() -> tuple[int, int]:
 def _policy(data: dict[str, Any]) -> Any:
     from syft_flwr.data_owner.contain.policy import ContainmentPolicy
 
-    fields = dict(data)
-    fields["allow_read"] = tuple(Path(p) for p in fields.get("allow_read", []))
-    fields["allow_write"] = tuple(Path(p) for p in fields.get("allow_write", []))
-    return ContainmentPolicy(**fields)
+    return ContainmentPolicy.from_json(data)
 
 
 def _verified_files(app_dir: Path, hashes: dict[str, str]) -> dict[str, bytes]:

@@ -132,6 +132,38 @@ class ContainmentPolicy:
         except TypeError as exc:
             raise ConfigError(f"containment: {exc}") from exc
 
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready form, for the worker's start (read back by :meth:`from_json`)."""
+        return {
+            "level": self.level,
+            "memory_mb": self.memory_mb,
+            "cpu_seconds": self.cpu_seconds,
+            "max_processes": self.max_processes,
+            "max_file_mb": self.max_file_mb,
+            "allow_read": [str(p) for p in self.allow_read],
+            "allow_write": [str(p) for p in self.allow_write],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> ContainmentPolicy:
+        """The policy :meth:`to_json` wrote (checked like any other).
+
+        Raises
+        ------
+        ConfigError
+            A field is unknown or has a value that is not allowed.
+        """
+        fields = dict(data)
+        for name in ("allow_read", "allow_write"):
+            paths = fields.get(name, [])
+            if not isinstance(paths, list | tuple):
+                raise ConfigError(f"containment {name} must be a list of paths")
+            fields[name] = tuple(Path(str(x)) for x in paths)
+        try:
+            return cls(**fields)  # type: ignore[arg-type]
+        except TypeError as exc:
+            raise ConfigError(f"containment: {exc}") from exc
+
     def with_(self, **changes: object) -> ContainmentPolicy:
         """Return a copy with some fields changed."""
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +59,7 @@ def run_probe(policy: ContainmentPolicy, *, timeout: float = 60.0) -> Enforced:
             listener.listen(4)
             listener.setblocking(False)
             spec = {
-                "policy": _policy_json(policy),
+                "policy": policy.to_json(),
                 "port": listener.getsockname()[1],
                 "secret": str(secret),
                 "forbidden": str(forbidden),
@@ -80,13 +79,6 @@ def _targets(root: Path) -> tuple[Path, Path, Path]:
     scratch = root / "scratch"
     scratch.mkdir()
     return secret, forbidden, scratch
-
-
-def _policy_json(policy: ContainmentPolicy) -> dict[str, Any]:
-    data = asdict(policy)
-    data["allow_read"] = [str(p) for p in policy.allow_read]
-    data["allow_write"] = [str(p) for p in policy.allow_write]
-    return data
 
 
 def _run_child(
@@ -278,10 +270,7 @@ def _leave_grandchild() -> None:
 
 def _child_main() -> None:
     spec = json.loads(sys.stdin.buffer.read(1 << 16))
-    data = spec["policy"]
-    data["allow_read"] = tuple(Path(p) for p in data["allow_read"])
-    data["allow_write"] = tuple(Path(p) for p in data["allow_write"])
-    policy = ContainmentPolicy(**data)
+    policy = ContainmentPolicy.from_json(spec["policy"])
     try:
         enforced = enter(policy, read=[], write=[Path(spec["scratch"])])
     except ContainmentUnavailable as exc:

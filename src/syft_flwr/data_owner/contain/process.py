@@ -113,7 +113,7 @@ class WorkerProcess:
             "node_id": s.node_id,
             "node_config": s.node_config,
             "run_config": s.run_config,
-            "policy": _policy_json(s.policy),
+            "policy": s.policy.to_json(),
             "read": [str(p) for p in read],
             "write": [str(self.scratch)],
             "max_bytes": s.max_bytes,
@@ -285,18 +285,6 @@ def _signal_name(sig: int) -> str:
         return signal.Signals(sig).name
     except ValueError:
         return "unknown"
-
-
-def _policy_json(policy: ContainmentPolicy) -> dict[str, object]:
-    return {
-        "level": policy.level,
-        "memory_mb": policy.memory_mb,
-        "cpu_seconds": policy.cpu_seconds,
-        "max_processes": policy.max_processes,
-        "max_file_mb": policy.max_file_mb,
-        "allow_read": [str(p) for p in policy.allow_read],
-        "allow_write": [str(p) for p in policy.allow_write],
-    }
 
 
 def _clean_env(scratch: Path) -> dict[str, str]:

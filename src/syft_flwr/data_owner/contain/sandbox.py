@@ -97,15 +97,7 @@ def _spec(
     policy: ContainmentPolicy, read: Sequence[Path], write: Sequence[Path]
 ) -> dict[str, object]:
     return {
-        "policy": {
-            "level": policy.level,
-            "memory_mb": policy.memory_mb,
-            "cpu_seconds": policy.cpu_seconds,
-            "max_processes": policy.max_processes,
-            "max_file_mb": policy.max_file_mb,
-            "allow_read": [str(p) for p in policy.allow_read],
-            "allow_write": [str(p) for p in policy.allow_write],
-        },
+        "policy": policy.to_json(),
         "read": [str(p) for p in read],
         "write": [str(p) for p in write],
     }
@@ -113,10 +105,7 @@ def _spec(
 
 def contain_from_spec(spec: dict[str, object]) -> Enforced:
     """Contain this process as :func:`command`'s ``spec`` says (called by :mod:`.boot`)."""
-    data = dict(spec["policy"])  # type: ignore[call-overload]
-    data["allow_read"] = tuple(Path(p) for p in data["allow_read"])
-    data["allow_write"] = tuple(Path(p) for p in data["allow_write"])
-    policy = ContainmentPolicy(**data)
+    policy = ContainmentPolicy.from_json(spec["policy"])  # type: ignore[arg-type]
     read = [Path(p) for p in spec["read"]]  # type: ignore[attr-defined]
     write = [Path(p) for p in spec["write"]]  # type: ignore[attr-defined]
     return _contain_now(policy, read, write)
