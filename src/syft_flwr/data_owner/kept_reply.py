@@ -19,7 +19,7 @@ import hashlib
 import logging
 import os
 
-from syft_flwr.crypto.state_mac import StateKey
+from syft_flwr.crypto.state_mac import TAG_LEN, StateKey
 from syft_flwr.errors import StateIntegrityError
 from syft_flwr.wire import frames
 
@@ -28,7 +28,6 @@ __all__ = ["open_kept", "write_kept"]
 logger = logging.getLogger("syft_flwr.data_owner.ledger")
 
 _MAGIC = b"\xffSK1"
-_TAG_LEN = 32
 
 
 def write_kept(
@@ -58,7 +57,7 @@ def open_kept(mid: str, data: bytes, mac: StateKey | None) -> tuple[bytes, str]:
         With ``mac``: the file was changed, written under another key or for
         another request, or has no tag (an older version's file). Never send it.
     """
-    tagged = data.startswith(_MAGIC) and len(data) >= len(_MAGIC) + 2 + _TAG_LEN
+    tagged = data.startswith(_MAGIC) and len(data) >= len(_MAGIC) + 2 + TAG_LEN
     if not tagged:
         if mac is None:
             return data, ""  # no key: taken on trust
@@ -67,7 +66,7 @@ def open_kept(mid: str, data: bytes, mac: StateKey | None) -> tuple[bytes, str]:
         raise StateIntegrityError(f"{what}; it is not sent")
     n = int.from_bytes(data[4:6], "big")
     peer = data[6 : 6 + n].decode("utf-8", "replace")
-    body, tag = data[6 + n : -_TAG_LEN], data[-_TAG_LEN:]
+    body, tag = data[6 + n : -TAG_LEN], data[-TAG_LEN:]
     if mac is not None:
         digest = hashlib.sha256(body).digest()
         try:

@@ -26,15 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from syft_flwr.crypto.state_mac import StateKey
+from syft_flwr.crypto.state_mac import TAG_LEN, StateKey
 from syft_flwr.errors import CheckpointError, StateIntegrityError
 
 __all__ = ["TAG_LEN", "JournalSeal"]
 
 logger = logging.getLogger("syft_flwr.checkpoint")
-
-#: Length of the tag that ends an authenticated exchange file (HMAC-SHA256).
-TAG_LEN = 32
 
 
 class JournalSeal:

@@ -38,12 +38,6 @@ def _take_pipes() -> tuple[int, int]:
     return proto_in, proto_out
 
 
-def _policy(data: dict[str, Any]) -> Any:
-    from syft_flwr.data_owner.contain.policy import ContainmentPolicy
-
-    return ContainmentPolicy.from_json(data)
-
-
 def _verified_files(app_dir: Path, hashes: dict[str, str]) -> dict[str, bytes]:
     """Each approved file, read again here and checked against its sha256."""
     files: dict[str, bytes] = {}
@@ -153,6 +147,7 @@ def _start(proto_in: int, proto_out: int) -> tuple[_Runner, int] | None:
     """Read the start frame, confirm containment, load the app; None if refused."""
     import json
 
+    from syft_flwr.data_owner.contain.policy import ContainmentPolicy
     from syft_flwr.data_owner.contain.sandbox import enter
     from syft_flwr.errors import ContainmentUnavailable
 
@@ -162,7 +157,7 @@ def _start(proto_in: int, proto_out: int) -> tuple[_Runner, int] | None:
     start: dict[str, Any] = pipe.parse_json(payload)
     try:
         enforced = enter(
-            _policy(start["policy"]),
+            ContainmentPolicy.from_json(start["policy"]),
             read=[Path(p) for p in start["read"]],
             write=[Path(p) for p in start["write"]],
         )
